@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: MIT
+# nbd-serverd: hand-written GNU Makefile.
+#
+# Layout: every src/<module>/*.c except program entry points goes into one
+# static library; each tests/unit/test-*.c is its own Check binary linked
+# with the fixtures and that library.  Sanitizer builds live in their own
+# build directory so that their objects never mix with the normal ones.
+
+CC ?= gcc
+PKG_CONFIG ?= pkg-config
+WERROR ?= 1
+SANITIZE ?=
+
+ifeq ($(SANITIZE),)
+  BUILD ?= build
+else ifeq ($(SANITIZE),address,undefined)
+  BUILD ?= build-asan
+else ifeq ($(SANITIZE),thread)
+  BUILD ?= build-tsan
+else
+  $(error SANITIZE must be empty, address,undefined or thread)
+endif
+
+PKGS := liburing gnutls
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wstrict-prototypes \
+        -Wmissing-prototypes -Wimplicit-fallthrough -Wundef
+ifeq ($(WERROR),1)
+  WARN += -Werror
+endif
+
+OPT ?= -O2 -g
+CFLAGS ?= $(OPT)
+ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) $(CFLAGS) \
+              -fno-strict-aliasing -pthread $(PKG_CFLAGS)
+ALL_LDFLAGS := -pthread $(LDFLAGS)
+ifneq ($(SANITIZE),)
+  ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 \
+                -DNBDSRV_SANITIZE
+  ALL_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LIBS := $(PKG_LIBS)
+
+# Programs: src/<dir>/<name>-main.c becomes $(BUILD)/<name>.
+PROG_SRCS := $(wildcard src/*/*-main.c)
+LIB_SRCS := $(filter-out $(PROG_SRCS),$(wildcard src/*/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libnbdsrv.a
+PROGS := $(foreach s,$(PROG_SRCS),$(BUILD)/$(patsubst %-main.c,%,$(notdir $(s))))
+
+UNIT_SRCS := $(wildcard tests/unit/test-*.c)
+FIXTURE_SRCS := $(wildcard tests/unit/fixture-*.c)
+FIXTURE_OBJS := $(FIXTURE_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+BENCH_SRCS := $(wildcard tests/bench/bench-*.c)
+BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
+
+DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
+             libinih-dev
+DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
+            python3-libnbd fio valgrind
+DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
+
+.PHONY: all check check-unit check-interop check-asan check-tsan \
+        check-valgrind bench-runtime deps clean format check-format serve
+
+all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# glibc's fortified longjmp refuses to jump between stacks, so the one file
+# that switches stacks is built without _FORTIFY_SOURCE.
+$(BUILD)/src/coro/coro-switch.o: ALL_CFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=0
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%: $(BUILD)/src/*/%-main.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/unit/test-%: $(BUILD)/tests/unit/test-%.o $(FIXTURE_OBJS) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+
+$(BUILD)/tests/unit/%.o: ALL_CFLAGS += $(CHECK_CFLAGS)
+
+$(BUILD)/tests/bench/bench-%: $(BUILD)/tests/bench/bench-%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+check: check-unit check-interop
+
+check-unit: $(UNIT_BINS)
+	@tests/run-unit.sh $(UNIT_BINS)
+
+check-interop: all
+	@tests/run-interop.sh $(BUILD)
+
+check-asan:
+	$(MAKE) check-unit SANITIZE=address,undefined
+
+check-tsan:
+	$(MAKE) check-unit SANITIZE=thread
+
+check-valgrind: $(UNIT_BINS)
+	@NBDSRV_VALGRIND=1 tests/run-unit.sh $(UNIT_BINS)
+
+bench-runtime: $(BUILD)/tests/bench/bench-runtime
+	$(BUILD)/tests/bench/bench-runtime
+
+serve:
+	@echo "make serve: the daemon arrives with the NBD server; nothing to run yet." >&2
+	@exit 1
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "all build and test packages are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	else echo "run as root: apt-get install -y$$missing"; fi
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_FILES)
+
+check-format:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf build build-asan build-tsan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging.  One line per call, written atomically to stderr; the level
+ * filter is a process-wide atomic.  The daemon issue adds syslog and
+ * sd-daemon prefixes behind the same calls.
+ */
+#ifndef NBDSRV_LOG_H
+#define NBDSRV_LOG_H
+
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/compiler.h"
+
+enum log_level {
+    LOG_LEVEL_ERROR = 3,
+    LOG_LEVEL_WARNING = 4,
+    LOG_LEVEL_INFO = 6,
+    LOG_LEVEL_DEBUG = 7,
+};
+
+/* Messages above `level` are dropped.  ANY_THREAD. */
+ANY_THREAD void log_set_level(enum log_level level);
+ANY_THREAD enum log_level log_get_level(void);
+
+/* Writes "nbd-serverd: <level>: msg\n" when level passes.  ANY_THREAD. */
+ANY_THREAD void log_msg(enum log_level level, const char *fmt, ...)
+    PRINTF_FMT(2, 3);
+
+/* Sets the program name used as the line prefix.  Call once at start. */
+void log_set_program(const char *name);
+
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+/* Logs file:line and the message, then aborts.  For impossible states. */
+NORETURN void bug_at(const char *file, int line, const char *what);
+#define BUG(what) bug_at(__FILE__, __LINE__, what)
+
+#endif

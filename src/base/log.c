@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/* Line-at-a-time logging to stderr. */
+#include "nbdsrv/log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Relaxed: the level is a filter, not a synchronisation point. */
+static _Atomic int log_level = LOG_LEVEL_INFO;
+/* Immutable after start-up. */
+static const char *log_program = "nbd-serverd";
+
+void log_set_program(const char *name)
+{
+    log_program = name;
+}
+
+void log_set_level(enum log_level level)
+{
+    atomic_store_explicit(&log_level, level, memory_order_relaxed);
+}
+
+enum log_level log_get_level(void)
+{
+    return atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+static const char *level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_LEVEL_ERROR:
+        return "error";
+    case LOG_LEVEL_WARNING:
+        return "warning";
+    case LOG_LEVEL_INFO:
+        return "info";
+    case LOG_LEVEL_DEBUG:
+        return "debug";
+    }
+    return "log";
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if ((int)level > (int)log_get_level()) {
+        return;
+    }
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s: %s: ", log_program,
+                     level_name(level));
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof line) {
+        int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+        n = m < 0 ? n : n + m;
+    }
+    va_end(ap);
+    if (n < 0) {
+        return;
+    }
+    if ((size_t)n >= sizeof line - 1) {
+        n = sizeof line - 2;
+    }
+    line[n++] = '\n';
+    /* One write() keeps lines from different threads whole. */
+    ssize_t r = write(STDERR_FILENO, line, n);
+    (void)r;
+}
+
+void bug_at(const char *file, int line, const char *what)
+{
+    log_error("BUG at %s:%d: %s", file, line, what);
+    abort();
+}

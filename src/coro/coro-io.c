@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* Coroutine-blocking wrappers over io_uring operations. */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+
+#include "coro-int.h"
+#include "nbdsrv/coro-io.h"
+#include "nbdsrv/log.h"
+
+/* Lives on the waiting coroutine's stack until its completion arrives. */
+struct coro_op {
+    struct loop_op op;
+    struct coro *co;
+    int res;
+};
+
+static void coro_op_complete(struct loop_op *op, int res, uint32_t flags)
+{
+    (void)flags;
+    struct coro_op *c = container_of(op, struct coro_op, op);
+    c->res = res;
+    coro_wake(c->co);
+}
+
+static struct io_uring_sqe *op_begin(struct coro_op *c)
+{
+    c->co = coro_self();
+    if (c->co == NULL || c->co->loop == NULL) {
+        BUG("coroutine I/O outside a coroutine on a loop");
+    }
+    c->op.complete = coro_op_complete;
+    c->res = 0;
+    return loop_get_sqe(c->co->loop);
+}
+
+static int op_wait(struct coro_op *c, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data(sqe, &c->op);
+    coro_yield();
+    return c->res;
+}
+
+static unsigned clamp_len(size_t len)
+{
+    return len > INT_MAX ? INT_MAX : (unsigned)len;
+}
+
+ssize_t coro_read(int fd, void *buf, size_t len, uint64_t offset)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_read(sqe, fd, buf, clamp_len(len), offset);
+    return op_wait(&c, sqe);
+}
+
+ssize_t coro_write(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_write(sqe, fd, buf, clamp_len(len), offset);
+    return op_wait(&c, sqe);
+}
+
+ssize_t coro_readv(int fd, const struct iovec *iov, int iovcnt,
+                   uint64_t offset)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_readv(sqe, fd, iov, iovcnt, offset);
+    return op_wait(&c, sqe);
+}
+
+ssize_t coro_writev(int fd, const struct iovec *iov, int iovcnt,
+                    uint64_t offset)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_writev(sqe, fd, iov, iovcnt, offset);
+    return op_wait(&c, sqe);
+}
+
+int coro_fsync(int fd)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_fsync(sqe, fd, 0);
+    return op_wait(&c, sqe);
+}
+
+int coro_fdatasync(int fd)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    return op_wait(&c, sqe);
+}
+
+int coro_fallocate(int fd, int mode, uint64_t offset, uint64_t len)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_fallocate(sqe, fd, mode, offset, len);
+    return op_wait(&c, sqe);
+}
+
+int coro_poll(int fd, short events)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_poll_add(sqe, fd, (unsigned)events);
+    return op_wait(&c, sqe);
+}
+
+int coro_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_accept(sqe, fd, addr, addrlen, flags | SOCK_CLOEXEC);
+    return op_wait(&c, sqe);
+}
+
+int coro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_connect(sqe, fd, addr, addrlen);
+    return op_wait(&c, sqe);
+}
+
+ssize_t coro_recv(int fd, void *buf, size_t len, int flags)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_recv(sqe, fd, buf, clamp_len(len), flags);
+    return op_wait(&c, sqe);
+}
+
+ssize_t coro_send(int fd, const void *buf, size_t len, int flags)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_send(sqe, fd, buf, clamp_len(len), flags);
+    return op_wait(&c, sqe);
+}
+
+int coro_sleep_ns(uint64_t ns)
+{
+    struct __kernel_timespec ts = {
+        .tv_sec = (long long)(ns / 1000000000u),
+        .tv_nsec = (long long)(ns % 1000000000u),
+    };
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_timeout(sqe, &ts, 0, 0);
+    int r = op_wait(&c, sqe);
+    return r == -ETIME ? 0 : r;
+}

@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The event loop: one thread, one io_uring ring, one ready queue.
+ *
+ * An iteration runs the tasks that were ready when it began, moves the
+ * inbox (tasks posted by other threads) onto the ready queue, then makes
+ * one io_uring_submit_and_wait: it waits for a completion only when there
+ * is nothing ready.  Completions are copied out of the CQ ring before
+ * their handlers run, so a handler that needs an SQE (and may have to
+ * reap to get one) never sees a CQE twice.
+ *
+ * Sleeping and waking: before it blocks, the loop sets `sleeping` and then
+ * looks at the inbox once more; a poster pushes to the inbox and then
+ * looks at `sleeping`.  Both sides use sequentially consistent accesses,
+ * so at least one of them sees the other (the classic store-load pair),
+ * and a sleeping loop is always woken through its eventfd.  `notified`
+ * keeps a burst of posts down to one eventfd write per sleep.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "nbdsrv/compiler.h"
+#include "nbdsrv/log.h"
+#include "nbdsrv/loop.h"
+
+#define DEFAULT_RING_ENTRIES 256
+#define REAP_BATCH 64
+
+/*
+ * A loop.  Owned by its group.  Fields marked loop-local are touched only
+ * by the loop's thread; the rest say how they are shared.
+ */
+struct loop {
+    unsigned index;            /* immutable after init */
+    pthread_t thread;          /* written by the starter before any use */
+    struct io_uring ring;      /* loop-local */
+    unsigned ring_entries;     /* immutable after init */
+
+    struct loop_task *ready_head;  /* loop-local FIFO */
+    struct loop_task **ready_tail; /* loop-local */
+
+    /* Multi-producer LIFO; seq_cst, paired with `sleeping` (see top). */
+    _Atomic(struct loop_task *) inbox;
+    atomic_bool sleeping;      /* seq_cst: set by the loop before it blocks */
+    atomic_bool notified;      /* an eventfd write is on its way */
+    int event_fd;              /* immutable after init */
+    uint64_t event_buf;        /* loop-local: target of the eventfd read */
+    struct loop_op event_op;   /* loop-local */
+
+    bool stopping;             /* loop-local */
+    bool kicked;               /* loop-local: skip one blocking wait */
+    struct loop_task stop_task;
+
+    /* Start-up hand-shake with loop_group_start; sem_t orders the rest. */
+    sem_t started;
+    int start_result;
+    char start_msg[256];
+};
+
+static _Atomic(struct loop *) main_loop;
+static __thread struct loop *current_loop;
+
+NOINLINE struct loop *loop_current(void)
+{
+    struct loop *loop = current_loop;
+    __asm__ volatile("" ::: "memory");
+    return loop;
+}
+
+struct loop *loop_main(void)
+{
+    return atomic_load_explicit(&main_loop, memory_order_acquire);
+}
+
+unsigned loop_index(const struct loop *loop)
+{
+    return loop->index;
+}
+
+#ifndef NDEBUG
+void loop_assert_owner(const struct loop *loop)
+{
+    if (loop_current() != loop) {
+        BUG("loop function called from a thread that does not own the loop");
+    }
+}
+#endif
+
+static void ready_push(struct loop *loop, struct loop_task *task)
+{
+    task->next = NULL;
+    *loop->ready_tail = task;
+    loop->ready_tail = &task->next;
+}
+
+static void wake(struct loop *loop)
+{
+    if (atomic_load(&loop->sleeping) &&
+        !atomic_exchange(&loop->notified, true)) {
+        uint64_t one = 1;
+        ssize_t r;
+        do {
+            r = write(loop->event_fd, &one, sizeof one);
+        } while (r < 0 && errno == EINTR);
+        /* EAGAIN means the counter is already non-zero: it will wake. */
+    }
+}
+
+void loop_post(struct loop *loop, struct loop_task *task)
+{
+    if (loop_current() == loop) {
+        ready_push(loop, task);
+        return;
+    }
+    struct loop_task *head = atomic_load(&loop->inbox);
+    do {
+        task->next = head;
+    } while (!atomic_compare_exchange_weak(&loop->inbox, &head, task));
+    wake(loop);
+}
+
+/* Moves the inbox onto the ready queue in posting order. */
+static void inbox_drain(struct loop *loop)
+{
+    struct loop_task *list = atomic_exchange(&loop->inbox, NULL);
+    struct loop_task *fifo = NULL;
+    while (list != NULL) {
+        struct loop_task *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo != NULL) {
+        struct loop_task *next = fifo->next;
+        ready_push(loop, fifo);
+        fifo = next;
+    }
+}
+
+static void run_ready(struct loop *loop)
+{
+    struct loop_task *task = loop->ready_head;
+    loop->ready_head = NULL;
+    loop->ready_tail = &loop->ready_head;
+    while (task != NULL) {
+        struct loop_task *next = task->next;
+        task->next = NULL;
+        task->fn(task);
+        task = next;
+    }
+}
+
+struct cqe_copy {
+    uint64_t user_data;
+    int res;
+    uint32_t flags;
+};
+
+/* Reaps what the CQ ring holds now; returns how many were handled. */
+static unsigned reap(struct loop *loop)
+{
+    unsigned total = 0;
+    for (;;) {
+        struct io_uring_cqe *cqes[REAP_BATCH];
+        struct cqe_copy copy[REAP_BATCH];
+        unsigned n = io_uring_peek_batch_cqe(&loop->ring, cqes, REAP_BATCH);
+        if (n == 0) {
+            return total;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            copy[i].user_data = cqes[i]->user_data;
+            copy[i].res = cqes[i]->res;
+            copy[i].flags = cqes[i]->flags;
+        }
+        io_uring_cq_advance(&loop->ring, n);
+        for (unsigned i = 0; i < n; i++) {
+            struct loop_op *op = (struct loop_op *)(uintptr_t)copy[i].user_data;
+            if (op != NULL) {
+                op->complete(op, copy[i].res, copy[i].flags);
+            }
+        }
+        total += n;
+    }
+}
+
+struct io_uring_sqe *loop_get_sqe(struct loop *loop)
+{
+    loop_assert_owner(loop);
+    struct io_uring_sqe *sqe;
+    while ((sqe = io_uring_get_sqe(&loop->ring)) == NULL) {
+        int r = io_uring_submit(&loop->ring);
+        if (r == -EBUSY || r == -EAGAIN) {
+            /* The completion side is full: make room, or wait for it. */
+            if (reap(loop) == 0) {
+                io_uring_submit_and_wait(&loop->ring, 1);
+                reap(loop);
+            }
+        } else if (r < 0 && r != -EINTR) {
+            log_error("io_uring_submit: %s", strerror(-r));
+            BUG("io_uring submission failed");
+        }
+    }
+    return sqe;
+}
+
+void loop_kick(struct loop *loop)
+{
+    loop->kicked = true;
+}
+
+static void event_op_arm(struct loop *loop)
+{
+    struct io_uring_sqe *sqe = loop_get_sqe(loop);
+    io_uring_prep_read(sqe, loop->event_fd, &loop->event_buf,
+                       sizeof loop->event_buf, 0);
+    io_uring_sqe_set_data(sqe, &loop->event_op);
+}
+
+static void event_op_complete(struct loop_op *op, int res, uint32_t flags)
+{
+    (void)flags;
+    struct loop *loop = container_of(op, struct loop, event_op);
+    if (res < 0 && res != -EAGAIN && res != -EINTR && res != -ECANCELED) {
+        log_error("loop %u: eventfd read: %s", loop->index, strerror(-res));
+    }
+    atomic_store(&loop->notified, false);
+    event_op_arm(loop);
+}
+
+static void stop_task_run(struct loop_task *task)
+{
+    struct loop *loop = container_of(task, struct loop, stop_task);
+    loop->stopping = true;
+}
+
+static void run(struct loop *loop)
+{
+    for (;;) {
+        run_ready(loop);
+        inbox_drain(loop);
+        if (loop->stopping && loop->ready_head == NULL) {
+            return;
+        }
+        unsigned wait = 0;
+        if (loop->ready_head == NULL && !loop->kicked) {
+            atomic_store(&loop->sleeping, true);
+            if (atomic_load(&loop->inbox) == NULL) {
+                wait = 1;
+            }
+        }
+        loop->kicked = false;
+        int r = io_uring_submit_and_wait(&loop->ring, wait);
+        atomic_store(&loop->sleeping, false);
+        if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN &&
+            r != -ETIME) {
+            log_error("loop %u: io_uring_submit_and_wait: %s", loop->index,
+                      strerror(-r));
+            BUG("io_uring wait failed");
+        }
+        reap(loop);
+    }
+}
+
+void loop_describe_setup_error(int errnum, char *buf, size_t size)
+{
+    char disabled = '?';
+    FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+    if (f != NULL) {
+        int c = fgetc(f);
+        if (c != EOF) {
+            disabled = (char)c;
+        }
+        fclose(f);
+    }
+    switch (errnum) {
+    case ENOSYS:
+        snprintf(buf, size,
+                 "cannot set up io_uring: this kernel does not provide it "
+                 "(io_uring_setup: ENOSYS)");
+        break;
+    case EPERM:
+        if (disabled == '2') {
+            snprintf(buf, size,
+                     "cannot set up io_uring: it is disabled by the sysctl "
+                     "kernel.io_uring_disabled=2 (EPERM)");
+        } else if (disabled == '1') {
+            snprintf(buf, size,
+                     "cannot set up io_uring: kernel.io_uring_disabled=1 "
+                     "allows only members of kernel.io_uring_group (EPERM)");
+        } else {
+            snprintf(buf, size,
+                     "cannot set up io_uring: io_uring_setup was refused "
+                     "(EPERM), by a seccomp or container policy");
+        }
+        break;
+    case ENOMEM:
+        snprintf(buf, size,
+                 "cannot set up io_uring: out of memory or over the "
+                 "locked-memory limit (ulimit -l) (ENOMEM)");
+        break;
+    default:
+        snprintf(buf, size, "cannot set up io_uring: %s", strerror(errnum));
+        break;
+    }
+}
+
+static int ring_init(struct loop *loop)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int r = -EINVAL;
+    for (size_t i = 0; i < ARRAY_SIZE(flag_sets); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = loop->ring_entries * 4;
+        r = io_uring_queue_init_params(loop->ring_entries, &loop->ring, &p);
+        if (r != -EINVAL) {
+            return r;
+        }
+    }
+    return r;
+}
+
+static void *thread_main(void *opaque)
+{
+    struct loop *loop = opaque;
+    current_loop = loop;
+    int r = ring_init(loop);
+    if (r < 0) {
+        loop_describe_setup_error(-r, loop->start_msg,
+                                  sizeof loop->start_msg);
+        loop->start_result = r;
+        sem_post(&loop->started);
+        return NULL;
+    }
+    event_op_arm(loop);
+    loop->start_result = 0;
+    sem_post(&loop->started);
+    run(loop);
+    io_uring_queue_exit(&loop->ring);
+    current_loop = NULL;
+    return NULL;
+}
+
+static struct loop *loop_alloc(unsigned index, unsigned entries,
+                               struct err *err)
+{
+    struct loop *loop = calloc(1, sizeof *loop);
+    if (loop == NULL) {
+        err_set_errno(err, ENOMEM, "allocating a loop");
+        return NULL;
+    }
+    loop->index = index;
+    loop->ring_entries = entries;
+    loop->ready_tail = &loop->ready_head;
+    loop->event_op.complete = event_op_complete;
+    loop->stop_task.fn = stop_task_run;
+    loop->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->event_fd < 0) {
+        err_set_errno(err, errno, "eventfd");
+        free(loop);
+        return NULL;
+    }
+    if (sem_init(&loop->started, 0, 0) < 0) {
+        err_set_errno(err, errno, "sem_init");
+        close(loop->event_fd);
+        free(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+static void loop_dealloc(struct loop *loop)
+{
+    sem_destroy(&loop->started);
+    close(loop->event_fd);
+    free(loop);
+}
+
+/* Starts the thread; returns 0 or -errno with err set. */
+static int loop_start(struct loop *loop, struct err *err)
+{
+    int r = pthread_create(&loop->thread, NULL, thread_main, loop);
+    if (r != 0) {
+        return err_set_errno(err, r, "starting loop thread %u", loop->index);
+    }
+    while (sem_wait(&loop->started) < 0 && errno == EINTR) {
+    }
+    if (loop->start_result < 0) {
+        pthread_join(loop->thread, NULL);
+        return err_set(err, -loop->start_result, "%s", loop->start_msg);
+    }
+    return 0;
+}
+
+static void loop_stop(struct loop *loop)
+{
+    loop_post(loop, &loop->stop_task);
+    pthread_join(loop->thread, NULL);
+}
+
+int loop_group_start(struct loop_group *group, unsigned count,
+                     const struct loop_config *config, struct err *err)
+{
+    unsigned entries = DEFAULT_RING_ENTRIES;
+    if (config != NULL && config->ring_entries != 0) {
+        entries = config->ring_entries;
+    }
+    group->count = 0;
+    group->loops = calloc(count, sizeof *group->loops);
+    if (group->loops == NULL) {
+        return err_set_errno(err, ENOMEM, "allocating loops");
+    }
+    int r = 0;
+    for (unsigned i = 0; i < count; i++) {
+        struct loop *loop = loop_alloc(i, entries, err);
+        if (loop == NULL) {
+            r = -ENOMEM;
+            goto out_stop;
+        }
+        r = loop_start(loop, err);
+        if (r < 0) {
+            loop_dealloc(loop);
+            goto out_stop;
+        }
+        group->loops[group->count++] = loop;
+    }
+    struct loop *expected = NULL;
+    atomic_compare_exchange_strong(&main_loop, &expected, group->loops[0]);
+    return 0;
+
+out_stop:
+    loop_group_stop(group);
+    return r;
+}
+
+void loop_group_stop(struct loop_group *group)
+{
+    if (group->loops == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < group->count; i++) {
+        struct loop *expected = group->loops[i];
+        atomic_compare_exchange_strong(&main_loop, &expected, NULL);
+        loop_stop(group->loops[i]);
+    }
+    for (unsigned i = 0; i < group->count; i++) {
+        loop_dealloc(group->loops[i]);
+    }
+    free(group->loops);
+    group->loops = NULL;
+    group->count = 0;
+}
