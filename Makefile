@@ -65,6 +65,8 @@ DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio valgrind
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
+.SECONDARY:
+
 .PHONY: all check check-unit check-interop check-asan check-tsan \
         check-valgrind bench-runtime deps clean format check-format serve
 

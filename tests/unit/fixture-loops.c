@@ -7,13 +7,18 @@
 
 static struct loop_group group;
 
+void fixture_loops_start_config(unsigned n, const struct loop_config *config)
+{
+    struct err err;
+    err_clear(&err);
+    int r = loop_group_start(&group, n, config, &err);
+    ck_assert_msg(r == 0, "loop_group_start: %s", err.msg);
+}
+
 void fixture_loops_start(unsigned n, unsigned ring_entries)
 {
     struct loop_config config = {.ring_entries = ring_entries};
-    struct err err;
-    err_clear(&err);
-    int r = loop_group_start(&group, n, &config, &err);
-    ck_assert_msg(r == 0, "loop_group_start: %s", err.msg);
+    fixture_loops_start_config(n, &config);
 }
 
 void fixture_loops_stop(void)

@@ -10,6 +10,8 @@
 
 /* Starts n loops (ck_abort on failure); ring_entries 0 is the default. */
 void fixture_loops_start(unsigned n, unsigned ring_entries);
+/* The same with a full configuration (polling window and so on). */
+void fixture_loops_start_config(unsigned n, const struct loop_config *config);
 void fixture_loops_stop(void);
 struct loop *fixture_loop(unsigned i);
 
