@@ -7,11 +7,11 @@
 #ifndef NBDSRV_CHAN_SOCK_H
 #define NBDSRV_CHAN_SOCK_H
 
-#include <sys/socket.h>
-
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/chan.h"
 #include "nbdsrv/err.h"
+
+#include <sys/socket.h>
 
 /* A parsed listen or connect address. */
 struct sock_addr {

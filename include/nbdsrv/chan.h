@@ -19,13 +19,13 @@
 #ifndef NBDSRV_CHAN_H
 #define NBDSRV_CHAN_H
 
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/loop.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <sys/uio.h>
-
-#include "nbdsrv/affinity.h"
-#include "nbdsrv/loop.h"
 
 struct chan;
 
@@ -54,22 +54,22 @@ struct chan_ops {
  * thread of the loop the current poll was submitted on (`armed_on`).
  */
 struct chan_waiter {
-    struct chan *ch;                    /* immutable after init */
-    enum chan_dir dir;                  /* immutable after init */
-    struct coro *co;                    /* the parked coroutine; written by
-                                           it before it parks, read by the
-                                           poll completion */
-    _Atomic(struct loop *) poll_loop;   /* seq_cst; paired with cancel */
-    _Atomic(struct loop *) armed_on;    /* loop holding a live poll, or
-                                           NULL; release/acquire */
-    atomic_bool cancel;                 /* seq_cst; set by chan_wake */
-    atomic_bool cancel_queued;          /* cancel_task is in a queue */
-    int poll_res;                       /* written by the completion before
-                                           it wakes co */
+    struct chan *ch;                  /* immutable after init */
+    enum chan_dir dir;                /* immutable after init */
+    struct coro *co;                  /* the parked coroutine; written by
+                                         it before it parks, read by the
+                                         poll completion */
+    _Atomic(struct loop *) poll_loop; /* seq_cst; paired with cancel */
+    _Atomic(struct loop *) armed_on;  /* loop holding a live poll, or
+                                         NULL; release/acquire */
+    atomic_bool cancel;               /* seq_cst; set by chan_wake */
+    atomic_bool cancel_queued;        /* cancel_task is in a queue */
+    int poll_res;                     /* written by the completion before
+                                         it wakes co */
     struct loop_op poll_op;
-    struct loop_task submit_task;       /* pinned mode: submit on main */
-    struct loop_task cancel_task;       /* chan_wake: remove the poll */
-    atomic_int busy;                    /* debug: one user per direction */
+    struct loop_task submit_task; /* pinned mode: submit on main */
+    struct loop_task cancel_task; /* chan_wake: remove the poll */
+    atomic_int busy;              /* debug: one user per direction */
 };
 
 /*
@@ -77,16 +77,15 @@ struct chan_waiter {
  * implementation.  Owned by its references.
  */
 struct chan {
-    const struct chan_ops *ops;  /* immutable after init */
-    int fd;                      /* immutable after init: polled fd */
+    const struct chan_ops *ops; /* immutable after init */
+    int fd;                     /* immutable after init: polled fd */
     atomic_int refcount;
-    atomic_bool follow;          /* relaxed: set before use */
+    atomic_bool follow; /* relaxed: set before use */
     struct chan_waiter waiters[2];
 };
 
 /* Initialises the common part; refcount 1, following mode.  ANY_THREAD. */
-ANY_THREAD void chan_init(struct chan *ch, const struct chan_ops *ops,
-                          int fd);
+ANY_THREAD void chan_init(struct chan *ch, const struct chan_ops *ops, int fd);
 
 ANY_THREAD struct chan *chan_ref(struct chan *ch);
 /* Drops a reference; the last one frees the channel.  NULL is allowed. */

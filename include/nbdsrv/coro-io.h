@@ -11,12 +11,12 @@
 #ifndef NBDSRV_CORO_IO_H
 #define NBDSRV_CORO_IO_H
 
+#include "nbdsrv/affinity.h"
+
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
-
-#include "nbdsrv/affinity.h"
 
 CORO_FN ssize_t coro_read(int fd, void *buf, size_t len, uint64_t offset);
 CORO_FN ssize_t coro_write(int fd, const void *buf, size_t len,

@@ -15,10 +15,10 @@
 #ifndef NBDSRV_CORO_LOCK_H
 #define NBDSRV_CORO_LOCK_H
 
+#include "nbdsrv/affinity.h"
+
 #include <pthread.h>
 #include <stdbool.h>
-
-#include "nbdsrv/affinity.h"
 
 struct coro;
 
@@ -30,18 +30,18 @@ struct co_waiter {
 
 /* Embedded in its owner, which must not free it while it is held. */
 struct co_mutex {
-    pthread_mutex_t lock;     /* internal; leaf */
-    bool locked;              /* GUARDED_BY(lock) */
-    struct coro *holder;      /* GUARDED_BY(lock); debug aid */
-    struct co_waiter *head;   /* GUARDED_BY(lock): FIFO of waiters */
-    struct co_waiter **tail;  /* GUARDED_BY(lock) */
+    pthread_mutex_t lock;    /* internal; leaf */
+    bool locked;             /* GUARDED_BY(lock) */
+    struct coro *holder;     /* GUARDED_BY(lock); debug aid */
+    struct co_waiter *head;  /* GUARDED_BY(lock): FIFO of waiters */
+    struct co_waiter **tail; /* GUARDED_BY(lock) */
 };
 
 /* Embedded in its owner. */
 struct co_queue {
-    pthread_mutex_t lock;     /* internal; leaf */
-    struct co_waiter *head;   /* GUARDED_BY(lock) */
-    struct co_waiter **tail;  /* GUARDED_BY(lock) */
+    pthread_mutex_t lock;    /* internal; leaf */
+    struct co_waiter *head;  /* GUARDED_BY(lock) */
+    struct co_waiter **tail; /* GUARDED_BY(lock) */
 };
 
 ANY_THREAD void co_mutex_init(struct co_mutex *m);

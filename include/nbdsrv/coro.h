@@ -19,11 +19,11 @@
 #ifndef NBDSRV_CORO_H
 #define NBDSRV_CORO_H
 
-#include <stdbool.h>
-#include <stddef.h>
-
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/loop.h"
+
+#include <stdbool.h>
+#include <stddef.h>
 
 struct coro;
 typedef void coro_entry_fn(void *arg);

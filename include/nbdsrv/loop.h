@@ -18,12 +18,12 @@
 #ifndef NBDSRV_LOOP_H
 #define NBDSRV_LOOP_H
 
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/err.h"
+
 #include <liburing.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-#include "nbdsrv/affinity.h"
-#include "nbdsrv/err.h"
 
 struct loop;
 

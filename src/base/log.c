@@ -49,8 +49,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
         return;
     }
     char line[1024];
-    int n = snprintf(line, sizeof line, "%s: %s: ", log_program,
-                     level_name(level));
+    int n =
+        snprintf(line, sizeof line, "%s: %s: ", log_program, level_name(level));
     va_list ap;
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < sizeof line) {

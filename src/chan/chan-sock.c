@@ -6,6 +6,10 @@
  * thread; only the waits go through io_uring (chan_yield).  sendmsg uses
  * MSG_NOSIGNAL so a closed peer is -EPIPE, never SIGPIPE.
  */
+#include "nbdsrv/chan-sock.h"
+
+#include "nbdsrv/coro-io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,16 +22,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "nbdsrv/chan-sock.h"
-#include "nbdsrv/coro-io.h"
-
 /* Owned by its channel references. */
 struct chan_sock {
     struct chan ch;
 };
 
-static ssize_t sock_readv(struct chan *ch, const struct iovec *iov,
-                          int iovcnt)
+static ssize_t sock_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
 {
     struct msghdr msg = {.msg_iov = (struct iovec *)iov,
                          .msg_iovlen = (size_t)iovcnt};
@@ -41,8 +41,7 @@ static ssize_t sock_readv(struct chan *ch, const struct iovec *iov,
     return n;
 }
 
-static ssize_t sock_writev(struct chan *ch, const struct iovec *iov,
-                           int iovcnt)
+static ssize_t sock_writev(struct chan *ch, const struct iovec *iov, int iovcnt)
 {
     struct msghdr msg = {.msg_iov = (struct iovec *)iov,
                          .msg_iovlen = (size_t)iovcnt};
@@ -96,7 +95,7 @@ struct chan *chan_sock_new_take(int fd)
     chan_init(&s->ch, &chan_sock_ops, fd);
     return &s->ch;
 
-out_close: {
+out_close : {
     int saved = errno;
     close(fd);
     errno = saved;
@@ -203,8 +202,7 @@ int sock_addr_parse(const char *text, struct sock_addr *addr, struct err *err)
     }
     if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
         return err_set(err, EINVAL,
-                       "%s: an IPv6 address must be written [ADDR]:PORT",
-                       text);
+                       "%s: an IPv6 address must be written [ADDR]:PORT", text);
     }
     int port = parse_port(colon + 1, text, err);
     if (port < 0) {

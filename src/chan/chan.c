@@ -21,14 +21,15 @@
  * moved on in between).  A -ECANCELED poll with `cancel` already consumed
  * comes from a stale cancel task and is simply waited again.
  */
+#include "nbdsrv/chan.h"
+
+#include "nbdsrv/coro.h"
+#include "nbdsrv/log.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "nbdsrv/chan.h"
-#include "nbdsrv/coro.h"
-#include "nbdsrv/log.h"
 
 #define CHAN_IOV_MAX 64
 
@@ -91,7 +92,8 @@ static void arm(struct chan_waiter *w, struct loop *loop)
 {
     atomic_store_explicit(&w->armed_on, loop, memory_order_release);
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
-    io_uring_prep_poll_add(sqe, w->ch->fd, w->dir == CHAN_IN ? POLLIN : POLLOUT);
+    io_uring_prep_poll_add(sqe, w->ch->fd,
+                           w->dir == CHAN_IN ? POLLIN : POLLOUT);
     io_uring_sqe_set_data(sqe, &w->poll_op);
 }
 
@@ -107,8 +109,7 @@ static void poll_complete(struct loop_op *op, int res, uint32_t flags)
 /* Pinned mode, on the main loop. */
 static void submit_task_run(struct loop_task *task)
 {
-    struct chan_waiter *w = container_of(task, struct chan_waiter,
-                                         submit_task);
+    struct chan_waiter *w = container_of(task, struct chan_waiter, submit_task);
     if (atomic_load(&w->cancel)) {
         w->poll_res = -ECANCELED;
         coro_wake(w->co);
@@ -119,8 +120,7 @@ static void submit_task_run(struct loop_task *task)
 
 static void cancel_task_run(struct loop_task *task)
 {
-    struct chan_waiter *w = container_of(task, struct chan_waiter,
-                                         cancel_task);
+    struct chan_waiter *w = container_of(task, struct chan_waiter, cancel_task);
     struct chan *ch = w->ch;
     struct loop *here = loop_current();
     if (atomic_load(&w->cancel)) {

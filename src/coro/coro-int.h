@@ -3,10 +3,10 @@
 #ifndef NBDSRV_CORO_INT_H
 #define NBDSRV_CORO_INT_H
 
+#include "nbdsrv/coro.h"
+
 #include <setjmp.h>
 #include <stddef.h>
-
-#include "nbdsrv/coro.h"
 
 /*
  * A coroutine.  Owned by itself while it exists: it is created by
@@ -18,31 +18,31 @@
  * which.
  */
 struct coro {
-    struct loop_task task;  /* link in its loop's ready queue or inbox */
-    coro_entry_fn *entry;   /* set while idle in the pool or not started */
+    struct loop_task task; /* link in its loop's ready queue or inbox */
+    coro_entry_fn *entry;  /* set while idle in the pool or not started */
     void *arg;
-    struct loop *loop;      /* the loop it runs on; changes only while it
-                               is not running (coro_schedule, coro_move_to) */
-    struct loop *move_to;   /* set by coro_move_to before it yields; read by
-                               the task runner on the same thread */
+    struct loop *loop;    /* the loop it runs on; changes only while it
+                             is not running (coro_schedule, coro_move_to) */
+    struct loop *move_to; /* set by coro_move_to before it yields; read by
+                             the task runner on the same thread */
 
     sigjmp_buf env;         /* its own context, saved when it switches out */
     sigjmp_buf *caller_env; /* the context of whoever entered it this time */
     int running;            /* debug: 1 while entered */
 
-    char *map;              /* mmap'd region: guard page then stack */
+    char *map; /* mmap'd region: guard page then stack */
     size_t map_size;
-    char *stack;            /* lowest usable byte, above the guard page */
+    char *stack; /* lowest usable byte, above the guard page */
     size_t stack_size;
 
     struct coro *pool_next; /* link in a pool list */
 
     /* Sanitizer and Valgrind bookkeeping, used by coro-switch.c only. */
-    void *asan_fake_stack;       /* its own fake stack while switched out */
-    const void *caller_stack;    /* stack of the context that entered it */
+    void *asan_fake_stack;    /* its own fake stack while switched out */
+    const void *caller_stack; /* stack of the context that entered it */
     size_t caller_stack_size;
-    void *tsan_fiber;            /* its TSan fiber */
-    void *tsan_caller_fiber;     /* the TSan fiber of whoever entered it */
+    void *tsan_fiber;        /* its TSan fiber */
+    void *tsan_caller_fiber; /* the TSan fiber of whoever entered it */
     unsigned valgrind_stack_id;
 };
 

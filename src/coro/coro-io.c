@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Coroutine-blocking wrappers over io_uring operations. */
+#include "nbdsrv/coro-io.h"
+
+#include "coro-int.h"
+#include "nbdsrv/log.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-
-#include "coro-int.h"
-#include "nbdsrv/coro-io.h"
-#include "nbdsrv/log.h"
 
 /* Lives on the waiting coroutine's stack until its completion arrives. */
 struct coro_op {
@@ -62,8 +63,7 @@ ssize_t coro_write(int fd, const void *buf, size_t len, uint64_t offset)
     return op_wait(&c, sqe);
 }
 
-ssize_t coro_readv(int fd, const struct iovec *iov, int iovcnt,
-                   uint64_t offset)
+ssize_t coro_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
     struct coro_op c;
     struct io_uring_sqe *sqe = op_begin(&c);

@@ -20,13 +20,13 @@
  * thread, and the compiler must not keep a thread-local address across a
  * switch.
  */
+#include "coro-int.h"
+#include "nbdsrv/log.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <ucontext.h>
-
-#include "coro-int.h"
-#include "nbdsrv/log.h"
 
 #if NBDSRV_ASAN
 #include <sanitizer/asan_interface.h>

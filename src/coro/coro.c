@@ -14,6 +14,9 @@
  * re-posts it to the target loop.  Posting a coroutine that might still be
  * running on another thread is what this avoids.
  */
+#include "coro-int.h"
+#include "nbdsrv/log.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -23,9 +26,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "coro-int.h"
-#include "nbdsrv/log.h"
-
 #define THREAD_CACHE_MAX 64
 #define GLOBAL_POOL_MAX 1024
 
@@ -34,8 +34,8 @@ static _Atomic size_t stack_size_setting = CORO_STACK_DEFAULT;
 static atomic_ulong stacks_created;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct coro *global_pool;    /* GUARDED_BY(pool_lock) */
-static unsigned global_pool_len;    /* GUARDED_BY(pool_lock) */
+static struct coro *global_pool; /* GUARDED_BY(pool_lock) */
+static unsigned global_pool_len; /* GUARDED_BY(pool_lock) */
 
 /* Thread cache: loop-local; emptied into the global pool at thread exit. */
 struct thread_cache {
@@ -186,9 +186,9 @@ static struct coro *create(size_t stack_size)
         return NULL;
     }
     co->map_size = stack_size + guard;
-    co->map = mmap(NULL, co->map_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
-                   0);
+    co->map =
+        mmap(NULL, co->map_size, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (co->map == MAP_FAILED) {
         goto out_free;
     }
@@ -205,12 +205,12 @@ static struct coro *create(size_t stack_size)
     atomic_fetch_add(&stacks_created, 1);
     return co;
 
-out_unmap: {
+out_unmap : {
     int saved = errno;
     munmap(co->map, co->map_size);
     errno = saved;
 }
-out_free: {
+out_free : {
     int saved = errno;
     free(co);
     errno = saved;

@@ -24,6 +24,11 @@
  * and a sleeping loop is always woken through its eventfd.  `notified`
  * keeps a burst of posts down to one eventfd write per sleep.
  */
+#include "nbdsrv/loop.h"
+
+#include "nbdsrv/compiler.h"
+#include "nbdsrv/log.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -35,10 +40,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nbdsrv/compiler.h"
-#include "nbdsrv/log.h"
-#include "nbdsrv/loop.h"
-
 #define DEFAULT_RING_ENTRIES 256
 #define REAP_BATCH 64
 
@@ -47,26 +48,26 @@
  * by the loop's thread; the rest say how they are shared.
  */
 struct loop {
-    unsigned index;            /* immutable after init */
-    pthread_t thread;          /* written by the starter before any use */
-    struct io_uring ring;      /* loop-local */
-    unsigned ring_entries;     /* immutable after init */
-    uint64_t poll_max_ns;      /* immutable after init; 0: no polling */
-    uint64_t poll_ns;          /* loop-local: current, adapted window */
+    unsigned index;        /* immutable after init */
+    pthread_t thread;      /* written by the starter before any use */
+    struct io_uring ring;  /* loop-local */
+    unsigned ring_entries; /* immutable after init */
+    uint64_t poll_max_ns;  /* immutable after init; 0: no polling */
+    uint64_t poll_ns;      /* loop-local: current, adapted window */
 
     struct loop_task *ready_head;  /* loop-local FIFO */
     struct loop_task **ready_tail; /* loop-local */
 
     /* Multi-producer LIFO; seq_cst, paired with `sleeping` (see top). */
     _Atomic(struct loop_task *) inbox;
-    atomic_bool sleeping;      /* seq_cst: set by the loop before it blocks */
-    atomic_bool notified;      /* an eventfd write is on its way */
-    int event_fd;              /* immutable after init */
-    uint64_t event_buf;        /* loop-local: target of the eventfd read */
-    struct loop_op event_op;   /* loop-local */
+    atomic_bool sleeping;    /* seq_cst: set by the loop before it blocks */
+    atomic_bool notified;    /* an eventfd write is on its way */
+    int event_fd;            /* immutable after init */
+    uint64_t event_buf;      /* loop-local: target of the eventfd read */
+    struct loop_op event_op; /* loop-local */
 
-    bool stopping;             /* loop-local */
-    bool kicked;               /* loop-local: skip one blocking wait */
+    bool stopping; /* loop-local */
+    bool kicked;   /* loop-local: skip one blocking wait */
     struct loop_task stop_task;
 
     /* Start-up hand-shake with loop_group_start; sem_t orders the rest. */
@@ -322,8 +323,7 @@ static void run(struct loop *loop)
             return;
         }
         unsigned wait = 0;
-        if (loop->ready_head == NULL && !loop->kicked &&
-            !poll_for_work(loop)) {
+        if (loop->ready_head == NULL && !loop->kicked && !poll_for_work(loop)) {
             atomic_store(&loop->sleeping, true);
             if (atomic_load(&loop->inbox) == NULL) {
                 wait = 1;
@@ -417,8 +417,7 @@ static void *thread_main(void *opaque)
     current_loop = loop;
     int r = ring_init(loop);
     if (r < 0) {
-        loop_describe_setup_error(-r, loop->start_msg,
-                                  sizeof loop->start_msg);
+        loop_describe_setup_error(-r, loop->start_msg, sizeof loop->start_msg);
         loop->start_result = r;
         sem_post(&loop->started);
         return NULL;

@@ -5,6 +5,11 @@
  * ping-pong over one channel whose reader and writer run on different
  * loops.  Not part of `make check`: the figures depend on the machine.
  */
+#include "nbdsrv/chan-sock.h"
+#include "nbdsrv/coro-lock.h"
+#include "nbdsrv/coro.h"
+#include "nbdsrv/loop.h"
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +17,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "nbdsrv/chan-sock.h"
-#include "nbdsrv/coro-lock.h"
-#include "nbdsrv/coro.h"
-#include "nbdsrv/loop.h"
 
 static double now_s(void)
 {
@@ -181,9 +181,8 @@ int main(int argc, char **argv)
         perror("socketpair");
         return 1;
     }
-    struct pingpong p = {.ch = chan_sock_new_take(sv[0]),
-                         .peer = sv[1],
-                         .iters = pp_iters};
+    struct pingpong p = {
+        .ch = chan_sock_new_take(sv[0]), .peer = sv[1], .iters = pp_iters};
     co_mutex_init(&p.mutex);
     co_queue_init(&p.replied);
     coro_schedule(group.loops[1], coro_new(pp_echo, &p, group.loops[1]));

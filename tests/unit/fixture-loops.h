@@ -3,10 +3,10 @@
 #ifndef NBDSRV_FIXTURE_LOOPS_H
 #define NBDSRV_FIXTURE_LOOPS_H
 
-#include <stdbool.h>
-
 #include "nbdsrv/coro.h"
 #include "nbdsrv/loop.h"
+
+#include <stdbool.h>
 
 /* Starts n loops (ck_abort on failure); ring_entries 0 is the default. */
 void fixture_loops_start(unsigned n, unsigned ring_entries);

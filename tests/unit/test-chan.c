@@ -4,6 +4,9 @@
  * and writes of one channel from different loops, errors reaching both
  * parked sides, cancellation, pinned mode, and address parsing.
  */
+#include "fixture-loops.h"
+#include "nbdsrv/chan-sock.h"
+
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
@@ -13,9 +16,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "fixture-loops.h"
-#include "nbdsrv/chan-sock.h"
-
 struct pair {
     struct chan *ch; /* our end, a channel */
     int peer;        /* the other end, a plain blocking fd */
@@ -24,8 +24,7 @@ struct pair {
 static void pair_open(struct pair *p)
 {
     int sv[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
-                     0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     p->ch = chan_sock_new_take(sv[0]);
     ck_assert_ptr_nonnull(p->ch);
     p->peer = sv[1];
@@ -453,8 +452,8 @@ START_TEST(test_chan_addr_parse_good_and_bad)
         ck_assert_msg(strstr(err.msg, bad[i].why) != NULL, "%s: got '%s'",
                       bad[i].text, err.msg);
         ck_assert_msg(strstr(err.msg, bad[i].text) != NULL,
-                      "%s: message does not name the input: '%s'",
-                      bad[i].text, err.msg);
+                      "%s: message does not name the input: '%s'", bad[i].text,
+                      err.msg);
     }
     char longpath[200] = "unix:";
     memset(longpath + 5, 'p', 150);

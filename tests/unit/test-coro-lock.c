@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of co_mutex and co_queue with waiters on different loops. */
+#include "fixture-loops.h"
+#include "nbdsrv/coro-lock.h"
+
 #include <check.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-
-#include "fixture-loops.h"
-#include "nbdsrv/coro-lock.h"
 
 #define LOCK_LOOPS 4
 #define LOCK_COROS 64
@@ -14,8 +14,8 @@
 
 struct counter {
     struct co_mutex mutex;
-    long value;            /* GUARDED_BY(mutex); plain on purpose */
-    int holders;           /* GUARDED_BY(mutex); must stay 0 or 1 */
+    long value;  /* GUARDED_BY(mutex); plain on purpose */
+    int holders; /* GUARDED_BY(mutex); must stay 0 or 1 */
     atomic_int bad;
     atomic_int finished;
 };
@@ -66,8 +66,8 @@ START_TEST(test_coro_lock_mutex_counter_exact_across_loops)
     for (unsigned i = 0; i < LOCK_COROS; i++) {
         workers[i].c = &c;
         workers[i].id = i;
-        workers[i].rounds = LOCK_TOTAL / LOCK_COROS +
-                            (i < LOCK_TOTAL % LOCK_COROS ? 1 : 0);
+        workers[i].rounds =
+            LOCK_TOTAL / LOCK_COROS + (i < LOCK_TOTAL % LOCK_COROS ? 1 : 0);
         total += workers[i].rounds;
     }
     ck_assert_uint_eq(total, LOCK_TOTAL);
@@ -84,8 +84,8 @@ END_TEST
 
 struct fifo {
     struct co_mutex mutex;
-    int order[3];  /* GUARDED_BY(mutex) */
-    int n;         /* GUARDED_BY(mutex) */
+    int order[3]; /* GUARDED_BY(mutex) */
+    int n;        /* GUARDED_BY(mutex) */
     atomic_int queued;
     atomic_int finished;
 };
@@ -164,7 +164,7 @@ END_TEST
 struct gate {
     struct co_mutex mutex;
     struct co_queue queue;
-    int tickets;            /* GUARDED_BY(mutex): waiters allowed through */
+    int tickets; /* GUARDED_BY(mutex): waiters allowed through */
     atomic_int passed;
     atomic_int waiting;
 };

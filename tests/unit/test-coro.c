@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of coroutines: switching, the pool, stacks, loop moves. */
+#include "fixture-loops.h"
+#include "nbdsrv/coro-io.h"
+
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
@@ -8,9 +11,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include "fixture-loops.h"
-#include "nbdsrv/coro-io.h"
 
 struct steps {
     int count;

@@ -3,6 +3,10 @@
  * Unit tests of loops: cross-thread posting, io_uring wrappers, a full
  * submission queue, and a clear message when io_uring is unavailable.
  */
+#include "fixture-loops.h"
+#include "nbdsrv/chan-sock.h"
+#include "nbdsrv/coro-io.h"
+
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,10 +24,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "fixture-loops.h"
-#include "nbdsrv/chan-sock.h"
-#include "nbdsrv/coro-io.h"
 
 static void where_entry(void *arg)
 {
@@ -70,17 +70,30 @@ static bool all_done(void *arg)
     return atomic_load(&((struct order *)arg)->done) == 100;
 }
 
+/*
+ * Posts 100 tasks from this (non-loop) thread over `loops` loops, pausing
+ * `pause_us` after every tenth so that the loops fall asleep in between.
+ */
+static void post_numbered_tasks(struct order *order, struct order_task *tasks,
+                                unsigned loops, unsigned pause_us)
+{
+    for (int i = 0; i < 100; i++) {
+        tasks[i].task.fn = order_task_run;
+        tasks[i].order = order;
+        tasks[i].id = i;
+        loop_post(fixture_loop((unsigned)i % loops), &tasks[i].task);
+        if (pause_us != 0 && i % 10 == 0) {
+            usleep(pause_us);
+        }
+    }
+}
+
 START_TEST(test_loop_post_from_other_thread_keeps_order)
 {
     fixture_loops_start(1, 0);
     struct order order = {.next = 0, .done = 0};
     struct order_task tasks[100];
-    for (int i = 0; i < 100; i++) {
-        tasks[i].task.fn = order_task_run;
-        tasks[i].order = &order;
-        tasks[i].id = i;
-        loop_post(fixture_loop(0), &tasks[i].task);
-    }
+    post_numbered_tasks(&order, tasks, 1, 0);
     ck_assert(fixture_wait_until(all_done, &order, 5000));
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(order.seen[i], i);
@@ -114,15 +127,7 @@ START_TEST(test_loop_wakes_blocked_loop_without_polling)
     fixture_loops_start_config(2, &config);
     struct order order = {.next = 0, .done = 0};
     struct order_task tasks[100];
-    for (int i = 0; i < 100; i++) {
-        tasks[i].task.fn = order_task_run;
-        tasks[i].order = &order;
-        tasks[i].id = i;
-        loop_post(fixture_loop(i % 2), &tasks[i].task);
-        if (i % 10 == 0) {
-            usleep(2000); /* the loops are asleep again by now */
-        }
-    }
+    post_numbered_tasks(&order, tasks, 2, 2000);
     ck_assert(fixture_wait_until(all_done, &order, 5000));
     struct pinger p = {.hops = 1000};
     fixture_run_on(1, pinger_entry, &p);
@@ -219,8 +224,8 @@ static void net_client_entry(void *arg)
 {
     struct net_io *n = arg;
     int fd = socket(n->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    n->client_failures += coro_connect(fd, (struct sockaddr *)&n->addr.ss,
-                                n->addr.len) != 0;
+    n->client_failures +=
+        coro_connect(fd, (struct sockaddr *)&n->addr.ss, n->addr.len) != 0;
     n->client_failures += coro_send(fd, "hello", 5, 0) != 5;
     char buf[5];
     n->client_failures += coro_recv(fd, buf, 5, MSG_WAITALL) != 5;
