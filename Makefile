@@ -62,13 +62,13 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
-            python3-libnbd fio valgrind
+            python3-libnbd fio
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
 .PHONY: all check check-unit check-interop check-asan check-tsan \
-        check-valgrind bench-runtime deps clean format check-format serve
+        bench-runtime deps clean format check-format serve
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
 
@@ -109,9 +109,6 @@ check-asan:
 
 check-tsan:
 	$(MAKE) check-unit SANITIZE=thread
-
-check-valgrind: $(UNIT_BINS)
-	@NBDSRV_VALGRIND=1 tests/run-unit.sh $(UNIT_BINS)
 
 bench-runtime: $(BUILD)/tests/bench/bench-runtime
 	$(BUILD)/tests/bench/bench-runtime

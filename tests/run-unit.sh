@@ -10,12 +10,7 @@ failed=0
 status=0
 for bin in "$@"; do
     name=$(basename "$bin")
-    if [ "${NBDSRV_VALGRIND:-0}" = 1 ]; then
-        out=$(CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=no \
-            "$bin" 2>&1)
-    else
-        out=$("$bin" 2>&1)
-    fi
+    out=$("$bin" 2>&1)
     rc=$?
     printf '%s\n' "$out" | sed "s|^|$name: |"
     summary=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: ' | tail -n 1)
