@@ -67,7 +67,7 @@ DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
-.PHONY: all check check-unit check-interop check-asan check-tsan \
+.PHONY: all check check-unit check-interop check-asan check-tsan bench \
         bench-runtime deps clean format check-format serve
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
@@ -85,8 +85,12 @@ $(LIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%: $(BUILD)/src/*/%-main.o $(LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+# One link rule per program: src/DIR/NAME-main.c -> $(BUILD)/NAME.
+define program_rule
+$(BUILD)/$(patsubst %-main.c,%,$(notdir $(1))): $(BUILD)/$(1:.c=.o) $(LIB)
+	$$(CC) $$(ALL_LDFLAGS) -o $$@ $$^ $$(LIBS)
+endef
+$(foreach s,$(PROG_SRCS),$(eval $(call program_rule,$(s))))
 
 $(BUILD)/tests/unit/test-%: $(BUILD)/tests/unit/test-%.o $(FIXTURE_OBJS) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
@@ -113,9 +117,18 @@ check-tsan:
 bench-runtime: $(BUILD)/tests/bench/bench-runtime
 	$(BUILD)/tests/bench/bench-runtime
 
-serve:
-	@echo "make serve: the daemon arrives with the NBD server; nothing to run yet." >&2
-	@exit 1
+DEMO_IMAGE := demo/demo.img
+serve: $(BUILD)/nbd-serverd
+	@mkdir -p $(dir $(DEMO_IMAGE))
+	@[ -f $(DEMO_IMAGE) ] || truncate -s 1G $(DEMO_IMAGE)
+	@echo "Serving $(DEMO_IMAGE) (1 GiB, sparse) as nbd://127.0.0.1/demo; Ctrl-C stops it."
+	@echo "Try, in another terminal:"
+	@echo "    nbdinfo nbd://127.0.0.1/demo"
+	@echo "    qemu-img info nbd://127.0.0.1/demo"
+	$(BUILD)/nbd-serverd -f -l 127.0.0.1:10809 -e demo=$(CURDIR)/$(DEMO_IMAGE)
+
+bench: all
+	bench/bench-servers.sh $(BUILD)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \

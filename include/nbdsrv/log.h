@@ -28,6 +28,10 @@ ANY_THREAD void log_msg(enum log_level level, const char *fmt, ...)
 /* Sets the program name used as the line prefix.  Call once at start. */
 void log_set_program(const char *name);
 
+/* Sends messages to syslog (daemon facility) instead of stderr.  Call
+ * once, before other threads start. */
+void log_use_syslog(void);
+
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

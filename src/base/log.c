@@ -6,12 +6,21 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <syslog.h>
 #include <unistd.h>
 
 /* Relaxed: the level is a filter, not a synchronisation point. */
 static _Atomic int log_level = LOG_LEVEL_INFO;
 /* Immutable after start-up. */
 static const char *log_program = "nbd-serverd";
+/* Immutable after start-up. */
+static int log_syslog;
+
+void log_use_syslog(void)
+{
+    openlog(log_program, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    log_syslog = 1;
+}
 
 void log_set_program(const char *name)
 {

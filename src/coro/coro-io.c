@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdint.h>
 
 /* Lives on the waiting coroutine's stack until its completion arrives. */
 struct coro_op {
@@ -104,6 +105,24 @@ int coro_fallocate(int fd, int mode, uint64_t offset, uint64_t len)
     return op_wait(&c, sqe);
 }
 
+ssize_t coro_write_flags(int fd, const void *buf, size_t len, uint64_t offset,
+                         int rw_flags)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_write(sqe, fd, buf, clamp_len(len), offset);
+    sqe->rw_flags = rw_flags;
+    return op_wait(&c, sqe);
+}
+
+int coro_fadvise(int fd, uint64_t offset, uint32_t len, int advice)
+{
+    struct coro_op c;
+    struct io_uring_sqe *sqe = op_begin(&c);
+    io_uring_prep_fadvise(sqe, fd, offset, (off_t)len, advice);
+    return op_wait(&c, sqe);
+}
+
 int coro_poll(int fd, short events)
 {
     struct coro_op c;
@@ -155,4 +174,49 @@ int coro_sleep_ns(uint64_t ns)
     io_uring_prep_timeout(sqe, &ts, 0, 0);
     int r = op_wait(&c, sqe);
     return r == -ETIME ? 0 : r;
+}
+
+static void timer_complete(struct loop_op *op, int res, uint32_t flags)
+{
+    (void)flags;
+    struct coro_timer *t = container_of(op, struct coro_timer, op);
+    t->armed = false;
+    if (res == -ETIME) {
+        t->fired = true;
+        t->fire(t);
+    }
+    if (t->waiter != NULL) {
+        struct coro *co = t->waiter;
+        t->waiter = NULL;
+        coro_wake(co);
+    }
+}
+
+void coro_timer_start(struct coro_timer *t, uint64_t ns, coro_timer_fn *fire)
+{
+    struct coro *co = coro_self();
+    t->loop = coro_loop(co);
+    t->op.complete = timer_complete;
+    t->ts.tv_sec = (long long)(ns / 1000000000u);
+    t->ts.tv_nsec = (long long)(ns % 1000000000u);
+    t->fire = fire;
+    t->waiter = NULL;
+    t->fired = false;
+    t->armed = true;
+    struct io_uring_sqe *sqe = loop_get_sqe(t->loop);
+    io_uring_prep_timeout(sqe, &t->ts, 0, 0);
+    io_uring_sqe_set_data(sqe, &t->op);
+}
+
+bool coro_timer_stop(struct coro_timer *t)
+{
+    if (t->armed) {
+        loop_assert_owner(t->loop);
+        struct io_uring_sqe *sqe = loop_get_sqe(t->loop);
+        io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&t->op, 0);
+        io_uring_sqe_set_data(sqe, NULL);
+        t->waiter = coro_self();
+        coro_yield();
+    }
+    return t->fired;
 }

@@ -88,6 +88,7 @@ struct fifo {
     int n;        /* GUARDED_BY(mutex) */
     atomic_int queued;
     atomic_int finished;
+    atomic_int held; /* the holder has the mutex */
 };
 
 struct fifo_arg {
@@ -99,6 +100,7 @@ static void fifo_holder_entry(void *arg)
 {
     struct fifo *f = arg;
     co_mutex_lock(&f->mutex);
+    atomic_store(&f->held, 1);
     /* Hold until the three waiters queued (they run on other loops). */
     while (atomic_load(&f->queued) < 3) {
         fixture_yield_now();
@@ -132,6 +134,11 @@ static bool waiter_queued(void *arg)
     return more;
 }
 
+static bool fifo_held(void *arg)
+{
+    return atomic_load(&((struct fifo *)arg)->held) == 1;
+}
+
 static bool fifo_done(void *arg)
 {
     return atomic_load(&((struct fifo *)arg)->finished) == 3;
@@ -140,9 +147,10 @@ static bool fifo_done(void *arg)
 START_TEST(test_coro_lock_mutex_is_fifo)
 {
     fixture_loops_start(2, 0);
-    struct fifo f = {.n = 0, .queued = 0, .finished = 0};
+    struct fifo f = {.n = 0, .queued = 0, .finished = 0, .held = 0};
     co_mutex_init(&f.mutex);
     fixture_spawn_on(0, fifo_holder_entry, &f);
+    ck_assert(fixture_wait_until(fifo_held, &f, 5000));
     struct fifo_arg args[3];
     for (int i = 0; i < 3; i++) {
         args[i].f = &f;

@@ -1,0 +1,623 @@
+#!/usr/bin/env python3
+"""Compare nbd-serverd with nbdkit (file plugin) and qemu-nbd using fio's nbd engine.
+
+Usage: bench/bench-servers.py [BUILD_DIR]     (normally through bench-servers.sh)
+
+Everything runs on 127.0.0.1.  For every run, every workload and every server
+(server order rotated from run to run so that drift hits all of them alike)
+the script starts the server on a fresh port, waits until the port accepts
+connections, runs one fio job against it and stops it with SIGTERM.  Server
+CPU time is read from /proc/PID/stat (utime + stime, all threads) at the end
+of fio's ramp and again when fio exits, and is divided by the bytes fio moved
+in the measured window.
+
+Environment (all optional):
+  BENCH_RUNS=3             repetitions of the whole matrix
+  BENCH_RUNTIME=5          measured seconds per fio run
+  BENCH_RAMP=1             fio ramp_time seconds (not measured)
+  BENCH_SIZE_MIB=1024      image size in MiB (created in /dev/shm)
+  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd
+  BENCH_WORKLOADS=...      comma list of workload names (default: all)
+  BENCH_THREADS=$(nproc)   nbd-serverd --threads
+  BENCH_NBDKIT_THREADS=16  nbdkit --threads (16 is nbdkit's own default)
+  BENCH_QEMU_AIO=io_uring  qemu-nbd --aio
+  BENCH_QEMU_CACHE=writeback  qemu-nbd --cache
+  BENCH_REQUIRE_ALL=0      1: fail instead of skipping a server that is missing
+  BENCH_REPORT=FILE        also write the Markdown report to FILE
+  BENCH_JSON=FILE          also write every single measurement as JSON
+"""
+
+import ctypes
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GIB = 1 << 30
+MIB = 1 << 20
+PEERS = ("nbdkit", "qemu-nbd")
+ALL_SERVERS = ("nbd-serverd",) + PEERS
+
+# name, title, fio rw, block size, iodepth, numjobs (= connections), metric
+WORKLOADS = [
+    ("randread-4k-1c", "4 KiB random read, QD 32, 1 connection",
+     "randread", "4k", 32, 1, "iops"),
+    ("randwrite-4k-1c", "4 KiB random write, QD 32, 1 connection",
+     "randwrite", "4k", 32, 1, "iops"),
+    ("randread-4k-2c", "4 KiB random read, QD 32 per connection, 2 connections",
+     "randread", "4k", 32, 2, "iops"),
+    ("randwrite-4k-2c", "4 KiB random write, QD 32 per connection, 2 connections",
+     "randwrite", "4k", 32, 2, "iops"),
+    ("seqread-1m", "1 MiB sequential read, QD 8, 1 connection",
+     "read", "1m", 8, 1, "mibs"),
+    ("seqwrite-1m", "1 MiB sequential write, QD 8, 1 connection",
+     "write", "1m", 8, 1, "mibs"),
+]
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def env_int(name, default, minimum):
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        val = int(raw)
+    except ValueError:
+        raise BenchError(f"{name}={raw!r} is not an integer") from None
+    if val < minimum:
+        raise BenchError(f"{name}={val} is below the minimum {minimum}")
+    return val
+
+
+def env_list(name, default, allowed):
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return list(default)
+    items = [x.strip() for x in raw.split(",") if x.strip()]
+    for x in items:
+        if x not in allowed:
+            raise BenchError(f"{name}: unknown entry {x!r} (known: {', '.join(allowed)})")
+    return items
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process (every thread, live or exited)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        data = f.read()
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state), so field 14 (utime) is rest[11], 15 (stime) rest[12].
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def established_to(port):
+    """Number of ESTABLISHED IPv4 TCP sockets whose local port is PORT (server side)."""
+    n = 0
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # Servers get SIGTERM if this script dies, even by SIGKILL.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).rstrip()
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------- servers
+
+class Server:
+    """One server process on one port."""
+
+    live = []  # every started, not yet reaped Server: cleaned up on exit
+
+    def __init__(self, name, argv, uri, logpath):
+        self.name, self.argv, self.uri, self.logpath = name, argv, uri, logpath
+        self.port = None
+        self.proc = None
+
+    def start(self, port):
+        self.port = port
+        argv = [a.replace("{PORT}", str(port)) for a in self.argv]
+        logf = open(self.logpath, "ab")
+        logf.write(f"\n=== {shlex.join(argv)}\n".encode())
+        logf.flush()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
+        finally:
+            logf.close()
+        Server.live.append(self)
+        self._wait_listening(timeout=15.0)
+
+    def _wait_listening(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive("while starting")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not accept connections on "
+                                 f"127.0.0.1:{self.port} within {timeout:.0f} s\n"
+                                 f"--- {self.logpath}\n{tail(self.logpath)}")
+            time.sleep(0.02)
+
+    def check_alive(self, when):
+        rc = self.proc.poll()
+        if rc is not None:
+            Server.live.remove(self)
+            raise BenchError(f"{self.name} (pid {self.proc.pid}) died {when}: "
+                             f"exit status {rc}\n--- {self.logpath}\n{tail(self.logpath)}")
+
+    def uri_now(self):
+        return self.uri.replace("{PORT}", str(self.port))
+
+    def stop(self):
+        """SIGTERM; returns a warning string or None."""
+        if self.proc is None or self.proc.poll() is not None:
+            if self in Server.live:
+                Server.live.remove(self)
+            return None
+        warn = None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=10)
+            if rc not in (0, -signal.SIGTERM):
+                warn = f"{self.name} exited with status {rc} after SIGTERM"
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            warn = f"{self.name} ignored SIGTERM for 10 s and was killed"
+        Server.live.remove(self)
+        return warn
+
+    @classmethod
+    def kill_all(cls):
+        for s in list(cls.live):
+            try:
+                s.proc.kill()
+                s.proc.wait(timeout=5)
+            except Exception:  # pylint: disable=broad-except
+                pass
+        cls.live.clear()
+
+
+def server_specs(build_dir, image, cfg):
+    """name -> (argv template with {PORT}, uri template) for every available server."""
+    specs, missing = {}, {}
+    serverd = os.path.join(build_dir, "nbd-serverd")
+    if os.access(serverd, os.X_OK):
+        specs["nbd-serverd"] = (
+            [serverd, "-f", "-l", "127.0.0.1:{PORT}", "-e", f"bench={image}",
+             "-t", str(cfg["threads"])],
+            "nbd://127.0.0.1:{PORT}/bench")
+    else:
+        missing["nbd-serverd"] = f"{serverd} is not built yet"
+    if shutil.which("nbdkit"):
+        specs["nbdkit"] = (
+            ["nbdkit", "-f", "-p", "{PORT}", "-i", "127.0.0.1",
+             "-t", str(cfg["nbdkit_threads"]), "file", f"file={image}"],
+            "nbd://127.0.0.1:{PORT}/")
+    else:
+        missing["nbdkit"] = "nbdkit is not installed"
+    if shutil.which("qemu-nbd"):
+        specs["qemu-nbd"] = (
+            ["qemu-nbd", "-f", "raw", f"--aio={cfg['qemu_aio']}",
+             f"--cache={cfg['qemu_cache']}", "--shared=8", "-t",
+             "-b", "127.0.0.1", "-p", "{PORT}", image],
+            "nbd://127.0.0.1:{PORT}/")
+    else:
+        missing["qemu-nbd"] = "qemu-nbd is not installed"
+    return specs, missing
+
+
+# ---------------------------------------------------------------- fio
+
+def fio_argv(wl, uri, cfg, out_json):
+    name, _title, rw, bs, qd, jobs, _metric = wl
+    return ["fio", f"--name={name}", "--ioengine=nbd", f"--uri={uri}",
+            f"--rw={rw}", f"--bs={bs}", f"--iodepth={qd}", f"--numjobs={jobs}",
+            "--group_reporting", "--time_based", f"--runtime={cfg['runtime']}",
+            f"--ramp_time={cfg['ramp']}", "--norandommap", "--randrepeat=0",
+            "--output-format=json", f"--output={out_json}"]
+
+
+def run_one(server, wl, cfg, tmpdir, fio_log):
+    """Run fio once against a started server; return a result dict."""
+    out_json = os.path.join(tmpdir, "fio.json")
+    if os.path.exists(out_json):
+        os.unlink(out_json)
+    argv = fio_argv(wl, server.uri_now(), cfg, out_json)
+    jobs = wl[5]
+    with open(fio_log, "ab") as lf:
+        lf.write(f"\n=== {shlex.join(argv)}\n".encode())
+        lf.flush()
+        t0 = time.monotonic()
+        fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf,
+                               stderr=subprocess.STDOUT)
+        try:
+            # The measured window starts `ramp` seconds after fio's first
+            # connection reaches the server.
+            conn_at = None
+            while fio.poll() is None and time.monotonic() - t0 < 30:
+                if established_to(server.port) > 0:
+                    conn_at = time.monotonic()
+                    break
+                time.sleep(0.002)
+            if conn_at is None:
+                conn_at = t0
+            while fio.poll() is None and time.monotonic() < conn_at + cfg["ramp"]:
+                time.sleep(min(0.005, max(0.0, conn_at + cfg["ramp"] - time.monotonic())))
+            conns = established_to(server.port)
+            cpu0 = cpu_seconds(server.proc.pid)
+            w0 = time.monotonic()
+            limit = cfg["ramp"] + cfg["runtime"] + 60
+            try:
+                rc = fio.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"fio did not finish within {limit} s against {server.name}\n"
+                                 f"--- {fio_log}\n{tail(fio_log)}") from None
+            cpu1 = cpu_seconds(server.proc.pid)
+            w1 = time.monotonic()
+        except BaseException:
+            fio.kill()
+            fio.wait()
+            raise
+    server.check_alive(f"during fio {wl[0]}")
+    if rc != 0 or not os.path.exists(out_json):
+        raise BenchError(f"fio failed (exit status {rc}) against {server.name}\n"
+                         f"--- {fio_log}\n{tail(fio_log)}")
+    with open(out_json, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    # Older fio versions may print notes before the JSON object.
+    doc = json.loads(text[text.index("{"):])
+    io_bytes = ios = 0
+    client_cpu = 0.0
+    errors = 0
+    for job in doc["jobs"]:
+        errors += job.get("error", 0)
+        for d in ("read", "write"):
+            io_bytes += job[d]["io_bytes"]
+            ios += job[d]["total_ios"]
+        # usr_cpu/sys_cpu are percentages of the job's runtime (summed over
+        # the jobs of the group with --group_reporting).
+        client_cpu += (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * job["job_runtime"] / 1000.0
+    if errors:
+        raise BenchError(f"fio reported error {errors} against {server.name}\n{tail(fio_log)}")
+    secs = cfg["runtime"]
+    # job_runtime with group_reporting is the sum over the jobs; per job it is ~runtime.
+    per_job_ms = sum(j["job_runtime"] for j in doc["jobs"]) / jobs
+    if per_job_ms > 0:
+        secs = per_job_ms / 1000.0
+    return {
+        "iops": ios / secs,
+        "mibs": io_bytes / MIB / secs,
+        "io_bytes": io_bytes,
+        "seconds": secs,
+        "server_cpu_s": cpu1 - cpu0,
+        "server_cpu_window_s": w1 - w0,
+        "client_cpu_s": client_cpu,
+        "connections": conns,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_val(v, metric):
+    return f"{v:,.0f}" if metric == "iops" else f"{v:,.1f}"
+
+
+def build_report(cfg, specs, missing, servers, workloads, results, notes, host):
+    out = []
+    out.append("# nbd-serverd vs nbdkit vs qemu-nbd (fio nbd engine, 127.0.0.1)")
+    out.append("")
+    out.append(f"- date: {host['date']}")
+    out.append(f"- machine: {host['nproc']} CPUs ({host['cpu']}), kernel {host['kernel']}, "
+               "client and servers share these CPUs")
+    out.append(f"- versions: {host['versions']}")
+    out.append(f"- load average (1 min) before / after: {host['load_before']} / "
+               f"{os.getloadavg()[0]:.2f} (other work on the machine skews every number)")
+    out.append(f"- runs: {cfg['runs']} (interleaved: run → workload → server, server order "
+               f"rotated each run), {cfg['runtime']} s measured + {cfg['ramp']} s ramp per fio run")
+    out.append(f"- image: {cfg['size_mib']} MiB of random data in {cfg['image']} "
+               "(tmpfs); each server is started fresh for every fio run")
+    out.append("- CPU s/GiB: server process utime+stime (/proc/PID/stat, all threads) from the "
+               "end of the ramp to fio's exit, per GiB fio moved; fio CPU s/GiB: the client's "
+               "own usr+sys from its JSON")
+    out.append("- vs best peer: median / the better median of nbdkit and qemu-nbd")
+    out.append("")
+    out.append("Server commands (PORT: a free port picked for each start):")
+    out.append("")
+    out.append("```")
+    for name in servers:
+        if name in specs:
+            argv, uri = specs[name]
+            cmd = shlex.join(a.replace("{PORT}", "PORT") for a in argv)
+            out.append(f"{cmd}    # fio --uri={uri.replace('{PORT}', 'PORT')}")
+        else:
+            out.append(f"# {name}: skipped, {missing[name]}")
+    out.append("```")
+    out.append("")
+    out.append("Client commands:")
+    out.append("")
+    out.append("```")
+    for wl in workloads:
+        out.append(shlex.join(fio_argv(wl, "URI", cfg, "OUT.json")))
+    out.append("```")
+    for wl in workloads:
+        name, title, _rw, _bs, _qd, _jobs, metric = wl
+        unit = "IOPS" if metric == "iops" else "MiB/s"
+        out.append("")
+        out.append(f"## {title} (`{name}`, {unit})")
+        out.append("")
+        out.append(f"| server | median {unit} | min–max | vs best peer | server CPU s/GiB "
+                   "| server CPU % | fio CPU s/GiB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        med = {}
+        for s in servers:
+            rs = results.get((name, s), [])
+            if rs:
+                med[s] = statistics.median(r[metric] for r in rs)
+        peer_meds = [med[p] for p in PEERS if p in med]
+        best = max(peer_meds) if peer_meds else None
+        for s in servers:
+            rs = results.get((name, s), [])
+            if not rs:
+                out.append(f"| {s} | – | – | – | – | – | – |")
+                continue
+            vals = [r[metric] for r in rs]
+            ratio = f"{med[s] / best:.2f}×" if best else "–"
+            cpu_gib = statistics.median(r["server_cpu_s"] / (r["io_bytes"] / GIB) for r in rs)
+            cpu_pct = statistics.median(100.0 * r["server_cpu_s"] / r["server_cpu_window_s"]
+                                        for r in rs)
+            cli_gib = statistics.median(r["client_cpu_s"] / (r["io_bytes"] / GIB) for r in rs)
+            out.append(f"| {s} | {fmt_val(med[s], metric)} | {fmt_val(min(vals), metric)}–"
+                       f"{fmt_val(max(vals), metric)} | {ratio} | {cpu_gib:.3f} | {cpu_pct:.0f} "
+                       f"| {cli_gib:.3f} |")
+    if notes:
+        out.append("")
+        out.append("Notes:")
+        out.append("")
+        for n in notes:
+            out.append(f"- {n}")
+    return "\n".join(out) + "\n"
+
+
+def tool_version(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        line = (p.stdout or p.stderr).strip().splitlines()
+        return line[0] if line else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def host_info(specs):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = [tool_version(["fio", "--version"])]
+    if "nbdkit" in specs:
+        versions.append(tool_version(["nbdkit", "--version"]))
+    if "qemu-nbd" in specs:
+        versions.append(tool_version(["qemu-nbd", "--version"]))
+    if "nbd-serverd" in specs:
+        v = tool_version([specs["nbd-serverd"][0][0], "--version"])
+        versions.append(v if v.startswith("nbd-serverd") else f"nbd-serverd {v}")
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "versions": "; ".join(versions),
+        "load_before": f"{os.getloadavg()[0]:.2f}",
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def make_image(path, size_mib):
+    st = os.statvfs(os.path.dirname(path))
+    if st.f_bavail * st.f_frsize < (size_mib + 64) * MIB:
+        raise BenchError(f"not enough free space in {os.path.dirname(path)} for {size_mib} MiB")
+    log(f"bench: writing {size_mib} MiB of random data to {path}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for _ in range(size_mib):
+            chunk = os.urandom(MIB)
+            off = 0
+            while off < MIB:
+                off += os.write(fd, chunk[off:])
+    finally:
+        os.close(fd)
+
+
+def main(argv):
+    build_dir = argv[1] if len(argv) > 1 else "build"
+    if not os.path.isdir(build_dir):
+        alt = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), build_dir)
+        if os.path.isdir(alt):
+            build_dir = alt
+    build_dir = os.path.abspath(build_dir)
+    if shutil.which("fio") is None:
+        raise BenchError("fio is not installed (Debian: apt-get install fio)")
+
+    cfg = {
+        "runs": env_int("BENCH_RUNS", 3, 1),
+        "runtime": env_int("BENCH_RUNTIME", 5, 1),
+        "ramp": env_int("BENCH_RAMP", 1, 0),
+        "size_mib": env_int("BENCH_SIZE_MIB", 1024, 16),
+        "threads": env_int("BENCH_THREADS", os.cpu_count() or 1, 1),
+        "nbdkit_threads": env_int("BENCH_NBDKIT_THREADS", 16, 1),
+        "qemu_aio": os.environ.get("BENCH_QEMU_AIO") or "io_uring",
+        "qemu_cache": os.environ.get("BENCH_QEMU_CACHE") or "writeback",
+    }
+    servers = env_list("BENCH_SERVERS", ALL_SERVERS, ALL_SERVERS)
+    wl_names = [w[0] for w in WORKLOADS]
+    wanted = env_list("BENCH_WORKLOADS", wl_names, wl_names)
+    workloads = [w for w in WORKLOADS if w[0] in wanted]
+    notes = []
+    if cfg["runs"] < 3:
+        notes.append(f"only {cfg['runs']} run(s): medians and ranges are not meaningful, "
+                     "use BENCH_RUNS>=3 for numbers you quote")
+
+    tmpdir = tempfile.mkdtemp(prefix="nbd-bench-")
+    image = f"/dev/shm/nbd-bench-{os.getpid()}.img"
+    cfg["image"] = image
+    ok = False
+    try:
+        specs, missing = server_specs(build_dir, image, cfg)
+        for name in servers:
+            if name not in specs:
+                if os.environ.get("BENCH_REQUIRE_ALL") == "1":
+                    raise BenchError(f"{name}: {missing[name]}")
+                log(f"bench: skipping {name}: {missing[name]}")
+                notes.append(f"{name} skipped: {missing[name]}")
+        active = [s for s in servers if s in specs]
+        if not active:
+            raise BenchError("no server to benchmark")
+        make_image(image, cfg["size_mib"])
+
+        # Preflight: every server must start and accept a connection before the
+        # long matrix begins.  qemu-nbd falls back from io_uring to threads.
+        for name in active:
+            argv_t, uri_t = specs[name]
+            srv = Server(name, argv_t, uri_t, os.path.join(tmpdir, f"{name}.log"))
+            try:
+                srv.start(free_port())
+                warn = srv.stop()
+                if warn:
+                    notes.append(warn)
+            except BenchError as e:
+                srv.stop()
+                if name == "qemu-nbd" and cfg["qemu_aio"] == "io_uring":
+                    log(f"bench: qemu-nbd --aio=io_uring failed, retrying with threads:\n{e}")
+                    notes.append("qemu-nbd refused --aio=io_uring; used --aio=threads")
+                    cfg["qemu_aio"] = "threads"
+                    specs, _ = server_specs(build_dir, image, cfg)
+                    srv = Server(name, specs[name][0], specs[name][1], srv.logpath)
+                    srv.start(free_port())
+                    srv.stop()
+                else:
+                    raise
+
+        host = host_info(specs)
+        results = {}
+        raw = []
+        fio_log = os.path.join(tmpdir, "fio.log")
+        total = cfg["runs"] * len(workloads) * len(active)
+        done = 0
+        for run in range(cfg["runs"]):
+            order = active[run % len(active):] + active[:run % len(active)]
+            for wl in workloads:
+                for name in order:
+                    done += 1
+                    argv_t, uri_t = specs[name]
+                    srv = Server(name, argv_t, uri_t, os.path.join(tmpdir, f"{name}.log"))
+                    srv.start(free_port())
+                    try:
+                        r = run_one(srv, wl, cfg, tmpdir, fio_log)
+                    finally:
+                        warn = srv.stop()
+                    if warn:
+                        notes.append(f"run {run + 1}, {wl[0]}: {warn}")
+                    if r["connections"] < wl[5]:
+                        notes.append(f"run {run + 1}, {wl[0]}, {name}: saw {r['connections']} "
+                                     f"connection(s) at the end of the ramp, expected {wl[5]}")
+                    results.setdefault((wl[0], name), []).append(r)
+                    raw.append(dict(r, run=run + 1, workload=wl[0], server=name))
+                    unit = wl[6]
+                    log(f"bench: [{done}/{total}] run {run + 1} {wl[0]:<16} {name:<12} "
+                        f"{fmt_val(r[unit], unit):>10} {'IOPS' if unit == 'iops' else 'MiB/s'}  "
+                        f"server CPU {r['server_cpu_s']:.2f} s")
+
+        report = build_report(cfg, specs, missing, servers, workloads, results, notes, host)
+        sys.stdout.write(report)
+        sys.stdout.flush()
+        if os.environ.get("BENCH_REPORT"):
+            with open(os.environ["BENCH_REPORT"], "w", encoding="utf-8") as f:
+                f.write(report)
+        if os.environ.get("BENCH_JSON"):
+            with open(os.environ["BENCH_JSON"], "w", encoding="utf-8") as f:
+                json.dump({"config": cfg, "host": host, "results": raw}, f, indent=1)
+        ok = True
+    finally:
+        Server.kill_all()
+        try:
+            os.unlink(image)
+        except FileNotFoundError:
+            pass
+        if ok:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        else:
+            log(f"bench: logs kept in {tmpdir}")
+    return 0
+
+
+def _on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _on_signal)
+    try:
+        sys.exit(main(sys.argv))
+    except BenchError as err:
+        log(f"bench: error: {err}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("bench: interrupted")
+        sys.exit(130)

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The NBD server: exports, listeners, connections.
+ *
+ * server_start binds nothing itself: the caller passes listening sockets
+ * (so that errors surface before a daemon forks) and the loops to run on.
+ * server_stop drains: it stops accepting, tells every connection to stop
+ * reading, waits for requests in flight to be answered, flushes every
+ * export and returns.
+ */
+#ifndef NBDSRV_SERVER_H
+#define NBDSRV_SERVER_H
+
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/err.h"
+#include "nbdsrv/loop.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct server;
+
+/* One export as configured.  Strings are copied by server_add_export. */
+struct export_config {
+    const char *name;
+    const char *path;
+    const char *description; /* may be NULL */
+    bool read_only;
+};
+
+struct server_limits {
+    uint64_t handshake_timeout_ns; /* 0: no deadline */
+    unsigned max_requests;         /* in flight per connection */
+    uint64_t max_inflight_bytes;   /* payload bytes per connection */
+};
+
+#define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
+#define SERVER_DEFAULT_MAX_REQUESTS 128u
+#define SERVER_DEFAULT_MAX_INFLIGHT_BYTES (64ull * 1024 * 1024)
+
+/* Creates an empty server.  ANY_THREAD (start-up). */
+ANY_THREAD struct server *server_new(const struct server_limits *limits);
+
+/*
+ * Opens the export's image and adds it.  Fails (with err naming the file
+ * or the duplicate name) if the name is taken or the image cannot be
+ * opened.  Call before server_start.
+ */
+ANY_THREAD int server_add_export(struct server *srv,
+                                 const struct export_config *config,
+                                 struct err *err);
+
+/*
+ * Starts accepting on each listening fd (taken: closed by the server),
+ * with connections spread over the loops of `loops`.  Returns 0 or
+ * -errno.  ANY_THREAD, not from a loop of `loops`.
+ */
+ANY_THREAD int server_start(struct server *srv, struct loop_group *loops,
+                            const int *listen_fds, unsigned nr_listen,
+                            struct err *err);
+
+/*
+ * Drains and stops, as described above; returns once no connection is
+ * left and every export is flushed.  Returns 0, or -errno if a flush
+ * failed.  ANY_THREAD, not from a loop thread.
+ */
+ANY_THREAD int server_stop(struct server *srv);
+
+/* Frees a stopped (or never started) server.  NULL is allowed. */
+ANY_THREAD void server_free(struct server *srv);
+
+#endif

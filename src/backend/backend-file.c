@@ -1,0 +1,668 @@
+/* SPDX-License-Identifier: MIT */
+/* The file backend: a raw image file or a block device behind io_uring. */
+
+/*
+ * Design.  One struct backend per export, shared by every connection on
+ * every loop.  Everything learned at open (fd, size, kind, capabilities)
+ * is immutable afterwards and read without locks; the only mutable state
+ * is the reference count and a few "this file system said EOPNOTSUPP"
+ * hints, all C11 atomics.  Data moves through the ring of the loop the
+ * calling coroutine is on (coro_read, coro_write, coro_fallocate, ...),
+ * so requests from many loops run in parallel with no lock
+ * (BACKEND_PARALLEL).  The allocation map is read with plain lseek
+ * SEEK_DATA/SEEK_HOLE calls on the calling thread: io_uring has no such
+ * operation, and they answer from the file system's extent tree without
+ * I/O in the common case.
+ *
+ * Mapping of NBD commands (doc/proto.md, "Request types"):
+ *  - NBD_CMD_TRIM is advisory: hole punch, and "unsupported" is success.
+ *  - NBD_CMD_WRITE_ZEROES: without NBD_CMD_FLAG_NO_HOLE (MAY_TRIM) punch
+ *    a hole, else FALLOC_FL_ZERO_RANGE; with NO_HOLE, ZERO_RANGE or, on
+ *    file systems without it (tmpfs), punch then re-allocate, so that the
+ *    blocks stay reserved.  Only when no fallocate mode works are zeroes
+ *    written, and NBD_CMD_FLAG_FAST_ZERO turns that case into ENOTSUP.
+ *  - Block devices take fallocate only in logical-block units: the
+ *    unaligned head and tail of a zero request are written, and those of
+ *    a trim skipped.
+ */
+#include "nbdsrv/backend.h"
+#include "nbdsrv/coro-io.h"
+#include "nbdsrv/coro.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Zeroes written when no fallocate mode works: ZERO_IOVS x ZERO_CHUNK. */
+#define ZERO_CHUNK (64u * 1024)
+#define ZERO_IOVS 16
+
+/* readahead hint size per IORING_OP_FADVISE (its length is 32-bit). */
+#define CACHE_CHUNK (1u << 30)
+
+/* Never written: the source of every zero-filling write. */
+static const char zero_buf[ZERO_CHUNK];
+
+/*
+ * Owned jointly by its references (refs); the last backend_unref frees it.
+ * Fields not marked otherwise are immutable after init.
+ */
+struct backend {
+    atomic_uint refs; /* atomic; see backend_unref for the ordering */
+    int fd;           /* O_CLOEXEC, O_RDWR or O_RDONLY */
+    char *path;       /* as given to backend_file_open; owned */
+    uint64_t size;
+    uint32_t align; /* fallocate granularity: 1, or the logical block size
+                       of a block device */
+    bool read_only;
+    bool is_block;
+    bool rotational; /* block devices only; files say false */
+    bool can_trim;
+    bool can_fast_zero;
+
+    /*
+     * Hints learned at run time, atomic with relaxed ordering: each only
+     * saves a doomed system call, and a stale value costs one more
+     * EOPNOTSUPP, never a wrong result.
+     */
+    atomic_bool no_punch;      /* FALLOC_FL_PUNCH_HOLE unsupported */
+    atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE unsupported */
+    atomic_bool no_alloc;      /* plain fallocate (mode 0) unsupported */
+    atomic_bool no_dsync;      /* RWF_DSYNC unsupported on the ring */
+};
+
+/*
+ * Reads a small unsigned number from /sys/dev/block/MAJ:MIN/<rel>.
+ * Returns false when the file does not exist or does not parse.
+ */
+static bool sysfs_read_u64(dev_t dev, const char *rel, uint64_t *out)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/sys/dev/block/%u:%u/%s", major(dev),
+             minor(dev), rel);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return false;
+    }
+    unsigned long long v;
+    bool ok = fscanf(f, "%llu", &v) == 1;
+    fclose(f);
+    if (ok) {
+        *out = v;
+    }
+    return ok;
+}
+
+/*
+ * A queue attribute of the disk holding `dev`.  Partitions have no queue
+ * directory of their own: theirs is their parent disk's.
+ */
+static bool sysfs_queue_u64(dev_t dev, const char *attr, uint64_t *out)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "queue/%s", attr);
+    if (sysfs_read_u64(dev, rel, out)) {
+        return true;
+    }
+    snprintf(rel, sizeof rel, "../queue/%s", attr);
+    return sysfs_read_u64(dev, rel, out);
+}
+
+/*
+ * Whether hole punching works on this writable regular file, asked
+ * without touching data: a punch that starts at or beyond the end of
+ * the file has nothing to free, yet file systems that lack the mode
+ * still refuse it with EOPNOTSUPP.  (A ZERO_RANGE probe would not be
+ * harmless: past EOF it preallocates blocks.)
+ */
+static bool probe_punch_hole(int fd, uint64_t size)
+{
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     (off_t)size, 1) == 0;
+}
+
+/* Fills in size, kind and capabilities from an open fd.  0 or -errno. */
+static int backend_probe(struct backend *be, const struct stat *st,
+                         struct err *err)
+{
+    uint64_t v;
+
+    if (S_ISREG(st->st_mode)) {
+        be->size = (uint64_t)st->st_size;
+        be->align = 1;
+        be->can_trim = !be->read_only;
+        be->can_fast_zero =
+            !be->read_only && probe_punch_hole(be->fd, be->size);
+        return 0;
+    }
+    if (S_ISBLK(st->st_mode)) {
+        uint64_t bytes;
+        if (ioctl(be->fd, BLKGETSIZE64, &bytes) != 0) {
+            return err_set_errno(err, errno, "%s: BLKGETSIZE64", be->path);
+        }
+        int lbs = 512;
+        if (ioctl(be->fd, BLKSSZGET, &lbs) != 0 || lbs <= 0) {
+            lbs = 512;
+        }
+        be->size = bytes;
+        be->align = (uint32_t)lbs;
+        be->is_block = true;
+        be->rotational =
+            sysfs_queue_u64(st->st_rdev, "rotational", &v) && v != 0;
+        be->can_trim = !be->read_only;
+        /*
+         * The block layer's ZERO_RANGE falls back to writing zero pages
+         * itself: zeroing is fast only when the device offloads it.
+         */
+        be->can_fast_zero =
+            !be->read_only &&
+            sysfs_queue_u64(st->st_rdev, "write_zeroes_max_bytes", &v) &&
+            v != 0;
+        return 0;
+    }
+    return err_set(err, EINVAL, "%s: not a regular file or block device",
+                   be->path);
+}
+
+struct backend *backend_file_open(const char *path, bool read_only,
+                                  struct err *err)
+{
+    struct backend *be = calloc(1, sizeof *be);
+    if (be == NULL) {
+        err_set_errno(err, ENOMEM, "%s", path);
+        return NULL;
+    }
+    atomic_init(&be->refs, 1);
+    atomic_init(&be->no_punch, false);
+    atomic_init(&be->no_zero_range, false);
+    atomic_init(&be->no_alloc, false);
+    atomic_init(&be->no_dsync, false);
+    be->read_only = read_only;
+    be->path = strdup(path);
+    if (be->path == NULL) {
+        err_set_errno(err, ENOMEM, "%s", path);
+        goto out_free;
+    }
+
+    /*
+     * O_NONBLOCK keeps open() from hanging on a FIFO that is about to be
+     * refused; it is dropped again below, because io_uring would turn it
+     * into -EAGAIN on buffered file I/O.
+     */
+    int flags =
+        (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    be->fd = open(path, flags);
+    if (be->fd < 0) {
+        err_set_errno(err, errno, "%s: open", path);
+        goto out_free_path;
+    }
+    struct stat st;
+    if (fstat(be->fd, &st) != 0) {
+        err_set_errno(err, errno, "%s: fstat", path);
+        goto out_close;
+    }
+    if (backend_probe(be, &st, err) != 0) {
+        goto out_close;
+    }
+    int fl = fcntl(be->fd, F_GETFL);
+    if (fl < 0 || fcntl(be->fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        err_set_errno(err, errno, "%s: fcntl", path);
+        goto out_close;
+    }
+    return be;
+
+out_close:
+    close(be->fd);
+out_free_path:
+    free(be->path);
+out_free:
+    free(be);
+    return NULL;
+}
+
+struct backend *backend_ref(struct backend *be)
+{
+    /* Relaxed: the caller already holds a reference that keeps be alive. */
+    atomic_fetch_add_explicit(&be->refs, 1, memory_order_relaxed);
+    return be;
+}
+
+void backend_unref(struct backend *be)
+{
+    if (be == NULL) {
+        return;
+    }
+    /*
+     * acq_rel: the release half orders this holder's use of be before the
+     * decrement; the acquire half, on the final decrement, makes every
+     * other holder's release visible before the close and free below.
+     * (A fence would do the same, but TSan does not model fences.)
+     */
+    unsigned old =
+        atomic_fetch_sub_explicit(&be->refs, 1, memory_order_acq_rel);
+    if (old != 1) {
+        return;
+    }
+    close(be->fd);
+    be->fd = -1;
+    free(be->path);
+    be->path = NULL;
+    free(be);
+}
+
+uint64_t backend_size(const struct backend *be)
+{
+    return be->size;
+}
+
+bool backend_read_only(const struct backend *be)
+{
+    return be->read_only;
+}
+
+bool backend_can_trim(const struct backend *be)
+{
+    return be->can_trim;
+}
+
+bool backend_can_zero(const struct backend *be)
+{
+    /* Writing zeroes always works on a writable file. */
+    return !be->read_only;
+}
+
+bool backend_can_fast_zero(const struct backend *be)
+{
+    return be->can_fast_zero;
+}
+
+bool backend_can_cache(const struct backend *be)
+{
+    (void)be;
+    return true;
+}
+
+bool backend_can_extents(const struct backend *be)
+{
+    (void)be;
+    return true;
+}
+
+bool backend_is_rotational(const struct backend *be)
+{
+    return be->rotational;
+}
+
+enum backend_concurrency backend_concurrency(const struct backend *be)
+{
+    (void)be;
+    return BACKEND_PARALLEL;
+}
+
+const char *backend_path(const struct backend *be)
+{
+    return be->path;
+}
+
+/* Whether [offset, offset+len) lies inside the export. */
+static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
+{
+    return offset <= be->size && len <= be->size - offset;
+}
+
+int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
+{
+    coro_assert_in_coroutine();
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    char *p = buf;
+    uint32_t done = 0;
+    while (done < len) {
+        ssize_t r = coro_read(be->fd, p + done, len - done, offset + done);
+        if (r == -EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return (int)r;
+        }
+        if (r == 0) {
+            /* The file shrank under us: the export's size is a promise. */
+            return -EIO;
+        }
+        done += (uint32_t)r;
+    }
+    return 0;
+}
+
+/*
+ * One write of the remaining bytes; with dsync it is durable on return.
+ * Falls back to a plain write (the caller then syncs) when the ring does
+ * not take RWF_DSYNC; *synced says which happened.
+ */
+static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
+                          uint64_t offset, bool dsync, bool *synced)
+{
+    if (dsync && !atomic_load_explicit(&be->no_dsync, memory_order_relaxed)) {
+        ssize_t r = coro_write_flags(be->fd, p, len, offset, RWF_DSYNC);
+        if (r != -EOPNOTSUPP) {
+            *synced = true;
+            return r;
+        }
+        atomic_store_explicit(&be->no_dsync, true, memory_order_relaxed);
+    }
+    *synced = false;
+    return coro_write(be->fd, p, len, offset);
+}
+
+int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
+                   uint64_t offset, bool fua)
+{
+    coro_assert_in_coroutine();
+    if (be->read_only) {
+        return -EPERM;
+    }
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    const char *p = buf;
+    uint32_t done = 0;
+    bool need_sync = false;
+    while (done < len) {
+        bool synced;
+        ssize_t r =
+            write_some(be, p + done, len - done, offset + done, fua, &synced);
+        if (r == -EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return (int)r;
+        }
+        if (r == 0) {
+            return -EIO;
+        }
+        need_sync |= fua && !synced;
+        done += (uint32_t)r;
+    }
+    return need_sync ? coro_fdatasync(be->fd) : 0;
+}
+
+int backend_flush(struct backend *be)
+{
+    coro_assert_in_coroutine();
+    return coro_fdatasync(be->fd);
+}
+
+/* Writes zeroes over [offset, offset+len) from the shared zero buffer. */
+static int write_zeroes(struct backend *be, uint64_t offset, uint64_t len)
+{
+    struct iovec iov[ZERO_IOVS];
+    while (len > 0) {
+        int n = 0;
+        uint64_t batch = 0;
+        while (n < ZERO_IOVS && batch < len) {
+            uint64_t chunk =
+                len - batch < ZERO_CHUNK ? len - batch : ZERO_CHUNK;
+            iov[n].iov_base = (void *)zero_buf;
+            iov[n].iov_len = (size_t)chunk;
+            batch += chunk;
+            n++;
+        }
+        ssize_t r = coro_writev(be->fd, iov, n, offset);
+        if (r == -EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return (int)r;
+        }
+        if (r == 0) {
+            return -EIO;
+        }
+        offset += (uint64_t)r;
+        len -= (uint64_t)r;
+    }
+    return 0;
+}
+
+/*
+ * fallocate on the ring, remembering a mode the file system refuses in
+ * `hint` so that later calls skip it.  Returns 0, -EOPNOTSUPP or -errno.
+ */
+static int try_fallocate(struct backend *be, atomic_bool *hint, int mode,
+                         uint64_t offset, uint64_t len)
+{
+    if (atomic_load_explicit(hint, memory_order_relaxed)) {
+        return -EOPNOTSUPP;
+    }
+    int r = coro_fallocate(be->fd, mode, offset, len);
+    if (r == -EOPNOTSUPP) {
+        atomic_store_explicit(hint, true, memory_order_relaxed);
+    }
+    return r;
+}
+
+/* Rounds [*offset, *offset+*len) inwards to be->align; false if empty. */
+static bool align_inwards(const struct backend *be, uint64_t *offset,
+                          uint64_t *len)
+{
+    uint64_t a = be->align;
+    uint64_t start = (*offset + a - 1) / a * a;
+    uint64_t end = (*offset + *len) / a * a;
+    if (start >= end) {
+        return false;
+    }
+    *offset = start;
+    *len = end - start;
+    return true;
+}
+
+int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
+{
+    coro_assert_in_coroutine();
+    if (be->read_only) {
+        return -EPERM;
+    }
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    if (!align_inwards(be, &offset, &len)) {
+        return 0;
+    }
+    int r =
+        try_fallocate(be, &be->no_punch,
+                      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
+    if (r == -EOPNOTSUPP) {
+        /* A trim is a hint: nothing changed, so nothing to sync either. */
+        return 0;
+    }
+    if (r < 0) {
+        return r;
+    }
+    return fua ? coro_fdatasync(be->fd) : 0;
+}
+
+/*
+ * Zeroes an aligned range with fallocate alone.  Returns 0, -EOPNOTSUPP
+ * when no mode fits the flags on this file, or another -errno.
+ */
+static int zero_fallocate(struct backend *be, uint64_t offset, uint64_t len,
+                          unsigned flags)
+{
+    int r;
+    if (flags & BACKEND_ZERO_MAY_TRIM) {
+        r = try_fallocate(be, &be->no_punch,
+                          FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                          len);
+        if (r != -EOPNOTSUPP) {
+            return r;
+        }
+    }
+    r = try_fallocate(be, &be->no_zero_range,
+                      FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, len);
+    if (r != -EOPNOTSUPP) {
+        return r;
+    }
+    if ((flags & BACKEND_ZERO_MAY_TRIM) || be->is_block ||
+        atomic_load_explicit(&be->no_alloc, memory_order_relaxed)) {
+        return -EOPNOTSUPP;
+    }
+    /*
+     * No ZERO_RANGE (tmpfs): punch, then allocate the blocks again, so
+     * that the range reads as zeroes and later writes find their space
+     * reserved, as NBD_CMD_FLAG_NO_HOLE asks.
+     */
+    r = try_fallocate(be, &be->no_punch,
+                      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
+    if (r != 0) {
+        return r;
+    }
+    r = try_fallocate(be, &be->no_alloc, FALLOC_FL_KEEP_SIZE, offset, len);
+    if (r == -EOPNOTSUPP) {
+        /* Zeroed but a hole now: write zeroes to allocate it again. */
+        return (flags & BACKEND_ZERO_FAST) ? r : write_zeroes(be, offset, len);
+    }
+    return r;
+}
+
+int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
+                 unsigned flags, bool fua)
+{
+    coro_assert_in_coroutine();
+    if (be->read_only) {
+        return -EPERM;
+    }
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if ((flags & BACKEND_ZERO_FAST) && be->is_block && !be->can_fast_zero) {
+        return -ENOTSUP;
+    }
+
+    uint64_t mid = offset, mid_len = len;
+    int r;
+    if (!align_inwards(be, &mid, &mid_len)) {
+        /* Within one or two device blocks: a write is as fast as it gets. */
+        r = write_zeroes(be, offset, len);
+    } else {
+        r = zero_fallocate(be, mid, mid_len, flags);
+        if (r == -EOPNOTSUPP) {
+            if (flags & BACKEND_ZERO_FAST) {
+                return -ENOTSUP;
+            }
+            r = write_zeroes(be, offset, len);
+        } else if (r == 0) {
+            /* The unaligned edges of a block device request. */
+            r = write_zeroes(be, offset, mid - offset);
+            if (r == 0) {
+                r = write_zeroes(be, mid + mid_len,
+                                 offset + len - (mid + mid_len));
+            }
+        }
+    }
+    if (r < 0) {
+        return r;
+    }
+    return fua ? coro_fdatasync(be->fd) : 0;
+}
+
+int backend_cache(struct backend *be, uint64_t offset, uint64_t len)
+{
+    coro_assert_in_coroutine();
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    /* Chunks never have length 0, which would mean "to the end". */
+    while (len > 0) {
+        uint32_t chunk = len < CACHE_CHUNK ? (uint32_t)len : CACHE_CHUNK;
+        int r = coro_fadvise(be->fd, offset, chunk, POSIX_FADV_WILLNEED);
+        if (r < 0) {
+            return r;
+        }
+        offset += chunk;
+        len -= chunk;
+    }
+    return 0;
+}
+
+/*
+ * The end of the run that starts at pos: where the next hole begins
+ * (want_hole) or the next data.  Returns the position, `end` for "none
+ * before the end of the file", or -errno.
+ */
+static int64_t seek_next(const struct backend *be, uint64_t pos, bool want_hole,
+                         uint64_t end)
+{
+    off_t r = lseek(be->fd, (off_t)pos, want_hole ? SEEK_HOLE : SEEK_DATA);
+    if (r < 0) {
+        /*
+         * ENXIO: no data from pos on, or pos is past the real end of a
+         * file that shrank; either way this run lasts to the end.
+         */
+        return errno == ENXIO ? (int64_t)end : -errno;
+    }
+    return (uint64_t)r < end ? (int64_t)r : (int64_t)end;
+}
+
+int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
+                    struct backend_extent *out, unsigned max)
+{
+    coro_assert_in_coroutine();
+    if (max == 0 || len == 0 || offset >= be->size) {
+        return -EINVAL;
+    }
+    uint64_t end = offset + (len < be->size - offset ? len : be->size - offset);
+
+    /*
+     * Runs alternate, so each needs one lseek: from a hole, SEEK_DATA
+     * finds its end; from data, SEEK_HOLE does.  The first run is assumed
+     * to be a hole; if SEEK_DATA answers "here", it was data after all.
+     * A second such flip in a row can only come from concurrent punches
+     * and writes: the rest is then reported as data, which is always a
+     * safe answer.
+     */
+    uint64_t pos = offset;
+    bool hole = true;
+    int flips = 0;
+    unsigned n = 0;
+    while (n < max && pos < end) {
+        int64_t next = seek_next(be, pos, !hole, end);
+        if (next < 0) {
+            if (n > 0) {
+                break;
+            }
+            if (next != -EINVAL && next != -EOPNOTSUPP) {
+                return (int)next;
+            }
+            /* No SEEK_DATA/SEEK_HOLE here: all data. */
+            hole = false;
+            next = (int64_t)end;
+        } else if ((uint64_t)next == pos) {
+            if (++flips < 2) {
+                hole = !hole;
+                continue;
+            }
+            hole = false;
+            next = (int64_t)end;
+        }
+        flips = 0;
+        out[n].length = (uint64_t)next - pos;
+        out[n].hole = hole;
+        n++;
+        pos = (uint64_t)next;
+        hole = !hole;
+    }
+    return (int)n;
+}

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A connection: handshake, then the receive side of the transmission
+ * phase, on the connection's home loop.
+ *
+ * The receive coroutine reads one request header (and a WRITE's payload),
+ * hands the request to a new coroutine scheduled on a worker loop, and
+ * reads the next header at once.  Flow control: at most
+ * limits.max_requests requests and limits.max_inflight_bytes payload
+ * bytes in flight; at the cap the receive side waits on flow_wait, and
+ * each finished request wakes it.
+ *
+ * The receive side stops on end of file, on a framing error, on
+ * NBD_CMD_DISC, or when the server stops (chan_wake of the read side).
+ * It then waits until every request in flight has sent its reply and
+ * drops its reference; the last reference closes the socket.
+ */
+#include "nbdsrv/bufpool.h"
+#include "nbdsrv/chan-sock.h"
+#include "nbdsrv/coro-io.h"
+#include "nbdsrv/coro.h"
+#include "nbdsrv/log.h"
+#include "server-int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct loop *server_pick_loop(struct server *srv)
+{
+    unsigned i =
+        atomic_fetch_add_explicit(&srv->next_loop, 1, memory_order_relaxed);
+    return srv->loops->loops[i % srv->loops->count];
+}
+
+static void conn_free(struct conn *conn)
+{
+    struct server *srv = conn->srv;
+    chan_unref(conn->ch);
+    free(conn->meta_export);
+    co_queue_fini(&conn->flow_wait);
+    co_mutex_fini(&conn->flow_lock);
+    co_mutex_fini(&conn->send_lock);
+
+    pthread_mutex_lock(&srv->lock);
+    if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
+    } else {
+        srv->conns = conn->next;
+    }
+    if (conn->next != NULL) {
+        conn->next->prev = conn->prev;
+    }
+    srv->nr_conns--;
+    pthread_cond_broadcast(&srv->changed);
+    pthread_mutex_unlock(&srv->lock);
+    free(conn);
+}
+
+void conn_unref(struct conn *conn)
+{
+    /* acq_rel: the freeing thread sees every request's last writes. */
+    if (atomic_fetch_sub_explicit(&conn->refcount, 1, memory_order_acq_rel) ==
+        1) {
+        conn_free(conn);
+    }
+}
+
+/* Adds the connection to the server's list; false once stopping. */
+static bool conn_register(struct conn *conn)
+{
+    struct server *srv = conn->srv;
+    pthread_mutex_lock(&srv->lock);
+    conn->prev = NULL;
+    conn->next = srv->conns;
+    if (srv->conns != NULL) {
+        srv->conns->prev = conn;
+    }
+    srv->conns = conn;
+    srv->nr_conns++;
+    pthread_mutex_unlock(&srv->lock);
+    /* server_stop sets `stopping` before it walks the list: a connection
+     * added after the walk sees the flag here (both seq_cst). */
+    return !atomic_load(&srv->stopping);
+}
+
+struct handshake_deadline {
+    struct coro_timer timer;
+    struct conn *conn;
+};
+
+static void handshake_expired(struct coro_timer *timer)
+{
+    struct handshake_deadline *d =
+        container_of(timer, struct handshake_deadline, timer);
+    log_info("%s: handshake timed out, disconnecting", d->conn->peer);
+    /* Every wait on the socket now ends with an error or end of file. */
+    chan_shutdown(d->conn->ch, SHUT_RDWR);
+}
+
+static void flow_acquire(struct conn *conn, uint64_t bytes)
+{
+    const struct server_limits *lim = &conn->srv->limits;
+    co_mutex_lock(&conn->flow_lock);
+    while (conn->inflight >= lim->max_requests ||
+           (conn->inflight > 0 &&
+            conn->inflight_bytes + bytes > lim->max_inflight_bytes)) {
+        co_queue_wait(&conn->flow_wait, &conn->flow_lock);
+    }
+    conn->inflight++;
+    conn->inflight_bytes += bytes;
+    co_mutex_unlock(&conn->flow_lock);
+}
+
+void conn_flow_release(struct conn *conn, uint64_t bytes)
+{
+    co_mutex_lock(&conn->flow_lock);
+    conn->inflight--;
+    conn->inflight_bytes -= bytes;
+    co_queue_next(&conn->flow_wait);
+    co_mutex_unlock(&conn->flow_lock);
+}
+
+static void wait_idle(struct conn *conn)
+{
+    co_mutex_lock(&conn->flow_lock);
+    while (conn->inflight > 0) {
+        co_queue_wait(&conn->flow_wait, &conn->flow_lock);
+    }
+    co_mutex_unlock(&conn->flow_lock);
+}
+
+static void dispatch(struct conn *conn, struct request *rq)
+{
+    atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
+    rq->conn = conn;
+    struct loop *worker = server_pick_loop(conn->srv);
+    struct coro *co = coro_new(transmit_request, rq, worker);
+    if (co == NULL) {
+        /* No stack to be had: serve it here, on the receive side. */
+        transmit_request(rq);
+        return;
+    }
+    coro_schedule(worker, co);
+}
+
+/* Reads `len` payload bytes that no command will use. */
+static int discard_payload(struct conn *conn, uint64_t len)
+{
+    char sink[4096];
+    while (len > 0) {
+        size_t n = len < sizeof sink ? (size_t)len : sizeof sink;
+        int r = chan_read_all(conn->ch, sink, n);
+        if (r < 0) {
+            return r;
+        }
+        len -= n;
+    }
+    return 0;
+}
+
+static void receive_requests(struct conn *conn)
+{
+    size_t hdr_len =
+        conn->extended ? PROTO_EXTENDED_REQUEST_SIZE : PROTO_REQUEST_SIZE;
+    for (;;) {
+        /* A busy client would never park in a read to see chan_wake. */
+        if (atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
+            return;
+        }
+        uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
+        int r = chan_read_all_eof(conn->ch, hdr, hdr_len);
+        if (r == 0) {
+            log_debug("%s: client closed the connection", conn->peer);
+            return;
+        }
+        if (r < 0) {
+            if (r == -ECANCELED) {
+                log_debug("%s: server stopping", conn->peer);
+            } else {
+                log_debug("%s: read: %s", conn->peer, strerror(-r));
+            }
+            return;
+        }
+        struct proto_request req;
+        r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
+        if (r == -EBADMSG) {
+            log_info("%s: bad request magic, disconnecting", conn->peer);
+            return;
+        }
+        int early_error = r == -EINVAL ? EINVAL : 0;
+        uint64_t payload = proto_request_payload_len(&req, conn->extended);
+        if (req.type == PROTO_CMD_DISC && early_error == 0) {
+            log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
+            return;
+        }
+        if (payload > SERVER_BLOCK_MAX) {
+            /* Cannot stay in step without reading it all: refuse, close. */
+            log_info("%s: %s payload of %llu bytes is over the maximum, "
+                     "disconnecting",
+                     conn->peer, proto_cmd_name(req.type),
+                     (unsigned long long)payload);
+            wait_idle(conn);
+            transmit_send_error(conn, &req, EINVAL);
+            return;
+        }
+        if (payload > 0 && req.type != PROTO_CMD_WRITE) {
+            /* A payload no command of ours takes: skip it, fail it. */
+            if (discard_payload(conn, payload) < 0) {
+                return;
+            }
+            early_error = EINVAL;
+            payload = 0;
+        }
+        flow_acquire(conn, payload);
+        struct request *rq = bufpool_get(sizeof *rq);
+        void *buf = payload > 0 ? bufpool_get(payload) : NULL;
+        if (rq == NULL || (payload > 0 && buf == NULL)) {
+            bufpool_put(buf, payload);
+            bufpool_put(rq, sizeof *rq);
+            conn_flow_release(conn, payload);
+            log_error("%s: out of memory for a request", conn->peer);
+            return;
+        }
+        *rq = (struct request){
+            .req = req,
+            .buf = buf,
+            .buf_size = payload,
+            .early_error = early_error,
+        };
+        if (payload > 0) {
+            r = chan_read_all(conn->ch, buf, payload);
+            if (r < 0) {
+                log_info("%s: connection lost in a %llu-byte write payload",
+                         conn->peer, (unsigned long long)payload);
+                bufpool_put(buf, payload);
+                bufpool_put(rq, sizeof *rq);
+                conn_flow_release(conn, payload);
+                return;
+            }
+        }
+        dispatch(conn, rq);
+    }
+}
+
+void conn_run(struct server *srv, int fd, const char *peer)
+{
+    struct conn *conn = calloc(1, sizeof *conn);
+    if (conn == NULL) {
+        log_error("%s: out of memory for a connection", peer);
+        close(fd);
+        return;
+    }
+    conn->ch = chan_sock_new_take(fd);
+    if (conn->ch == NULL) {
+        log_error("%s: cannot set up the socket: %s", peer, strerror(errno));
+        free(conn);
+        return;
+    }
+    conn->srv = srv;
+    conn->home = coro_loop(coro_self());
+    snprintf(conn->peer, sizeof conn->peer, "%s", peer);
+    atomic_init(&conn->refcount, 1);
+    co_mutex_init(&conn->send_lock);
+    co_mutex_init(&conn->flow_lock);
+    co_queue_init(&conn->flow_wait);
+    if (!conn_register(conn)) {
+        conn_unref(conn);
+        return;
+    }
+    log_debug("%s: connected", conn->peer);
+
+    struct handshake_deadline deadline = {.conn = conn};
+    if (srv->limits.handshake_timeout_ns != 0) {
+        coro_timer_start(&deadline.timer, srv->limits.handshake_timeout_ns,
+                         handshake_expired);
+    }
+    int r = negotiate(conn);
+    bool expired = srv->limits.handshake_timeout_ns != 0 &&
+                   coro_timer_stop(&deadline.timer);
+    if (r == 0 && !expired) {
+        log_debug("%s: serving export '%s'%s%s", conn->peer, conn->exp->name,
+                  conn->structured ? ", structured replies" : "",
+                  conn->extended ? ", extended headers" : "");
+        receive_requests(conn);
+        wait_idle(conn);
+    }
+    log_debug("%s: disconnected", conn->peer);
+    conn_unref(conn);
+}

@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Option haggling: the fixed newstyle handshake, from the greeting to the
+ * start of the transmission phase (NBD protocol, "Newstyle negotiation"
+ * and "Option types").
+ *
+ * Runs in the connection's receive coroutine on its home loop, before any
+ * request coroutine exists, so it writes the negotiated fields of the
+ * connection without locks.  Option data is read into a buffer of at most
+ * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
+ * and refused with NBD_REP_ERR_TOO_BIG, or, past OPTION_DRAIN_MAX, ends
+ * the connection.  The handshake deadline (conn.c) bounds the whole
+ * exchange.
+ */
+#include "nbdsrv/bufpool.h"
+#include "nbdsrv/log.h"
+#include "server-int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Oversized options up to this size are read and discarded. */
+#define OPTION_DRAIN_MAX (1u * 1024 * 1024)
+/* Room for one option reply with a name or message. */
+#define REPLY_BUF_SIZE (PROTO_OPTION_REPLY_SIZE + 8 + 2 * PROTO_STRING_MAX)
+
+/* Result of one option: go on haggling, enter transmission, or close. */
+enum opt_result {
+    OPT_CONTINUE,
+    OPT_TRANSMISSION,
+    OPT_CLOSE,
+};
+
+struct haggle {
+    struct conn *conn;
+    uint8_t *data;  /* option data, PROTO_OPTION_MAX_LEN bytes */
+    uint8_t *reply; /* REPLY_BUF_SIZE bytes */
+};
+
+static int send_reply(struct haggle *h, ssize_t len)
+{
+    if (len < 0) {
+        BUG("option reply did not fit its buffer");
+    }
+    return chan_write_all(h->conn->ch, h->reply, (size_t)len);
+}
+
+static int reply_ack(struct haggle *h, uint32_t option)
+{
+    return send_reply(h, proto_build_rep_ack(h->reply, REPLY_BUF_SIZE, option));
+}
+
+static int reply_error(struct haggle *h, uint32_t option, uint32_t type,
+                       const char *msg)
+{
+    log_debug("%s: %s: %s: %s", h->conn->peer, proto_opt_name(option),
+              proto_rep_name(type), msg);
+    return send_reply(h, proto_build_rep_error(h->reply, REPLY_BUF_SIZE, option,
+                                               type, msg, strlen(msg)));
+}
+
+static int send_info(struct haggle *h, uint32_t option,
+                     const struct export *exp,
+                     const struct proto_opt_info *info)
+{
+    struct conn *conn = h->conn;
+    uint16_t flags = export_tx_flags(exp, conn->structured);
+    int r = send_reply(
+        h, proto_build_rep_info_export(h->reply, REPLY_BUF_SIZE, option,
+                                       backend_size(exp->be), flags));
+    bool sent_name = false, sent_desc = false;
+    for (size_t i = 0; r == 0 && i < info->nr_requests; i++) {
+        uint16_t what = proto_opt_info_request(info, i);
+        if (what == PROTO_INFO_NAME && !sent_name) {
+            sent_name = true;
+            r = send_reply(
+                h, proto_build_rep_info_name(h->reply, REPLY_BUF_SIZE, option,
+                                             exp->name, strlen(exp->name)));
+        } else if (what == PROTO_INFO_DESCRIPTION && !sent_desc &&
+                   exp->description != NULL) {
+            sent_desc = true;
+            r = send_reply(h, proto_build_rep_info_description(
+                                  h->reply, REPLY_BUF_SIZE, option,
+                                  exp->description, strlen(exp->description)));
+        }
+    }
+    /* Block sizes are sent whether asked for or not: they only relax. */
+    if (r == 0) {
+        r = send_reply(h,
+                       proto_build_rep_info_block_size(
+                           h->reply, REPLY_BUF_SIZE, option, SERVER_BLOCK_MIN,
+                           SERVER_BLOCK_PREFERRED, SERVER_BLOCK_MAX));
+    }
+    return r;
+}
+
+static void enter_transmission(struct conn *conn, const struct export *exp)
+{
+    conn->exp = exp;
+    conn->tx_flags = export_tx_flags(exp, conn->structured);
+    /* Contexts chosen for another export do not carry over. */
+    if (conn->meta_export != NULL &&
+        strcmp(conn->meta_export, exp->name) != 0 &&
+        !(conn->meta_export[0] == '\0' && exp == &conn->srv->exports[0])) {
+        conn->meta_base_allocation = false;
+    }
+}
+
+static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
+                                   uint32_t len)
+{
+    struct proto_opt_info info;
+    int r = proto_parse_opt_info(h->data, len, &info);
+    if (r < 0) {
+        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
+                        "malformed INFO/GO request");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    const struct export *exp =
+        server_find_export(h->conn->srv, info.name.ptr, info.name.len);
+    if (exp == NULL) {
+        r = reply_error(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    r = send_info(h, option, exp, &info);
+    if (r == 0) {
+        r = reply_ack(h, option);
+    }
+    if (r < 0) {
+        return OPT_CLOSE;
+    }
+    if (option == PROTO_OPT_GO) {
+        enter_transmission(h->conn, exp);
+        return OPT_TRANSMISSION;
+    }
+    return OPT_CONTINUE;
+}
+
+static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
+{
+    struct conn *conn = h->conn;
+    struct proto_string name;
+    if (proto_parse_opt_export_name(h->data, len, &name) < 0) {
+        log_info("%s: malformed export name, disconnecting", conn->peer);
+        return OPT_CLOSE;
+    }
+    const struct export *exp =
+        server_find_export(conn->srv, name.ptr, name.len);
+    if (exp == NULL) {
+        /* EXPORT_NAME has no error reply: the spec says disconnect. */
+        log_info("%s: unknown export '%.*s', disconnecting", conn->peer,
+                 (int)name.len, name.ptr);
+        return OPT_CLOSE;
+    }
+    ssize_t n = proto_encode_export_name_reply(
+        h->reply, REPLY_BUF_SIZE, backend_size(exp->be),
+        export_tx_flags(exp, conn->structured), conn->no_zeroes);
+    if (send_reply(h, n) < 0) {
+        return OPT_CLOSE;
+    }
+    enter_transmission(conn, exp);
+    return OPT_TRANSMISSION;
+}
+
+static enum opt_result opt_list(struct haggle *h, uint32_t len)
+{
+    int r;
+    if (len != 0) {
+        r = reply_error(h, PROTO_OPT_LIST, PROTO_REP_ERR_INVALID,
+                        "LIST takes no data");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    const struct server *srv = h->conn->srv;
+    for (unsigned i = 0; i < srv->nr_exports; i++) {
+        const struct export *exp = &srv->exports[i];
+        const char *desc = exp->description;
+        r = send_reply(
+            h, proto_build_rep_server(h->reply, REPLY_BUF_SIZE, PROTO_OPT_LIST,
+                                      exp->name, strlen(exp->name), desc,
+                                      desc != NULL ? strlen(desc) : 0));
+        if (r < 0) {
+            return OPT_CLOSE;
+        }
+    }
+    return reply_ack(h, PROTO_OPT_LIST) < 0 ? OPT_CLOSE : OPT_CONTINUE;
+}
+
+static enum opt_result opt_flag(struct haggle *h, uint32_t option, uint32_t len,
+                                bool *flag, const char *what)
+{
+    int r;
+    if (len != 0) {
+        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
+                        "option takes no data");
+    } else if (*flag) {
+        r = reply_error(h, option, PROTO_REP_ERR_INVALID, what);
+    } else {
+        *flag = true;
+        r = reply_ack(h, option);
+    }
+    return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+}
+
+static bool query_matches_base_allocation(struct proto_string q)
+{
+    static const char full[] = SERVER_META_BASE_ALLOCATION;
+    /* "base:" asks for every context of the namespace: ours is one. */
+    return (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) ||
+           (q.len == 5 && memcmp(q.ptr, "base:", 5) == 0);
+}
+
+static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
+{
+    struct conn *conn = h->conn;
+    int r;
+    if (!conn->structured) {
+        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
+                        "structured replies must be negotiated first");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    struct proto_opt_meta meta;
+    if (proto_parse_opt_meta(h->data, len, &meta) < 0) {
+        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
+                        "malformed meta context request");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    if (server_find_export(conn->srv, meta.export_name.ptr,
+                           meta.export_name.len) == NULL) {
+        r = reply_error(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+    bool match = false;
+    if (meta.nr_queries == 0) {
+        /* LIST with no query lists everything; SET with none clears. */
+        match = option == PROTO_OPT_LIST_META_CONTEXT;
+    }
+    size_t pos = 0;
+    struct proto_string q;
+    while (proto_opt_meta_next(&meta, &pos, &q)) {
+        if (query_matches_base_allocation(q)) {
+            match = true;
+        }
+    }
+    if (option == PROTO_OPT_SET_META_CONTEXT) {
+        conn->meta_base_allocation = match;
+        free(conn->meta_export);
+        conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
+        if (conn->meta_export == NULL) {
+            return OPT_CLOSE;
+        }
+    }
+    if (match) {
+        r = send_reply(h, proto_build_rep_meta_context(
+                              h->reply, REPLY_BUF_SIZE, option,
+                              SERVER_META_BASE_ALLOCATION_ID,
+                              SERVER_META_BASE_ALLOCATION,
+                              strlen(SERVER_META_BASE_ALLOCATION)));
+        if (r < 0) {
+            return OPT_CLOSE;
+        }
+    }
+    return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
+}
+
+/* Reads and throws away `len` bytes of an option we will not process. */
+static int drain(struct haggle *h, uint64_t len)
+{
+    while (len > 0) {
+        size_t n =
+            len < PROTO_OPTION_MAX_LEN ? (size_t)len : PROTO_OPTION_MAX_LEN;
+        int r = chan_read_all(h->conn->ch, h->data, n);
+        if (r < 0) {
+            return r;
+        }
+        len -= n;
+    }
+    return 0;
+}
+
+static enum opt_result handle_option(struct haggle *h,
+                                     const struct proto_option_header *opt)
+{
+    struct conn *conn = h->conn;
+    uint32_t option = opt->option;
+    uint32_t len = opt->length;
+    int r;
+    log_debug("%s: option %s, %u bytes", conn->peer, proto_opt_name(option),
+              len);
+    switch (option) {
+    case PROTO_OPT_EXPORT_NAME:
+        return opt_export_name(h, len);
+    case PROTO_OPT_ABORT:
+        /* The spec asks for an ACK; the client may have hung up already. */
+        reply_ack(h, option);
+        return OPT_CLOSE;
+    case PROTO_OPT_LIST:
+        return opt_list(h, len);
+    case PROTO_OPT_INFO:
+    case PROTO_OPT_GO:
+        return opt_info_go(h, option, len);
+    case PROTO_OPT_STRUCTURED_REPLY:
+        return opt_flag(h, option, len, &conn->structured,
+                        "structured replies already negotiated");
+    case PROTO_OPT_EXTENDED_HEADERS: {
+        enum opt_result res = opt_flag(h, option, len, &conn->extended,
+                                       "extended headers already negotiated");
+        /* Extended headers imply structured replies. */
+        if (conn->extended) {
+            conn->structured = true;
+        }
+        return res;
+    }
+    case PROTO_OPT_LIST_META_CONTEXT:
+    case PROTO_OPT_SET_META_CONTEXT:
+        return opt_meta(h, option, len);
+    case PROTO_OPT_STARTTLS:
+        r = reply_error(h, option, PROTO_REP_ERR_UNSUP,
+                        "TLS is not configured on this server");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    default:
+        r = reply_error(h, option, PROTO_REP_ERR_UNSUP, "unknown option");
+        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    }
+}
+
+int negotiate(struct conn *conn)
+{
+    struct haggle h = {.conn = conn};
+    int r = -ENOMEM;
+    h.data = bufpool_get(PROTO_OPTION_MAX_LEN);
+    h.reply = bufpool_get(REPLY_BUF_SIZE);
+    if (h.data == NULL || h.reply == NULL) {
+        goto out;
+    }
+
+    uint16_t hs_flags = PROTO_FLAG_FIXED_NEWSTYLE | PROTO_FLAG_NO_ZEROES;
+    r = send_reply(&h,
+                   proto_encode_greeting(h.reply, REPLY_BUF_SIZE, hs_flags));
+    if (r < 0) {
+        goto out;
+    }
+    uint8_t cflags_buf[PROTO_CLIENT_FLAGS_SIZE];
+    r = chan_read_all(conn->ch, cflags_buf, sizeof cflags_buf);
+    if (r < 0) {
+        goto out;
+    }
+    uint32_t cflags;
+    r = proto_decode_client_flags(cflags_buf, sizeof cflags_buf, hs_flags,
+                                  &cflags);
+    if (r < 0) {
+        log_info("%s: bad client flags 0x%x, disconnecting", conn->peer,
+                 cflags);
+        goto out;
+    }
+    if (!(cflags & PROTO_FLAG_C_FIXED_NEWSTYLE)) {
+        log_info("%s: client does not speak fixed newstyle", conn->peer);
+        r = -EPROTO;
+        goto out;
+    }
+    conn->no_zeroes = (cflags & PROTO_FLAG_C_NO_ZEROES) != 0;
+
+    for (;;) {
+        uint8_t hdr_buf[PROTO_OPTION_HEADER_SIZE];
+        r = chan_read_all(conn->ch, hdr_buf, sizeof hdr_buf);
+        if (r < 0) {
+            goto out;
+        }
+        struct proto_option_header opt;
+        r = proto_decode_option_header(hdr_buf, sizeof hdr_buf, &opt);
+        if (r == -E2BIG) {
+            if (opt.length > OPTION_DRAIN_MAX || drain(&h, opt.length) < 0) {
+                log_info("%s: option of %u bytes, disconnecting", conn->peer,
+                         opt.length);
+                goto out;
+            }
+            r = reply_error(&h, opt.option, PROTO_REP_ERR_TOO_BIG,
+                            "option data too large");
+            if (r < 0) {
+                goto out;
+            }
+            continue;
+        }
+        if (r < 0) {
+            log_info("%s: bad option magic, disconnecting", conn->peer);
+            goto out;
+        }
+        r = chan_read_all(conn->ch, h.data, opt.length);
+        if (r < 0) {
+            goto out;
+        }
+        switch (handle_option(&h, &opt)) {
+        case OPT_CONTINUE:
+            continue;
+        case OPT_TRANSMISSION:
+            r = 0;
+            goto out;
+        case OPT_CLOSE:
+            r = -ECONNABORTED;
+            goto out;
+        }
+    }
+
+out:
+    bufpool_put(h.reply, REPLY_BUF_SIZE);
+    bufpool_put(h.data, PROTO_OPTION_MAX_LEN);
+    return r;
+}

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to src/server: the server, its exports, connections and
+ * requests.
+ *
+ * Threads: a connection has a home loop, where its receive coroutine
+ * runs: the handshake, then reading request headers and WRITE payloads.
+ * Each request becomes a coroutine scheduled onto a worker loop (round
+ * robin over all loops), which does the backend I/O on that loop's ring
+ * and writes the reply from there, holding the connection's send_lock.
+ */
+#ifndef NBDSRV_SERVER_INT_H
+#define NBDSRV_SERVER_INT_H
+
+#include "nbdsrv/backend.h"
+#include "nbdsrv/chan.h"
+#include "nbdsrv/coro-lock.h"
+#include "nbdsrv/proto.h"
+#include "nbdsrv/server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Block sizes advertised with NBD_INFO_BLOCK_SIZE. */
+#define SERVER_BLOCK_MIN 1u
+#define SERVER_BLOCK_PREFERRED 4096u
+#define SERVER_BLOCK_MAX (32u * 1024 * 1024)
+
+/* The only meta context we serve, and the id we give it. */
+#define SERVER_META_BASE_ALLOCATION "base:allocation"
+#define SERVER_META_BASE_ALLOCATION_ID 1u
+
+/* An export.  Owned by the server; immutable after server_add_export. */
+struct export
+{
+    char *name;
+    char *description; /* NULL when none */
+    struct backend *be;
+    bool read_only;
+};
+
+struct listener;
+
+/* The server.  Owned by its creator. */
+struct server {
+    struct server_limits limits; /* immutable */
+    struct export *exports;      /* immutable after start */
+    unsigned nr_exports;
+    struct loop_group *loops; /* immutable after start */
+    atomic_uint next_loop;    /* relaxed: round-robin cursor */
+    atomic_bool stopping;     /* seq_cst: set once by server_stop */
+
+    struct listener *listeners; /* immutable after start */
+    unsigned nr_listeners;
+
+    pthread_mutex_t lock;   /* protects the fields below; leaf */
+    pthread_cond_t changed; /* signalled when nr_conns or
+                               nr_acceptors drops */
+    struct conn *conns;     /* GUARDED_BY(lock): doubly linked */
+    unsigned nr_conns;      /* GUARDED_BY(lock) */
+    unsigned nr_acceptors;  /* GUARDED_BY(lock) */
+};
+
+/*
+ * A connection.  Reference-counted: the receive coroutine holds one
+ * reference and each request coroutine one more; the last unref frees it.
+ * Fields negotiated during the handshake are written by the receive
+ * coroutine before the first request coroutine exists and are immutable
+ * afterwards.
+ */
+struct conn {
+    struct server *srv; /* immutable */
+    struct chan *ch;    /* immutable; we hold a reference */
+    struct loop *home;  /* immutable: receive side's loop */
+    char peer[96];      /* immutable: for logs */
+    atomic_int refcount;
+
+    /* Negotiated (see above). */
+    bool no_zeroes;
+    bool structured;
+    bool extended;
+    bool meta_base_allocation; /* base:allocation selected */
+    char *meta_export;         /* export name SET_META_CONTEXT named */
+    const struct export *exp;  /* the export in use */
+    uint16_t tx_flags;
+
+    struct co_mutex send_lock; /* serialises replies; before flow_lock */
+
+    struct co_mutex flow_lock; /* leaf */
+    struct co_queue flow_wait; /* receive side waits here at the cap */
+    unsigned inflight;         /* GUARDED_BY(flow_lock) */
+    uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock) */
+
+    struct conn *prev, *next; /* GUARDED_BY(srv->lock) */
+};
+
+/* One request in flight.  Owned by its request coroutine; from a pool. */
+struct request {
+    struct conn *conn; /* holds a conn reference */
+    struct proto_request req;
+    void *buf;       /* payload (WRITE) or read buffer */
+    size_t buf_size; /* size given to bufpool_get */
+    int early_error; /* errno found by the receiver, or 0 */
+};
+
+/* conn.c */
+CORO_FN void conn_run(struct server *srv, int fd, const char *peer);
+ANY_THREAD void conn_unref(struct conn *conn);
+/* A request finished: frees its place (and payload bytes) in flight. */
+CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
+ANY_THREAD struct loop *server_pick_loop(struct server *srv);
+
+/* negotiate.c: option haggling; 0 to enter transmission, or -errno to
+ * close the connection. */
+CORO_FN int negotiate(struct conn *conn);
+
+/* transmit.c */
+CORO_FN void transmit_request(void *opaque); /* request coroutine entry */
+CORO_FN int transmit_send_error(struct conn *conn,
+                                const struct proto_request *req, int errnum);
+
+/* export.c */
+ANY_THREAD const struct export *
+server_find_export(const struct server *srv, const char *name, size_t len);
+ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
+
+#endif

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The transmission phase, request side: each request coroutine checks its
+ * request, does the backend I/O on the ring of the loop it runs on, and
+ * sends the reply under the connection's send_lock (NBD protocol,
+ * "Transmission phase", "Structured replies", "Extended headers").
+ *
+ * Reply shapes: without structured replies, a simple reply (plus data for
+ * READ).  With them, one chunk with NBD_REPLY_FLAG_DONE: NONE for
+ * success, OFFSET_DATA or OFFSET_HOLE for READ, BLOCK_STATUS(_EXT) for
+ * block status, ERROR for failures.  Extended headers use the 32-byte
+ * header for the same chunks.  A READ is always one chunk, so DF is
+ * honoured by construction.
+ */
+#include "nbdsrv/bufpool.h"
+#include "nbdsrv/coro.h"
+#include "nbdsrv/log.h"
+#include "server-int.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Reads at least this long are checked for being one hole. */
+#define HOLE_CHECK_MIN (64u * 1024)
+/* Extents in one BLOCK_STATUS reply. */
+#define MAX_EXTENTS 1024u
+
+static struct proto_reply chunk_header(const struct conn *conn,
+                                       const struct proto_request *req)
+{
+    struct proto_reply hdr = {
+        .kind = conn->extended ? PROTO_REPLY_EXTENDED : PROTO_REPLY_STRUCTURED,
+        .flags = PROTO_REPLY_FLAG_DONE,
+        .cookie = req->cookie,
+        .offset = req->offset,
+    };
+    return hdr;
+}
+
+/* Sends iov under the send lock; a failure shuts the socket down so the
+ * receive side stops too. */
+static int send_locked(struct conn *conn, const struct iovec *iov, int n)
+{
+    co_mutex_lock(&conn->send_lock);
+    int r = chan_writev_all(conn->ch, iov, n);
+    co_mutex_unlock(&conn->send_lock);
+    if (r < 0) {
+        log_debug("%s: sending a reply: %s", conn->peer, strerror(-r));
+        chan_shutdown(conn->ch, SHUT_RDWR);
+    }
+    return r;
+}
+
+int transmit_send_error(struct conn *conn, const struct proto_request *req,
+                        int errnum)
+{
+    uint8_t buf[PROTO_REPLY_HEADER_MAX + 8];
+    uint32_t nbd_error = proto_errno_to_nbd(errnum);
+    ssize_t n;
+    if (conn->structured) {
+        struct proto_reply hdr = chunk_header(conn, req);
+        n = proto_build_chunk_error(buf, sizeof buf, &hdr, nbd_error, NULL, 0);
+    } else {
+        n = proto_encode_simple_reply(buf, sizeof buf, req->cookie, nbd_error);
+    }
+    if (n < 0) {
+        BUG("error reply did not fit");
+    }
+    log_debug("%s: %s at %llu+%llu: %s", conn->peer, proto_cmd_name(req->type),
+              (unsigned long long)req->offset, (unsigned long long)req->length,
+              strerror(errnum));
+    struct iovec iov = {buf, (size_t)n};
+    return send_locked(conn, &iov, 1);
+}
+
+static int send_ok(struct conn *conn, const struct proto_request *req)
+{
+    uint8_t buf[PROTO_REPLY_HEADER_MAX];
+    ssize_t n;
+    if (conn->structured) {
+        struct proto_reply hdr = chunk_header(conn, req);
+        n = proto_build_chunk_none(buf, sizeof buf, &hdr);
+    } else {
+        n = proto_encode_simple_reply(buf, sizeof buf, req->cookie, 0);
+    }
+    struct iovec iov = {buf, (size_t)n};
+    return send_locked(conn, &iov, 1);
+}
+
+/* Keeps errors the spec gives a meaning to; any other failure of the
+ * storage is an I/O error to the client. */
+static int storage_errno(int r)
+{
+    switch (-r) {
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+    case EPERM:
+    case EROFS:
+    case ENOTSUP:
+    case ENOMEM:
+        return -r;
+    default:
+        return EIO;
+    }
+}
+
+static uint16_t allowed_flags(const struct conn *conn, uint16_t type)
+{
+    switch (type) {
+    case PROTO_CMD_READ:
+        return conn->structured ? PROTO_CMD_FLAG_DF : 0;
+    case PROTO_CMD_WRITE:
+        return PROTO_CMD_FLAG_FUA |
+               (conn->extended ? PROTO_CMD_FLAG_PAYLOAD_LEN : 0);
+    case PROTO_CMD_TRIM:
+        return PROTO_CMD_FLAG_FUA;
+    case PROTO_CMD_WRITE_ZEROES:
+        return PROTO_CMD_FLAG_FUA | PROTO_CMD_FLAG_NO_HOLE |
+               ((conn->tx_flags & PROTO_FLAG_SEND_FAST_ZERO)
+                    ? PROTO_CMD_FLAG_FAST_ZERO
+                    : 0);
+    case PROTO_CMD_BLOCK_STATUS:
+        return PROTO_CMD_FLAG_REQ_ONE;
+    default:
+        return 0;
+    }
+}
+
+/* Returns 0 or the errno the request is refused with. */
+static int validate(const struct conn *conn, const struct proto_request *req)
+{
+    uint16_t type = req->type;
+    switch (type) {
+    case PROTO_CMD_READ:
+    case PROTO_CMD_WRITE:
+    case PROTO_CMD_FLUSH:
+    case PROTO_CMD_CACHE:
+    case PROTO_CMD_BLOCK_STATUS:
+        break;
+    case PROTO_CMD_TRIM:
+        if (!(conn->tx_flags & PROTO_FLAG_SEND_TRIM) &&
+            !(conn->tx_flags & PROTO_FLAG_READ_ONLY)) {
+            return EINVAL;
+        }
+        break;
+    case PROTO_CMD_WRITE_ZEROES:
+        if (!(conn->tx_flags & PROTO_FLAG_SEND_WRITE_ZEROES) &&
+            !(conn->tx_flags & PROTO_FLAG_READ_ONLY)) {
+            return EINVAL;
+        }
+        break;
+    default:
+        return EINVAL;
+    }
+    if (req->flags & ~allowed_flags(conn, type)) {
+        return EINVAL;
+    }
+    bool writes = type == PROTO_CMD_WRITE || type == PROTO_CMD_TRIM ||
+                  type == PROTO_CMD_WRITE_ZEROES;
+    if (writes && conn->exp->read_only) {
+        return EPERM;
+    }
+    if (type == PROTO_CMD_FLUSH) {
+        return 0;
+    }
+    uint64_t size = backend_size(conn->exp->be);
+    if (req->offset > size || req->length > size - req->offset) {
+        return type == PROTO_CMD_WRITE || type == PROTO_CMD_WRITE_ZEROES
+                   ? ENOSPC
+                   : EINVAL;
+    }
+    if (type == PROTO_CMD_READ && req->length > SERVER_BLOCK_MAX) {
+        return (req->flags & PROTO_CMD_FLAG_DF) ? EOVERFLOW : EINVAL;
+    }
+    if (type == PROTO_CMD_BLOCK_STATUS &&
+        (!conn->meta_base_allocation || req->length == 0)) {
+        return EINVAL;
+    }
+    return 0;
+}
+
+static int do_read(struct conn *conn, const struct proto_request *req)
+{
+    struct backend *be = conn->exp->be;
+    uint32_t len = (uint32_t)req->length;
+    uint8_t hdr_buf[PROTO_REPLY_HEADER_MAX + 16];
+    struct iovec iov[2];
+    ssize_t n;
+
+    if (len == 0) {
+        return send_ok(conn, req);
+    }
+    if (conn->structured && len >= HOLE_CHECK_MIN && backend_can_extents(be)) {
+        struct backend_extent ext;
+        if (backend_extents(be, req->offset, len, &ext, 1) == 1 && ext.hole &&
+            ext.length >= len) {
+            struct proto_reply hdr = chunk_header(conn, req);
+            n = proto_build_chunk_offset_hole(hdr_buf, sizeof hdr_buf, &hdr,
+                                              req->offset, len);
+            iov[0] = (struct iovec){hdr_buf, (size_t)n};
+            return send_locked(conn, iov, 1);
+        }
+    }
+    void *data = bufpool_get(len);
+    if (data == NULL) {
+        return transmit_send_error(conn, req, ENOMEM);
+    }
+    int r = backend_pread(be, data, len, req->offset);
+    if (r < 0) {
+        bufpool_put(data, len);
+        return transmit_send_error(conn, req, storage_errno(r));
+    }
+    if (conn->structured) {
+        struct proto_reply hdr = chunk_header(conn, req);
+        n = proto_build_chunk_offset_data(hdr_buf, sizeof hdr_buf, &hdr,
+                                          req->offset, len);
+    } else {
+        n = proto_encode_simple_reply(hdr_buf, sizeof hdr_buf, req->cookie, 0);
+    }
+    iov[0] = (struct iovec){hdr_buf, (size_t)n};
+    iov[1] = (struct iovec){data, len};
+    r = send_locked(conn, iov, 2);
+    bufpool_put(data, len);
+    return r;
+}
+
+static int do_block_status(struct conn *conn, const struct proto_request *req)
+{
+    struct backend *be = conn->exp->be;
+    unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
+    uint64_t len = req->length;
+    if (!conn->extended && len > UINT32_MAX) {
+        len = UINT32_MAX;
+    }
+    struct backend_extent *ext = bufpool_get(max * sizeof *ext);
+    struct proto_extent *out = bufpool_get(max * sizeof *out);
+    size_t reply_size = PROTO_REPLY_HEADER_MAX + 8 + 16 * (size_t)max;
+    uint8_t *reply = bufpool_get(reply_size);
+    int r;
+    if (ext == NULL || out == NULL || reply == NULL) {
+        r = transmit_send_error(conn, req, ENOMEM);
+        goto out;
+    }
+    int nr = backend_extents(be, req->offset, len, ext, max);
+    if (nr <= 0) {
+        r = transmit_send_error(conn, req, nr < 0 ? storage_errno(nr) : EIO);
+        goto out;
+    }
+    for (int i = 0; i < nr; i++) {
+        out[i].length = ext[i].length;
+        out[i].status = ext[i].hole ? (PROTO_STATE_HOLE | PROTO_STATE_ZERO) : 0;
+    }
+    struct proto_reply hdr = chunk_header(conn, req);
+    ssize_t n;
+    if (conn->extended) {
+        n = proto_build_chunk_block_status_ext(reply, reply_size, &hdr,
+                                               SERVER_META_BASE_ALLOCATION_ID,
+                                               out, (size_t)nr);
+    } else {
+        n = proto_build_chunk_block_status(reply, reply_size, &hdr,
+                                           SERVER_META_BASE_ALLOCATION_ID, out,
+                                           (size_t)nr);
+    }
+    if (n < 0) {
+        r = transmit_send_error(conn, req, EIO);
+        goto out;
+    }
+    struct iovec iov = {reply, (size_t)n};
+    r = send_locked(conn, &iov, 1);
+out:
+    bufpool_put(reply, reply_size);
+    bufpool_put(out, max * sizeof *out);
+    bufpool_put(ext, max * sizeof *ext);
+    return r;
+}
+
+/* Runs the request; returns 0 or the errno to reply with. */
+static int execute(struct conn *conn, struct request *rq)
+{
+    const struct proto_request *req = &rq->req;
+    struct backend *be = conn->exp->be;
+    bool fua = (req->flags & PROTO_CMD_FLAG_FUA) != 0;
+    int r = 0;
+    switch (req->type) {
+    case PROTO_CMD_WRITE:
+        if (req->length > 0) {
+            r = backend_pwrite(be, rq->buf, (uint32_t)req->length, req->offset,
+                               fua);
+        }
+        break;
+    case PROTO_CMD_FLUSH:
+        r = backend_flush(be);
+        break;
+    case PROTO_CMD_TRIM:
+        if (req->length > 0) {
+            r = backend_trim(be, req->offset, req->length, fua);
+        }
+        break;
+    case PROTO_CMD_WRITE_ZEROES:
+        if (req->length > 0) {
+            unsigned flags = 0;
+            if (!(req->flags & PROTO_CMD_FLAG_NO_HOLE)) {
+                flags |= BACKEND_ZERO_MAY_TRIM;
+            }
+            if (req->flags & PROTO_CMD_FLAG_FAST_ZERO) {
+                flags |= BACKEND_ZERO_FAST;
+            }
+            r = backend_zero(be, req->offset, req->length, flags, fua);
+        }
+        break;
+    case PROTO_CMD_CACHE:
+        if (req->length > 0) {
+            r = backend_cache(be, req->offset, req->length);
+        }
+        break;
+    default:
+        BUG("execute: unvalidated command");
+    }
+    return r < 0 ? storage_errno(r) : 0;
+}
+
+void transmit_request(void *opaque)
+{
+    struct request *rq = opaque;
+    struct conn *conn = rq->conn;
+    const struct proto_request *req = &rq->req;
+
+    int err = rq->early_error != 0 ? rq->early_error : validate(conn, req);
+    if (err != 0) {
+        transmit_send_error(conn, req, err);
+    } else if (req->type == PROTO_CMD_READ) {
+        do_read(conn, req);
+    } else if (req->type == PROTO_CMD_BLOCK_STATUS) {
+        do_block_status(conn, req);
+    } else {
+        err = execute(conn, rq);
+        if (err != 0) {
+            transmit_send_error(conn, req, err);
+        } else {
+            send_ok(conn, req);
+        }
+    }
+
+    uint64_t bytes = rq->buf_size;
+    bufpool_put(rq->buf, rq->buf_size);
+    bufpool_put(rq, sizeof *rq);
+    conn_flow_release(conn, bytes);
+    conn_unref(conn);
+}

@@ -1,0 +1,1050 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the file backend: open errors, data round trips, FUA,
+ * trim and zeroes (on ext4 under /tmp and tmpfs under /dev/shm), the
+ * allocation map, readahead, references, and a loop block device when
+ * the test runs as root.
+ *
+ * Every backend I/O call runs in a coroutine on one of two loops (they
+ * alternate, so a backend is always used from more than one loop); the
+ * test body itself stays on the main thread, where ck_assert is safe.
+ * Temporary files are unlinked as soon as the backend has them open.
+ */
+#include "fixture-loops.h"
+#include "nbdsrv/backend.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+/* linux/loop.h's struct loop_config would clash with nbdsrv/loop.h's. */
+#define loop_config linux_loop_config
+#include <linux/loop.h>
+#undef loop_config
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KiB (1024u)
+#define MiB (1024u * 1024)
+#define GiB (1024ull * 1024 * 1024)
+#define TiB (1024ull * 1024 * 1024 * 1024)
+
+/* ---- Running backend calls on the loops ---- */
+
+enum call_op {
+    CALL_PREAD,
+    CALL_PWRITE,
+    CALL_FLUSH,
+    CALL_TRIM,
+    CALL_ZERO,
+    CALL_CACHE,
+    CALL_EXTENTS,
+};
+
+struct call {
+    enum call_op op;
+    struct backend *be;
+    void *buf;
+    uint64_t offset;
+    uint64_t len;
+    unsigned flags;
+    bool fua;
+    struct backend_extent *ext;
+    unsigned max;
+    int r;
+};
+
+static void call_entry(void *arg)
+{
+    struct call *c = arg;
+    switch (c->op) {
+    case CALL_PREAD:
+        c->r = backend_pread(c->be, c->buf, (uint32_t)c->len, c->offset);
+        break;
+    case CALL_PWRITE:
+        c->r =
+            backend_pwrite(c->be, c->buf, (uint32_t)c->len, c->offset, c->fua);
+        break;
+    case CALL_FLUSH:
+        c->r = backend_flush(c->be);
+        break;
+    case CALL_TRIM:
+        c->r = backend_trim(c->be, c->offset, c->len, c->fua);
+        break;
+    case CALL_ZERO:
+        c->r = backend_zero(c->be, c->offset, c->len, c->flags, c->fua);
+        break;
+    case CALL_CACHE:
+        c->r = backend_cache(c->be, c->offset, c->len);
+        break;
+    case CALL_EXTENTS:
+        c->r = backend_extents(c->be, c->offset, c->len, c->ext, c->max);
+        break;
+    }
+}
+
+static unsigned next_loop;
+
+/* Runs one call in a coroutine, on loop 0 and loop 1 in turn. */
+static int call_run(struct call *c)
+{
+    fixture_run_on(next_loop, call_entry, c);
+    next_loop ^= 1;
+    return c->r;
+}
+
+static int t_pread(struct backend *be, void *buf, uint64_t len, uint64_t offset)
+{
+    struct call c = {
+        .op = CALL_PREAD, .be = be, .buf = buf, .len = len, .offset = offset};
+    return call_run(&c);
+}
+
+static int t_pwrite(struct backend *be, const void *buf, uint64_t len,
+                    uint64_t offset, bool fua)
+{
+    struct call c = {.op = CALL_PWRITE,
+                     .be = be,
+                     .buf = (void *)buf,
+                     .len = len,
+                     .offset = offset,
+                     .fua = fua};
+    return call_run(&c);
+}
+
+static int t_flush(struct backend *be)
+{
+    struct call c = {.op = CALL_FLUSH, .be = be};
+    return call_run(&c);
+}
+
+static int t_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
+{
+    struct call c = {
+        .op = CALL_TRIM, .be = be, .offset = offset, .len = len, .fua = fua};
+    return call_run(&c);
+}
+
+static int t_zero(struct backend *be, uint64_t offset, uint64_t len,
+                  unsigned flags, bool fua)
+{
+    struct call c = {.op = CALL_ZERO,
+                     .be = be,
+                     .offset = offset,
+                     .len = len,
+                     .flags = flags,
+                     .fua = fua};
+    return call_run(&c);
+}
+
+static int t_cache(struct backend *be, uint64_t offset, uint64_t len)
+{
+    struct call c = {.op = CALL_CACHE, .be = be, .offset = offset, .len = len};
+    return call_run(&c);
+}
+
+static int t_extents(struct backend *be, uint64_t offset, uint64_t len,
+                     struct backend_extent *ext, unsigned max)
+{
+    struct call c = {.op = CALL_EXTENTS,
+                     .be = be,
+                     .offset = offset,
+                     .len = len,
+                     .ext = ext,
+                     .max = max};
+    return call_run(&c);
+}
+
+/* ---- Files ---- */
+
+static void setup(void)
+{
+    next_loop = 0;
+    fixture_loops_start(2, 0);
+}
+
+static void teardown(void)
+{
+    fixture_loops_stop();
+}
+
+/*
+ * Creates an empty temporary file in `dir` and returns its fd; the path
+ * goes to path_out (at least 64 bytes).
+ */
+static int temp_create(const char *dir, char *path_out)
+{
+    snprintf(path_out, 64, "%s/nbdsrv-backend-XXXXXX", dir);
+    int fd = mkstemp(path_out);
+    ck_assert_msg(fd >= 0, "mkstemp in %s: %s", dir, strerror(errno));
+    return fd;
+}
+
+/*
+ * A backend over a new temporary file of `size` bytes in `dir`, already
+ * unlinked.  *raw gets a second fd on the same file, for checks that
+ * bypass the backend.
+ */
+static struct backend *temp_backend(const char *dir, uint64_t size,
+                                    bool read_only, int *raw)
+{
+    char path[64];
+    int fd = temp_create(dir, path);
+    ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+    struct err err;
+    err_clear(&err);
+    struct backend *be = backend_file_open(path, read_only, &err);
+    ck_assert_msg(be != NULL, "%s", err.msg);
+    unlink(path);
+    *raw = fd;
+    return be;
+}
+
+static void fill_pattern(unsigned char *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (unsigned char)((i * 31 + seed) % 251 + 1);
+    }
+}
+
+static void raw_write(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    ck_assert_int_eq(pwrite(fd, buf, len, (off_t)offset), (ssize_t)len);
+}
+
+/* Writes `len` bytes of a non-zero pattern at offset, directly. */
+static void raw_fill(int fd, uint64_t offset, size_t len)
+{
+    unsigned char *buf = malloc(len);
+    ck_assert_ptr_nonnull(buf);
+    fill_pattern(buf, len, 7);
+    raw_write(fd, buf, len, offset);
+    free(buf);
+}
+
+/* Asserts that the backend reads [offset, offset+len) as zeroes. */
+static void assert_reads_zero(struct backend *be, uint64_t offset, size_t len)
+{
+    unsigned char *buf = malloc(len);
+    ck_assert_ptr_nonnull(buf);
+    memset(buf, 0xaa, len);
+    ck_assert_int_eq(t_pread(be, buf, len, offset), 0);
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] != 0) {
+            ck_abort_msg("byte %zu of [%llu, +%zu) is %u", i,
+                         (unsigned long long)offset, len, buf[i]);
+        }
+    }
+    free(buf);
+}
+
+static long long blocks_of(int fd)
+{
+    struct stat st;
+    ck_assert_int_eq(fstat(fd, &st), 0);
+    return (long long)st.st_blocks;
+}
+
+/* Whether SEEK_DATA and SEEK_HOLE see a hole covering [offset, +len). */
+static bool raw_is_hole(int fd, uint64_t offset, uint64_t len)
+{
+    off_t d = lseek(fd, (off_t)offset, SEEK_DATA);
+    return (d < 0 && errno == ENXIO) || (uint64_t)d >= offset + len;
+}
+
+static int count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- open ---- */
+
+static void assert_open_fails(const char *path, bool read_only,
+                              const char *want_msg)
+{
+    struct err err;
+    err_clear(&err);
+    struct backend *be = backend_file_open(path, read_only, &err);
+    ck_assert_ptr_null(be);
+    ck_assert_int_ne(err.errnum, 0);
+    ck_assert_msg(strcmp(err.msg, want_msg) == 0, "got '%s', want '%s'",
+                  err.msg, want_msg);
+}
+
+START_TEST(test_backend_open_errors)
+{
+    char path[64];
+    int fd = temp_create("/tmp", path);
+    close(fd);
+    unlink(path);
+    char want[128];
+    snprintf(want, sizeof want, "%s: open: No such file or directory", path);
+    assert_open_fails(path, false, want);
+    assert_open_fails(path, true, want);
+
+    assert_open_fails("/tmp", false, "/tmp: open: Is a directory");
+    assert_open_fails("/tmp", true, "/tmp: not a regular file or block device");
+    assert_open_fails("/dev/null", false,
+                      "/dev/null: not a regular file or block device");
+
+    /* A FIFO without a writer is refused, not waited on. */
+    fd = temp_create("/tmp", path);
+    close(fd);
+    unlink(path);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    snprintf(want, sizeof want, "%s: not a regular file or block device", path);
+    assert_open_fails(path, true, want);
+    unlink(path);
+
+    /* err may be NULL. */
+    ck_assert_ptr_null(backend_file_open("/dev/null", true, NULL));
+}
+END_TEST
+
+START_TEST(test_backend_size_of_sparse_file)
+{
+    int raw;
+    uint64_t size = 10 * GiB + 12345; /* sparse */
+    struct backend *be = temp_backend("/tmp", size, false, &raw);
+    ck_assert_uint_eq(backend_size(be), size);
+    ck_assert(!backend_read_only(be));
+    ck_assert(backend_can_trim(be));
+    ck_assert(backend_can_zero(be));
+    ck_assert(backend_can_fast_zero(be)); /* ext4 and tmpfs punch holes */
+    ck_assert(backend_can_cache(be));
+    ck_assert(backend_can_extents(be));
+    ck_assert(!backend_is_rotational(be));
+    ck_assert_int_eq(backend_concurrency(be), BACKEND_PARALLEL);
+    ck_assert_str_eq(strstr(backend_path(be), "/tmp/nbdsrv-backend-"),
+                     backend_path(be));
+    ck_assert_int_eq(blocks_of(raw), 0); /* opening allocated nothing */
+    backend_unref(be);
+    close(raw);
+
+    be = temp_backend("/dev/shm", 0, false, &raw);
+    ck_assert_uint_eq(backend_size(be), 0);
+    ck_assert_int_eq(blocks_of(raw), 0);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+/* ---- data ---- */
+
+START_TEST(test_backend_read_write_roundtrip_unaligned)
+{
+    int raw;
+    uint64_t size = 4 * MiB + 3;
+    struct backend *be = temp_backend("/tmp", size, false, &raw);
+    const struct {
+        uint64_t offset;
+        uint32_t len;
+    } cases[] = {
+        {0, 1},          {1, 3},
+        {511, 2},        {4095, 8193},
+        {65537, 100000}, {3 * MiB + 17, 1 * MiB - 20},
+        {size - 1, 1},   {size - 70001, 70001},
+    };
+    unsigned char *out = malloc(2 * MiB);
+    unsigned char *in = malloc(2 * MiB);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_ptr_nonnull(in);
+    for (unsigned i = 0; i < ARRAY_SIZE(cases); i++) {
+        fill_pattern(out, cases[i].len, i);
+        ck_assert_int_eq(
+            t_pwrite(be, out, cases[i].len, cases[i].offset, false), 0);
+        memset(in, 0, cases[i].len);
+        ck_assert_int_eq(t_pread(be, in, cases[i].len, cases[i].offset), 0);
+        ck_assert_mem_eq(in, out, cases[i].len);
+        /* The same bytes through the file itself. */
+        ck_assert_int_eq(pread(raw, in, cases[i].len, (off_t)cases[i].offset),
+                         (ssize_t)cases[i].len);
+        ck_assert_mem_eq(in, out, cases[i].len);
+    }
+    /* Unwritten space between writes reads as zeroes. */
+    assert_reads_zero(be, 65537 + 100000, 4096);
+    /* A zero-length read or write does nothing. */
+    ck_assert_int_eq(t_pread(be, in, 0, size), 0);
+    ck_assert_int_eq(t_pwrite(be, out, 0, size, false), 0);
+    free(in);
+    free(out);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+START_TEST(test_backend_outside_size_refused)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 8192, false, &raw);
+    char buf[16] = {0};
+    struct backend_extent ext[1];
+    ck_assert_int_eq(t_pread(be, buf, 2, 8191), -EINVAL);
+    ck_assert_int_eq(t_pwrite(be, buf, 1, 8192, false), -EINVAL);
+    ck_assert_int_eq(t_trim(be, 4096, 8192, false), -EINVAL);
+    ck_assert_int_eq(t_zero(be, UINT64_MAX, 2, 0, false), -EINVAL);
+    ck_assert_int_eq(t_cache(be, 0, 8193), -EINVAL);
+    ck_assert_int_eq(t_extents(be, 8192, 1, ext, 1), -EINVAL);
+    ck_assert_int_eq(t_extents(be, 0, 0, ext, 1), -EINVAL);
+    ck_assert_int_eq(t_extents(be, 0, 1, ext, 0), -EINVAL);
+    ck_assert_int_eq(blocks_of(raw), 0);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+START_TEST(test_backend_read_of_shrunk_file_is_eio)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 64 * KiB, false, &raw);
+    ck_assert_int_eq(ftruncate(raw, 16 * KiB), 0);
+    char *buf = malloc(64 * KiB);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(t_pread(be, buf, 64 * KiB, 0), -EIO);
+    ck_assert_int_eq(t_pread(be, buf, 16 * KiB, 0), 0);
+    free(buf);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+START_TEST(test_backend_fua_write)
+{
+    const char *dirs[] = {"/tmp", "/dev/shm"};
+    for (unsigned d = 0; d < ARRAY_SIZE(dirs); d++) {
+        int raw;
+        struct backend *be = temp_backend(dirs[d], 1 * MiB, false, &raw);
+        unsigned char out[12345], in[12345];
+        fill_pattern(out, sizeof out, 3);
+        ck_assert_int_eq(t_pwrite(be, out, sizeof out, 777, true), 0);
+        ck_assert_int_eq(pread(raw, in, sizeof in, 777), (ssize_t)sizeof in);
+        ck_assert_mem_eq(in, out, sizeof in);
+        backend_unref(be);
+        close(raw);
+    }
+}
+END_TEST
+
+START_TEST(test_backend_flush)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 1 * MiB, false, &raw);
+    ck_assert_int_eq(t_flush(be), 0);
+    ck_assert_int_eq(t_pwrite(be, "abc", 3, 100, false), 0);
+    ck_assert_int_eq(t_flush(be), 0);
+    backend_unref(be);
+    close(raw);
+
+    /* Read-only backends accept flush: there is simply nothing to do. */
+    be = temp_backend("/tmp", 1 * MiB, true, &raw);
+    ck_assert_int_eq(t_flush(be), 0);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+START_TEST(test_backend_read_only_refuses_writes)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 1 * MiB, true, &raw);
+    raw_fill(raw, 0, 64 * KiB);
+    long long blocks = blocks_of(raw);
+    ck_assert(backend_read_only(be));
+    ck_assert(!backend_can_trim(be));
+    ck_assert(!backend_can_zero(be));
+    ck_assert(!backend_can_fast_zero(be));
+    ck_assert(backend_can_cache(be));
+    ck_assert(backend_can_extents(be));
+
+    char buf[4096];
+    memset(buf, 0, sizeof buf);
+    ck_assert_int_eq(t_pwrite(be, buf, sizeof buf, 0, false), -EPERM);
+    ck_assert_int_eq(t_pwrite(be, buf, sizeof buf, 0, true), -EPERM);
+    ck_assert_int_eq(t_trim(be, 0, 64 * KiB, false), -EPERM);
+    ck_assert_int_eq(t_zero(be, 0, 64 * KiB, 0, false), -EPERM);
+    ck_assert_int_eq(t_zero(be, 0, 64 * KiB,
+                            BACKEND_ZERO_MAY_TRIM | BACKEND_ZERO_FAST, false),
+                     -EPERM);
+    /* Nothing changed, and reads still work. */
+    unsigned char want[4096];
+    fill_pattern(want, sizeof want, 7);
+    ck_assert_int_eq(t_pread(be, buf, sizeof buf, 0), 0);
+    ck_assert_mem_eq(buf, want, sizeof buf);
+    ck_assert_int_eq(blocks_of(raw), blocks);
+    ck_assert_int_eq(t_cache(be, 0, 64 * KiB), 0);
+    struct backend_extent ext[2];
+    ck_assert_int_eq(t_extents(be, 0, 1 * MiB, ext, 2), 2);
+    ck_assert(!ext[0].hole);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+/* ---- trim and zeroes ---- */
+
+/*
+ * For a 1 MiB file filled by raw_fill(raw, 0, 1 MiB) and then zeroed in
+ * [256 KiB, 768 KiB): the middle reads as zeroes, the edges kept their data.
+ */
+static void assert_middle_zeroed(struct backend *be)
+{
+    unsigned char *want = malloc(1 * MiB);
+    unsigned char *got = malloc(1 * MiB);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_ptr_nonnull(got);
+    fill_pattern(want, 1 * MiB, 7);
+    memset(want + 256 * KiB, 0, 512 * KiB);
+    ck_assert_int_eq(t_pread(be, got, 1 * MiB, 0), 0);
+    ck_assert(memcmp(got, want, 1 * MiB) == 0);
+    free(got);
+    free(want);
+}
+
+/* Checks the data/hole/data map of a file zeroed in the middle. */
+static void assert_middle_hole(struct backend *be)
+{
+    struct backend_extent ext[4];
+    ck_assert_int_eq(t_extents(be, 0, 1 * MiB, ext, 4), 3);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 256 * KiB);
+    ck_assert(ext[1].hole);
+    ck_assert_uint_eq(ext[1].length, 512 * KiB);
+    ck_assert(!ext[2].hole);
+    ck_assert_uint_eq(ext[2].length, 256 * KiB);
+}
+
+static void check_trim(const char *dir)
+{
+    int raw;
+    struct backend *be = temp_backend(dir, 1 * MiB, false, &raw);
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(fsync(raw), 0);
+    long long blocks = blocks_of(raw);
+    ck_assert_int_eq(t_trim(be, 256 * KiB, 512 * KiB, false), 0);
+    assert_middle_zeroed(be);
+    assert_middle_hole(be);
+    ck_assert(raw_is_hole(raw, 256 * KiB, 512 * KiB));
+    ck_assert_int_lt(blocks_of(raw), blocks);
+    /* Again with FUA, and over a range that is a hole already. */
+    ck_assert_int_eq(t_trim(be, 256 * KiB, 512 * KiB, true), 0);
+    ck_assert_int_eq(t_trim(be, 0, 0, false), 0);
+    assert_middle_zeroed(be);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_trim_punches_hole)
+{
+    check_trim("/tmp");
+    check_trim("/dev/shm");
+}
+END_TEST
+
+static void check_zero_may_trim(const char *dir)
+{
+    int raw;
+    struct backend *be = temp_backend(dir, 1 * MiB, false, &raw);
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(fsync(raw), 0);
+    long long blocks = blocks_of(raw);
+    ck_assert_int_eq(
+        t_zero(be, 256 * KiB, 512 * KiB, BACKEND_ZERO_MAY_TRIM, false), 0);
+    assert_middle_zeroed(be);
+    assert_middle_hole(be);
+    ck_assert_int_lt(blocks_of(raw), blocks);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_zero_may_trim_punches_hole)
+{
+    check_zero_may_trim("/tmp");
+    check_zero_may_trim("/dev/shm");
+}
+END_TEST
+
+/*
+ * Without MAY_TRIM the blocks stay allocated: st_blocks does not drop.
+ * (SEEK_DATA is no witness of that: ext4 reports ZERO_RANGE's unwritten
+ * extents as holes, and tmpfs its fallocated pages.  Both read as zeroes
+ * and need no new space, which is what NBD_CMD_FLAG_NO_HOLE asks for.)
+ */
+static void check_zero_keeps_allocation(const char *dir, bool fua)
+{
+    int raw;
+    struct backend *be = temp_backend(dir, 1 * MiB, false, &raw);
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(fsync(raw), 0);
+    long long blocks = blocks_of(raw);
+    ck_assert_int_eq(t_zero(be, 256 * KiB, 512 * KiB, 0, fua), 0);
+    assert_middle_zeroed(be);
+    ck_assert_int_eq(blocks_of(raw), blocks);
+
+    /* Unaligned ranges: partial blocks are zeroed, neighbours kept. */
+    unsigned char buf[9000];
+    ck_assert_int_eq(t_zero(be, 1000, 5000, 0, false), 0);
+    ck_assert_int_eq(t_pread(be, buf, sizeof buf, 0), 0);
+    unsigned char want[9000];
+    fill_pattern(want, sizeof want, 7);
+    memset(want + 1000, 0, 5000);
+    ck_assert_mem_eq(buf, want, sizeof buf);
+    ck_assert_int_eq(blocks_of(raw), blocks);
+    ck_assert_int_eq(t_zero(be, 5, 0, 0, false), 0);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_zero_without_trim_keeps_allocation)
+{
+    check_zero_keeps_allocation("/tmp", false);
+    check_zero_keeps_allocation("/tmp", true);
+    check_zero_keeps_allocation("/dev/shm", false);
+    check_zero_keeps_allocation("/dev/shm", true);
+}
+END_TEST
+
+static void check_zero_fast(const char *dir)
+{
+    int raw;
+    struct backend *be = temp_backend(dir, 4 * MiB, false, &raw);
+    ck_assert(backend_can_fast_zero(be));
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(t_zero(be, 256 * KiB, 512 * KiB, BACKEND_ZERO_FAST, false),
+                     0);
+    assert_middle_zeroed(be);
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(t_zero(be, 256 * KiB, 512 * KiB,
+                            BACKEND_ZERO_FAST | BACKEND_ZERO_MAY_TRIM, true),
+                     0);
+    assert_middle_zeroed(be);
+    /* Fast zeroing of a range that is all hole already. */
+    ck_assert_int_eq(t_zero(be, 2 * MiB, 2 * MiB, BACKEND_ZERO_FAST, false), 0);
+    assert_reads_zero(be, 2 * MiB, 2 * MiB);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_zero_fast)
+{
+    check_zero_fast("/tmp");
+    check_zero_fast("/dev/shm");
+}
+END_TEST
+
+/* ---- extents ---- */
+
+/* 2 MiB: data [0, 64K), hole to 1M, data [1M, 1M+64K), hole to the end. */
+static struct backend *layout_backend(const char *dir, int *raw)
+{
+    struct backend *be = temp_backend(dir, 2 * MiB, false, raw);
+    raw_fill(*raw, 0, 64 * KiB);
+    raw_fill(*raw, 1 * MiB, 64 * KiB);
+    return be;
+}
+
+static void check_extents_layout(const char *dir)
+{
+    int raw;
+    struct backend *be = layout_backend(dir, &raw);
+    struct backend_extent ext[8];
+    ck_assert_int_eq(t_extents(be, 0, 2 * MiB, ext, 8), 4);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 64 * KiB);
+    ck_assert(ext[1].hole);
+    ck_assert_uint_eq(ext[1].length, 1 * MiB - 64 * KiB);
+    ck_assert(!ext[2].hole);
+    ck_assert_uint_eq(ext[2].length, 64 * KiB);
+    ck_assert(ext[3].hole);
+    ck_assert_uint_eq(ext[3].length, 1 * MiB - 64 * KiB);
+
+    /* Starting inside the first hole. */
+    ck_assert_int_eq(t_extents(be, 100 * KiB, 2 * MiB - 100 * KiB, ext, 8), 3);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1 * MiB - 100 * KiB);
+    ck_assert(!ext[1].hole);
+    ck_assert_uint_eq(ext[1].length, 64 * KiB);
+    ck_assert(ext[2].hole);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_extents_data_hole_data)
+{
+    check_extents_layout("/tmp");
+    check_extents_layout("/dev/shm");
+}
+END_TEST
+
+START_TEST(test_backend_extents_clipped_to_len)
+{
+    int raw;
+    struct backend *be = layout_backend("/tmp", &raw);
+    struct backend_extent ext[8];
+    /* Ends inside the first hole. */
+    ck_assert_int_eq(t_extents(be, 32 * KiB, 64 * KiB, ext, 8), 2);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 32 * KiB);
+    ck_assert(ext[1].hole);
+    ck_assert_uint_eq(ext[1].length, 32 * KiB);
+    /* Entirely inside data, and entirely inside a hole. */
+    ck_assert_int_eq(t_extents(be, 1 * MiB + 1, 1000, ext, 8), 1);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1000);
+    ck_assert_int_eq(t_extents(be, 512 * KiB, 4096, ext, 8), 1);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 4096);
+    /* A length past the end stops at the end. */
+    ck_assert_int_eq(t_extents(be, 1 * MiB, UINT64_MAX / 2, ext, 8), 2);
+    ck_assert_uint_eq(ext[0].length + ext[1].length, 1 * MiB);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+START_TEST(test_backend_extents_max_one)
+{
+    int raw;
+    struct backend *be = layout_backend("/tmp", &raw);
+    struct backend_extent ext[2] = {{.length = 0}, {.length = 12345}};
+    ck_assert_int_eq(t_extents(be, 0, 2 * MiB, ext, 1), 1);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 64 * KiB);
+    ck_assert_uint_eq(ext[1].length, 12345); /* untouched */
+    ck_assert_int_eq(t_extents(be, 64 * KiB, 2 * MiB - 64 * KiB, ext, 1), 1);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1 * MiB - 64 * KiB);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+START_TEST(test_backend_extents_huge_sparse_file)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 1 * TiB, false, &raw);
+    struct backend_extent ext[4];
+    double start = now_seconds();
+    ck_assert_int_eq(t_extents(be, 0, 1 * MiB, ext, 4), 1);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1 * MiB);
+    ck_assert_int_eq(t_extents(be, 0, 1 * TiB, ext, 4), 1);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1 * TiB);
+
+    /* One block of data at the very end. */
+    raw_fill(raw, 1 * TiB - 4096, 4096);
+    ck_assert_int_eq(t_extents(be, 0, 1 * TiB, ext, 4), 2);
+    ck_assert(ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 1 * TiB - 4096);
+    ck_assert(!ext[1].hole);
+    ck_assert_uint_eq(ext[1].length, 4096);
+    ck_assert_int_eq(t_extents(be, 1 * TiB - 4096, 4096, ext, 4), 1);
+    ck_assert(!ext[0].hole);
+    ck_assert_double_lt(now_seconds() - start, 2.0);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+/* ---- cache ---- */
+
+START_TEST(test_backend_cache)
+{
+    int raw;
+    struct backend *be = temp_backend("/tmp", 8 * MiB, false, &raw);
+    raw_fill(raw, 0, 1 * MiB);
+    ck_assert_int_eq(t_cache(be, 0, 1 * MiB), 0);
+    ck_assert_int_eq(t_cache(be, 12345, 100), 0);
+    ck_assert_int_eq(t_cache(be, 8 * MiB, 0), 0);
+    backend_unref(be);
+    close(raw);
+
+    /*
+     * Longer than one 32-bit fadvise: split into chunks.  tmpfs has no
+     * readahead, so this costs nothing.
+     */
+    be = temp_backend("/dev/shm", 5 * GiB, false, &raw);
+    ck_assert_int_eq(t_cache(be, 1, 5 * GiB - 1), 0);
+    ck_assert_int_eq(blocks_of(raw), 0);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
+/* ---- references and concurrency ---- */
+
+START_TEST(test_backend_refcount)
+{
+    int fds = count_open_fds();
+    int raw;
+    struct backend *be = temp_backend("/tmp", 1 * MiB, false, &raw);
+    close(raw);
+    ck_assert_int_eq(count_open_fds(), fds + 1);
+    ck_assert_ptr_eq(backend_ref(be), be);
+    ck_assert_ptr_eq(backend_ref(be), be);
+    char buf[4] = "abc";
+    for (int i = 0; i < 2; i++) {
+        backend_unref(be);
+        ck_assert_int_eq(t_pwrite(be, buf, 3, (uint64_t)i * 10, false), 0);
+        ck_assert_int_eq(t_pread(be, buf, 3, 0), 0);
+        ck_assert_mem_eq(buf, "abc", 3);
+        ck_assert_int_eq(count_open_fds(), fds + 1);
+    }
+    backend_unref(be);
+    ck_assert_int_eq(count_open_fds(), fds);
+    backend_unref(NULL);
+}
+END_TEST
+
+#define PAR_LOOPS 4
+#define PAR_WORKERS 16
+#define PAR_REGION (64 * KiB)
+
+struct par {
+    struct backend *be;
+    atomic_int done;
+    atomic_int failures;
+};
+
+struct par_worker {
+    struct par *par;
+    unsigned id;
+};
+
+/* Each worker owns one region: writes, zeroes and reads it back. */
+static void par_entry(void *arg)
+{
+    struct par_worker *w = arg;
+    struct backend *be = backend_ref(w->par->be);
+    uint64_t base = (uint64_t)w->id * PAR_REGION;
+    static unsigned char zeroes[PAR_REGION];
+    unsigned char *out = malloc(PAR_REGION);
+    unsigned char *in = malloc(PAR_REGION);
+    int bad = out == NULL || in == NULL;
+    for (unsigned round = 0; !bad && round < 20; round++) {
+        fill_pattern(out, PAR_REGION, w->id * 100 + round);
+        bad |= backend_pwrite(be, out, PAR_REGION, base, round % 4 == 0) != 0;
+        bad |= backend_pread(be, in, PAR_REGION, base) != 0;
+        bad |= memcmp(in, out, PAR_REGION) != 0;
+        unsigned flags = round % 2 ? BACKEND_ZERO_MAY_TRIM : 0;
+        bad |= backend_zero(be, base, PAR_REGION, flags, false) != 0;
+        bad |= backend_pread(be, in, PAR_REGION, base) != 0;
+        bad |= memcmp(in, zeroes, PAR_REGION) != 0;
+    }
+    free(in);
+    free(out);
+    backend_unref(be);
+    atomic_fetch_add(&w->par->failures, bad);
+    atomic_fetch_add(&w->par->done, 1);
+}
+
+static bool par_done(void *arg)
+{
+    return atomic_load(&((struct par *)arg)->done) == PAR_WORKERS;
+}
+
+START_TEST(test_backend_parallel_from_many_loops)
+{
+    fixture_loops_stop();
+    fixture_loops_start(PAR_LOOPS, 0);
+    int raw;
+    struct par par = {.done = 0, .failures = 0};
+    par.be = temp_backend("/tmp", PAR_WORKERS * PAR_REGION, false, &raw);
+    struct par_worker workers[PAR_WORKERS];
+    for (unsigned i = 0; i < PAR_WORKERS; i++) {
+        workers[i] = (struct par_worker){.par = &par, .id = i};
+        fixture_spawn_on(i % PAR_LOOPS, par_entry, &workers[i]);
+    }
+    ck_assert(fixture_wait_until(par_done, &par, 30000));
+    ck_assert_int_eq(atomic_load(&par.failures), 0);
+    backend_unref(par.be);
+    close(raw);
+}
+END_TEST
+
+/* ---- block devices ---- */
+
+/*
+ * Attaches a free loop device to `backing_fd` and returns an fd on it, its
+ * path in dev_out; the device detaches itself on its last close.  Returns
+ * -1 when this process may not (not root, no loop driver).
+ */
+static int loop_device_attach(int backing_fd, char *dev_out, size_t size)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) {
+        return -1;
+    }
+    int fd = -1;
+    for (int attempt = 0; attempt < 10 && fd < 0; attempt++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            break;
+        }
+        snprintf(dev_out, size, "/dev/loop%d", n);
+        fd = open(dev_out, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            break;
+        }
+        struct linux_loop_config config = {.fd = (unsigned)backing_fd};
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        if (ioctl(fd, LOOP_CONFIGURE, &config) != 0) {
+            int e = errno;
+            close(fd);
+            fd = -1;
+            if (e != EBUSY) {
+                break; /* EBUSY: another process took it first */
+            }
+        }
+    }
+    close(ctl);
+    return fd;
+}
+
+START_TEST(test_backend_block_device)
+{
+    char path[64], dev[64];
+    int backing = temp_create("/tmp", path);
+    unlink(path);
+    ck_assert_int_eq(ftruncate(backing, 8 * MiB), 0);
+    raw_fill(backing, 0, 1 * MiB);
+    int loop_fd = loop_device_attach(backing, dev, sizeof dev);
+    if (loop_fd < 0) {
+        fprintf(stderr, "test_backend_block_device: no loop device, "
+                        "skipped\n");
+        close(backing);
+        return;
+    }
+    close(backing);
+    struct err err;
+    err_clear(&err);
+    struct backend *be = backend_file_open(dev, false, &err);
+    ck_assert_msg(be != NULL, "%s", err.msg);
+    ck_assert_uint_eq(backend_size(be), 8 * MiB);
+    ck_assert(backend_can_trim(be));
+    ck_assert(backend_can_zero(be));
+
+    /* The first MiB as it should read; unaligned requests keep it so. */
+    unsigned char *model = malloc(1 * MiB);
+    unsigned char *got = malloc(1 * MiB);
+    ck_assert_ptr_nonnull(model);
+    ck_assert_ptr_nonnull(got);
+    fill_pattern(model, 1 * MiB, 7);
+    fill_pattern(model + 3 * KiB + 7, 5000, 9);
+    ck_assert_int_eq(t_pwrite(be, model + 3 * KiB + 7, 5000, 3 * KiB + 7, true),
+                     0);
+    ck_assert_int_eq(t_zero(be, 100, 300 * KiB + 1, 0, false), 0);
+    memset(model + 100, 0, 300 * KiB + 1);
+    ck_assert_int_eq(t_zero(be, 400 * KiB + 3, 10, BACKEND_ZERO_FAST, true), 0);
+    memset(model + 400 * KiB + 3, 0, 10);
+    ck_assert_int_eq(
+        t_zero(be, 500 * KiB + 1, 20 * KiB, BACKEND_ZERO_MAY_TRIM, false), 0);
+    memset(model + 500 * KiB + 1, 0, 20 * KiB);
+    ck_assert_int_eq(t_pread(be, got, 1 * MiB, 0), 0);
+    ck_assert(memcmp(got, model, 1 * MiB) == 0);
+    free(got);
+    free(model);
+
+    int r = t_zero(be, 512 * KiB, 256 * KiB,
+                   BACKEND_ZERO_FAST | BACKEND_ZERO_MAY_TRIM, false);
+    ck_assert_int_eq(r, backend_can_fast_zero(be) ? 0 : -ENOTSUP);
+    ck_assert_int_eq(t_trim(be, 1 * MiB + 1, 2 * MiB, true), 0);
+    ck_assert_int_eq(t_flush(be), 0);
+    ck_assert_int_eq(t_cache(be, 0, 8 * MiB), 0);
+
+    /* Block devices have no holes to show: one data extent. */
+    struct backend_extent ext[4];
+    ck_assert_int_eq(t_extents(be, 4096, 8 * MiB - 4096, ext, 4), 1);
+    ck_assert(!ext[0].hole);
+    ck_assert_uint_eq(ext[0].length, 8 * MiB - 4096);
+    backend_unref(be);
+
+    be = backend_file_open(dev, true, &err);
+    ck_assert_msg(be != NULL, "%s", err.msg);
+    char buf[512] = {0};
+    ck_assert_int_eq(t_pwrite(be, buf, sizeof buf, 0, false), -EPERM);
+    ck_assert(!backend_can_fast_zero(be));
+    backend_unref(be);
+    close(loop_fd);
+}
+END_TEST
+
+Suite *backend_suite(void);
+Suite *backend_suite(void)
+{
+    Suite *s = suite_create("backend");
+    TCase *tc = tcase_create("open");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_backend_open_errors);
+    tcase_add_test(tc, test_backend_size_of_sparse_file);
+    tcase_add_test(tc, test_backend_refcount);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("data");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_backend_read_write_roundtrip_unaligned);
+    tcase_add_test(tc, test_backend_outside_size_refused);
+    tcase_add_test(tc, test_backend_read_of_shrunk_file_is_eio);
+    tcase_add_test(tc, test_backend_fua_write);
+    tcase_add_test(tc, test_backend_flush);
+    tcase_add_test(tc, test_backend_read_only_refuses_writes);
+    tcase_add_test(tc, test_backend_cache);
+    tcase_add_test(tc, test_backend_parallel_from_many_loops);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("zero");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_backend_trim_punches_hole);
+    tcase_add_test(tc, test_backend_zero_may_trim_punches_hole);
+    tcase_add_test(tc, test_backend_zero_without_trim_keeps_allocation);
+    tcase_add_test(tc, test_backend_zero_fast);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("extents");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_backend_extents_data_hole_data);
+    tcase_add_test(tc, test_backend_extents_clipped_to_len);
+    tcase_add_test(tc, test_backend_extents_max_one);
+    tcase_add_test(tc, test_backend_extents_huge_sparse_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("blockdev");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_backend_block_device);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(backend_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
