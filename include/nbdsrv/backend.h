@@ -112,4 +112,13 @@ CORO_FN int backend_cache(struct backend *be, uint64_t offset, uint64_t len);
 CORO_FN int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
                             struct backend_extent *out, unsigned max);
 
+/*
+ * Tells with one SEEK_DATA whether [offset, offset+len) is entirely a
+ * hole: 1 if it is, 0 if it holds data (or the file system cannot tell),
+ * or -errno.  Cheap when offset is data, unlike backend_extents, whose
+ * SEEK_HOLE may walk a whole fully written file on some file systems.
+ */
+CORO_FN int backend_range_is_hole(struct backend *be, uint64_t offset,
+                                  uint64_t len);
+
 #endif

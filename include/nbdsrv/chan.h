@@ -124,6 +124,13 @@ CORO_FN int chan_read_all(struct chan *ch, void *buf, size_t len);
  */
 CORO_FN int chan_read_all_eof(struct chan *ch, void *buf, size_t len);
 
+/*
+ * Reads what is available, at least 1 and at most `len` bytes, waiting
+ * only while nothing is.  Returns the count, 0 at end of file, or -errno.
+ * CORO_FN.
+ */
+CORO_FN ssize_t chan_read_some(struct chan *ch, void *buf, size_t len);
+
 /* Reads until the whole vector is filled.  Returns 0 or -errno. CORO_FN. */
 CORO_FN int chan_readv_all(struct chan *ch, const struct iovec *iov,
                            int iovcnt);

@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 /* Zeroes written when no fallocate mode works: ZERO_IOVS x ZERO_CHUNK. */
@@ -69,6 +71,13 @@ struct backend {
     bool rotational; /* block devices only; files say false */
     bool can_trim;
     bool can_fast_zero;
+    /*
+     * The file lives in memory (tmpfs, ramfs): reads and writes are memory
+     * copies that never wait for a device, and io_uring would hand every
+     * one of them to a worker thread (these file systems take no
+     * non-blocking I/O), so they run as plain syscalls on the loop.
+     */
+    bool in_memory;
 
     /*
      * Hints learned at run time, atomic with relaxed ordering: each only
@@ -214,6 +223,11 @@ struct backend *backend_file_open(const char *path, bool read_only,
     if (backend_probe(be, &st, err) != 0) {
         goto out_close;
     }
+    struct statfs sfs;
+    if (!be->is_block && fstatfs(be->fd, &sfs) == 0 &&
+        (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC)) {
+        be->in_memory = true;
+    }
     int fl = fcntl(be->fd, F_GETFL);
     if (fl < 0 || fcntl(be->fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
         err_set_errno(err, errno, "%s: fcntl", path);
@@ -329,7 +343,13 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
     char *p = buf;
     uint32_t done = 0;
     while (done < len) {
-        ssize_t r = coro_read(be->fd, p + done, len - done, offset + done);
+        ssize_t r;
+        if (be->in_memory) {
+            r = pread(be->fd, p + done, len - done, (off_t)(offset + done));
+            r = r < 0 ? -errno : r;
+        } else {
+            r = coro_read(be->fd, p + done, len - done, offset + done);
+        }
         if (r == -EINTR) {
             continue;
         }
@@ -353,7 +373,8 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
 static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
                           uint64_t offset, bool dsync, bool *synced)
 {
-    if (dsync && !atomic_load_explicit(&be->no_dsync, memory_order_relaxed)) {
+    if (dsync && !be->in_memory &&
+        !atomic_load_explicit(&be->no_dsync, memory_order_relaxed)) {
         ssize_t r = coro_write_flags(be->fd, p, len, offset, RWF_DSYNC);
         if (r != -EOPNOTSUPP) {
             *synced = true;
@@ -362,6 +383,10 @@ static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
         atomic_store_explicit(&be->no_dsync, true, memory_order_relaxed);
     }
     *synced = false;
+    if (be->in_memory) {
+        ssize_t r = pwrite(be->fd, p, len, (off_t)offset);
+        return r < 0 ? -errno : r;
+    }
     return coro_write(be->fd, p, len, offset);
 }
 
@@ -665,4 +690,18 @@ int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
         hole = !hole;
     }
     return (int)n;
+}
+
+int backend_range_is_hole(struct backend *be, uint64_t offset, uint64_t len)
+{
+    if (len == 0 || offset >= be->size || len > be->size - offset) {
+        return -EINVAL;
+    }
+    /* One SEEK_DATA: it answers at once when offset is data, the usual
+     * case, where SEEK_HOLE could walk a whole fully written file. */
+    int64_t next = seek_next(be, offset, false, offset + len);
+    if (next < 0) {
+        return next == -EINVAL || next == -EOPNOTSUPP ? 0 : (int)next;
+    }
+    return (uint64_t)next >= offset + len;
 }

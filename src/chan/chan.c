@@ -270,6 +270,26 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
     return r;
 }
 
+ssize_t chan_read_some(struct chan *ch, void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    ssize_t n;
+    direction_enter(&ch->waiters[CHAN_IN]);
+    for (;;) {
+        n = ch->ops->readv(ch, &iov, 1);
+        if (n != -EAGAIN) {
+            break;
+        }
+        int y = chan_yield(ch, CHAN_IN);
+        if (y < 0) {
+            n = y;
+            break;
+        }
+    }
+    direction_leave(&ch->waiters[CHAN_IN]);
+    return n;
+}
+
 int chan_read_all_eof(struct chan *ch, void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = len};

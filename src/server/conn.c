@@ -147,15 +147,51 @@ static void dispatch(struct conn *conn, struct request *rq)
     coro_schedule(worker, co);
 }
 
+/*
+ * Reads exactly `len` bytes through the receive buffer: one recvmsg
+ * fetches as many request headers (and small payloads) as the client has
+ * sent.  Large reads go straight to `dst` once the buffer is drained.
+ * Returns 1 when done, 0 at end of file before the first byte, -errno.
+ */
+static int conn_read(struct conn *conn, void *dst, size_t len)
+{
+    uint8_t *out = dst;
+    size_t done = 0;
+    while (done < len) {
+        size_t avail = conn->rbuf_end - conn->rbuf_start;
+        if (avail > 0) {
+            size_t n = avail < len - done ? avail : len - done;
+            memcpy(out + done, conn->rbuf + conn->rbuf_start, n);
+            conn->rbuf_start += n;
+            done += n;
+            continue;
+        }
+        conn->rbuf_start = conn->rbuf_end = 0;
+        if (len - done >= CONN_RBUF_SIZE / 2) {
+            int r = chan_read_all(conn->ch, out + done, len - done);
+            return r < 0 ? r : 1;
+        }
+        ssize_t n = chan_read_some(conn->ch, conn->rbuf, CONN_RBUF_SIZE);
+        if (n < 0) {
+            return (int)n;
+        }
+        if (n == 0) {
+            return done == 0 ? 0 : -ECONNRESET;
+        }
+        conn->rbuf_end = (size_t)n;
+    }
+    return 1;
+}
+
 /* Reads `len` payload bytes that no command will use. */
 static int discard_payload(struct conn *conn, uint64_t len)
 {
     char sink[4096];
     while (len > 0) {
         size_t n = len < sizeof sink ? (size_t)len : sizeof sink;
-        int r = chan_read_all(conn->ch, sink, n);
-        if (r < 0) {
-            return r;
+        int r = conn_read(conn, sink, n);
+        if (r <= 0) {
+            return r < 0 ? r : -ECONNRESET;
         }
         len -= n;
     }
@@ -172,7 +208,7 @@ static void receive_requests(struct conn *conn)
             return;
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
-        int r = chan_read_all_eof(conn->ch, hdr, hdr_len);
+        int r = conn_read(conn, hdr, hdr_len);
         if (r == 0) {
             log_debug("%s: client closed the connection", conn->peer);
             return;
@@ -232,8 +268,8 @@ static void receive_requests(struct conn *conn)
             .early_error = early_error,
         };
         if (payload > 0) {
-            r = chan_read_all(conn->ch, buf, payload);
-            if (r < 0) {
+            r = conn_read(conn, buf, payload);
+            if (r <= 0) {
                 log_info("%s: connection lost in a %llu-byte write payload",
                          conn->peer, (unsigned long long)payload);
                 bufpool_put(buf, payload);
@@ -279,6 +315,10 @@ void conn_run(struct server *srv, int fd, const char *peer)
                          handshake_expired);
     }
     int r = negotiate(conn);
+    conn->rbuf = bufpool_get(CONN_RBUF_SIZE);
+    if (conn->rbuf == NULL) {
+        r = -ENOMEM;
+    }
     bool expired = srv->limits.handshake_timeout_ns != 0 &&
                    coro_timer_stop(&deadline.timer);
     if (r == 0 && !expired) {
@@ -289,5 +329,7 @@ void conn_run(struct server *srv, int fd, const char *peer)
         wait_idle(conn);
     }
     log_debug("%s: disconnected", conn->peer);
+    bufpool_put(conn->rbuf, CONN_RBUF_SIZE);
+    conn->rbuf = NULL;
     conn_unref(conn);
 }

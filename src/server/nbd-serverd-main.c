@@ -41,6 +41,7 @@ enum {
     OPT_PIDFILE,
     OPT_CHECK_CONFIG,
     OPT_HANDSHAKE_TIMEOUT,
+    OPT_POLL_US,
 };
 
 static const struct option long_options[] = {
@@ -58,6 +59,7 @@ static const struct option long_options[] = {
     {"pidfile", required_argument, NULL, OPT_PIDFILE},
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"poll-us", required_argument, NULL, OPT_POLL_US},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
@@ -85,6 +87,11 @@ static void usage(FILE *out)
             "the handshake\n"
             "                            after S seconds (default 10; 0: "
             "never)\n"
+            "      --poll-us N           an idle loop polls N microseconds "
+            "before sleeping\n"
+            "                            (default 0: sleep at once; polling "
+            "pays only\n"
+            "                            when the machine has spare cores)\n"
             "      --pidfile FILE        write the process id to FILE\n"
             "  -v, --verbose             log debugging messages\n"
             "  -V, --version             print the version and exit\n"
@@ -112,6 +119,7 @@ struct options {
     bool read_only;
     unsigned threads;
     double handshake_timeout;
+    double poll_us;
     const char *pidfile;
     const char **listen;
     unsigned nr_listen;
@@ -142,14 +150,13 @@ static unsigned parse_threads(const char *text)
     return (unsigned)n;
 }
 
-static double parse_seconds(const char *opt, const char *text)
+static double parse_number(const char *opt, const char *text)
 {
     char *end;
     errno = 0;
     double s = strtod(text, &end);
     if (*text == '\0' || *end != '\0' || errno != 0 || !(s >= 0) || s > 86400) {
-        usage_error("%s: '%s' is not a number of seconds (0 to 86400)", opt,
-                    text);
+        usage_error("%s: '%s' is not a number from 0 to 86400", opt, text);
     }
     return s;
 }
@@ -201,7 +208,10 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->threads = parse_threads(optarg);
             break;
         case OPT_HANDSHAKE_TIMEOUT:
-            o->handshake_timeout = parse_seconds("--handshake-timeout", optarg);
+            o->handshake_timeout = parse_number("--handshake-timeout", optarg);
+            break;
+        case OPT_POLL_US:
+            o->poll_us = parse_number("--poll-us", optarg);
             break;
         case OPT_PIDFILE:
             o->pidfile = optarg;
@@ -377,11 +387,10 @@ int main(int argc, char **argv)
     }
 
     struct loop_group loops;
-    struct loop_config loop_config = {0};
-    const char *poll_env = getenv("NBDSRV_POLL_NS");
-    if (poll_env != NULL) {
-        loop_config.poll_ns = (unsigned)strtoul(poll_env, NULL, 10);
-    }
+    struct loop_config loop_config = {
+        .poll_ns =
+            o.poll_us > 0 ? (unsigned)(o.poll_us * 1000) : LOOP_POLL_NONE,
+    };
     if (loop_group_start(&loops, o.threads, &loop_config, &err) < 0) {
         log_error("%s", err.msg);
         return 1;

@@ -28,6 +28,9 @@
 #define SERVER_BLOCK_PREFERRED 4096u
 #define SERVER_BLOCK_MAX (32u * 1024 * 1024)
 
+/* Size of a connection's receive buffer. */
+#define CONN_RBUF_SIZE (64u * 1024)
+
 /* The only meta context we serve, and the id we give it. */
 #define SERVER_META_BASE_ALLOCATION "base:allocation"
 #define SERVER_META_BASE_ALLOCATION_ID 1u
@@ -85,6 +88,11 @@ struct conn {
     char *meta_export;         /* export name SET_META_CONTEXT named */
     const struct export *exp;  /* the export in use */
     uint16_t tx_flags;
+
+    /* Receive buffer: bytes read ahead of the request being parsed.
+     * Touched only by the receive coroutine. */
+    uint8_t *rbuf;
+    size_t rbuf_start, rbuf_end;
 
     struct co_mutex send_lock; /* serialises replies; before flow_lock */
 

@@ -192,16 +192,13 @@ static int do_read(struct conn *conn, const struct proto_request *req)
     if (len == 0) {
         return send_ok(conn, req);
     }
-    if (conn->structured && len >= HOLE_CHECK_MIN && backend_can_extents(be)) {
-        struct backend_extent ext;
-        if (backend_extents(be, req->offset, len, &ext, 1) == 1 && ext.hole &&
-            ext.length >= len) {
-            struct proto_reply hdr = chunk_header(conn, req);
-            n = proto_build_chunk_offset_hole(hdr_buf, sizeof hdr_buf, &hdr,
-                                              req->offset, len);
-            iov[0] = (struct iovec){hdr_buf, (size_t)n};
-            return send_locked(conn, iov, 1);
-        }
+    if (conn->structured && len >= HOLE_CHECK_MIN && backend_can_extents(be) &&
+        backend_range_is_hole(be, req->offset, len) == 1) {
+        struct proto_reply hdr = chunk_header(conn, req);
+        n = proto_build_chunk_offset_hole(hdr_buf, sizeof hdr_buf, &hdr,
+                                          req->offset, len);
+        iov[0] = (struct iovec){hdr_buf, (size_t)n};
+        return send_locked(conn, iov, 1);
     }
     void *data = bufpool_get(len);
     if (data == NULL) {
