@@ -45,6 +45,7 @@ enum call_op {
     CALL_ZERO,
     CALL_CACHE,
     CALL_EXTENTS,
+    CALL_IS_HOLE,
 };
 
 struct call {
@@ -85,6 +86,9 @@ static void call_entry(void *arg)
         break;
     case CALL_EXTENTS:
         c->r = backend_extents(c->be, c->offset, c->len, c->ext, c->max);
+        break;
+    case CALL_IS_HOLE:
+        c->r = backend_range_is_hole(c->be, c->offset, c->len);
         break;
     }
 }
@@ -158,6 +162,13 @@ static int t_extents(struct backend *be, uint64_t offset, uint64_t len,
                      .len = len,
                      .ext = ext,
                      .max = max};
+    return call_run(&c);
+}
+
+static int t_is_hole(struct backend *be, uint64_t offset, uint64_t len)
+{
+    struct call c = {
+        .op = CALL_IS_HOLE, .be = be, .offset = offset, .len = len};
     return call_run(&c);
 }
 
@@ -714,6 +725,29 @@ START_TEST(test_backend_extents_clipped_to_len)
 }
 END_TEST
 
+static void check_range_is_hole(const char *dir)
+{
+    int raw;
+    struct backend *be = layout_backend(dir, &raw);
+    /* Data at [0, 64K) and [1M, 1M+64K); holes elsewhere. */
+    ck_assert_int_eq(t_is_hole(be, 0, 4096), 0);
+    ck_assert_int_eq(t_is_hole(be, 64 * KiB, 4096), 1);
+    ck_assert_int_eq(t_is_hole(be, 64 * KiB, 1 * MiB - 64 * KiB), 1);
+    ck_assert_int_eq(t_is_hole(be, 64 * KiB, 1 * MiB - 64 * KiB + 1), 0);
+    ck_assert_int_eq(t_is_hole(be, 1 * MiB + 64 * KiB, 1 * MiB - 64 * KiB), 1);
+    ck_assert_int_eq(t_is_hole(be, 0, 0), -EINVAL);
+    ck_assert_int_eq(t_is_hole(be, 2 * MiB - 1, 2), -EINVAL);
+    backend_unref(be);
+    close(raw);
+}
+
+START_TEST(test_backend_range_is_hole)
+{
+    check_range_is_hole("/tmp");
+    check_range_is_hole("/dev/shm");
+}
+END_TEST
+
 START_TEST(test_backend_extents_max_one)
 {
     int raw;
@@ -1029,6 +1063,7 @@ Suite *backend_suite(void)
     tcase_add_test(tc, test_backend_extents_data_hole_data);
     tcase_add_test(tc, test_backend_extents_clipped_to_len);
     tcase_add_test(tc, test_backend_extents_max_one);
+    tcase_add_test(tc, test_backend_range_is_hole);
     tcase_add_test(tc, test_backend_extents_huge_sparse_file);
     suite_add_tcase(s, tc);
 

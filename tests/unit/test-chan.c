@@ -297,6 +297,50 @@ START_TEST(test_chan_read_all_eof_distinguishes_clean_eof)
 }
 END_TEST
 
+struct some_probe {
+    struct chan *ch;
+    ssize_t first, second, third;
+    char buf[64];
+};
+
+static void read_some_entry(void *arg)
+{
+    struct some_probe *p = arg;
+    p->first = chan_read_some(p->ch, p->buf, sizeof p->buf);
+    p->second = chan_read_some(p->ch, p->buf + 10, 3);
+    p->third = chan_read_some(p->ch, p->buf + 13, sizeof p->buf - 13);
+}
+
+START_TEST(test_chan_read_some_returns_what_is_there)
+{
+    fixture_loops_start(1, 0);
+    struct pair p;
+    pair_open(&p);
+    /* 10 bytes waiting: a 64-byte read_some returns those 10, not 64. */
+    ck_assert_int_eq(write(p.peer, "0123456789", 10), 10);
+    ck_assert_int_eq(write(p.peer, "abcdef", 6), 6);
+    shutdown(p.peer, SHUT_WR);
+    struct some_probe probe = {.ch = p.ch};
+    fixture_run_on(0, read_some_entry, &probe);
+    ck_assert_int_ge(probe.first, 10);
+    /* Whether the two writes merged or not, all 16 bytes arrive in order
+     * and then end of file reads as 0. */
+    ssize_t total = probe.first;
+    if (probe.first == 10) {
+        ck_assert_int_eq(probe.second, 3);
+        ck_assert_int_eq(probe.third, 3);
+        total += probe.second + probe.third;
+        ck_assert_mem_eq(probe.buf, "0123456789abcdef", 16);
+    } else {
+        ck_assert_int_eq(probe.first, 16);
+        ck_assert_int_eq(probe.second, 0);
+    }
+    ck_assert_int_eq(total, 16);
+    pair_close(&p);
+    fixture_loops_stop();
+}
+END_TEST
+
 struct eof_probe {
     struct chan *ch;
     int result;
@@ -481,6 +525,7 @@ Suite *chan_suite(void)
     tcase_add_test(tc, test_chan_wake_before_wait_is_not_lost);
     tcase_add_test(tc, test_chan_read_all_eof_distinguishes_clean_eof);
     tcase_add_test(tc, test_chan_read_all_eof_returns_zero_at_boundary);
+    tcase_add_test(tc, test_chan_read_some_returns_what_is_there);
 #ifndef NDEBUG
     tcase_add_test_raise_signal(tc, test_chan_two_readers_abort_in_debug_builds,
                                 SIGABRT);
