@@ -152,8 +152,11 @@ static void dispatch(struct conn *conn, struct request *rq)
  * fetches as many request headers (and small payloads) as the client has
  * sent.  Large reads go straight to `dst` once the buffer is drained.
  * Returns 1 when done, 0 at end of file before the first byte, -errno.
+ * A chan_wake (server stopping) interrupts only a read at a message
+ * boundary (`boundary` and nothing read yet): -ECANCELED.  Elsewhere the
+ * read goes on, so a message is never cut in two.
  */
-static int conn_read(struct conn *conn, void *dst, size_t len)
+static int conn_read(struct conn *conn, void *dst, size_t len, bool boundary)
 {
     uint8_t *out = dst;
     size_t done = 0;
@@ -167,18 +170,25 @@ static int conn_read(struct conn *conn, void *dst, size_t len)
             continue;
         }
         conn->rbuf_start = conn->rbuf_end = 0;
-        if (len - done >= CONN_RBUF_SIZE / 2) {
-            int r = chan_read_all(conn->ch, out + done, len - done);
-            return r < 0 ? r : 1;
+        /* Big payloads go straight to their buffer, small reads ahead. */
+        bool direct = len - done >= CONN_RBUF_SIZE / 2;
+        ssize_t n = direct
+                        ? chan_read_some(conn->ch, out + done, len - done)
+                        : chan_read_some(conn->ch, conn->rbuf, CONN_RBUF_SIZE);
+        if (n == -ECANCELED && !(boundary && done == 0)) {
+            continue;
         }
-        ssize_t n = chan_read_some(conn->ch, conn->rbuf, CONN_RBUF_SIZE);
         if (n < 0) {
             return (int)n;
         }
         if (n == 0) {
             return done == 0 ? 0 : -ECONNRESET;
         }
-        conn->rbuf_end = (size_t)n;
+        if (direct) {
+            done += (size_t)n;
+        } else {
+            conn->rbuf_end = (size_t)n;
+        }
     }
     return 1;
 }
@@ -189,7 +199,7 @@ static int discard_payload(struct conn *conn, uint64_t len)
     char sink[4096];
     while (len > 0) {
         size_t n = len < sizeof sink ? (size_t)len : sizeof sink;
-        int r = conn_read(conn, sink, n);
+        int r = conn_read(conn, sink, n, false);
         if (r <= 0) {
             return r < 0 ? r : -ECONNRESET;
         }
@@ -198,40 +208,68 @@ static int discard_payload(struct conn *conn, uint64_t len)
     return 0;
 }
 
+/* How long a connection may go on sending once the server stops. */
+#define SHUTDOWN_WINDOW_NS (2ull * 1000 * 1000 * 1000)
+
+struct shutdown_deadline {
+    struct coro_timer timer;
+    struct conn *conn;
+};
+
+static void shutdown_window_over(struct coro_timer *timer)
+{
+    struct shutdown_deadline *d =
+        container_of(timer, struct shutdown_deadline, timer);
+    /* Stop the read side only: replies still in flight go out. */
+    chan_shutdown(d->conn->ch, SHUT_RD);
+}
+
 static void receive_requests(struct conn *conn)
 {
     size_t hdr_len =
         conn->extended ? PROTO_EXTENDED_REQUEST_SIZE : PROTO_REQUEST_SIZE;
+    /*
+     * Once the server stops, requests still arriving are answered with
+     * ESHUTDOWN, which tells the client to disconnect softly, instead of
+     * the socket closing under a client that is still sending (it would
+     * then lose replies already sent).  A client that lingers is cut off
+     * after SHUTDOWN_WINDOW_NS.
+     */
+    struct shutdown_deadline window = {.conn = conn};
+    bool draining = false;
     for (;;) {
-        /* A busy client would never park in a read to see chan_wake. */
-        if (atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
-            return;
+        if (!draining &&
+            atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
+            draining = true;
+            coro_timer_start(&window.timer, SHUTDOWN_WINDOW_NS,
+                             shutdown_window_over);
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
-        int r = conn_read(conn, hdr, hdr_len);
+        int r = conn_read(conn, hdr, hdr_len, true);
+        if (r == -ECANCELED) {
+            /* server_stop woke us to start draining (or we already are:
+             * the wake can land after we saw `stopping`). */
+            continue;
+        }
         if (r == 0) {
             log_debug("%s: client closed the connection", conn->peer);
-            return;
+            break;
         }
         if (r < 0) {
-            if (r == -ECANCELED) {
-                log_debug("%s: server stopping", conn->peer);
-            } else {
-                log_debug("%s: read: %s", conn->peer, strerror(-r));
-            }
-            return;
+            log_debug("%s: read: %s", conn->peer, strerror(-r));
+            break;
         }
         struct proto_request req;
         r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
         if (r == -EBADMSG) {
             log_info("%s: bad request magic, disconnecting", conn->peer);
-            return;
+            break;
         }
-        int early_error = r == -EINVAL ? EINVAL : 0;
+        int early_error = r == -EINVAL ? EINVAL : draining ? ESHUTDOWN : 0;
         uint64_t payload = proto_request_payload_len(&req, conn->extended);
         if (req.type == PROTO_CMD_DISC && early_error == 0) {
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
-            return;
+            break;
         }
         if (payload > SERVER_BLOCK_MAX) {
             /* Cannot stay in step without reading it all: refuse, close. */
@@ -241,12 +279,12 @@ static void receive_requests(struct conn *conn)
                      (unsigned long long)payload);
             wait_idle(conn);
             transmit_send_error(conn, &req, EINVAL);
-            return;
+            break;
         }
         if (payload > 0 && req.type != PROTO_CMD_WRITE) {
             /* A payload no command of ours takes: skip it, fail it. */
             if (discard_payload(conn, payload) < 0) {
-                return;
+                break;
             }
             early_error = EINVAL;
             payload = 0;
@@ -259,7 +297,7 @@ static void receive_requests(struct conn *conn)
             bufpool_put(rq, sizeof *rq);
             conn_flow_release(conn, payload);
             log_error("%s: out of memory for a request", conn->peer);
-            return;
+            break;
         }
         *rq = (struct request){
             .req = req,
@@ -268,17 +306,20 @@ static void receive_requests(struct conn *conn)
             .early_error = early_error,
         };
         if (payload > 0) {
-            r = conn_read(conn, buf, payload);
+            r = conn_read(conn, buf, payload, false);
             if (r <= 0) {
                 log_info("%s: connection lost in a %llu-byte write payload",
                          conn->peer, (unsigned long long)payload);
                 bufpool_put(buf, payload);
                 bufpool_put(rq, sizeof *rq);
                 conn_flow_release(conn, payload);
-                return;
+                break;
             }
         }
         dispatch(conn, rq);
+    }
+    if (draining) {
+        coro_timer_stop(&window.timer);
     }
 }
 

@@ -1,0 +1,480 @@
+# SPDX-License-Identifier: MIT
+# shellcheck shell=bash
+# Shared helpers for the interop scripts: tool checks, a temporary
+# directory removed on exit, starting and stopping the server under test,
+# images and checksums.
+#
+# Each tests/interop/<tool>-<feature>.sh sources this file first.  The
+# runner (tests/run-interop.sh) calls every script from the repository root
+# with BUILD set to the build directory.  Exit status: 0 pass, 77 skip (a
+# tool is missing; a failure instead when CI=true), anything else fails.
+#
+# NBDSRV_TEST_SERVER picks the server: "nbd-serverd" (the default) runs
+# $BUILD/nbd-serverd; "nbdkit" runs nbdkit's file plugin in directory mode
+# with the exportname filter, so that the scripts can be checked against a
+# known-good peer.  Our own command line (DESIGN.md, "Command-line
+# contract") is the one the scripts speak; start_server translates it for
+# nbdkit where nbdkit has an equivalent, and is_our_server lets a script
+# keep the checks that only our server promises.
+#
+# Other knobs: NBDSRV_TEST_KEEP=1 keeps the temporary directory,
+# NBDSRV_TEST_TIMEOUT bounds each client command (seconds, default 60).
+
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+NBDSRV_TEST_SERVER=${NBDSRV_TEST_SERVER:-nbd-serverd}
+NBDSRV_TEST_TIMEOUT=${NBDSRV_TEST_TIMEOUT:-60}
+TEST_NAME=$(basename "$0" .sh)
+
+case $NBDSRV_TEST_SERVER in
+nbd-serverd | nbdkit) ;;
+*)
+    echo "$TEST_NAME: NBDSRV_TEST_SERVER must be nbd-serverd or nbdkit" >&2
+    exit 1
+    ;;
+esac
+
+# ---------------------------------------------------------------------
+# Messages
+
+step()
+{
+    printf '[%s] %s\n' "$TEST_NAME" "$*"
+}
+
+fail()
+{
+    printf '[%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2
+    exit 1
+}
+
+skip()
+{
+    printf '[%s] SKIP: %s\n' "$TEST_NAME" "$*"
+    exit 77
+}
+
+# missing WHAT: a tool the test needs is absent: skip (exit 77), or fail
+# when CI=true, since CI installs every tool.
+missing()
+{
+    if [ "${CI:-}" = true ]; then
+        fail "$* (CI=true: every tool must be installed)"
+    fi
+    skip "$*"
+}
+
+is_our_server()
+{
+    [ "$NBDSRV_TEST_SERVER" = nbd-serverd ]
+}
+
+# requires CMD...: every command must be on PATH (see missing).
+requires()
+{
+    local cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 ||
+            missing "required tool '$cmd' is not installed"
+    done
+}
+
+# requires_nbd_python: find a Python interpreter that can "import nbd"
+# (python3-libnbd) and put it in NBD_PYTHON.  The first python3 on PATH may
+# be a private one (pyenv, a virtualenv) without the Debian module, so
+# /usr/bin/python3 is tried too.
+requires_nbd_python()
+{
+    local py
+    NBD_PYTHON=
+    for py in "$(command -v python3 || true)" /usr/bin/python3; do
+        if [ -n "$py" ] && [ -x "$py" ] &&
+            "$py" -c 'import nbd' >/dev/null 2>&1; then
+            NBD_PYTHON=$py
+            return 0
+        fi
+    done
+    missing "no python3 with the nbd module (python3-libnbd)"
+}
+
+# nbdsh_run ARGS...: what the nbdsh wrapper does ("python3 -m nbd"), with
+# the interpreter found by requires_nbd_python rather than whichever
+# python3 is first on PATH.
+nbdsh_run()
+{
+    tmo "$NBD_PYTHON" -m nbd "$@"
+}
+
+# tmo CMD...: run a command with a time limit so that a hung server fails
+# the test instead of hanging the suite.
+tmo()
+{
+    timeout -k 5 "$NBDSRV_TEST_TIMEOUT" "$@"
+}
+
+# ---------------------------------------------------------------------
+# Temporary directory and cleanup
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/nbdsrv-interop.XXXXXX")
+SERVER_PID=
+SERVER_ADDRS=()
+SERVER_LOG=$T/server.log
+SERVER_RUNS=0
+BG_PIDS=()
+: >"$SERVER_LOG"
+
+# track_pid PID: kill this background process on exit if it still runs.
+track_pid()
+{
+    BG_PIDS+=("$1")
+}
+
+show_server_log()
+{
+    if [ -s "$SERVER_LOG" ]; then
+        echo "----- last lines of the server log ($SERVER_LOG) -----" >&2
+        tail -n 40 "$SERVER_LOG" >&2
+        echo "----- end of server log -----" >&2
+    fi
+}
+
+cleanup()
+{
+    local rc=$? pid i
+    trap - EXIT
+    set +e
+    for pid in "${BG_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+        show_server_log
+    fi
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null
+        wait "$SERVER_PID" 2>/dev/null
+    fi
+    if [ "${NBDSRV_TEST_KEEP:-}" = 1 ]; then
+        echo "[$TEST_NAME] keeping $T" >&2
+    else
+        rm -rf "$T"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------
+# Addresses
+
+# free_port: print a TCP port on 127.0.0.1 that is free right now.
+free_port()
+{
+    python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# uri_for ADDR NAME: the NBD URI of export NAME behind listen address ADDR
+# ("HOST:PORT" or "unix:PATH").
+uri_for()
+{
+    local addr=$1 name=$2
+    case $addr in
+    unix:*) printf 'nbd+unix:///%s?socket=%s\n' "$name" "${addr#unix:}" ;;
+    *) printf 'nbd://%s/%s\n' "$addr" "$name" ;;
+    esac
+}
+
+# uri NAME: the URI of export NAME on the first address of the running
+# server.
+uri()
+{
+    [ -n "${SERVER_ADDRS[0]:-}" ] || fail "uri: no server is running"
+    uri_for "${SERVER_ADDRS[0]}" "$1"
+}
+
+# probe ADDR: succeed when something at ADDR greets like a fixed newstyle
+# NBD server.  The probe then ends the handshake politely with
+# NBD_OPT_ABORT so the server has nothing to complain about.
+probe()
+{
+    python3 - "$1" <<'EOF' >/dev/null 2>&1
+import socket, struct, sys
+addr = sys.argv[1]
+if addr.startswith("unix:"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    target = addr[5:]
+else:
+    host, port = addr.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    target = (host.strip("[]"), int(port))
+s.settimeout(2)
+s.connect(target)
+buf = b""
+while len(buf) < 18:
+    chunk = s.recv(18 - len(buf))
+    if not chunk:
+        sys.exit(1)
+    buf += chunk
+magic, opt_magic, hflags = struct.unpack(">QQH", buf)
+if magic != 0x4E42444D41474943 or opt_magic != 0x49484156454F5054:
+    sys.exit(1)
+s.sendall(struct.pack(">I", hflags & 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 2, 0))  # NBD_OPT_ABORT
+try:
+    s.recv(20)
+except OSError:
+    pass
+s.close()
+EOF
+}
+
+# ---------------------------------------------------------------------
+# The server under test
+
+# start_server ARGS...: start the server in the foreground (-f) with our
+# command line plus a pid file, wait until every listen address answers
+# with an NBD greeting, and record the pid in SERVER_PID.  SERVER_ADDRS
+# lists the -l addresses in order; uri uses the first.
+start_server()
+{
+    local pidfile=$T/server.pid i pid addr deadline
+    local -a argv
+    [ -z "$SERVER_PID" ] || fail "start_server: a server is already running"
+    SERVER_ADDRS=()
+    SERVER_RUNS=$((SERVER_RUNS + 1))
+    rm -f "$pidfile"
+
+    if is_our_server; then
+        [ -x "$BUILD/nbd-serverd" ] ||
+            fail "$BUILD/nbd-serverd does not exist (run make first)"
+        argv=("$BUILD/nbd-serverd" -f --pidfile "$pidfile" "$@")
+        parse_listen_addrs "$@"
+    else
+        requires nbdkit
+        nbdkit_argv "$pidfile" "$@"
+        argv=("${NBDKIT_ARGV[@]}")
+    fi
+    [ "${#SERVER_ADDRS[@]}" -gt 0 ] || fail "start_server: no -l address"
+
+    step "start server (run $SERVER_RUNS): ${argv[*]}"
+    printf '===== server run %d: %s\n' "$SERVER_RUNS" "${argv[*]}" \
+        >>"$SERVER_LOG"
+    "${argv[@]}" >>"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+
+    deadline=$((SECONDS + 20))
+    for addr in "${SERVER_ADDRS[@]}"; do
+        until probe "$addr"; do
+            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+                local rc=0
+                wait "$SERVER_PID" || rc=$?
+                SERVER_PID=
+                fail "server exited with status $rc before listening on $addr"
+            fi
+            [ "$SECONDS" -lt "$deadline" ] ||
+                fail "server does not answer on $addr after 20 s"
+            sleep 0.1
+        done
+    done
+
+    # The pid file must name the process we started.
+    for ((i = 0; i < 50; i++)); do
+        [ -s "$pidfile" ] && break
+        sleep 0.1
+    done
+    [ -s "$pidfile" ] || fail "pid file $pidfile was not written"
+    pid=$(tr -d ' \n' <"$pidfile")
+    [ "$pid" = "$SERVER_PID" ] ||
+        fail "pid file says '$pid', but the server's pid is $SERVER_PID"
+    step "server is up (pid $SERVER_PID) on ${SERVER_ADDRS[*]}"
+}
+
+parse_listen_addrs()
+{
+    while [ $# -gt 0 ]; do
+        case $1 in
+        -l | --listen)
+            SERVER_ADDRS+=("$2")
+            shift
+            ;;
+        --listen=*) SERVER_ADDRS+=("${1#--listen=}") ;;
+        esac
+        shift
+    done
+}
+
+# nbdkit_argv PIDFILE ARGS...: translate our command line into an nbdkit
+# command line in NBDKIT_ARGV.  Exports become symlinks in a directory
+# served by the file plugin's dir= mode (so names, NBD_OPT_LIST and unknown
+# names behave as with several -e), and the exportname filter makes the
+# first export the default one, as our server does.
+nbdkit_argv()
+{
+    local pidfile=$1 dir=$T/nbdkit-exports.$SERVER_RUNS first='' name path
+    local -a opts=()
+    shift
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    while [ $# -gt 0 ]; do
+        case $1 in
+        -l | --listen)
+            [ "${#SERVER_ADDRS[@]}" = 0 ] ||
+                fail "nbdkit listens on one address only"
+            SERVER_ADDRS+=("$2")
+            case $2 in
+            unix:*) opts+=(-U "${2#unix:}") ;;
+            *:*) opts+=(-i "${2%:*}" -p "${2##*:}") ;;
+            *) fail "cannot map listen address '$2' onto nbdkit" ;;
+            esac
+            shift
+            ;;
+        -e | --export)
+            name=${2%%=*}
+            path=${2#*=}
+            [ -n "$first" ] || first=$name
+            ln -s "$(realpath "$path")" "$dir/$name"
+            shift
+            ;;
+        -r | --read-only) opts+=(-r) ;;
+        -t | --threads)
+            opts+=(-t "$2")
+            shift
+            ;;
+        -v | --verbose) opts+=(-v) ;;
+        *) fail "option '$1' has no nbdkit equivalent; guard it with is_our_server" ;;
+        esac
+        shift
+    done
+    [ -n "$first" ] || fail "start_server: no -e export"
+    NBDKIT_ARGV=(nbdkit -f --exit-with-parent -P "$pidfile" "${opts[@]}"
+        --filter=exportname file "dir=$dir" "default-export=$first")
+}
+
+# stop_server: SIGTERM, then expect a clean exit with status 0.
+stop_server()
+{
+    signal_server TERM
+    wait_server_exit
+}
+
+# signal_server SIGNAL: send the server SIGNAL (TERM, INT, ...).
+signal_server()
+{
+    [ -n "$SERVER_PID" ] || fail "signal_server: no server is running"
+    step "stop server (SIG$1 to $SERVER_PID)"
+    kill -"$1" "$SERVER_PID" 2>/dev/null ||
+        fail "server $SERVER_PID had already exited"
+}
+
+# wait_server_exit: the server, already told to stop, must exit with
+# status 0 within 15 s, and its log must hold no sanitizer report.
+wait_server_exit()
+{
+    local i rc=0
+    [ -n "$SERVER_PID" ] || fail "wait_server_exit: no server is running"
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        fail "server did not exit within 15 s of the signal"
+    fi
+    wait "$SERVER_PID" || rc=$?
+    SERVER_PID=
+    check_sanitizer_reports
+    [ "$rc" = 0 ] || fail "server exited with status $rc after the signal"
+}
+
+# check_sanitizer_reports: fail if the server log holds a report from
+# ASan, LSan, UBSan or TSan (when $BUILD is a sanitizer build).
+check_sanitizer_reports()
+{
+    if grep -E -q 'ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer|SUMMARY: [A-Za-z]*Sanitizer' \
+        "$SERVER_LOG"; then
+        grep -E -n -A 20 'ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer' \
+            "$SERVER_LOG" | head -n 80 >&2
+        fail "the server log holds a sanitizer report"
+    fi
+}
+
+# server_alive: fail unless the server process still runs.
+server_alive()
+{
+    if [ -z "$SERVER_PID" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        fail "the server is no longer running"
+    fi
+}
+
+# ---------------------------------------------------------------------
+# Images and checksums
+
+# make_image PATH SIZE: a sparse file of SIZE (truncate syntax: 64M = MiB).
+make_image()
+{
+    rm -f "$1"
+    truncate -s "$2" "$1"
+}
+
+# make_random PATH SIZE: SIZE bytes from /dev/urandom (head -c syntax).
+make_random()
+{
+    head -c "$2" /dev/urandom >"$1"
+}
+
+# write_at PATH OFFSET SRC: copy file SRC into PATH at byte OFFSET,
+# keeping the rest of PATH and its size (unless SRC reaches past its end).
+write_at()
+{
+    dd if="$3" of="$1" bs=64k seek="$2" oflag=seek_bytes conv=notrunc \
+        status=none
+}
+
+sha256_of()
+{
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+# same_content A B...: every file has the sha256 of A.
+same_content()
+{
+    local want f got
+    want=$(sha256_of "$1")
+    for f in "${@:2}"; do
+        got=$(sha256_of "$f")
+        [ "$got" = "$want" ] ||
+            fail "$f (sha256 $got) differs from $1 (sha256 $want)"
+    done
+    step "same sha256 ($want): $*"
+}
+
+# expect_fail DESCRIPTION CMD...: the command must exit non-zero (not by
+# the time limit).
+expect_fail()
+{
+    local what=$1 rc=0
+    shift
+    tmo "$@" >"$T/expect_fail.out" 2>&1 || rc=$?
+    if [ "$rc" = 0 ]; then
+        cat "$T/expect_fail.out" >&2
+        fail "$what: succeeded but should have failed"
+    fi
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        cat "$T/expect_fail.out" >&2
+        fail "$what: timed out instead of failing"
+    fi
+    step "$what: failed as expected (exit $rc): $(head -c 200 "$T/expect_fail.out" | tr '\n' ' ')"
+}
