@@ -265,7 +265,7 @@ static void receive_requests(struct conn *conn)
             log_info("%s: bad request magic, disconnecting", conn->peer);
             break;
         }
-        int early_error = r == -EINVAL ? EINVAL : draining ? ESHUTDOWN : 0;
+        int early_error = r == -EINVAL ? EINVAL : 0;
         uint64_t payload = proto_request_payload_len(&req, conn->extended);
         if (req.type == PROTO_CMD_DISC && early_error == 0) {
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
@@ -288,6 +288,9 @@ static void receive_requests(struct conn *conn)
             }
             early_error = EINVAL;
             payload = 0;
+        }
+        if (draining && early_error == 0) {
+            early_error = ESHUTDOWN;
         }
         flow_acquire(conn, payload);
         struct request *rq = bufpool_get(sizeof *rq);
