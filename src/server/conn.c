@@ -36,6 +36,38 @@ struct loop *server_pick_loop(struct server *srv)
     return srv->loops->loops[i % srv->loops->count];
 }
 
+/*
+ * How many more requests another loop must have pending before a request
+ * stays on its connection's home loop anyway: serving it at home saves the
+ * cross-thread hop, so only a clear imbalance is worth one.
+ */
+#define HOME_SLACK 2u
+
+unsigned server_pick_worker(struct server *srv, const struct conn *conn)
+{
+    unsigned n = srv->loops->count;
+    unsigned best = loop_index(conn->home);
+    unsigned best_load =
+        atomic_load_explicit(&srv->load[best].pending, memory_order_relaxed);
+    for (unsigned i = 0; i < n && best_load > 0; i++) {
+        unsigned load =
+            atomic_load_explicit(&srv->load[i].pending, memory_order_relaxed);
+        if (load + HOME_SLACK < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    atomic_fetch_add_explicit(&srv->load[best].pending, 1,
+                              memory_order_relaxed);
+    return best;
+}
+
+void server_worker_done(struct server *srv, unsigned worker)
+{
+    atomic_fetch_sub_explicit(&srv->load[worker].pending, 1,
+                              memory_order_relaxed);
+}
+
 static void conn_free(struct conn *conn)
 {
     struct server *srv = conn->srv;
@@ -137,7 +169,8 @@ static void dispatch(struct conn *conn, struct request *rq)
 {
     atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
     rq->conn = conn;
-    struct loop *worker = server_pick_loop(conn->srv);
+    rq->worker = server_pick_worker(conn->srv, conn);
+    struct loop *worker = conn->srv->loops->loops[rq->worker];
     struct coro *co = coro_new(transmit_request, rq, worker);
     if (co == NULL) {
         /* No stack to be had: serve it here, on the receive side. */

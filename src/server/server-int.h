@@ -46,13 +46,24 @@ struct export
 
 struct listener;
 
+/*
+ * Requests dispatched to a loop and not finished yet.  One per loop, each
+ * on its own cache line.  Relaxed atomics: a stale count only makes a
+ * less even choice.
+ */
+struct loop_load {
+    atomic_uint pending;
+    char pad[64 - sizeof(atomic_uint)];
+};
+
 /* The server.  Owned by its creator. */
 struct server {
     struct server_limits limits; /* immutable */
     struct export *exports;      /* immutable after start */
     unsigned nr_exports;
     struct loop_group *loops; /* immutable after start */
-    atomic_uint next_loop;    /* relaxed: round-robin cursor */
+    atomic_uint next_loop;    /* relaxed: round-robin cursor for homes */
+    struct loop_load *load;   /* one per loop; immutable pointer */
     atomic_bool stopping;     /* seq_cst: set once by server_stop */
 
     struct listener *listeners; /* immutable after start */
@@ -111,6 +122,7 @@ struct request {
     void *buf;       /* payload (WRITE) or read buffer */
     size_t buf_size; /* size given to bufpool_get */
     int early_error; /* errno found by the receiver, or 0 */
+    unsigned worker; /* index of the loop it was sent to */
 };
 
 /* conn.c */
@@ -119,6 +131,11 @@ ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and payload bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
+/* Chooses the loop for a request of `conn` and counts it there. */
+ANY_THREAD unsigned server_pick_worker(struct server *srv,
+                                       const struct conn *conn);
+/* A request sent to loop `worker` has finished. */
+ANY_THREAD void server_worker_done(struct server *srv, unsigned worker);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

@@ -153,8 +153,9 @@ int server_start(struct server *srv, struct loop_group *loops,
                  const int *listen_fds, unsigned nr_listen, struct err *err)
 {
     srv->loops = loops;
+    srv->load = calloc(loops->count, sizeof *srv->load);
     srv->listeners = calloc(nr_listen, sizeof *srv->listeners);
-    if (srv->listeners == NULL) {
+    if (srv->listeners == NULL || srv->load == NULL) {
         for (unsigned i = 0; i < nr_listen; i++) {
             close(listen_fds[i]);
         }
@@ -275,6 +276,7 @@ void server_free(struct server *srv)
         }
     }
     free(srv->listeners);
+    free(srv->load);
     for (unsigned i = 0; i < srv->nr_exports; i++) {
         free(srv->exports[i].name);
         free(srv->exports[i].description);

@@ -341,6 +341,7 @@ void transmit_request(void *opaque)
     }
 
     uint64_t bytes = rq->buf_size;
+    server_worker_done(conn->srv, rq->worker);
     bufpool_put(rq->buf, rq->buf_size);
     bufpool_put(rq, sizeof *rq);
     conn_flow_release(conn, bytes);
