@@ -29,6 +29,14 @@
 
 struct chan;
 
+/*
+ * Flags of chan_writev_all_flags.  CHAN_WRITE_MORE: more data follows
+ * soon, the transport may hold this back to send it together (TCP
+ * MSG_MORE); the caller must then call chan_push or send again without
+ * the flag.
+ */
+#define CHAN_WRITE_MORE 0x1
+
 enum chan_dir {
     CHAN_IN = 0,
     CHAN_OUT = 1,
@@ -44,7 +52,10 @@ enum chan_dir {
 struct chan_ops {
     const char *name;
     ssize_t (*readv)(struct chan *ch, const struct iovec *iov, int iovcnt);
-    ssize_t (*writev)(struct chan *ch, const struct iovec *iov, int iovcnt);
+    ssize_t (*writev)(struct chan *ch, const struct iovec *iov, int iovcnt,
+                      int flags);
+    /* Sends what CHAN_WRITE_MORE held back; may be NULL. */
+    int (*push)(struct chan *ch);
     int (*shutdown)(struct chan *ch, int how);
     void (*free)(struct chan *ch);
 };
@@ -139,6 +150,14 @@ CORO_FN int chan_readv_all(struct chan *ch, const struct iovec *iov,
 CORO_FN int chan_write_all(struct chan *ch, const void *buf, size_t len);
 CORO_FN int chan_writev_all(struct chan *ch, const struct iovec *iov,
                             int iovcnt);
+
+/* chan_writev_all with CHAN_WRITE_* flags.  CORO_FN. */
+CORO_FN int chan_writev_all_flags(struct chan *ch, const struct iovec *iov,
+                                  int iovcnt, int flags);
+
+/* Sends data held back by CHAN_WRITE_MORE now.  Returns 0 or -errno.
+ * ANY_THREAD (it never waits). */
+ANY_THREAD int chan_push(struct chan *ch);
 
 /* Shuts down one or both directions (SHUT_RD, SHUT_WR, SHUT_RDWR). */
 ANY_THREAD int chan_shutdown(struct chan *ch, int how);

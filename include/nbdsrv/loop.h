@@ -106,6 +106,20 @@ ANY_THREAD unsigned loop_index(const struct loop *loop);
 ANY_THREAD void loop_post(struct loop *loop, struct loop_task *task);
 
 /*
+ * Whether more tasks are queued to run on `loop` before it next waits:
+ * work that can be batched (replies to one socket) may wait for them.
+ * LOOP_FN.
+ */
+LOOP_FN bool loop_has_ready(const struct loop *loop);
+
+/*
+ * Runs `task` on `loop` once the current batch of ready tasks is done,
+ * before the loop submits and waits: for flushing what the batch
+ * accumulated.  LOOP_FN (also from a coroutine running on that loop).
+ */
+LOOP_FN void loop_defer(struct loop *loop, struct loop_task *task);
+
+/*
  * Returns a submission queue entry of `loop`'s ring.  When the queue is
  * full it submits what is queued (reaping completions if the kernel's
  * completion queue is full) and tries again; it never returns NULL.

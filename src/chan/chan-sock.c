@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 /* Owned by its channel references. */
 struct chan_sock {
     struct chan ch;
+    bool tcp; /* immutable: TCP, where MSG_MORE can hold data back */
 };
 
 static ssize_t sock_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
@@ -41,18 +43,35 @@ static ssize_t sock_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
     return n;
 }
 
-static ssize_t sock_writev(struct chan *ch, const struct iovec *iov, int iovcnt)
+static ssize_t sock_writev(struct chan *ch, const struct iovec *iov, int iovcnt,
+                           int flags)
 {
     struct msghdr msg = {.msg_iov = (struct iovec *)iov,
                          .msg_iovlen = (size_t)iovcnt};
     ssize_t n;
     do {
-        n = sendmsg(ch->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        n = sendmsg(ch->fd, &msg,
+                    MSG_DONTWAIT | MSG_NOSIGNAL |
+                        ((flags & CHAN_WRITE_MORE) ? MSG_MORE : 0));
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
     return n;
+}
+
+/* Re-setting TCP_NODELAY sends what MSG_MORE held back (tcp(7)). */
+static int sock_push(struct chan *ch)
+{
+    struct chan_sock *s = container_of(ch, struct chan_sock, ch);
+    if (!s->tcp) {
+        return 0;
+    }
+    int one = 1;
+    if (setsockopt(ch->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
+        return -errno;
+    }
+    return 0;
 }
 
 static int sock_shutdown(struct chan *ch, int how)
@@ -71,6 +90,7 @@ static const struct chan_ops chan_sock_ops = {
     .name = "socket",
     .readv = sock_readv,
     .writev = sock_writev,
+    .push = sock_push,
     .shutdown = sock_shutdown,
     .free = sock_free,
 };
@@ -83,8 +103,9 @@ struct chan *chan_sock_new_take(int fd)
     }
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
-        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+    bool tcp = getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
+               (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+    if (tcp) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
@@ -92,6 +113,7 @@ struct chan *chan_sock_new_take(int fd)
     if (s == NULL) {
         goto out_close;
     }
+    s->tcp = tcp;
     chan_init(&s->ch, &chan_sock_ops, fd);
     return &s->ch;
 

@@ -215,7 +215,7 @@ static void direction_leave(struct chan_waiter *w)
  * end of file before the first byte (reads only), or -errno.
  */
 static int transfer_all(struct chan *ch, enum chan_dir dir,
-                        const struct iovec *iov_in, int iovcnt)
+                        const struct iovec *iov_in, int iovcnt, int flags)
 {
     if (iovcnt < 0 || iovcnt > CHAN_IOV_MAX) {
         return -EINVAL;
@@ -234,7 +234,7 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
     }
     while (left > 0) {
         ssize_t n = dir == CHAN_IN ? ch->ops->readv(ch, cur, left)
-                                   : ch->ops->writev(ch, cur, left);
+                                   : ch->ops->writev(ch, cur, left, flags);
         if (n == -EAGAIN) {
             int y = chan_yield(ch, dir);
             if (y < 0) {
@@ -293,7 +293,7 @@ ssize_t chan_read_some(struct chan *ch, void *buf, size_t len)
 int chan_read_all_eof(struct chan *ch, void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
-    return transfer_all(ch, CHAN_IN, &iov, 1);
+    return transfer_all(ch, CHAN_IN, &iov, 1, 0);
 }
 
 int chan_read_all(struct chan *ch, void *buf, size_t len)
@@ -307,17 +307,28 @@ int chan_read_all(struct chan *ch, void *buf, size_t len)
 
 int chan_readv_all(struct chan *ch, const struct iovec *iov, int iovcnt)
 {
-    int r = transfer_all(ch, CHAN_IN, iov, iovcnt);
+    int r = transfer_all(ch, CHAN_IN, iov, iovcnt, 0);
     if (r == 0) {
         return -ECONNRESET;
     }
     return r < 0 ? r : 0;
 }
 
+int chan_writev_all_flags(struct chan *ch, const struct iovec *iov, int iovcnt,
+                          int flags)
+{
+    int r = transfer_all(ch, CHAN_OUT, iov, iovcnt, flags);
+    return r < 0 ? r : 0;
+}
+
 int chan_writev_all(struct chan *ch, const struct iovec *iov, int iovcnt)
 {
-    int r = transfer_all(ch, CHAN_OUT, iov, iovcnt);
-    return r < 0 ? r : 0;
+    return chan_writev_all_flags(ch, iov, iovcnt, 0);
+}
+
+int chan_push(struct chan *ch)
+{
+    return ch->ops->push != NULL ? ch->ops->push(ch) : 0;
 }
 
 int chan_write_all(struct chan *ch, const void *buf, size_t len)

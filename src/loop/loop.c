@@ -55,8 +55,11 @@ struct loop {
     uint64_t poll_max_ns;  /* immutable after init; 0: no polling */
     uint64_t poll_ns;      /* loop-local: current, adapted window */
 
-    struct loop_task *ready_head;  /* loop-local FIFO */
-    struct loop_task **ready_tail; /* loop-local */
+    struct loop_task *ready_head;   /* loop-local FIFO */
+    struct loop_task *running_rest; /* loop-local: rest of the batch that
+                                       run_ready is working through */
+    struct loop_task *deferred;     /* loop-local: run after each batch */
+    struct loop_task **ready_tail;  /* loop-local */
 
     /* Multi-producer LIFO; seq_cst, paired with `sleeping` (see top). */
     _Atomic(struct loop_task *) inbox;
@@ -162,11 +165,32 @@ static void run_ready(struct loop *loop)
     loop->ready_head = NULL;
     loop->ready_tail = &loop->ready_head;
     while (task != NULL) {
-        struct loop_task *next = task->next;
+        loop->running_rest = task->next;
         task->next = NULL;
         task->fn(task);
-        task = next;
+        task = loop->running_rest;
     }
+    /* Deferred tasks may defer again: those wait for the next batch. */
+    struct loop_task *deferred = loop->deferred;
+    loop->deferred = NULL;
+    while (deferred != NULL) {
+        struct loop_task *next = deferred->next;
+        deferred->next = NULL;
+        deferred->fn(deferred);
+        deferred = next;
+    }
+}
+
+bool loop_has_ready(const struct loop *loop)
+{
+    return loop->running_rest != NULL || loop->ready_head != NULL;
+}
+
+void loop_defer(struct loop *loop, struct loop_task *task)
+{
+    loop_assert_owner(loop);
+    task->next = loop->deferred;
+    loop->deferred = task;
 }
 
 struct cqe_copy {

@@ -68,9 +68,29 @@ void server_worker_done(struct server *srv, unsigned worker)
                               memory_order_relaxed);
 }
 
+static void push_task_run(struct loop_task *task)
+{
+    struct conn_push *p = container_of(task, struct conn_push, task);
+    struct conn *conn = p->conn;
+    p->queued = false;
+    chan_push(conn->ch);
+    conn_unref(conn);
+}
+
+void conn_push_later(struct conn *conn, struct loop *loop)
+{
+    struct conn_push *p = &conn->push[loop_index(loop)];
+    if (!p->queued) {
+        p->queued = true;
+        atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
+        loop_defer(loop, &p->task);
+    }
+}
+
 static void conn_free(struct conn *conn)
 {
     struct server *srv = conn->srv;
+    free(conn->push);
     chan_unref(conn->ch);
     free(conn->meta_export);
     co_queue_fini(&conn->flow_wait);
@@ -375,6 +395,17 @@ void conn_run(struct server *srv, int fd, const char *peer)
     }
     conn->srv = srv;
     conn->home = coro_loop(coro_self());
+    conn->push = calloc(srv->loops->count, sizeof *conn->push);
+    if (conn->push == NULL) {
+        log_error("%s: out of memory for a connection", peer);
+        chan_unref(conn->ch);
+        free(conn);
+        return;
+    }
+    for (unsigned i = 0; i < srv->loops->count; i++) {
+        conn->push[i].task.fn = push_task_run;
+        conn->push[i].conn = conn;
+    }
     snprintf(conn->peer, sizeof conn->peer, "%s", peer);
     atomic_init(&conn->refcount, 1);
     co_mutex_init(&conn->send_lock);

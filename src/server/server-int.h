@@ -106,6 +106,7 @@ struct conn {
     size_t rbuf_start, rbuf_end;
 
     struct co_mutex send_lock; /* serialises replies; before flow_lock */
+    struct conn_push *push;    /* one per loop; immutable pointer */
 
     struct co_mutex flow_lock; /* leaf */
     struct co_queue flow_wait; /* receive side waits here at the cap */
@@ -113,6 +114,16 @@ struct conn {
     uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock) */
 
     struct conn *prev, *next; /* GUARDED_BY(srv->lock) */
+};
+
+/*
+ * A deferred push of replies held back with CHAN_WRITE_MORE on one loop.
+ * One per loop per connection; loop-local to that loop.
+ */
+struct conn_push {
+    struct loop_task task;
+    struct conn *conn;
+    bool queued; /* the task is in the loop's deferred list */
 };
 
 /* One request in flight.  Owned by its request coroutine; from a pool. */
@@ -136,6 +147,9 @@ ANY_THREAD unsigned server_pick_worker(struct server *srv,
                                        const struct conn *conn);
 /* A request sent to loop `worker` has finished. */
 ANY_THREAD void server_worker_done(struct server *srv, unsigned worker);
+
+/* Pushes this loop's held-back replies once its batch is done. */
+LOOP_FN void conn_push_later(struct conn *conn, struct loop *loop);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

@@ -38,13 +38,23 @@ static struct proto_reply chunk_header(const struct conn *conn,
     return hdr;
 }
 
-/* Sends iov under the send lock; a failure shuts the socket down so the
- * receive side stops too. */
+/*
+ * Sends iov under the send lock; a failure shuts the socket down so the
+ * receive side stops too.  When more tasks are queued on this loop (other
+ * replies are likely to follow at once), the reply is sent with
+ * CHAN_WRITE_MORE and pushed when the loop's batch ends: a burst of
+ * replies leaves in a few segments and wakes the client once.
+ */
 static int send_locked(struct conn *conn, const struct iovec *iov, int n)
 {
+    struct loop *here = coro_loop(coro_self());
+    bool more = loop_has_ready(here);
     co_mutex_lock(&conn->send_lock);
-    int r = chan_writev_all(conn->ch, iov, n);
+    int r = chan_writev_all_flags(conn->ch, iov, n, more ? CHAN_WRITE_MORE : 0);
     co_mutex_unlock(&conn->send_lock);
+    if (r == 0 && more) {
+        conn_push_later(conn, coro_loop(coro_self()));
+    }
     if (r < 0) {
         log_debug("%s: sending a reply: %s", conn->peer, strerror(-r));
         chan_shutdown(conn->ch, SHUT_RDWR);

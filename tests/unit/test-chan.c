@@ -427,6 +427,52 @@ START_TEST(test_chan_tcp_connect_and_transfer)
 }
 END_TEST
 
+struct more_probe {
+    struct chan *ch;
+    int r1, r2, r3;
+};
+
+static void write_more_entry(void *arg)
+{
+    struct more_probe *m = arg;
+    struct iovec a = {(void *)"held", 4};
+    struct iovec b = {(void *)"back", 4};
+    m->r1 = chan_writev_all_flags(m->ch, &a, 1, CHAN_WRITE_MORE);
+    m->r2 = chan_writev_all_flags(m->ch, &b, 1, CHAN_WRITE_MORE);
+    m->r3 = chan_push(m->ch);
+}
+
+START_TEST(test_chan_write_more_then_push_delivers)
+{
+    fixture_loops_start(1, 0);
+    struct sock_addr addr;
+    struct err err;
+    ck_assert_int_eq(sock_addr_parse("127.0.0.1:0", &addr, &err), 0);
+    int lfd = sock_listen(&addr, 1, &err);
+    ck_assert_int_ge(lfd, 0);
+    addr.len = sizeof addr.ss;
+    getsockname(lfd, (struct sockaddr *)&addr.ss, &addr.len);
+    int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&addr.ss, addr.len), 0);
+    int afd = accept(lfd, NULL, NULL);
+    struct more_probe m = {.ch = chan_sock_new_take(cfd)};
+    fixture_run_on(0, write_more_entry, &m);
+    ck_assert_int_eq(m.r1, 0);
+    ck_assert_int_eq(m.r2, 0);
+    ck_assert_int_eq(m.r3, 0);
+    /* Pushed: both pieces arrive without waiting for the cork timer. */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 150000};
+    setsockopt(afd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char got[8];
+    ck_assert_int_eq(recv(afd, got, 8, MSG_WAITALL), 8);
+    ck_assert_mem_eq(got, "heldback", 8);
+    chan_unref(m.ch);
+    close(afd);
+    close(lfd);
+    fixture_loops_stop();
+}
+END_TEST
+
 struct connect_probe {
     struct sock_addr addr;
     struct chan *ch;
@@ -535,6 +581,7 @@ Suite *chan_suite(void)
     tc = tcase_create("sock");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_chan_tcp_connect_and_transfer);
+    tcase_add_test(tc, test_chan_write_more_then_push_delivers);
     tcase_add_test(tc, test_chan_sock_connect_refused_names_address);
     tcase_add_test(tc, test_chan_addr_parse_good_and_bad);
     suite_add_tcase(s, tc);

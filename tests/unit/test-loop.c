@@ -102,6 +102,76 @@ START_TEST(test_loop_post_from_other_thread_keeps_order)
 }
 END_TEST
 
+struct batch;
+
+struct batch_item {
+    struct loop_task task;
+    struct batch *batch;
+    int index;
+};
+
+struct batch {
+    char order[8];
+    int n;
+    bool more_seen[3];
+    struct batch_item items[3];
+    struct loop_task start;
+    struct loop_task deferred;
+    atomic_int done;
+};
+
+static void batch_deferred_run(struct loop_task *task)
+{
+    struct batch *b = container_of(task, struct batch, deferred);
+    b->order[b->n++] = 'D';
+    atomic_store(&b->done, 1);
+}
+
+static void batch_item_run(struct loop_task *task)
+{
+    struct batch_item *item = container_of(task, struct batch_item, task);
+    struct batch *b = item->batch;
+    b->order[b->n++] = (char)('0' + item->index);
+    b->more_seen[item->index] = loop_has_ready(loop_current());
+    if (item->index == 0) {
+        loop_defer(loop_current(), &b->deferred);
+    }
+}
+
+/* Queues the three items from inside the loop, so they form one batch. */
+static void batch_start_run(struct loop_task *task)
+{
+    struct batch *b = container_of(task, struct batch, start);
+    b->deferred.fn = batch_deferred_run;
+    for (int i = 0; i < 3; i++) {
+        b->items[i] = (struct batch_item){
+            .task.fn = batch_item_run, .batch = b, .index = i};
+        loop_post(loop_current(), &b->items[i].task);
+    }
+}
+
+static bool batch_done(void *arg)
+{
+    return atomic_load(&((struct batch *)arg)->done) == 1;
+}
+
+START_TEST(test_loop_defer_runs_after_the_batch)
+{
+    fixture_loops_start(1, 0);
+    struct batch b = {.n = 0, .done = 0};
+    b.start.fn = batch_start_run;
+    loop_post(fixture_loop(0), &b.start);
+    ck_assert(fixture_wait_until(batch_done, &b, 5000));
+    b.order[b.n] = '\0';
+    /* Deferred by the first task, run after the third. */
+    ck_assert_str_eq(b.order, "012D");
+    ck_assert(b.more_seen[0]);
+    ck_assert(b.more_seen[1]);
+    ck_assert(!b.more_seen[2]);
+    fixture_loops_stop();
+}
+END_TEST
+
 struct pinger {
     unsigned hops;
     struct loop *last;
@@ -403,6 +473,7 @@ Suite *loop_suite(void)
     tcase_add_test(tc, test_loop_runs_coroutine_on_each_loop);
     tcase_add_test(tc, test_loop_post_from_other_thread_keeps_order);
     tcase_add_test(tc, test_loop_wakes_blocked_loop_without_polling);
+    tcase_add_test(tc, test_loop_defer_runs_after_the_batch);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("io");
