@@ -90,13 +90,12 @@ void conn_push_later(struct conn *conn, struct loop *loop)
 static void conn_free(struct conn *conn)
 {
     struct server *srv = conn->srv;
-    free(conn->push);
-    chan_unref(conn->ch);
-    free(conn->meta_export);
-    co_queue_fini(&conn->flow_wait);
-    co_mutex_fini(&conn->flow_lock);
-    co_mutex_fini(&conn->send_lock);
-
+    /*
+     * Unlink first: server_stop walks the list under srv->lock and wakes
+     * each connection's channel, so the channel must outlive the link.
+     * nr_conns drops only after the channel (and with it the socket) is
+     * gone, so server_stop returns with every socket closed.
+     */
     pthread_mutex_lock(&srv->lock);
     if (conn->prev != NULL) {
         conn->prev->next = conn->next;
@@ -106,10 +105,20 @@ static void conn_free(struct conn *conn)
     if (conn->next != NULL) {
         conn->next->prev = conn->prev;
     }
+    pthread_mutex_unlock(&srv->lock);
+
+    free(conn->push);
+    chan_unref(conn->ch);
+    free(conn->meta_export);
+    co_queue_fini(&conn->flow_wait);
+    co_mutex_fini(&conn->flow_lock);
+    co_mutex_fini(&conn->send_lock);
+    free(conn);
+
+    pthread_mutex_lock(&srv->lock);
     srv->nr_conns--;
     pthread_cond_broadcast(&srv->changed);
     pthread_mutex_unlock(&srv->lock);
-    free(conn);
 }
 
 void conn_unref(struct conn *conn)
