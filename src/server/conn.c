@@ -68,13 +68,65 @@ void server_worker_done(struct server *srv, unsigned worker)
                               memory_order_relaxed);
 }
 
+/* Sends one loop's queued small replies under the send lock. */
+static void flush_entry(void *opaque)
+{
+    struct conn_push *p = opaque;
+    struct conn *conn = p->conn;
+    /* Detach before the first yield: new replies start a new buffer. */
+    uint8_t *buf = p->obuf;
+    size_t len = p->olen;
+    p->obuf = NULL;
+    p->olen = 0;
+    co_mutex_lock(&conn->send_lock);
+    int r = chan_write_all(conn->ch, buf, len);
+    co_mutex_unlock(&conn->send_lock);
+    if (r < 0) {
+        chan_shutdown(conn->ch, SHUT_RDWR);
+    }
+    bufpool_put(buf, CONN_OBUF_SIZE);
+    conn_unref(conn);
+}
+
 static void push_task_run(struct loop_task *task)
 {
     struct conn_push *p = container_of(task, struct conn_push, task);
     struct conn *conn = p->conn;
     p->queued = false;
-    chan_push(conn->ch);
-    conn_unref(conn);
+    if (p->olen == 0) {
+        chan_push(conn->ch);
+        conn_unref(conn);
+        return;
+    }
+    /* Taking the send lock may wait: that needs a coroutine. */
+    struct coro *co = coro_new(flush_entry, p, loop_current());
+    if (co == NULL) {
+        p->queued = true;
+        loop_defer(loop_current(), &p->task); /* try after the next batch */
+        return;
+    }
+    coro_enter(co); /* the conn reference passes to flush_entry */
+}
+
+bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
+                            const struct iovec *iov, int n, size_t total)
+{
+    struct conn_push *p = &conn->push[loop_index(loop)];
+    if (p->obuf == NULL) {
+        p->obuf = bufpool_get(CONN_OBUF_SIZE);
+        if (p->obuf == NULL) {
+            return false;
+        }
+    }
+    if (p->olen + total > CONN_OBUF_SIZE) {
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(p->obuf + p->olen, iov[i].iov_base, iov[i].iov_len);
+        p->olen += iov[i].iov_len;
+    }
+    conn_push_later(conn, loop);
+    return true;
 }
 
 void conn_push_later(struct conn *conn, struct loop *loop)
@@ -107,6 +159,9 @@ static void conn_free(struct conn *conn)
     }
     pthread_mutex_unlock(&srv->lock);
 
+    for (unsigned i = 0; i < srv->loops->count; i++) {
+        bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
+    }
     free(conn->push);
     chan_unref(conn->ch);
     free(conn->meta_export);

@@ -123,8 +123,14 @@ struct conn {
 struct conn_push {
     struct loop_task task;
     struct conn *conn;
-    bool queued; /* the task is in the loop's deferred list */
+    bool queued;   /* the task is in the loop's deferred list */
+    uint8_t *obuf; /* small replies waiting for the push, or NULL */
+    size_t olen;
 };
+
+/* Replies up to this size may wait in a conn_push buffer. */
+#define CONN_SMALL_REPLY_MAX 64u
+#define CONN_OBUF_SIZE 4096u
 
 /* One request in flight.  Owned by its request coroutine; from a pool. */
 struct request {
@@ -150,6 +156,11 @@ ANY_THREAD void server_worker_done(struct server *srv, unsigned worker);
 
 /* Pushes this loop's held-back replies once its batch is done. */
 LOOP_FN void conn_push_later(struct conn *conn, struct loop *loop);
+/* Queues a small reply (<= CONN_SMALL_REPLY_MAX bytes) to go out with the
+ * push; false when it does not fit (send it directly then). */
+LOOP_FN bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
+                                    const struct iovec *iov, int n,
+                                    size_t total);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

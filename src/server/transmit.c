@@ -42,13 +42,26 @@ static struct proto_reply chunk_header(const struct conn *conn,
  * Sends iov under the send lock; a failure shuts the socket down so the
  * receive side stops too.  When more tasks are queued on this loop (other
  * replies are likely to follow at once), the reply is sent with
- * CHAN_WRITE_MORE and pushed when the loop's batch ends: a burst of
- * replies leaves in a few segments and wakes the client once.
+ * CHAN_WRITE_MORE and pushed when the loop's batch ends, and a small one
+ * (no data) is copied into the loop's buffer for the connection and sent
+ * with the others of the batch in one write: a burst of replies leaves in
+ * a few segments and wakes the client once.
  */
 static int send_locked(struct conn *conn, const struct iovec *iov, int n)
 {
     struct loop *here = coro_loop(coro_self());
     bool more = loop_has_ready(here);
+    if (more) {
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            total += iov[i].iov_len;
+        }
+        /* Small replies of one batch leave together in one send. */
+        if (total <= CONN_SMALL_REPLY_MAX &&
+            conn_queue_small_reply(conn, here, iov, n, total)) {
+            return 0;
+        }
+    }
     co_mutex_lock(&conn->send_lock);
     int r = chan_writev_all_flags(conn->ch, iov, n, more ? CHAN_WRITE_MORE : 0);
     co_mutex_unlock(&conn->send_lock);
