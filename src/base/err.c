@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+PRINTF_FMT(3, 0)
 static void err_vset(struct err *err, int errnum, const char *fmt, va_list ap,
                      int with_strerror)
 {

@@ -439,6 +439,9 @@ static void *thread_main(void *opaque)
 {
     struct loop *loop = opaque;
     current_loop = loop;
+    char name[16];
+    snprintf(name, sizeof name, "loop%u", loop->index);
+    pthread_setname_np(pthread_self(), name);
     int r = ring_init(loop);
     if (r < 0) {
         loop_describe_setup_error(-r, loop->start_msg, sizeof loop->start_msg);
