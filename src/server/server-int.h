@@ -5,9 +5,10 @@
  *
  * Threads: a connection has a home loop, where its receive coroutine
  * runs: the handshake, then reading request headers and WRITE payloads.
- * Each request becomes a coroutine scheduled onto a worker loop (round
- * robin over all loops), which does the backend I/O on that loop's ring
- * and writes the reply from there, holding the connection's send_lock.
+ * Each request becomes a coroutine scheduled onto a worker loop (the home
+ * loop unless it is HOME_SLACK requests behind the least loaded loop; see
+ * server_pick_worker), which does the backend I/O on that loop's ring and
+ * writes the reply from there, holding the connection's send_lock.
  */
 #ifndef NBDSRV_SERVER_INT_H
 #define NBDSRV_SERVER_INT_H
