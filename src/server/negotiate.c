@@ -60,6 +60,13 @@ static int reply_error(struct haggle *h, uint32_t option, uint32_t type,
                                                type, msg, strlen(msg)));
 }
 
+/* Refuses an option with an error reply; haggling goes on if it was sent. */
+static enum opt_result refuse(struct haggle *h, uint32_t option, uint32_t type,
+                              const char *msg)
+{
+    return reply_error(h, option, type, msg) < 0 ? OPT_CLOSE : OPT_CONTINUE;
+}
+
 static int send_info(struct haggle *h, uint32_t option,
                      const struct export *exp,
                      const struct proto_opt_info *info)
@@ -113,15 +120,13 @@ static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
     struct proto_opt_info info;
     int r = proto_parse_opt_info(h->data, len, &info);
     if (r < 0) {
-        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
-                        "malformed INFO/GO request");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_INVALID,
+                      "malformed INFO/GO request");
     }
     const struct export *exp =
         server_find_export(h->conn->srv, info.name.ptr, info.name.len);
     if (exp == NULL) {
-        r = reply_error(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     r = send_info(h, option, exp, &info);
     if (r == 0) {
@@ -167,9 +172,8 @@ static enum opt_result opt_list(struct haggle *h, uint32_t len)
 {
     int r;
     if (len != 0) {
-        r = reply_error(h, PROTO_OPT_LIST, PROTO_REP_ERR_INVALID,
-                        "LIST takes no data");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, PROTO_OPT_LIST, PROTO_REP_ERR_INVALID,
+                      "LIST takes no data");
     }
     const struct server *srv = h->conn->srv;
     for (unsigned i = 0; i < srv->nr_exports; i++) {
@@ -189,17 +193,14 @@ static enum opt_result opt_list(struct haggle *h, uint32_t len)
 static enum opt_result opt_flag(struct haggle *h, uint32_t option, uint32_t len,
                                 bool *flag, const char *what)
 {
-    int r;
     if (len != 0) {
-        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
-                        "option takes no data");
-    } else if (*flag) {
-        r = reply_error(h, option, PROTO_REP_ERR_INVALID, what);
-    } else {
-        *flag = true;
-        r = reply_ack(h, option);
+        return refuse(h, option, PROTO_REP_ERR_INVALID, "option takes no data");
     }
-    return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+    if (*flag) {
+        return refuse(h, option, PROTO_REP_ERR_INVALID, what);
+    }
+    *flag = true;
+    return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
 static bool query_matches_base_allocation(struct proto_string q)
@@ -215,20 +216,17 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
     struct conn *conn = h->conn;
     int r;
     if (!conn->structured) {
-        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
-                        "structured replies must be negotiated first");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_INVALID,
+                      "structured replies must be negotiated first");
     }
     struct proto_opt_meta meta;
     if (proto_parse_opt_meta(h->data, len, &meta) < 0) {
-        r = reply_error(h, option, PROTO_REP_ERR_INVALID,
-                        "malformed meta context request");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_INVALID,
+                      "malformed meta context request");
     }
     if (server_find_export(conn->srv, meta.export_name.ptr,
                            meta.export_name.len) == NULL) {
-        r = reply_error(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     bool match = false;
     if (meta.nr_queries == 0) {
@@ -284,7 +282,6 @@ static enum opt_result handle_option(struct haggle *h,
     struct conn *conn = h->conn;
     uint32_t option = opt->option;
     uint32_t len = opt->length;
-    int r;
     log_debug("%s: option %s, %u bytes", conn->peer, proto_opt_name(option),
               len);
     switch (option) {
@@ -315,12 +312,10 @@ static enum opt_result handle_option(struct haggle *h,
     case PROTO_OPT_SET_META_CONTEXT:
         return opt_meta(h, option, len);
     case PROTO_OPT_STARTTLS:
-        r = reply_error(h, option, PROTO_REP_ERR_UNSUP,
-                        "TLS is not configured on this server");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_UNSUP,
+                      "TLS is not configured on this server");
     default:
-        r = reply_error(h, option, PROTO_REP_ERR_UNSUP, "unknown option");
-        return r < 0 ? OPT_CLOSE : OPT_CONTINUE;
+        return refuse(h, option, PROTO_REP_ERR_UNSUP, "unknown option");
     }
 }
 
