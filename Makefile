@@ -68,7 +68,7 @@ DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 .SECONDARY:
 
 .PHONY: all check check-unit check-interop check-asan check-tsan bench \
-        bench-runtime deps clean format check-format serve
+        bench-threads bench-runtime deps clean format check-format serve
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
 
@@ -129,6 +129,9 @@ serve: $(BUILD)/nbd-serverd
 
 bench: all
 	bench/bench-servers.sh $(BUILD)
+
+bench-threads: all
+	bench/bench-threads.sh $(BUILD)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # One connection, 32 requests in flight: nbd-serverd at -t 1 against -t 2.
-# For each setting, runs fio's nbd engine (4 KiB random read, then random
-# write, QD 32, one job) against a 256 MiB image in /dev/shm and reports
-# IOPS and the CPU each server thread used during the run (utime+stime
-# from /proc/PID/task/TID/stat), so that it shows whether the request
-# work spreads over both loops.
+# For each setting, runs fio's nbd engine (one job, QD 32; by default 4 KiB
+# random read and write, then 1 MiB sequential read and write) against a
+# 256 MiB image in /dev/shm and reports the rate, the CPU each server
+# thread used during the run (utime+stime from /proc/PID/task/TID/stat),
+# which shows whether the request work spreads over both loops, and the
+# CPU fio itself used, which shows how much of the machine was left.
 #
-# Usage: bench/bench-threads.sh [BUILD_DIR]   (BENCH_RUNTIME, default 5 s)
+# Usage: bench/bench-threads.sh [BUILD_DIR]
+#   BENCH_RUNTIME   seconds per run (default 5)
+#   BENCH_THREADS_WORKLOADS  RW:BS list (default
+#                   "randread:4k randwrite:4k read:1m write:1m")
 set -euo pipefail
 
 build=${1:-build}
 runtime=${BENCH_RUNTIME:-5}
+workloads=${BENCH_THREADS_WORKLOADS:-randread:4k randwrite:4k read:1m write:1m}
 server=$build/nbd-serverd
 [ -x "$server" ] || { echo "bench-threads: $server not built" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench-threads: fio is required" >&2; exit 1; }
@@ -40,10 +45,26 @@ thread_ticks()
     done
 }
 
-echo "| -t | workload | IOPS | server threads: CPU % during the run |"
-echo "|---:|---|---:|---|"
-for threads in 1 2; do
-    for rw in randread randwrite; do
+# proc_tree_ticks PID: utime+stime of PID and its children's threads.
+proc_tree_ticks()
+{
+    local p total=0 t
+    for p in "$1" $(pgrep -P "$1" || true); do
+        for t in /proc/"$p"/task/*/stat; do
+            t=$(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " ");
+                       print f[12] + f[13] }' "$t" 2>/dev/null || echo 0)
+            total=$((total + t))
+        done
+    done
+    echo "$total"
+}
+
+echo "| workload | -t | rate | server threads: CPU % during the run | fio CPU % |"
+echo "|---|---:|---:|---|---:|"
+for workload in $workloads; do
+    rw=${workload%%:*}
+    bs=${workload#*:}
+    for threads in 1 2; do
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
         "$server" -f -t "$threads" -l "127.0.0.1:$port" -e "bench=$img" \
             2>/dev/null &
@@ -54,22 +75,25 @@ for threads in 1 2; do
         done
         out=$(mktemp)
         fio --name=t --ioengine=nbd --uri="nbd://127.0.0.1:$port/bench" \
-            --rw="$rw" --bs=4k --iodepth=32 --numjobs=1 --time_based \
+            --rw="$rw" --bs="$bs" --iodepth=32 --numjobs=1 --time_based \
             --runtime="$runtime" --ramp_time=1 --norandommap \
             --output-format=json --output="$out" >/dev/null 2>&1 &
         fio_pid=$!
         sleep 1.5
         before=$(thread_ticks "$pid")
+        fio_before=$(proc_tree_ticks "$fio_pid")
         t0=$(date +%s.%N)
         sleep $((runtime - 1))
         after=$(thread_ticks "$pid")
+        fio_after=$(proc_tree_ticks "$fio_pid")
         t1=$(date +%s.%N)
         wait "$fio_pid"
         kill "$pid"
         wait "$pid" || true
         pid=
-        iops=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0][sys.argv[2]]["iops"]))' \
-            "$out" "${rw#rand}")
+        dir=${rw#rand}
+        iops=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0][sys.argv[2]]; print("%d IOPS, %.0f MiB/s" % (round(j["iops"]), j["bw_bytes"] / 2**20))' \
+            "$out" "$dir")
         rm -f "$out"
         cpu=$(python3 - "$hz" "$t0" "$t1" <<PY
 import sys
@@ -87,6 +111,8 @@ for line in """$after""".splitlines():
 print(", ".join(parts))
 PY
 )
-        echo "| $threads | $rw 4K QD32 | $iops | $cpu |"
+        fio_cpu=$(python3 -c 'import sys; hz, a, b, t0, t1 = map(float, sys.argv[1:]); print("%.0f%%" % ((b - a) / hz / (t1 - t0) * 100))' \
+            "$hz" "$fio_before" "$fio_after" "$t0" "$t1")
+        echo "| $rw $bs QD32 | $threads | $iops | $cpu | $fio_cpu |"
     done
 done

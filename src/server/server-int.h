@@ -6,7 +6,7 @@
  * Threads: a connection has a home loop, where its receive coroutine
  * runs: the handshake, then reading request headers and WRITE payloads.
  * Each request becomes a coroutine scheduled onto a worker loop (the home
- * loop unless it is HOME_SLACK requests behind the least loaded loop; see
+ * loop unless it is HOME_SLACK units of work behind the least loaded loop; see
  * server_pick_worker), which does the backend I/O on that loop's ring and
  * writes the reply from there, holding the connection's send_lock.
  */
@@ -141,6 +141,7 @@ struct request {
     size_t buf_size; /* size given to bufpool_get */
     int early_error; /* errno found by the receiver, or 0 */
     unsigned worker; /* index of the loop it was sent to */
+    unsigned cost;   /* request_cost, counted on that loop */
 };
 
 /* conn.c */
@@ -149,11 +150,14 @@ ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and payload bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
-/* Chooses the loop for a request of `conn` and counts it there. */
+/* The work a request stands for, in units of one small request. */
+ANY_THREAD unsigned request_cost(const struct proto_request *req);
+/* Chooses the loop for a request of `conn` and counts its cost there. */
 ANY_THREAD unsigned server_pick_worker(struct server *srv,
-                                       const struct conn *conn);
-/* A request sent to loop `worker` has finished. */
-ANY_THREAD void server_worker_done(struct server *srv, unsigned worker);
+                                       const struct conn *conn, unsigned cost);
+/* A request of that cost sent to loop `worker` has finished. */
+ANY_THREAD void server_worker_done(struct server *srv, unsigned worker,
+                                   unsigned cost);
 
 /* Pushes this loop's held-back replies once its batch is done. */
 LOOP_FN void conn_push_later(struct conn *conn, struct loop *loop);

@@ -365,7 +365,7 @@ void transmit_request(void *opaque)
     }
 
     uint64_t bytes = rq->buf_size;
-    server_worker_done(conn->srv, rq->worker);
+    server_worker_done(conn->srv, rq->worker, rq->cost);
     bufpool_put(rq->buf, rq->buf_size);
     bufpool_put(rq, sizeof *rq);
     conn_flow_release(conn, bytes);
