@@ -32,9 +32,10 @@ ANY_THREAD void sock_addr_format(const struct sockaddr *sa, socklen_t len,
                                  char *buf, size_t size);
 
 /*
- * Creates a listening socket (non-blocking, close-on-exec, SO_REUSEADDR;
- * a stale unix socket file is not removed).  Returns the fd or -errno
- * with err set.  ANY_THREAD.
+ * Creates a listening socket (non-blocking, close-on-exec, SO_REUSEADDR).
+ * A unix socket file that nobody accepts on any more (left by a process
+ * that died) is removed and bound again; one with a live listener fails
+ * with EADDRINUSE.  Returns the fd or -errno with err set.  ANY_THREAD.
  */
 ANY_THREAD int sock_listen(const struct sock_addr *addr, int backlog,
                            struct err *err);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -279,6 +280,41 @@ void sock_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
     }
 }
 
+/*
+ * A unix socket path is in use.  If nobody accepts on it (a daemon that
+ * died without cleaning up), removes the file and returns 0; otherwise
+ * returns EADDRINUSE, EEXIST when the path is not a socket, or the errno
+ * of a failed check.  Abstract sockets have no file and are never stale.
+ */
+static int remove_stale_unix_socket(const struct sock_addr *addr)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->ss;
+    if (sun->sun_path[0] == '\0') {
+        return EADDRINUSE;
+    }
+    struct stat st;
+    if (lstat(sun->sun_path, &st) < 0) {
+        return errno == ENOENT ? 0 : errno;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        return EEXIST;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        return errno;
+    }
+    int r = connect(probe, (const struct sockaddr *)&addr->ss, addr->len);
+    int e = r < 0 ? errno : 0;
+    close(probe);
+    if (e != ECONNREFUSED) {
+        return EADDRINUSE;
+    }
+    if (unlink(sun->sun_path) < 0 && errno != ENOENT) {
+        return errno;
+    }
+    return 0;
+}
+
 int sock_listen(const struct sock_addr *addr, int backlog, struct err *err)
 {
     char name[128];
@@ -298,8 +334,27 @@ int sock_listen(const struct sock_addr *addr, int backlog, struct err *err)
     }
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
         int e = errno;
-        close(fd);
-        return err_set_errno(err, e, "%s: bind", name);
+        if (e == EADDRINUSE && family == AF_UNIX) {
+            e = remove_stale_unix_socket(addr);
+            if (e == 0 &&
+                bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
+                e = errno;
+            }
+        }
+        if (e != 0) {
+            close(fd);
+            if (e == EADDRINUSE && family == AF_UNIX) {
+                return err_set(err, e,
+                               "%s: bind: another server is listening there",
+                               name);
+            }
+            if (e == EEXIST) {
+                return err_set(err, EADDRINUSE,
+                               "%s: bind: the path exists and is not a socket",
+                               name);
+            }
+            return err_set_errno(err, e, "%s: bind", name);
+        }
     }
     if (listen(fd, backlog) < 0) {
         int e = errno;

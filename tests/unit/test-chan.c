@@ -9,11 +9,14 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct pair {
@@ -505,6 +508,46 @@ START_TEST(test_chan_sock_connect_refused_names_address)
 }
 END_TEST
 
+START_TEST(test_chan_listen_replaces_stale_unix_socket)
+{
+    char dir[] = "/tmp/test-chan-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char spec[128];
+    snprintf(spec, sizeof spec, "unix:%s/s.sock", dir);
+    struct sock_addr addr;
+    struct err err;
+    ck_assert_int_eq(sock_addr_parse(spec, &addr, &err), 0);
+
+    /* A listener that died: its file stays, nobody accepts. */
+    int dead = sock_listen(&addr, 1, &err);
+    ck_assert_int_ge(dead, 0);
+    close(dead);
+    int fd = sock_listen(&addr, 1, &err);
+    ck_assert_msg(fd >= 0, "stale socket not replaced: %s", err.msg);
+
+    /* A live listener is left alone. */
+    err_clear(&err);
+    ck_assert_int_eq(sock_listen(&addr, 1, &err), -EADDRINUSE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "another server is listening"));
+    close(fd);
+
+    /* A file that is not a socket is never removed. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    unlink(path);
+    int plain = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(plain, 0);
+    close(plain);
+    ck_assert_int_eq(sock_listen(&addr, 1, &err), -EADDRINUSE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not a socket"));
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_chan_addr_parse_good_and_bad)
 {
     struct sock_addr a;
@@ -584,6 +627,7 @@ Suite *chan_suite(void)
     tcase_add_test(tc, test_chan_write_more_then_push_delivers);
     tcase_add_test(tc, test_chan_sock_connect_refused_names_address);
     tcase_add_test(tc, test_chan_addr_parse_good_and_bad);
+    tcase_add_test(tc, test_chan_listen_replaces_stale_unix_socket);
     suite_add_tcase(s, tc);
     return s;
 }
