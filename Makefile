@@ -21,7 +21,7 @@ else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
 
-PKGS := liburing gnutls
+PKGS := liburing gnutls inih
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
