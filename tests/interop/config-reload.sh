@@ -116,8 +116,10 @@ while not os.path.exists(stop):
         sys.exit("wrong data at %d" % off)
     n += 1
     if n % 20 == 0:
-        with open(progress, "w") as f:
+        # Write then rename: the shell never sees a half-written file.
+        with open(progress + ".tmp", "w") as f:
             f.write("%d\n" % n)
+        os.replace(progress + ".tmp", progress)
 h.shutdown()
 print("reads: %d" % n)
 EOF

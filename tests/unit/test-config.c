@@ -68,6 +68,20 @@ static const char *write_conf(const char *text)
     return path;
 }
 
+/* Copies of the arguments of the last build(): cmdline borrows them. */
+static char *arg_copies[32];
+static int nr_arg_copies;
+
+/* cmdline_fini, and frees the argument copies. */
+static void finish(struct cmdline *cl)
+{
+    cmdline_fini(cl);
+    for (int i = 0; i < nr_arg_copies; i++) {
+        free(arg_copies[i]);
+    }
+    nr_arg_copies = 0;
+}
+
 /* Parses argv (NULL-terminated) and builds the configuration. */
 static struct config *build(struct cmdline *cl, const char *const *args,
                             struct err *err)
@@ -76,7 +90,7 @@ static struct config *build(struct cmdline *cl, const char *const *args,
     int argc = 0;
     argv[argc++] = (char *)"nbd-serverd";
     for (; *args != NULL; args++) {
-        argv[argc++] = strdup(*args); /* leaked: cmdline borrows them */
+        arg_copies[nr_arg_copies++] = argv[argc++] = strdup(*args);
     }
     argv[argc] = NULL;
     err_clear(err);
@@ -97,12 +111,13 @@ static void expect_error(const char *text, const char *want)
     struct config *cfg = build(&cl, args, &err);
     if (cfg != NULL) {
         config_unref(cfg);
+        finish(&cl);
         ck_abort_msg("accepted: %s", text);
     }
     if (strstr(err.msg, want) == NULL) {
         ck_abort_msg("error '%s' lacks '%s' (input: %s)", err.msg, want, text);
     }
-    cmdline_fini(&cl);
+    finish(&cl);
 }
 
 static const struct {
@@ -264,10 +279,10 @@ START_TEST(test_config_file_good)
     ck_assert_uint_eq(again->max_connections, 7);
     ck_assert_str_eq(again->exports[0].ec.path, a->ec.path);
     config_unref(again);
-    cmdline_fini(&cl2);
+    finish(&cl2);
 
     config_unref(cfg);
-    cmdline_fini(&cl);
+    finish(&cl);
     remove_dir();
 }
 END_TEST
@@ -313,7 +328,7 @@ START_TEST(test_config_cmdline_overrides_file)
     ck_assert(cfg->exports[1].ec.read_only);
     ck_assert_str_eq(cfg->exports[1].ec.name, "b");
     config_unref(cfg);
-    cmdline_fini(&cl);
+    finish(&cl);
 
     /* An -e export may not reuse a file export's name. */
     snprintf(img, sizeof img, "a=%s/a.img", dir);
@@ -321,7 +336,7 @@ START_TEST(test_config_cmdline_overrides_file)
     ck_assert_ptr_null(build(&cl, dup, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "--export a: duplicate export"));
     ck_assert_ptr_nonnull(strstr(err.msg, "test.conf:5"));
-    cmdline_fini(&cl);
+    finish(&cl);
     remove_dir();
 }
 END_TEST
@@ -357,7 +372,7 @@ START_TEST(test_config_cmdline_errors)
     if (strstr(err.msg, bad_cmdlines[_i].error) == NULL) {
         ck_abort_msg("error '%s' lacks '%s'", err.msg, bad_cmdlines[_i].error);
     }
-    cmdline_fini(&cl);
+    finish(&cl);
 }
 END_TEST
 
@@ -368,10 +383,10 @@ START_TEST(test_config_help_and_version)
     struct err err;
     FILE *out = tmpfile();
     ck_assert_int_eq(cmdline_parse(&cl, 2, argv, out, &err), CMDLINE_EXIT);
-    cmdline_fini(&cl);
+    finish(&cl);
     char *argv2[] = {(char *)"nbd-serverd", (char *)"-h", NULL};
     ck_assert_int_eq(cmdline_parse(&cl, 2, argv2, out, &err), CMDLINE_EXIT);
-    cmdline_fini(&cl);
+    finish(&cl);
     rewind(out);
     char buf[8192];
     size_t n = fread(buf, 1, sizeof buf - 1, out);
