@@ -238,6 +238,140 @@ static int open_listeners(const struct config *cfg, int **fds_out,
     return 0;
 }
 
+/* Closes the listening fds not handed to the server yet. */
+static void close_fds(int *fds, unsigned nr)
+{
+    for (unsigned i = 0; i < nr; i++) {
+        close(fds[i]);
+    }
+    free(fds);
+}
+
+/*
+ * Everything after the configuration is built: start, serve until
+ * SIGTERM/SIGINT, stop.  Returns the exit status.  Takes the caller's
+ * reference to cfg (a reload replaces the snapshot).
+ */
+static int serve(const struct cmdline *cl, struct config *cfg,
+                 const sigset_t *signals)
+{
+    struct err err;
+    err_clear(&err);
+    int status = 1;
+    int *fds = NULL;
+    unsigned nr_fds = 0;
+    int pid_fd = -1;
+    char *pidfile = NULL;
+    struct loop_group loops;
+    bool loops_started = false;
+
+    struct server_limits limits;
+    config_limits(cfg, &limits);
+    struct server *srv = server_new(&limits);
+    if (srv == NULL) {
+        log_error("out of memory");
+        goto out;
+    }
+    if (apply_tls(srv, &cfg->tls, &err) < 0) {
+        log_error("%s", err.msg);
+        status = CONFIG_EXIT_USAGE;
+        goto out;
+    }
+    if (open_listeners(cfg, &fds, &nr_fds, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    /* pidfile, listen and threads stay those of the first configuration. */
+    if (cfg->pidfile != NULL) {
+        pidfile = strdup(cfg->pidfile);
+        pid_fd = pidfile != NULL ? daemon_pidfile_open(pidfile, &err)
+                                 : err_set(&err, ENOMEM, "out of memory");
+        if (pid_fd < 0) {
+            log_error("%s", err.msg);
+            goto out;
+        }
+    }
+    if (apply_exports(srv, cfg, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+
+    int ready_fd = -1;
+    if (!cl->foreground) {
+        ready_fd = daemonize();
+    }
+    if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+
+    unsigned threads = cfg->threads;
+    if (threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus < 1                    ? 1
+                  : cpus > CONFIG_MAX_THREADS ? CONFIG_MAX_THREADS
+                                              : (unsigned)cpus;
+    }
+    struct loop_config loop_config = {
+        .poll_ns =
+            cfg->poll_us > 0 ? (unsigned)(cfg->poll_us * 1000) : LOOP_POLL_NONE,
+    };
+    if (loop_group_start(&loops, threads, &loop_config, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    loops_started = true;
+    int r = server_start(srv, &loops, fds, nr_fds, &err);
+    /* The server took the fds, even on failure. */
+    free(fds);
+    fds = NULL;
+    nr_fds = 0;
+    if (r < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    log_info("serving %u export%s with %u threads", cfg->nr_exports,
+             cfg->nr_exports == 1 ? "" : "s", threads);
+    daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving %u exports",
+                  (int)getpid(), cfg->nr_exports);
+    if (ready_fd >= 0) {
+        char ok = 1;
+        if (write(ready_fd, &ok, 1) != 1) {
+            log_warning("could not report readiness to the parent");
+        }
+        close(ready_fd);
+    }
+
+    int sig;
+    for (;;) {
+        sig = sigwaitinfo(signals, NULL);
+        if (sig < 0) {
+            continue; /* EINTR */
+        }
+        if (sig != SIGHUP) {
+            break;
+        }
+        reload(srv, &cfg, cl);
+    }
+    daemon_notify("STOPPING=1\nSTATUS=draining");
+    log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
+    status = server_stop(srv) < 0 ? 1 : 0;
+    log_info("stopped");
+
+out:
+    if (loops_started) {
+        loop_group_stop(&loops);
+    }
+    server_free(srv);
+    close_fds(fds, nr_fds);
+    if (pid_fd >= 0) {
+        daemon_pidfile_remove(pidfile, pid_fd);
+    }
+    free(pidfile);
+    config_unref(cfg);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     log_set_program(PROGRAM);
@@ -254,6 +388,7 @@ int main(int argc, char **argv)
                 PROGRAM ": %s\nTry '" PROGRAM " --help' for more "
                         "information.\n",
                 err.msg);
+        cmdline_fini(&cl);
         return CONFIG_EXIT_USAGE;
     }
     struct config *cfg = config_build(&cl, &err);
@@ -282,105 +417,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct server_limits limits;
-    config_limits(cfg, &limits);
-    struct server *srv = server_new(&limits);
-    if (srv == NULL) {
-        log_error("out of memory");
-        return 1;
-    }
-    if (apply_tls(srv, &cfg->tls, &err) < 0) {
-        log_error("%s", err.msg);
-        return CONFIG_EXIT_USAGE;
-    }
-    int *fds = NULL;
-    unsigned nr_fds = 0;
-    if (open_listeners(cfg, &fds, &nr_fds, &err) < 0) {
-        log_error("%s", err.msg);
-        return 1;
-    }
-    int pid_fd = -1;
-    if (cfg->pidfile != NULL) {
-        pid_fd = daemon_pidfile_open(cfg->pidfile, &err);
-        if (pid_fd < 0) {
-            log_error("%s", err.msg);
-            return 1;
-        }
-    }
-    if (apply_exports(srv, cfg, &err) < 0) {
-        log_error("%s", err.msg);
-        daemon_pidfile_remove(cfg->pidfile, pid_fd);
-        return 1;
-    }
-
-    int ready_fd = -1;
-    if (!cl.foreground) {
-        ready_fd = daemonize();
-    }
-    if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, &err) < 0) {
-        log_error("%s", err.msg);
-        return 1;
-    }
-
-    unsigned threads = cfg->threads;
-    if (threads == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cpus < 1                    ? 1
-                  : cpus > CONFIG_MAX_THREADS ? CONFIG_MAX_THREADS
-                                              : (unsigned)cpus;
-    }
-    struct loop_group loops;
-    struct loop_config loop_config = {
-        .poll_ns =
-            cfg->poll_us > 0 ? (unsigned)(cfg->poll_us * 1000) : LOOP_POLL_NONE,
-    };
-    if (loop_group_start(&loops, threads, &loop_config, &err) < 0) {
-        log_error("%s", err.msg);
-        daemon_pidfile_remove(cfg->pidfile, pid_fd);
-        return 1;
-    }
-    if (server_start(srv, &loops, fds, nr_fds, &err) < 0) {
-        log_error("%s", err.msg);
-        daemon_pidfile_remove(cfg->pidfile, pid_fd);
-        return 1;
-    }
-    free(fds);
-    log_info("serving %u export%s with %u threads", cfg->nr_exports,
-             cfg->nr_exports == 1 ? "" : "s", threads);
-    daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving %u exports",
-                  (int)getpid(), cfg->nr_exports);
-    if (ready_fd >= 0) {
-        char ok = 1;
-        if (write(ready_fd, &ok, 1) != 1) {
-            log_warning("could not report readiness to the parent");
-        }
-        close(ready_fd);
-    }
-
-    /* pidfile, listen and threads stay those of the first configuration. */
-    char *pidfile = cfg->pidfile != NULL ? strdup(cfg->pidfile) : NULL;
-    int sig;
-    for (;;) {
-        sig = sigwaitinfo(&signals, NULL);
-        if (sig < 0) {
-            continue; /* EINTR */
-        }
-        if (sig != SIGHUP) {
-            break;
-        }
-        reload(srv, &cfg, &cl);
-    }
-    daemon_notify("STOPPING=1\nSTATUS=draining");
-    log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
-    r = server_stop(srv);
-    loop_group_stop(&loops);
-    server_free(srv);
-    if (pidfile != NULL) {
-        daemon_pidfile_remove(pidfile, pid_fd);
-    }
-    free(pidfile);
-    config_unref(cfg);
+    int status = serve(&cl, cfg, &signals);
     cmdline_fini(&cl);
-    log_info("stopped");
-    return r < 0 ? 1 : 0;
+    return status;
 }

@@ -63,6 +63,11 @@ allow = 127.0.0.0/8, ::1
 path = direct.img
 cache = none
 trim = off
+
+[export local]
+path = ro.img
+read-only = yes
+allow = unix
 EOF
 
 step "--check-config prints the effective configuration"
@@ -74,7 +79,7 @@ grep -q "^allow = 10.0.0.0/8, 192.168.0.0/16" "$T/check.out" ||
 grep -q "^path = $D/rw.img" "$T/check.out" || fail "relative path not resolved"
 grep -q "^cache = none" "$T/check.out" || fail "cache = none not printed"
 
-start_server -c "$D/nbd-serverd.conf" -l "127.0.0.1:$port"
+start_server -c "$D/nbd-serverd.conf" -l "127.0.0.1:$port" -l "unix:$T/s.sock"
 
 step "nbdinfo --list shows the exports this client may see"
 tmo nbdinfo --list --json "nbd://127.0.0.1:$port" >"$T/list.json" ||
@@ -83,7 +88,7 @@ python3 - "$T/list.json" <<'EOF' || fail "wrong export list"
 import json, sys
 j = json.load(open(sys.argv[1]))
 names = sorted(e["export-name"] for e in j["exports"])
-assert names == ["direct", "near", "ro", "rw"], names
+assert names == ["direct", "near", "ro", "rw"], names  # not secret, local
 desc = {e["export-name"]: e.get("description") for e in j["exports"]}
 assert desc["rw"] == "read-write disk", desc
 ro = [e for e in j["exports"] if e["export-name"] == "ro"][0]
@@ -103,6 +108,18 @@ grep -q "export 'secret' is not allowed to this client" "$SERVER_LOG" ||
 tmo nbdinfo "nbd://127.0.0.1:$port/near" >/dev/null ||
     fail "an export whose allow list has 127.0.0.0/8 is refused"
 server_alive
+
+step "allow = unix: only unix-socket clients see 'local'"
+tmo nbdinfo --list --json "nbd+unix:///?socket=$T/s.sock" >"$T/ulist.json" ||
+    fail "nbdinfo --list over the unix socket failed"
+python3 - "$T/ulist.json" <<'EOF' || fail "wrong export list over the unix socket"
+import json, sys
+names = sorted(e["export-name"] for e in json.load(open(sys.argv[1]))["exports"])
+assert names == ["direct", "local", "ro", "rw"], names
+EOF
+tmo nbdinfo "nbd+unix:///local?socket=$T/s.sock" >/dev/null ||
+    fail "'local' refused over the unix socket"
+expect_fail "nbdinfo local over TCP" nbdinfo "nbd://127.0.0.1:$port/local"
 
 step "data round trips"
 tmo nbdcopy "nbd://127.0.0.1:$port/rw" "$T/rw.copy" || fail "nbdcopy out"

@@ -159,6 +159,16 @@ touch "$T/release2"
 wait "$hold2" || fail "client 2 failed: $(cat "$T/hold2.out")"
 stop_server
 
+step "stderr is the journal (JOURNAL_STREAM): <N> priority prefixes"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$SERVER_LOG")
+export JOURNAL_STREAM
+start_server -l "127.0.0.1:$port" -e "disk=$T/disk.img"
+unset JOURNAL_STREAM
+stop_server
+tail -n 3 "$SERVER_LOG" | grep -q '^<6>stopped$' ||
+    fail "no <6> prefix under JOURNAL_STREAM: $(tail -n 3 "$SERVER_LOG")"
+grep -q '^<6>listening on 127.0.0.1:' "$SERVER_LOG" || fail "no <6>listening"
+
 step "SIGTERM drains within --shutdown-timeout, then exits 0"
 start_server -l "127.0.0.1:$port" -e "disk=$T/disk.img" --shutdown-timeout 1
 rm -f "$T/ready1" "$T/release1"
