@@ -64,7 +64,8 @@ ANY_THREAD struct backend *backend_file_open(const char *path, bool read_only,
  * backend_file_open with flags.  With BACKEND_OPEN_DIRECT, reads and
  * writes aligned to 4096 bytes (offset, length and buffer) bypass the
  * page cache; others stay buffered, so any request works.  A file system
- * that refuses O_DIRECT (tmpfs) fails the open with a message saying so.
+ * that refuses O_DIRECT (tmpfs before Linux 6.6) fails the open with a
+ * message saying so.
  * ANY_THREAD.
  */
 ANY_THREAD struct backend *

@@ -214,8 +214,8 @@ static int open_direct(struct backend *be, struct err *err)
         if (e == EINVAL) {
             return err_set(err, e,
                            "%s: cache=none: the file system refuses O_DIRECT "
-                           "(tmpfs does); use cache=writeback or put the "
-                           "image elsewhere",
+                           "(tmpfs before Linux 6.6 does); use "
+                           "cache=writeback or put the image elsewhere",
                            be->path);
         }
         return err_set_errno(err, e, "%s: cache=none: open with O_DIRECT",

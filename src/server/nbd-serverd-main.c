@@ -188,13 +188,14 @@ out:
 
 /* Binds every listen address, or takes the socket-activated fds. */
 static int open_listeners(const struct config *cfg, int **fds_out,
-                          unsigned *nr_out, struct err *err)
+                          unsigned *nr_out, bool *activated, struct err *err)
 {
     int first = -1;
     int n = daemon_listen_fds(&first, err);
     if (n < 0) {
         return n;
     }
+    *activated = n > 0;
     unsigned nr = n > 0 ? (unsigned)n : cfg->nr_listen;
     int *fds = calloc(nr, sizeof *fds);
     if (fds == NULL) {
@@ -238,6 +239,20 @@ static int open_listeners(const struct config *cfg, int **fds_out,
     return 0;
 }
 
+/*
+ * Removes the socket files of the unix listeners we bound (NULL: none,
+ * e.g. under socket activation, where they belong to systemd), so that
+ * the next start can bind them again.
+ */
+static void unlink_unix_sockets(const struct config *cfg)
+{
+    for (unsigned i = 0; cfg != NULL && i < cfg->nr_listen; i++) {
+        if (strncmp(cfg->listen[i], "unix:", 5) == 0) {
+            unlink(cfg->listen[i] + 5);
+        }
+    }
+}
+
 /* Closes the listening fds not handed to the server yet. */
 static void close_fds(int *fds, unsigned nr)
 {
@@ -277,7 +292,8 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         status = CONFIG_EXIT_USAGE;
         goto out;
     }
-    if (open_listeners(cfg, &fds, &nr_fds, &err) < 0) {
+    bool activated = false;
+    if (open_listeners(cfg, &fds, &nr_fds, &activated, &err) < 0) {
         log_error("%s", err.msg);
         goto out;
     }
@@ -342,6 +358,8 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         close(ready_fd);
     }
 
+    /* The listeners are those of the first configuration. */
+    struct config *cfg_first = activated ? NULL : config_ref(cfg);
     int sig;
     for (;;) {
         sig = sigwaitinfo(signals, NULL);
@@ -356,6 +374,8 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     daemon_notify("STOPPING=1\nSTATUS=draining");
     log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
     status = server_stop(srv) < 0 ? 1 : 0;
+    unlink_unix_sockets(cfg_first);
+    config_unref(cfg_first);
     log_info("stopped");
 
 out:

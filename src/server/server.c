@@ -82,6 +82,53 @@ static struct export *table_lookup(const struct export_table *t,
     return NULL;
 }
 
+/* Whether two exports are configured alike (for the reload log). */
+static bool same_settings(const struct export *a, const struct export *b)
+{
+    bool same_desc = (a->description == NULL && b->description == NULL) ||
+                     (a->description != NULL && b->description != NULL &&
+                      strcmp(a->description, b->description) == 0);
+    bool same_ids = a->nr_tls_identities == b->nr_tls_identities;
+    for (unsigned i = 0; same_ids && i < a->nr_tls_identities; i++) {
+        same_ids = strcmp(a->tls_identities[i], b->tls_identities[i]) == 0;
+    }
+    return a->be == b->be && a->read_only == b->read_only &&
+           a->no_trim == b->no_trim && same_desc && same_ids &&
+           a->nr_allow == b->nr_allow &&
+           (a->nr_allow == 0 ||
+            memcmp(a->allow, b->allow, a->nr_allow * sizeof *a->allow) == 0);
+}
+
+/* Logs what a new export table changes (nothing on the first one). */
+static void log_changes(const struct export_table *old,
+                        const struct export_table *t)
+{
+    if (old->nr == 0) {
+        return;
+    }
+    for (unsigned i = 0; i < t->nr; i++) {
+        const struct export *prev = table_lookup(old, t->exps[i]->name);
+        if (prev == NULL) {
+            log_info("export '%s' added", t->exps[i]->name);
+        } else if (prev->be != t->exps[i]->be) {
+            log_info("export '%s' changed: image reopened; connected "
+                     "clients keep the old one",
+                     t->exps[i]->name);
+        } else if (!same_settings(prev, t->exps[i])) {
+            log_info("export '%s' changed: new settings apply to new "
+                     "connections",
+                     t->exps[i]->name);
+        }
+    }
+    for (unsigned i = 0; i < old->nr; i++) {
+        if (table_lookup(t, old->exps[i]->name) == NULL) {
+            log_info("export '%s' removed: no new clients; connected "
+                     "ones stay until they leave",
+                     old->exps[i]->name);
+        }
+    }
+}
+
 int server_set_exports(struct server *srv, const struct export_config *configs,
                        unsigned nr, struct err *err)
 {
@@ -121,6 +168,7 @@ int server_set_exports(struct server *srv, const struct export_config *configs,
         }
         t->nr++;
     }
+    log_changes(old, t);
     pthread_mutex_lock(&srv->lock);
     struct export_table *replaced = srv->table;
     srv->table = t;

@@ -197,6 +197,19 @@ wait_notify '^READY=1' 5
 [ "$(list_names)" = "a c" ] || fail "exports after a failed reload: $(list_names)"
 server_alive
 
+step "new limits apply to new connections, not to the reader's"
+write_conf "disk c" "" "max-connections = 1"
+kill -HUP "$SERVER_PID"
+wait_notify '^READY=1' 6
+expect_fail "a second client over max-connections = 1" \
+    nbdinfo "nbd://127.0.0.1:$port/c"
+grep -q "refused: already 1 connections (max-connections)" "$SERVER_LOG" ||
+    fail "the new limit is not applied"
+grep -q "export 'b' removed" "$SERVER_LOG" || fail "removal of b not logged"
+grep -q "export 'c' added" "$SERVER_LOG" || fail "addition of c not logged"
+grep -q "export 'c' changed: new settings" "$SERVER_LOG" ||
+    fail "change of c not logged"
+
 step "the reader never failed"
 after=$(progress)
 for ((i = 0; i < 200; i++)); do

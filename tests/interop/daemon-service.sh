@@ -42,6 +42,13 @@ echo 999999 >"$pidfile"
 start_server -l "127.0.0.1:$port" -e "disk=$T/disk.img"
 stop_server
 
+step "a unix socket is removed on exit, so a restart binds it again"
+start_server -l "unix:$T/u.sock" -e "disk=$T/disk.img"
+stop_server
+[ ! -e "$T/u.sock" ] || fail "the unix socket file was left behind"
+start_server -l "unix:$T/u.sock" -e "disk=$T/disk.img"
+stop_server
+
 step "daemon mode (no -f): the parent returns once the daemon is ready"
 "$BUILD/nbd-serverd" --pidfile "$T/daemon.pid" -l "127.0.0.1:$port" \
     -e "disk=$T/disk.img" >"$T/daemon.out" 2>&1 ||
@@ -113,6 +120,7 @@ tmo nbdinfo "nbd+unix:///disk?socket=$T/act.sock" >/dev/null ||
 probe "127.0.0.1:$unused" && fail "the configured listen address is used too"
 grep -q "socket activation, fd 3" "$SERVER_LOG" || fail "activation not logged"
 stop_server
+[ -S "$T/act.sock" ] || fail "an activated socket's file was removed"
 
 step "max-connections: the extra client is closed and logged"
 cat >"$T/hold.py" <<'EOF'

@@ -78,7 +78,8 @@ START_TEST(test_server_allow_lists)
     ck_assert(!allows(list, n, "::ffff:127.0.0.1"));
     /* Unix clients only with the "unix" entry. */
     ck_assert(!allows(list, n, "unix"));
-    struct server_allow with_unix[] = {net("127.0.0.1", 32), {.family = AF_UNIX}};
+    struct server_allow with_unix[] = {net("127.0.0.1", 32),
+                                       {.family = AF_UNIX}};
     ck_assert(allows(with_unix, 2, "unix"));
     ck_assert(allows(with_unix, 2, "127.0.0.1"));
     ck_assert(!allows(with_unix, 2, "127.0.0.2"));
