@@ -88,6 +88,11 @@ ANY_THREAD bool backend_is_rotational(const struct backend *be);
 ANY_THREAD enum backend_concurrency
 backend_concurrency(const struct backend *be);
 ANY_THREAD const char *backend_path(const struct backend *be);
+/*
+ * Whether `path` names the file the backend has open now (same device
+ * and inode): false once the file was replaced or removed.  ANY_THREAD.
+ */
+ANY_THREAD bool backend_same_file(const struct backend *be, const char *path);
 /* Whether the image was opened for cache=none. */
 ANY_THREAD bool backend_is_direct(const struct backend *be);
 

@@ -379,6 +379,13 @@ const char *backend_path(const struct backend *be)
     return be->path;
 }
 
+bool backend_same_file(const struct backend *be, const char *path)
+{
+    struct stat a, b;
+    return stat(path, &a) == 0 && fstat(be->fd, &b) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 bool backend_is_direct(const struct backend *be)
 {
     return be->dfd >= 0;

@@ -129,9 +129,11 @@ void export_unref(struct export *exp)
 bool export_same_image(const struct export *exp,
                        const struct export_config *config)
 {
+    /* A file replaced under the same name (a new inode) is reopened. */
     return strcmp(exp->path, config->path) == 0 &&
            backend_read_only(exp->be) == config->read_only &&
-           exp->direct == config->direct;
+           exp->direct == config->direct &&
+           backend_same_file(exp->be, config->path);
 }
 
 struct export_table *export_table_new(unsigned nr)

@@ -215,7 +215,8 @@ ANY_THREAD struct export *export_new(const struct export_config *config,
                                      struct backend *reuse, struct err *err);
 ANY_THREAD struct export *export_ref(struct export *exp);
 ANY_THREAD void export_unref(struct export *exp); /* NULL allowed */
-/* Whether the export's image settings match (its backend can be kept). */
+/* Whether the export's image settings match and its file is still the one
+ * at that path (its backend can be kept). */
 ANY_THREAD bool export_same_image(const struct export *exp,
                                   const struct export_config *config);
 ANY_THREAD struct export_table *export_table_new(unsigned nr);

@@ -13,7 +13,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-requires nbdinfo python3 truncate
+requires nbdinfo nbdcopy python3 truncate cmp
 requires_nbd_python
 if ! is_our_server; then
     skip "reloading a configuration file is specific to nbd-serverd"
@@ -184,23 +184,34 @@ tmo nbdinfo --json "nbd://127.0.0.1:$port/c" >"$T/c.json"
 grep -q '"description": "disk c, changed"' "$T/c.json" ||
     fail "description of c did not change: $(cat "$T/c.json")"
 
+step "an image replaced under the same name is reopened"
+make_random "$T/cseed" 2M
+cp "$T/cseed" "$T/c.new"
+mv "$T/c.new" "$T/c.img"
+kill -HUP "$SERVER_PID"
+wait_notify '^READY=1' 4
+grep -q "export 'c' changed: image reopened" "$SERVER_LOG" ||
+    fail "the replaced image of c was not reopened"
+tmo nbdcopy "nbd://127.0.0.1:$port/c" "$T/c.copy" || fail "nbdcopy c"
+cmp "$T/c.copy" "$T/cseed" || fail "c does not serve the new image"
+
 step "a broken file keeps the running configuration"
 write_conf "disk c" "" "bogus-key = 1"
 kill -HUP "$SERVER_PID"
-wait_notify '^READY=1' 4
+wait_notify '^READY=1' 5
 grep -q "reload failed, the running configuration stays: .*nbd-serverd.conf:4: unknown key 'bogus-key'" \
     "$SERVER_LOG" || fail "the failed reload is not logged with FILE:LINE"
 [ "$(list_names)" = "a c" ] || fail "exports after a failed reload: $(list_names)"
 printf '[export a]\npath = a.img\n[export z]\npath = missing.img\n' >"$conf"
 kill -HUP "$SERVER_PID"
-wait_notify '^READY=1' 5
+wait_notify '^READY=1' 6
 [ "$(list_names)" = "a c" ] || fail "exports after a failed reload: $(list_names)"
 server_alive
 
 step "new limits apply to new connections, not to the reader's"
 write_conf "disk c" "" "max-connections = 1"
 kill -HUP "$SERVER_PID"
-wait_notify '^READY=1' 6
+wait_notify '^READY=1' 7
 expect_fail "a second client over max-connections = 1" \
     nbdinfo "nbd://127.0.0.1:$port/c"
 grep -q "refused: already 1 connections (max-connections)" "$SERVER_LOG" ||
