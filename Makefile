@@ -21,7 +21,7 @@ else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
 
-PKGS := liburing gnutls
+PKGS := liburing gnutls inih
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
@@ -62,13 +62,22 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
-            python3-libnbd fio
+            python3-libnbd fio systemd groff-base man-db
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
 .PHONY: all check check-unit check-interop check-asan check-tsan bench \
-        bench-threads bench-runtime deps clean format check-format serve
+        bench-threads bench-runtime deps clean format check-format serve \
+        install
+
+# Installation directories; DESTDIR is prepended to each.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
 
@@ -141,6 +150,32 @@ deps:
 	elif [ "$$(id -u)" = 0 ]; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else echo "run as root: apt-get install -y$$missing"; fi
+
+# The daemon goes to sbin, other programs to bin.  The configuration
+# example is installed as nbd-serverd.conf.example, and as
+# nbd-serverd.conf unless one exists; the units get the real paths.
+install: $(PROGS)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd $(DESTDIR)$(UNITDIR)
+	install -m 755 $(BUILD)/nbd-serverd $(DESTDIR)$(SBINDIR)/nbd-serverd
+	for p in $(filter-out $(BUILD)/nbd-serverd,$(PROGS)); do \
+	    install -m 755 $$p $(DESTDIR)$(BINDIR)/; done
+	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	for m in $(wildcard man/*.1); do \
+	    install -d $(DESTDIR)$(MANDIR)/man1 && \
+	    install -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
+	install -m 644 conf/nbd-serverd.conf \
+	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf ] || \
+	    install -m 644 conf/nbd-serverd.conf \
+	        $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf
+	for u in nbd-serverd.service nbd-serverd.socket; do \
+	    sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
+	        -e 's|/etc/nbd-serverd/|$(SYSCONFDIR)/nbd-serverd/|g' \
+	        systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
+	    chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -56,6 +56,21 @@ struct backend_extent {
 ANY_THREAD struct backend *backend_file_open(const char *path, bool read_only,
                                              struct err *err);
 
+/* Flags of backend_file_open_flags. */
+#define BACKEND_OPEN_READ_ONLY 0x1u
+#define BACKEND_OPEN_DIRECT 0x2u /* cache=none: aligned I/O uses O_DIRECT */
+
+/*
+ * backend_file_open with flags.  With BACKEND_OPEN_DIRECT, reads and
+ * writes aligned to 4096 bytes (offset, length and buffer) bypass the
+ * page cache; others stay buffered, so any request works.  A file system
+ * that refuses O_DIRECT (tmpfs before Linux 6.6) fails the open with a
+ * message saying so.
+ * ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+backend_file_open_flags(const char *path, unsigned flags, struct err *err);
+
 ANY_THREAD struct backend *backend_ref(struct backend *be);
 /* Drops a reference; the last one closes the file.  NULL is allowed. */
 ANY_THREAD void backend_unref(struct backend *be);
@@ -73,6 +88,13 @@ ANY_THREAD bool backend_is_rotational(const struct backend *be);
 ANY_THREAD enum backend_concurrency
 backend_concurrency(const struct backend *be);
 ANY_THREAD const char *backend_path(const struct backend *be);
+/*
+ * Whether `path` names the file the backend has open now (same device
+ * and inode): false once the file was replaced or removed.  ANY_THREAD.
+ */
+ANY_THREAD bool backend_same_file(const struct backend *be, const char *path);
+/* Whether the image was opened for cache=none. */
+ANY_THREAD bool backend_is_direct(const struct backend *be);
 
 /* Reads exactly len bytes at offset (short reads are retried). */
 CORO_FN int backend_pread(struct backend *be, void *buf, uint32_t len,

@@ -32,6 +32,13 @@ void log_set_program(const char *name);
  * once, before other threads start. */
 void log_use_syslog(void);
 
+/*
+ * Writes stderr lines as "<N>message", N the syslog priority (the
+ * sd-daemon convention: systemd's journal reads it).  Call once, before
+ * other threads start.
+ */
+void log_use_prefixes(void);
+
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

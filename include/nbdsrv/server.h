@@ -20,21 +20,51 @@
 
 struct server;
 
-/* One export as configured.  Strings are copied by server_add_export. */
+/*
+ * One entry of an export's allow list: clients whose address lies in
+ * addr/prefix.  family is AF_INET (addr[0..3]), AF_INET6 (addr[0..15])
+ * or AF_UNIX (every unix-socket client; addr and prefix unused).  An
+ * IPv4 client reaching an IPv6 listener (::ffff:a.b.c.d) matches as IPv4.
+ */
+struct server_allow {
+    int family;
+    uint8_t addr[16];
+    unsigned prefix; /* bits: 0-32 (IPv4) or 0-128 (IPv6) */
+};
+
+/*
+ * One export as configured.  Borrowed by server_set_exports, which copies
+ * what it keeps.
+ */
 struct export_config {
     const char *name;
     const char *path;
     const char *description; /* may be NULL */
     bool read_only;
+    bool direct;  /* cache=none: O_DIRECT for aligned I/O */
+    bool no_trim; /* trim=off: NBD_CMD_TRIM is not advertised */
+    const struct server_allow *allow; /* NULL: every client */
+    unsigned nr_allow;
+    /* Allowed TLS identities (PSK names or certificate DNs), kept for the
+     * TLS code; not enforced by this build (TLS is off). */
+    const char *const *tls_identities;
+    unsigned nr_tls_identities;
 };
 
+/*
+ * Limits.  A connection takes a copy of the limits current when it is
+ * accepted: server_set_limits applies to new connections only.
+ */
 struct server_limits {
     uint64_t handshake_timeout_ns; /* 0: no deadline */
+    uint64_t shutdown_timeout_ns;  /* bound on the drain of server_stop */
     unsigned max_requests;         /* in flight per connection */
     uint64_t max_inflight_bytes;   /* payload bytes per connection */
+    unsigned max_connections;      /* 0: unlimited */
 };
 
 #define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
+#define SERVER_DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000000000ull)
 #define SERVER_DEFAULT_MAX_REQUESTS 128u
 #define SERVER_DEFAULT_MAX_INFLIGHT_BYTES (64ull * 1024 * 1024)
 
@@ -44,11 +74,30 @@ ANY_THREAD struct server *server_new(const struct server_limits *limits);
 /*
  * Opens the export's image and adds it.  Fails (with err naming the file
  * or the duplicate name) if the name is taken or the image cannot be
- * opened.  Call before server_start.
+ * opened.  Equivalent to server_set_exports with the current exports
+ * plus this one.  ANY_THREAD (not a loop thread).
  */
 ANY_THREAD int server_add_export(struct server *srv,
                                  const struct export_config *config,
                                  struct err *err);
+
+/*
+ * Replaces the whole export table, before or after server_start (a
+ * reload).  An export whose name, path, read-only and cache settings are
+ * unchanged keeps its open image; the others are opened anew.  Either
+ * every export is in place or, on failure (err names the export), the
+ * old table stays untouched.  Connections keep the export they entered
+ * transmission with (a reference) until they end; a removed export only
+ * stops being offered to new clients.  The first export also answers to
+ * the empty name.  ANY_THREAD (not a loop thread: it opens files).
+ */
+ANY_THREAD int server_set_exports(struct server *srv,
+                                  const struct export_config *configs,
+                                  unsigned nr, struct err *err);
+
+/* Replaces the limits for connections accepted from now on. */
+ANY_THREAD void server_set_limits(struct server *srv,
+                                  const struct server_limits *limits);
 
 /*
  * Starts accepting on each listening fd (taken: closed by the server),

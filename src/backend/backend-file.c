@@ -24,6 +24,17 @@
  *  - Block devices take fallocate only in logical-block units: the
  *    unaligned head and tail of a zero request are written, and those of
  *    a trim skipped.
+ *
+ * cache=none (BACKEND_OPEN_DIRECT) opens the image a second time with
+ * O_DIRECT.  A read or write whose offset, length and buffer are all
+ * aligned to direct_align (4096, or a block device's larger logical block
+ * size) goes through that descriptor and bypasses the page cache; any
+ * other (the tail of an image whose size is not a multiple, a client that
+ * ignores the preferred block size) goes through the buffered descriptor.
+ * The kernel keeps the two coherent (a direct read first writes back
+ * dirty cached pages of its range, a direct write drops them), so every
+ * request is answered correctly, and the common aligned case uses no
+ * bounce buffer (payload buffers of 4 KiB and up are page-aligned).
  */
 #include "nbdsrv/backend.h"
 #include "nbdsrv/coro-io.h"
@@ -60,9 +71,11 @@ static const char zero_buf[ZERO_CHUNK];
  * Fields not marked otherwise are immutable after init.
  */
 struct backend {
-    atomic_uint refs; /* atomic; see backend_unref for the ordering */
-    int fd;           /* O_CLOEXEC, O_RDWR or O_RDONLY */
-    char *path;       /* as given to backend_file_open; owned */
+    atomic_uint refs;      /* atomic; see backend_unref for the ordering */
+    int fd;                /* O_CLOEXEC, O_RDWR or O_RDONLY */
+    int dfd;               /* the same with O_DIRECT (cache=none), or -1 */
+    uint32_t direct_align; /* alignment of I/O through dfd */
+    char *path;            /* as given to backend_file_open; owned */
     uint64_t size;
     uint32_t align; /* fallocate granularity: 1, or the logical block size
                        of a block device */
@@ -186,12 +199,43 @@ static int backend_probe(struct backend *be, const struct stat *st,
 struct backend *backend_file_open(const char *path, bool read_only,
                                   struct err *err)
 {
+    return backend_file_open_flags(path, read_only ? BACKEND_OPEN_READ_ONLY : 0,
+                                   err);
+}
+
+/* Opens the O_DIRECT descriptor of cache=none.  0 or -errno. */
+static int open_direct(struct backend *be, struct err *err)
+{
+    int flags =
+        (be->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_DIRECT;
+    be->dfd = open(be->path, flags);
+    if (be->dfd < 0) {
+        int e = errno;
+        if (e == EINVAL) {
+            return err_set(err, e,
+                           "%s: cache=none: the file system refuses O_DIRECT "
+                           "(tmpfs before Linux 6.6 does); use "
+                           "cache=writeback or put the image elsewhere",
+                           be->path);
+        }
+        return err_set_errno(err, e, "%s: cache=none: open with O_DIRECT",
+                             be->path);
+    }
+    be->direct_align = be->align > 4096 ? be->align : 4096;
+    return 0;
+}
+
+struct backend *backend_file_open_flags(const char *path, unsigned open_flags,
+                                        struct err *err)
+{
+    bool read_only = (open_flags & BACKEND_OPEN_READ_ONLY) != 0;
     struct backend *be = calloc(1, sizeof *be);
     if (be == NULL) {
         err_set_errno(err, ENOMEM, "%s", path);
         return NULL;
     }
     atomic_init(&be->refs, 1);
+    be->dfd = -1;
     atomic_init(&be->no_punch, false);
     atomic_init(&be->no_zero_range, false);
     atomic_init(&be->no_alloc, false);
@@ -233,6 +277,9 @@ struct backend *backend_file_open(const char *path, bool read_only,
         err_set_errno(err, errno, "%s: fcntl", path);
         goto out_close;
     }
+    if ((open_flags & BACKEND_OPEN_DIRECT) && open_direct(be, err) < 0) {
+        goto out_close;
+    }
     return be;
 
 out_close:
@@ -269,6 +316,10 @@ void backend_unref(struct backend *be)
     }
     close(be->fd);
     be->fd = -1;
+    if (be->dfd >= 0) {
+        close(be->dfd);
+        be->dfd = -1;
+    }
     free(be->path);
     be->path = NULL;
     free(be);
@@ -328,6 +379,32 @@ const char *backend_path(const struct backend *be)
     return be->path;
 }
 
+bool backend_same_file(const struct backend *be, const char *path)
+{
+    struct stat a, b;
+    return stat(path, &a) == 0 && fstat(be->fd, &b) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+bool backend_is_direct(const struct backend *be)
+{
+    return be->dfd >= 0;
+}
+
+/* The descriptor for this piece of I/O: O_DIRECT when all is aligned. */
+static int io_fd(const struct backend *be, const void *p, uint32_t len,
+                 uint64_t offset)
+{
+    if (be->dfd < 0) {
+        return be->fd;
+    }
+    uint64_t a = be->direct_align;
+    if (offset % a == 0 && len % a == 0 && (uintptr_t)p % a == 0) {
+        return be->dfd;
+    }
+    return be->fd;
+}
+
 /* Whether [offset, offset+len) lies inside the export. */
 static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
 {
@@ -348,7 +425,8 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
             r = pread(be->fd, p + done, len - done, (off_t)(offset + done));
             r = r < 0 ? -errno : r;
         } else {
-            r = coro_read(be->fd, p + done, len - done, offset + done);
+            int fd = io_fd(be, p + done, len - done, offset + done);
+            r = coro_read(fd, p + done, len - done, offset + done);
         }
         if (r == -EINTR) {
             continue;
@@ -373,9 +451,10 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
 static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
                           uint64_t offset, bool dsync, bool *synced)
 {
+    int fd = io_fd(be, p, len, offset);
     if (dsync && !be->in_memory &&
         !atomic_load_explicit(&be->no_dsync, memory_order_relaxed)) {
-        ssize_t r = coro_write_flags(be->fd, p, len, offset, RWF_DSYNC);
+        ssize_t r = coro_write_flags(fd, p, len, offset, RWF_DSYNC);
         if (r != -EOPNOTSUPP) {
             *synced = true;
             return r;
@@ -387,7 +466,7 @@ static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
         ssize_t r = pwrite(be->fd, p, len, (off_t)offset);
         return r < 0 ? -errno : r;
     }
-    return coro_write(be->fd, p, len, offset);
+    return coro_write(fd, p, len, offset);
 }
 
 int backend_pwrite(struct backend *be, const void *buf, uint32_t len,

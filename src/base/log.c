@@ -15,6 +15,13 @@ static _Atomic int log_level = LOG_LEVEL_INFO;
 static const char *log_program = "nbd-serverd";
 /* Immutable after start-up. */
 static int log_syslog;
+/* Immutable after start-up: stderr goes to systemd's journal. */
+static int log_prefix;
+
+void log_use_prefixes(void)
+{
+    log_prefix = 1;
+}
 
 void log_use_syslog(void)
 {
@@ -58,8 +65,14 @@ void log_msg(enum log_level level, const char *fmt, ...)
         return;
     }
     char line[1024];
-    int n =
-        snprintf(line, sizeof line, "%s: %s: ", log_program, level_name(level));
+    int n;
+    if (log_syslog || log_prefix) {
+        /* syslog and the journal record the program and the priority. */
+        n = log_prefix ? snprintf(line, sizeof line, "<%d>", (int)level) : 0;
+    } else {
+        n = snprintf(line, sizeof line, "%s: %s: ", log_program,
+                     level_name(level));
+    }
     va_list ap;
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < sizeof line) {
@@ -72,6 +85,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     }
     if ((size_t)n >= sizeof line - 1) {
         n = sizeof line - 2;
+    }
+    if (log_syslog) {
+        line[n] = '\0';
+        syslog((int)level, "%s", line);
+        return;
     }
     line[n++] = '\n';
     /* One write() keeps lines from different threads whole. */

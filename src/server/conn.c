@@ -185,6 +185,8 @@ static void conn_free(struct conn *conn)
     }
     free(conn->push);
     chan_unref(conn->ch);
+    export_unref(conn->exp);
+    export_table_unref(conn->table);
     free(conn->meta_export);
     co_queue_fini(&conn->flow_wait);
     co_mutex_fini(&conn->flow_lock);
@@ -206,11 +208,18 @@ void conn_unref(struct conn *conn)
     }
 }
 
-/* Adds the connection to the server's list; false once stopping. */
-static bool conn_register(struct conn *conn)
+/*
+ * Adds the connection to the server's list and copies the current limits;
+ * false once stopping or when the connection is one too many (max_over
+ * tells which).
+ */
+static bool conn_register(struct conn *conn, bool *max_over)
 {
     struct server *srv = conn->srv;
     pthread_mutex_lock(&srv->lock);
+    conn->limits = srv->limits;
+    *max_over = conn->limits.max_connections != 0 &&
+                srv->nr_conns >= conn->limits.max_connections;
     conn->prev = NULL;
     conn->next = srv->conns;
     if (srv->conns != NULL) {
@@ -221,7 +230,7 @@ static bool conn_register(struct conn *conn)
     pthread_mutex_unlock(&srv->lock);
     /* server_stop sets `stopping` before it walks the list: a connection
      * added after the walk sees the flag here (both seq_cst). */
-    return !atomic_load(&srv->stopping);
+    return !atomic_load(&srv->stopping) && !*max_over;
 }
 
 struct handshake_deadline {
@@ -240,7 +249,7 @@ static void handshake_expired(struct coro_timer *timer)
 
 static void flow_acquire(struct conn *conn, uint64_t bytes)
 {
-    const struct server_limits *lim = &conn->srv->limits;
+    const struct server_limits *lim = &conn->limits;
     co_mutex_lock(&conn->flow_lock);
     while (conn->inflight >= lim->max_requests ||
            (conn->inflight > 0 &&
@@ -380,7 +389,9 @@ static void receive_requests(struct conn *conn)
         if (!draining &&
             atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
             draining = true;
-            coro_timer_start(&window.timer, SHUTDOWN_WINDOW_NS,
+            uint64_t ns = conn->limits.shutdown_timeout_ns;
+            coro_timer_start(&window.timer,
+                             ns < SHUTDOWN_WINDOW_NS ? ns : SHUTDOWN_WINDOW_NS,
                              shutdown_window_over);
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
@@ -465,7 +476,8 @@ static void receive_requests(struct conn *conn)
     }
 }
 
-void conn_run(struct server *srv, int fd, const char *peer)
+void conn_run(struct server *srv, int fd, const char *peer,
+              const struct sockaddr_storage *peer_addr)
 {
     struct conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
@@ -493,28 +505,37 @@ void conn_run(struct server *srv, int fd, const char *peer)
         conn->push[i].conn = conn;
     }
     snprintf(conn->peer, sizeof conn->peer, "%s", peer);
+    conn->peer_addr = *peer_addr;
     atomic_init(&conn->refcount, 1);
     co_mutex_init(&conn->send_lock);
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);
-    if (!conn_register(conn)) {
+    bool max_over;
+    if (!conn_register(conn, &max_over)) {
+        if (max_over) {
+            log_warning("%s: refused: already %u connections "
+                        "(max-connections)",
+                        conn->peer, conn->limits.max_connections);
+        }
         conn_unref(conn);
         return;
     }
     log_debug("%s: connected", conn->peer);
 
     struct handshake_deadline deadline = {.conn = conn};
-    if (srv->limits.handshake_timeout_ns != 0) {
-        coro_timer_start(&deadline.timer, srv->limits.handshake_timeout_ns,
-                         handshake_expired);
+    uint64_t hs_timeout = conn->limits.handshake_timeout_ns;
+    if (hs_timeout != 0) {
+        coro_timer_start(&deadline.timer, hs_timeout, handshake_expired);
     }
+    conn->table = server_get_table(srv);
     int r = negotiate(conn);
+    export_table_unref(conn->table);
+    conn->table = NULL;
     conn->rbuf = bufpool_get(CONN_RBUF_SIZE);
     if (conn->rbuf == NULL) {
         r = -ENOMEM;
     }
-    bool expired = srv->limits.handshake_timeout_ns != 0 &&
-                   coro_timer_stop(&deadline.timer);
+    bool expired = hs_timeout != 0 && coro_timer_stop(&deadline.timer);
     if (r == 0 && !expired) {
         log_debug("%s: serving export '%s'%s%s", conn->peer, conn->exp->name,
                   conn->structured ? ", structured replies" : "",

@@ -1,30 +1,242 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Exports: the name-to-image map and what each export advertises.
+ * Exports: the name-to-image map, who may see each export, and what each
+ * export advertises.
  *
- * A client names an export; the name is only ever looked up in this
- * list, never used as a path.  The first export also answers to "".
+ * A client names an export; the name is only ever looked up in the
+ * current export table, never used as a path.  The first export also
+ * answers to "".  Tables are immutable snapshots replaced as a whole by
+ * server_set_exports (a reload); an export is shared by the tables that
+ * list it and the connections using it, and freed with its last
+ * reference, so a removed export lives on until its last client leaves.
+ *
+ * Allow lists: a client whose address is outside an export's list does
+ * not see it at all (LIST leaves it out, INFO and GO say
+ * NBD_REP_ERR_UNKNOWN), so a refused client learns nothing about it.
  */
 #include "nbdsrv/log.h"
 #include "server-int.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
-const struct export *server_find_export(const struct server *srv,
-                                        const char *name, size_t len)
+static char *strdup_or_null(const char *s, bool *failed)
 {
-    if (len == 0 && srv->nr_exports > 0) {
-        return &srv->exports[0];
+    if (s == NULL) {
+        return NULL;
     }
-    for (unsigned i = 0; i < srv->nr_exports; i++) {
-        const struct export *exp = &srv->exports[i];
-        if (strlen(exp->name) == len && memcmp(exp->name, name, len) == 0) {
-            return exp;
+    char *d = strdup(s);
+    if (d == NULL) {
+        *failed = true;
+    }
+    return d;
+}
+
+static void export_free(struct export *exp)
+{
+    free(exp->name);
+    free(exp->path);
+    free(exp->description);
+    free(exp->allow);
+    for (unsigned i = 0; i < exp->nr_tls_identities; i++) {
+        free(exp->tls_identities[i]);
+    }
+    free(exp->tls_identities);
+    backend_unref(exp->be);
+    free(exp);
+}
+
+struct export *export_new(const struct export_config *config,
+                          struct backend *reuse, struct err *err)
+{
+    struct export *exp = calloc(1, sizeof *exp);
+    if (exp == NULL) {
+        err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&exp->refs, 1);
+    bool failed = false;
+    exp->name = strdup_or_null(config->name, &failed);
+    exp->path = strdup_or_null(config->path, &failed);
+    exp->description = strdup_or_null(config->description, &failed);
+    exp->direct = config->direct;
+    exp->no_trim = config->no_trim;
+    if (config->nr_allow > 0) {
+        exp->allow = calloc(config->nr_allow, sizeof *exp->allow);
+        if (exp->allow == NULL) {
+            failed = true;
+        } else {
+            memcpy(exp->allow, config->allow,
+                   config->nr_allow * sizeof *exp->allow);
+            exp->nr_allow = config->nr_allow;
         }
     }
+    if (config->nr_tls_identities > 0) {
+        exp->tls_identities =
+            calloc(config->nr_tls_identities, sizeof *exp->tls_identities);
+        if (exp->tls_identities == NULL) {
+            failed = true;
+        } else {
+            exp->nr_tls_identities = config->nr_tls_identities;
+            for (unsigned i = 0; i < config->nr_tls_identities; i++) {
+                exp->tls_identities[i] =
+                    strdup_or_null(config->tls_identities[i], &failed);
+            }
+        }
+    }
+    if (failed) {
+        err_set(err, ENOMEM, "out of memory");
+        goto out_free;
+    }
+    if (reuse != NULL) {
+        exp->be = backend_ref(reuse);
+    } else {
+        unsigned flags = (config->read_only ? BACKEND_OPEN_READ_ONLY : 0) |
+                         (config->direct ? BACKEND_OPEN_DIRECT : 0);
+        exp->be = backend_file_open_flags(config->path, flags, err);
+        if (exp->be == NULL) {
+            goto out_free;
+        }
+    }
+    exp->read_only = config->read_only || backend_read_only(exp->be);
+    return exp;
+
+out_free:
+    export_free(exp);
     return NULL;
+}
+
+struct export *export_ref(struct export *exp)
+{
+    /* Relaxed: the caller already holds a reference. */
+    atomic_fetch_add_explicit(&exp->refs, 1, memory_order_relaxed);
+    return exp;
+}
+
+void export_unref(struct export *exp)
+{
+    if (exp == NULL) {
+        return;
+    }
+    /* acq_rel: the last holder sees every other holder's use first. */
+    if (atomic_fetch_sub_explicit(&exp->refs, 1, memory_order_acq_rel) == 1) {
+        export_free(exp);
+    }
+}
+
+bool export_same_image(const struct export *exp,
+                       const struct export_config *config)
+{
+    /* A file replaced under the same name (a new inode) is reopened. */
+    return strcmp(exp->path, config->path) == 0 &&
+           backend_read_only(exp->be) == config->read_only &&
+           exp->direct == config->direct &&
+           backend_same_file(exp->be, config->path);
+}
+
+struct export_table *export_table_new(unsigned nr)
+{
+    struct export_table *t = calloc(1, sizeof *t + nr * sizeof t->exps[0]);
+    if (t != NULL) {
+        atomic_init(&t->refs, 1);
+    }
+    return t;
+}
+
+void export_table_unref(struct export_table *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    /* acq_rel: as export_unref. */
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (unsigned i = 0; i < t->nr; i++) {
+        export_unref(t->exps[i]);
+    }
+    free(t);
+}
+
+struct export_table *server_get_table(struct server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    struct export_table *t = srv->table;
+    /* Relaxed: srv->lock orders this against the swap's unref. */
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&srv->lock);
+    return t;
+}
+
+/* Whether the first `bits` bits of a and b are equal. */
+static bool prefix_match(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned bytes = bits / 8;
+    if (memcmp(a, b, bytes) != 0) {
+        return false;
+    }
+    unsigned rest = bits % 8;
+    if (rest == 0) {
+        return true;
+    }
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (a[bytes] & mask) == (b[bytes] & mask);
+}
+
+bool export_allows(const struct export *exp,
+                   const struct sockaddr_storage *peer)
+{
+    if (exp->allow == NULL) {
+        return true;
+    }
+    int family = peer->ss_family;
+    uint8_t addr[16];
+    if (family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)peer;
+        memcpy(addr, &sin->sin_addr, 4);
+    } else if (family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)peer;
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            family = AF_INET;
+            memcpy(addr, sin6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            memcpy(addr, &sin6->sin6_addr, 16);
+        }
+    }
+    for (unsigned i = 0; i < exp->nr_allow; i++) {
+        const struct server_allow *a = &exp->allow[i];
+        if (a->family != family) {
+            continue;
+        }
+        if (family == AF_UNIX || prefix_match(addr, a->addr, a->prefix)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+struct export *conn_find_export(const struct conn *conn, const char *name,
+                                size_t len)
+{
+    const struct export_table *t = conn->table;
+    struct export *exp = NULL;
+    if (len == 0 && t->nr > 0) {
+        exp = t->exps[0];
+    }
+    for (unsigned i = 0; exp == NULL && i < t->nr; i++) {
+        if (strlen(t->exps[i]->name) == len &&
+            memcmp(t->exps[i]->name, name, len) == 0) {
+            exp = t->exps[i];
+        }
+    }
+    if (exp != NULL && !export_allows(exp, &conn->peer_addr)) {
+        log_info("%s: export '%s' is not allowed to this client", conn->peer,
+                 exp->name);
+        return NULL;
+    }
+    return exp;
 }
 
 uint16_t export_tx_flags(const struct export *exp, bool structured)
@@ -35,7 +247,7 @@ uint16_t export_tx_flags(const struct export *exp, bool structured)
     if (exp->read_only) {
         flags |= PROTO_FLAG_READ_ONLY;
     } else {
-        if (backend_can_trim(be)) {
+        if (backend_can_trim(be) && !exp->no_trim) {
             flags |= PROTO_FLAG_SEND_TRIM;
         }
         if (backend_can_zero(be)) {

@@ -1,259 +1,42 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * nbd-serverd: the command line, daemonizing, the pidfile and signals.
+ * nbd-serverd: start-up, daemonizing, signals and reload.
  *
- * Order of start-up: parse the options, open every export and bind every
- * listener (so that mistakes are reported on the terminal), daemonize
- * unless -f, write the pidfile, start the loops, start serving, and only
- * then report readiness (the parent of a daemon exits 0 at that point).
- * The main thread then waits for SIGINT or SIGTERM with sigwaitinfo; it
- * is not a loop thread, so it may block.
+ * Order of start-up: parse the command line and build the configuration
+ * (config_build: every mistake is reported before anything starts, exit
+ * status 2), take the socket-activated listeners or bind our own, lock
+ * the pidfile, open every export, daemonize unless -f, write the pid,
+ * start the loops, start serving, and only then report readiness (to
+ * systemd with READY=1, to the parent of a daemon through a pipe).
+ *
+ * The main thread then waits in sigwaitinfo (it is not a loop thread, so
+ * it may block): SIGHUP rebuilds the configuration with the same command
+ * line and applies it (exports, limits, log level; listeners and threads
+ * need a restart), keeping the running configuration if the new one is
+ * wrong; SIGINT and SIGTERM drain and stop.
+ *
+ * TLS: apply_tls is the one place that receives the struct tls_config,
+ * at start-up and on every reload.
  */
 #include "nbdsrv/chan-sock.h"
+#include "nbdsrv/config.h"
+#include "nbdsrv/daemon.h"
 #include "nbdsrv/log.h"
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define PROGRAM "nbd-serverd"
-#define VERSION "0.1.0"
-#define DEFAULT_LISTEN "127.0.0.1:10809"
-#define MAX_THREADS 256
-
-enum {
-    OPT_TLS = 256,
-    OPT_TLS_CERTS,
-    OPT_TLS_PSK,
-    OPT_TLS_VERIFY_PEER,
-    OPT_TLS_PRIORITY,
-    OPT_PIDFILE,
-    OPT_CHECK_CONFIG,
-    OPT_HANDSHAKE_TIMEOUT,
-    OPT_POLL_US,
-};
-
-static const struct option long_options[] = {
-    {"foreground", no_argument, NULL, 'f'},
-    {"listen", required_argument, NULL, 'l'},
-    {"export", required_argument, NULL, 'e'},
-    {"read-only", no_argument, NULL, 'r'},
-    {"threads", required_argument, NULL, 't'},
-    {"config", required_argument, NULL, 'c'},
-    {"tls", required_argument, NULL, OPT_TLS},
-    {"tls-certs", required_argument, NULL, OPT_TLS_CERTS},
-    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
-    {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER},
-    {"tls-priority", required_argument, NULL, OPT_TLS_PRIORITY},
-    {"pidfile", required_argument, NULL, OPT_PIDFILE},
-    {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
-    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-    {"poll-us", required_argument, NULL, OPT_POLL_US},
-    {"verbose", no_argument, NULL, 'v'},
-    {"version", no_argument, NULL, 'V'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "Usage: " PROGRAM " [OPTION]... [-e NAME=PATH]...\n"
-            "Export raw disk images and block devices over NBD.\n"
-            "\n"
-            "  -f, --foreground          do not daemonize; log to stderr\n"
-            "  -l, --listen ADDR         HOST:PORT, [V6ADDR]:PORT or "
-            "unix:PATH; repeatable;\n"
-            "                            default " DEFAULT_LISTEN "\n"
-            "  -e, --export NAME=PATH    export a raw image file or block "
-            "device; repeatable;\n"
-            "                            the first export also answers to "
-            "the empty name\n"
-            "  -r, --read-only           all exports are read-only\n"
-            "  -t, --threads N           event-loop threads (default: "
-            "number of CPUs)\n"
-            "      --handshake-timeout S drop clients that have not finished "
-            "the handshake\n"
-            "                            after S seconds (default 10; 0: "
-            "never)\n"
-            "      --poll-us N           an idle loop polls N microseconds "
-            "before sleeping\n"
-            "                            (default 0: sleep at once; polling "
-            "pays only\n"
-            "                            when the machine has spare cores)\n"
-            "      --pidfile FILE        write the process id to FILE\n"
-            "  -v, --verbose             log debugging messages\n"
-            "  -V, --version             print the version and exit\n"
-            "  -h, --help                print this help and exit\n"
-            "\n"
-            "Not yet available (refused): -c/--config, --check-config, "
-            "--tls, --tls-certs,\n"
-            "--tls-psk, --tls-verify-peer, --tls-priority.\n");
-}
-
-NORETURN static void usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
-static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, PROGRAM ": ");
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry '" PROGRAM " --help' for more information.\n");
-    exit(2);
-}
-
-struct options {
-    bool foreground;
-    bool read_only;
-    unsigned threads;
-    double handshake_timeout;
-    double poll_us;
-    const char *pidfile;
-    const char **listen;
-    unsigned nr_listen;
-    struct export_config *exports;
-    unsigned nr_exports;
-};
-
-static void *grow(void *array, unsigned count, size_t size)
-{
-    void *p = realloc(array, (count + 1) * size);
-    if (p == NULL) {
-        fprintf(stderr, PROGRAM ": out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
-static unsigned parse_threads(const char *text)
-{
-    char *end;
-    errno = 0;
-    long n = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || errno != 0 || n < 1 ||
-        n > MAX_THREADS) {
-        usage_error("--threads: '%s' is not a number from 1 to %d", text,
-                    MAX_THREADS);
-    }
-    return (unsigned)n;
-}
-
-static double parse_number(const char *opt, const char *text)
-{
-    char *end;
-    errno = 0;
-    double s = strtod(text, &end);
-    if (*text == '\0' || *end != '\0' || errno != 0 || !(s >= 0) || s > 86400) {
-        usage_error("%s: '%s' is not a number from 0 to 86400", opt, text);
-    }
-    return s;
-}
-
-static void parse_export(struct options *o, char *arg)
-{
-    char *eq = strchr(arg, '=');
-    if (eq == NULL) {
-        usage_error("--export: '%s' is not NAME=PATH", arg);
-    }
-    *eq = '\0';
-    if (arg[0] == '\0') {
-        usage_error("--export: the export name before '=' is empty");
-    }
-    if (eq[1] == '\0') {
-        usage_error("--export %s=: the path after '=' is empty", arg);
-    }
-    o->exports = grow(o->exports, o->nr_exports, sizeof *o->exports);
-    o->exports[o->nr_exports++] = (struct export_config){
-        .name = arg,
-        .path = eq + 1,
-    };
-}
-
-static void parse_options(int argc, char **argv, struct options *o)
-{
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads =
-        cpus > 0 ? (unsigned)(cpus > MAX_THREADS ? MAX_THREADS : cpus) : 1;
-    o->handshake_timeout = 10;
-    int c;
-    while ((c = getopt_long(argc, argv, "fl:e:rt:c:vVh", long_options, NULL)) !=
-           -1) {
-        switch (c) {
-        case 'f':
-            o->foreground = true;
-            break;
-        case 'l':
-            o->listen = grow(o->listen, o->nr_listen, sizeof *o->listen);
-            o->listen[o->nr_listen++] = optarg;
-            break;
-        case 'e':
-            parse_export(o, optarg);
-            break;
-        case 'r':
-            o->read_only = true;
-            break;
-        case 't':
-            o->threads = parse_threads(optarg);
-            break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            o->handshake_timeout = parse_number("--handshake-timeout", optarg);
-            break;
-        case OPT_POLL_US:
-            o->poll_us = parse_number("--poll-us", optarg);
-            break;
-        case OPT_PIDFILE:
-            o->pidfile = optarg;
-            break;
-        case 'c':
-        case OPT_CHECK_CONFIG:
-            usage_error("configuration files are not supported yet: "
-                        "give exports with -e NAME=PATH");
-        case OPT_TLS:
-        case OPT_TLS_CERTS:
-        case OPT_TLS_PSK:
-        case OPT_TLS_VERIFY_PEER:
-        case OPT_TLS_PRIORITY:
-            usage_error("TLS is not supported yet (--tls and the --tls-* "
-                        "options are refused)");
-        case 'v':
-            log_set_level(LOG_LEVEL_DEBUG);
-            break;
-        case 'V':
-            printf(PROGRAM " " VERSION "\n");
-            exit(0);
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            usage_error("unknown option");
-        }
-    }
-    if (optind < argc) {
-        usage_error("unexpected argument '%s'", argv[optind]);
-    }
-    if (o->nr_exports == 0) {
-        usage_error("no export given: use -e NAME=PATH");
-    }
-    if (o->nr_listen == 0) {
-        o->listen = grow(o->listen, 0, sizeof *o->listen);
-        o->listen[o->nr_listen++] = DEFAULT_LISTEN;
-    }
-    for (unsigned i = 0; i < o->nr_exports; i++) {
-        o->exports[i].read_only = o->read_only;
-    }
-}
 
 /*
  * Forks; the parent waits for the child's readiness byte and exits 0 when
@@ -303,108 +86,270 @@ static int daemonize(void)
     return pipefd[1];
 }
 
-/* Writes the pidfile through a temporary name and a rename. */
-static int write_pidfile(const char *path)
+/*
+ * Puts TLS settings in force.  This build has no TLS: a configuration
+ * that turns it on is refused (at start-up, and by a reload).
+ */
+static int apply_tls(struct server *srv, const struct tls_config *tls,
+                     struct err *err)
 {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, getpid()) >=
-        sizeof tmp) {
-        log_error("%s: pidfile path too long", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        log_error("%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    char line[32];
-    int len = snprintf(line, sizeof line, "%d\n", getpid());
-    if (write(fd, line, (size_t)len) != len || close(fd) < 0 ||
-        rename(tmp, path) < 0) {
-        log_error("%s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
+    (void)srv;
+    if (tls->mode != TLS_MODE_OFF) {
+        return err_set(err, ENOTSUP,
+                       "tls=%s: TLS is not supported by this build yet",
+                       tls_mode_name(tls->mode));
     }
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Gives the server the exports of `cfg`.  0 or -errno with err set. */
+static int apply_exports(struct server *srv, const struct config *cfg,
+                         struct err *err)
 {
-    log_set_program(PROGRAM);
-    struct options o = {0};
-    parse_options(argc, argv, &o);
-
-    /* Every thread inherits this mask: only sigwaitinfo sees them. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    struct server_limits limits = {
-        .handshake_timeout_ns = (uint64_t)(o.handshake_timeout * 1e9),
-        .max_requests = SERVER_DEFAULT_MAX_REQUESTS,
-        .max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES,
-    };
-    struct server *srv = server_new(&limits);
-    if (srv == NULL) {
-        fprintf(stderr, PROGRAM ": out of memory\n");
-        return 1;
+    struct export_config *ecs = calloc(cfg->nr_exports, sizeof *ecs);
+    if (ecs == NULL) {
+        return err_set(err, ENOMEM, "out of memory");
     }
+    for (unsigned i = 0; i < cfg->nr_exports; i++) {
+        ecs[i] = cfg->exports[i].ec;
+    }
+    int r = server_set_exports(srv, ecs, cfg->nr_exports, err);
+    free(ecs);
+    return r;
+}
+
+static bool same_listen(const struct config *a, const struct config *b)
+{
+    if (a->nr_listen != b->nr_listen) {
+        return false;
+    }
+    for (unsigned i = 0; i < a->nr_listen; i++) {
+        if (strcmp(a->listen[i], b->listen[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) ||
+           (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * SIGHUP: rebuilds the configuration and applies what can change while
+ * running.  On any failure the running configuration stays as it was.
+ */
+static void reload(struct server *srv, struct config **current,
+                   const struct cmdline *cl)
+{
+    daemon_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+                  daemon_monotonic_usec());
+    struct config *old = *current;
+    log_info("SIGHUP: reloading the configuration%s%s",
+             old->file != NULL ? " from " : "",
+             old->file != NULL ? old->file : "");
     struct err err;
     err_clear(&err);
-    for (unsigned i = 0; i < o.nr_exports; i++) {
-        if (server_add_export(srv, &o.exports[i], &err) < 0) {
-            log_error("export '%s': %s", o.exports[i].name, err.msg);
-            return 1;
-        }
+    struct config *cfg = config_build(cl, &err);
+    if (cfg == NULL || apply_tls(srv, &cfg->tls, &err) < 0 ||
+        apply_exports(srv, cfg, &err) < 0) {
+        log_error("reload failed, the running configuration stays: %s",
+                  err.msg);
+        config_unref(cfg);
+        goto out;
     }
-    int *fds = calloc(o.nr_listen, sizeof *fds);
+    if (!same_listen(old, cfg)) {
+        log_warning("reload: listen addresses changed; they take effect "
+                    "at the next restart");
+    }
+    if (old->threads != cfg->threads) {
+        log_warning("reload: threads changed; it takes effect at the next "
+                    "restart");
+    }
+    if (!same_string(old->pidfile, cfg->pidfile)) {
+        log_warning("reload: pidfile changed; it takes effect at the next "
+                    "restart");
+    }
+    struct server_limits limits;
+    config_limits(cfg, &limits);
+    server_set_limits(srv, &limits);
+    log_set_level(cfg->log_level);
+    *current = cfg;
+    log_info("reloaded: %u export%s", cfg->nr_exports,
+             cfg->nr_exports == 1 ? "" : "s");
+    /* Keep pidfile, listen and threads of the running process: they
+     * are only read at start-up, from the first configuration. */
+    config_unref(old);
+out:
+    daemon_notify("READY=1\nSTATUS=serving %u exports", (*current)->nr_exports);
+}
+
+/* Binds every listen address, or takes the socket-activated fds. */
+static int open_listeners(const struct config *cfg, int **fds_out,
+                          unsigned *nr_out, bool *activated, struct err *err)
+{
+    int first = -1;
+    int n = daemon_listen_fds(&first, err);
+    if (n < 0) {
+        return n;
+    }
+    *activated = n > 0;
+    unsigned nr = n > 0 ? (unsigned)n : cfg->nr_listen;
+    int *fds = calloc(nr, sizeof *fds);
     if (fds == NULL) {
-        log_error("out of memory");
-        return 1;
+        return err_set(err, ENOMEM, "out of memory");
     }
-    for (unsigned i = 0; i < o.nr_listen; i++) {
+    for (unsigned i = 0; i < nr; i++) {
+        if (n > 0) {
+            fds[i] = first + (int)i;
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof ss;
+            char name[128] = "?";
+            if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0) {
+                sock_addr_format((struct sockaddr *)&ss, len, name,
+                                 sizeof name);
+            }
+            log_info("listening on %s (socket activation, fd %d)", name,
+                     fds[i]);
+            continue;
+        }
         struct sock_addr addr;
-        if (sock_addr_parse(o.listen[i], &addr, &err) < 0) {
-            log_error("--listen %s", err.msg);
-            return 2;
+        int r = sock_addr_parse(cfg->listen[i], &addr, err);
+        if (r >= 0) {
+            r = sock_listen(&addr, 128, err);
         }
-        fds[i] = sock_listen(&addr, 128, &err);
-        if (fds[i] < 0) {
+        if (r < 0) {
+            for (unsigned j = 0; j < i; j++) {
+                close(fds[j]);
+            }
+            free(fds);
+            return r;
+        }
+        fds[i] = r;
+        log_info("listening on %s", cfg->listen[i]);
+    }
+    if (n > 0 && cfg->nr_listen > 0) {
+        log_debug("socket activation: the listen addresses of the "
+                  "configuration are not used");
+    }
+    *fds_out = fds;
+    *nr_out = nr;
+    return 0;
+}
+
+/*
+ * Removes the socket files of the unix listeners we bound (NULL: none,
+ * e.g. under socket activation, where they belong to systemd), so that
+ * the next start can bind them again.
+ */
+static void unlink_unix_sockets(const struct config *cfg)
+{
+    for (unsigned i = 0; cfg != NULL && i < cfg->nr_listen; i++) {
+        if (strncmp(cfg->listen[i], "unix:", 5) == 0) {
+            unlink(cfg->listen[i] + 5);
+        }
+    }
+}
+
+/* Closes the listening fds not handed to the server yet. */
+static void close_fds(int *fds, unsigned nr)
+{
+    for (unsigned i = 0; i < nr; i++) {
+        close(fds[i]);
+    }
+    free(fds);
+}
+
+/*
+ * Everything after the configuration is built: start, serve until
+ * SIGTERM/SIGINT, stop.  Returns the exit status.  Takes the caller's
+ * reference to cfg (a reload replaces the snapshot).
+ */
+static int serve(const struct cmdline *cl, struct config *cfg,
+                 const sigset_t *signals)
+{
+    struct err err;
+    err_clear(&err);
+    int status = 1;
+    int *fds = NULL;
+    unsigned nr_fds = 0;
+    int pid_fd = -1;
+    char *pidfile = NULL;
+    struct loop_group loops;
+    bool loops_started = false;
+
+    struct server_limits limits;
+    config_limits(cfg, &limits);
+    struct server *srv = server_new(&limits);
+    if (srv == NULL) {
+        log_error("out of memory");
+        goto out;
+    }
+    if (apply_tls(srv, &cfg->tls, &err) < 0) {
+        log_error("%s", err.msg);
+        status = CONFIG_EXIT_USAGE;
+        goto out;
+    }
+    bool activated = false;
+    if (open_listeners(cfg, &fds, &nr_fds, &activated, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    /* pidfile, listen and threads stay those of the first configuration. */
+    if (cfg->pidfile != NULL) {
+        pidfile = strdup(cfg->pidfile);
+        pid_fd = pidfile != NULL ? daemon_pidfile_open(pidfile, &err)
+                                 : err_set(&err, ENOMEM, "out of memory");
+        if (pid_fd < 0) {
             log_error("%s", err.msg);
-            return 1;
+            goto out;
         }
+    }
+    if (apply_exports(srv, cfg, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
     }
 
     int ready_fd = -1;
-    if (!o.foreground) {
+    if (!cl->foreground) {
         ready_fd = daemonize();
     }
-    if (o.pidfile != NULL && write_pidfile(o.pidfile) < 0) {
-        return 1;
+    if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, &err) < 0) {
+        log_error("%s", err.msg);
+        goto out;
     }
 
-    struct loop_group loops;
+    unsigned threads = cfg->threads;
+    if (threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus < 1                    ? 1
+                  : cpus > CONFIG_MAX_THREADS ? CONFIG_MAX_THREADS
+                                              : (unsigned)cpus;
+    }
     struct loop_config loop_config = {
         .poll_ns =
-            o.poll_us > 0 ? (unsigned)(o.poll_us * 1000) : LOOP_POLL_NONE,
+            cfg->poll_us > 0 ? (unsigned)(cfg->poll_us * 1000) : LOOP_POLL_NONE,
     };
-    if (loop_group_start(&loops, o.threads, &loop_config, &err) < 0) {
+    if (loop_group_start(&loops, threads, &loop_config, &err) < 0) {
         log_error("%s", err.msg);
-        return 1;
+        goto out;
     }
-    if (server_start(srv, &loops, fds, o.nr_listen, &err) < 0) {
-        log_error("%s", err.msg);
-        return 1;
-    }
+    loops_started = true;
+    int r = server_start(srv, &loops, fds, nr_fds, &err);
+    /* The server took the fds, even on failure. */
     free(fds);
-    for (unsigned i = 0; i < o.nr_listen; i++) {
-        log_info("listening on %s", o.listen[i]);
+    fds = NULL;
+    nr_fds = 0;
+    if (r < 0) {
+        log_error("%s", err.msg);
+        goto out;
     }
-    log_info("serving %u export%s with %u threads", o.nr_exports,
-             o.nr_exports == 1 ? "" : "s", o.threads);
+    log_info("serving %u export%s with %u threads", cfg->nr_exports,
+             cfg->nr_exports == 1 ? "" : "s", threads);
+    daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving %u exports",
+                  (int)getpid(), cfg->nr_exports);
     if (ready_fd >= 0) {
         char ok = 1;
         if (write(ready_fd, &ok, 1) != 1) {
@@ -413,19 +358,86 @@ int main(int argc, char **argv)
         close(ready_fd);
     }
 
+    /* The listeners are those of the first configuration. */
+    struct config *cfg_first = activated ? NULL : config_ref(cfg);
     int sig;
-    do {
-        sig = sigwaitinfo(&stop_signals, NULL);
-    } while (sig < 0 && errno == EINTR);
-    log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
-    int r = server_stop(srv);
-    loop_group_stop(&loops);
-    server_free(srv);
-    if (o.pidfile != NULL) {
-        unlink(o.pidfile);
+    for (;;) {
+        sig = sigwaitinfo(signals, NULL);
+        if (sig < 0) {
+            continue; /* EINTR */
+        }
+        if (sig != SIGHUP) {
+            break;
+        }
+        reload(srv, &cfg, cl);
     }
-    free(o.listen);
-    free(o.exports);
+    daemon_notify("STOPPING=1\nSTATUS=draining");
+    log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
+    status = server_stop(srv) < 0 ? 1 : 0;
+    unlink_unix_sockets(cfg_first);
+    config_unref(cfg_first);
     log_info("stopped");
-    return r < 0 ? 1 : 0;
+
+out:
+    if (loops_started) {
+        loop_group_stop(&loops);
+    }
+    server_free(srv);
+    close_fds(fds, nr_fds);
+    if (pid_fd >= 0) {
+        daemon_pidfile_remove(pidfile, pid_fd);
+    }
+    free(pidfile);
+    config_unref(cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    log_set_program(PROGRAM);
+    struct cmdline cl;
+    struct err err;
+    err_clear(&err);
+    int r = cmdline_parse(&cl, argc, argv, stdout, &err);
+    if (r == CMDLINE_EXIT) {
+        cmdline_fini(&cl);
+        return 0;
+    }
+    if (r < 0) {
+        fprintf(stderr,
+                PROGRAM ": %s\nTry '" PROGRAM " --help' for more "
+                        "information.\n",
+                err.msg);
+        cmdline_fini(&cl);
+        return CONFIG_EXIT_USAGE;
+    }
+    struct config *cfg = config_build(&cl, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, PROGRAM ": %s\n", err.msg);
+        cmdline_fini(&cl);
+        return CONFIG_EXIT_USAGE;
+    }
+    if (cl.check_config) {
+        config_print(cfg, stdout);
+        config_unref(cfg);
+        cmdline_fini(&cl);
+        return 0;
+    }
+    if (cl.foreground && daemon_stderr_is_journal()) {
+        log_use_prefixes();
+    }
+    log_set_level(cfg->log_level);
+
+    /* Every thread inherits this mask: only sigwaitinfo sees them. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = serve(&cl, cfg, &signals);
+    cmdline_fini(&cl);
+    return status;
 }

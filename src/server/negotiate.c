@@ -102,14 +102,14 @@ static int send_info(struct haggle *h, uint32_t option,
     return r;
 }
 
-static void enter_transmission(struct conn *conn, const struct export *exp)
+static void enter_transmission(struct conn *conn, struct export *exp)
 {
-    conn->exp = exp;
+    conn->exp = export_ref(exp);
     conn->tx_flags = export_tx_flags(exp, conn->structured);
     /* Contexts chosen for another export do not carry over. */
     if (conn->meta_export != NULL &&
         strcmp(conn->meta_export, exp->name) != 0 &&
-        !(conn->meta_export[0] == '\0' && exp == &conn->srv->exports[0])) {
+        !(conn->meta_export[0] == '\0' && exp == conn->table->exps[0])) {
         conn->meta_base_allocation = false;
     }
 }
@@ -123,8 +123,8 @@ static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed INFO/GO request");
     }
-    const struct export *exp =
-        server_find_export(h->conn->srv, info.name.ptr, info.name.len);
+    struct export *exp =
+        conn_find_export(h->conn, info.name.ptr, info.name.len);
     if (exp == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
@@ -150,8 +150,7 @@ static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
         log_info("%s: malformed export name, disconnecting", conn->peer);
         return OPT_CLOSE;
     }
-    const struct export *exp =
-        server_find_export(conn->srv, name.ptr, name.len);
+    struct export *exp = conn_find_export(conn, name.ptr, name.len);
     if (exp == NULL) {
         /* EXPORT_NAME has no error reply: the spec says disconnect. */
         log_info("%s: unknown export '%.*s', disconnecting", conn->peer,
@@ -175,9 +174,12 @@ static enum opt_result opt_list(struct haggle *h, uint32_t len)
         return refuse(h, PROTO_OPT_LIST, PROTO_REP_ERR_INVALID,
                       "LIST takes no data");
     }
-    const struct server *srv = h->conn->srv;
-    for (unsigned i = 0; i < srv->nr_exports; i++) {
-        const struct export *exp = &srv->exports[i];
+    const struct export_table *t = h->conn->table;
+    for (unsigned i = 0; i < t->nr; i++) {
+        const struct export *exp = t->exps[i];
+        if (!export_allows(exp, &h->conn->peer_addr)) {
+            continue;
+        }
         const char *desc = exp->description;
         r = send_reply(
             h, proto_build_rep_server(h->reply, REPLY_BUF_SIZE, PROTO_OPT_LIST,
@@ -224,8 +226,8 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed meta context request");
     }
-    if (server_find_export(conn->srv, meta.export_name.ptr,
-                           meta.export_name.len) == NULL) {
+    if (conn_find_export(conn, meta.export_name.ptr, meta.export_name.len) ==
+        NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     bool match = false;

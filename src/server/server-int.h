@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* Block sizes advertised with NBD_INFO_BLOCK_SIZE. */
 #define SERVER_BLOCK_MIN 1u
@@ -36,13 +37,38 @@
 #define SERVER_META_BASE_ALLOCATION "base:allocation"
 #define SERVER_META_BASE_ALLOCATION_ID 1u
 
-/* An export.  Owned by the server; immutable after server_add_export. */
+/*
+ * An export.  Reference-counted (atomic): each export table that lists it
+ * holds one reference and each connection in transmission with it one
+ * more; the last export_unref frees it.  Every other field is immutable
+ * after export_new.
+ */
 struct export
 {
+    atomic_uint refs;
     char *name;
-    char *description; /* NULL when none */
-    struct backend *be;
+    char *path;
+    char *description;  /* NULL when none */
+    struct backend *be; /* we hold one reference */
     bool read_only;
+    bool direct;
+    bool no_trim;
+    struct server_allow *allow; /* NULL: every client */
+    unsigned nr_allow;
+    char **tls_identities; /* kept for the TLS code */
+    unsigned nr_tls_identities;
+};
+
+/*
+ * The exports offered to new clients: an immutable snapshot, reference
+ * counted (atomic).  The server holds one reference to the current table
+ * (srv->table, swapped under srv->lock); a connection holds one while it
+ * haggles, so that LIST, INFO and GO see one consistent set.
+ */
+struct export_table {
+    atomic_uint refs;
+    unsigned nr;
+    struct export *exps[]; /* each holds an export reference */
 };
 
 struct listener;
@@ -59,9 +85,6 @@ struct loop_load {
 
 /* The server.  Owned by its creator. */
 struct server {
-    struct server_limits limits; /* immutable */
-    struct export *exports;      /* immutable after start */
-    unsigned nr_exports;
     struct loop_group *loops; /* immutable after start */
     atomic_uint next_loop;    /* relaxed: round-robin cursor for homes */
     struct loop_load *load;   /* one per loop; immutable pointer */
@@ -70,12 +93,14 @@ struct server {
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
 
-    pthread_mutex_t lock;   /* protects the fields below; leaf */
-    pthread_cond_t changed; /* signalled when nr_conns or
-                               nr_acceptors drops */
-    struct conn *conns;     /* GUARDED_BY(lock): doubly linked */
-    unsigned nr_conns;      /* GUARDED_BY(lock) */
-    unsigned nr_acceptors;  /* GUARDED_BY(lock) */
+    pthread_mutex_t lock;        /* protects the fields below; leaf */
+    pthread_cond_t changed;      /* signalled when nr_conns or
+                                    nr_acceptors drops */
+    struct server_limits limits; /* GUARDED_BY(lock) */
+    struct export_table *table;  /* GUARDED_BY(lock); we hold a ref */
+    struct conn *conns;          /* GUARDED_BY(lock): doubly linked */
+    unsigned nr_conns;           /* GUARDED_BY(lock) */
+    unsigned nr_acceptors;       /* GUARDED_BY(lock) */
 };
 
 /*
@@ -86,19 +111,23 @@ struct server {
  * afterwards.
  */
 struct conn {
-    struct server *srv; /* immutable */
-    struct chan *ch;    /* immutable; we hold a reference */
-    struct loop *home;  /* immutable: receive side's loop */
-    char peer[96];      /* immutable: for logs */
+    struct server *srv;                /* immutable */
+    struct chan *ch;                   /* immutable; we hold a reference */
+    struct loop *home;                 /* immutable: receive side's loop */
+    char peer[96];                     /* immutable: for logs */
+    struct sockaddr_storage peer_addr; /* immutable: for allow lists */
+    struct server_limits limits;       /* immutable: copied at accept */
     atomic_int refcount;
 
     /* Negotiated (see above). */
     bool no_zeroes;
     bool structured;
     bool extended;
-    bool meta_base_allocation; /* base:allocation selected */
-    char *meta_export;         /* export name SET_META_CONTEXT named */
-    const struct export *exp;  /* the export in use */
+    bool meta_base_allocation;  /* base:allocation selected */
+    char *meta_export;          /* export name SET_META_CONTEXT named */
+    struct export_table *table; /* while haggling: the exports offered
+                                   (a reference); NULL afterwards */
+    struct export *exp;         /* the export in use (a reference) */
     uint16_t tx_flags;
 
     /* Receive buffer: bytes read ahead of the request being parsed.
@@ -145,7 +174,8 @@ struct request {
 };
 
 /* conn.c */
-CORO_FN void conn_run(struct server *srv, int fd, const char *peer);
+CORO_FN void conn_run(struct server *srv, int fd, const char *peer,
+                      const struct sockaddr_storage *peer_addr);
 ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and payload bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
@@ -177,8 +207,32 @@ CORO_FN int transmit_send_error(struct conn *conn,
                                 const struct proto_request *req, int errnum);
 
 /* export.c */
-ANY_THREAD const struct export *
-server_find_export(const struct server *srv, const char *name, size_t len);
+/*
+ * Opens an export's image (or shares `reuse`'s open backend when not
+ * NULL) and copies the configuration.  NULL with err set on failure.
+ */
+ANY_THREAD struct export *export_new(const struct export_config *config,
+                                     struct backend *reuse, struct err *err);
+ANY_THREAD struct export *export_ref(struct export *exp);
+ANY_THREAD void export_unref(struct export *exp); /* NULL allowed */
+/* Whether the export's image settings match and its file is still the one
+ * at that path (its backend can be kept). */
+ANY_THREAD bool export_same_image(const struct export *exp,
+                                  const struct export_config *config);
+ANY_THREAD struct export_table *export_table_new(unsigned nr);
+ANY_THREAD void export_table_unref(struct export_table *t); /* NULL ok */
+/* The current table, with a reference for the caller. */
+ANY_THREAD struct export_table *server_get_table(struct server *srv);
+/*
+ * Looks `name` up among the exports `conn` is offered, as this client
+ * may see them: an export whose allow list excludes the client's address
+ * is not found (NULL), exactly like an unknown name.
+ */
+ANY_THREAD struct export *conn_find_export(const struct conn *conn,
+                                           const char *name, size_t len);
+/* Whether the client of `conn` may use `exp` (its allow list). */
+ANY_THREAD bool export_allows(const struct export *exp,
+                              const struct sockaddr_storage *peer);
 ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
 
 #endif

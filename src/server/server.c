@@ -10,8 +10,12 @@
  * the main loop submits IORING_OP_ASYNC_CANCEL for each listening fd);
  * wait for the acceptors to end; wake the read side of every connection
  * so it stops taking requests; wait for the connections to finish their
- * requests in flight and go (shutting the stragglers' sockets down after
- * DRAIN_GRACE_S); flush every export.
+ * requests in flight and go (shutting the stragglers' sockets down once
+ * limits.shutdown_timeout_ns has passed); flush every export.
+ *
+ * Reload: server_set_exports builds a new export table (sharing the open
+ * images of unchanged exports) and swaps it in under srv->lock;
+ * server_set_limits replaces the limits that new connections copy.
  */
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/coro-io.h"
@@ -27,8 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DRAIN_GRACE_S 30
-
 /* One listening socket.  Owned by the server. */
 struct listener {
     struct server *srv;
@@ -41,71 +43,189 @@ struct server *server_new(const struct server_limits *limits)
     if (srv == NULL) {
         return NULL;
     }
-    srv->limits = *limits;
-    if (srv->limits.max_requests == 0) {
-        srv->limits.max_requests = SERVER_DEFAULT_MAX_REQUESTS;
-    }
-    if (srv->limits.max_inflight_bytes < SERVER_BLOCK_MAX) {
-        srv->limits.max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
+    srv->table = export_table_new(0);
+    if (srv->table == NULL) {
+        free(srv);
+        return NULL;
     }
     pthread_mutex_init(&srv->lock, NULL);
+    server_set_limits(srv, limits);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
     atomic_init(&srv->stopping, false);
     return srv;
 }
 
+void server_set_limits(struct server *srv, const struct server_limits *limits)
+{
+    struct server_limits l = *limits;
+    if (l.max_requests == 0) {
+        l.max_requests = SERVER_DEFAULT_MAX_REQUESTS;
+    }
+    if (l.max_inflight_bytes < SERVER_BLOCK_MAX) {
+        l.max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
+    }
+    pthread_mutex_lock(&srv->lock);
+    srv->limits = l;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* The export of `t` named `name`, or NULL. */
+static struct export *table_lookup(const struct export_table *t,
+                                   const char *name)
+{
+    for (unsigned i = 0; i < t->nr; i++) {
+        if (strcmp(t->exps[i]->name, name) == 0) {
+            return t->exps[i];
+        }
+    }
+    return NULL;
+}
+
+/* Whether two exports are configured alike (for the reload log). */
+static bool same_settings(const struct export *a, const struct export *b)
+{
+    bool same_desc = (a->description == NULL && b->description == NULL) ||
+                     (a->description != NULL && b->description != NULL &&
+                      strcmp(a->description, b->description) == 0);
+    bool same_ids = a->nr_tls_identities == b->nr_tls_identities;
+    for (unsigned i = 0; same_ids && i < a->nr_tls_identities; i++) {
+        same_ids = strcmp(a->tls_identities[i], b->tls_identities[i]) == 0;
+    }
+    return a->be == b->be && a->read_only == b->read_only &&
+           a->no_trim == b->no_trim && same_desc && same_ids &&
+           a->nr_allow == b->nr_allow &&
+           (a->nr_allow == 0 ||
+            memcmp(a->allow, b->allow, a->nr_allow * sizeof *a->allow) == 0);
+}
+
+/* Logs what a new export table changes (nothing on the first one). */
+static void log_changes(const struct export_table *old,
+                        const struct export_table *t)
+{
+    if (old->nr == 0) {
+        return;
+    }
+    for (unsigned i = 0; i < t->nr; i++) {
+        const struct export *prev = table_lookup(old, t->exps[i]->name);
+        if (prev == NULL) {
+            log_info("export '%s' added", t->exps[i]->name);
+        } else if (prev->be != t->exps[i]->be) {
+            log_info("export '%s' changed: image reopened; connected "
+                     "clients keep the old one",
+                     t->exps[i]->name);
+        } else if (!same_settings(prev, t->exps[i])) {
+            log_info("export '%s' changed: new settings apply to new "
+                     "connections",
+                     t->exps[i]->name);
+        }
+    }
+    for (unsigned i = 0; i < old->nr; i++) {
+        if (table_lookup(t, old->exps[i]->name) == NULL) {
+            log_info("export '%s' removed: no new clients; connected "
+                     "ones stay until they leave",
+                     old->exps[i]->name);
+        }
+    }
+}
+
+int server_set_exports(struct server *srv, const struct export_config *configs,
+                       unsigned nr, struct err *err)
+{
+    struct export_table *old = server_get_table(srv);
+    struct export_table *t = export_table_new(nr);
+    int r = 0;
+    if (t == NULL) {
+        r = err_set(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < nr; i++) {
+        const struct export_config *c = &configs[i];
+        size_t name_len = strlen(c->name);
+        if (proto_check_string(c->name, name_len) < 0) {
+            r = err_set(err, EINVAL, "export name '%.40s...' is too long",
+                        c->name);
+            goto out;
+        }
+        if (name_len == 0) {
+            r = err_set(err, EINVAL, "an export name is empty");
+            goto out;
+        }
+        if (table_lookup(t, c->name) != NULL) {
+            r = err_set(err, EEXIST, "export '%s' is given twice", c->name);
+            goto out;
+        }
+        struct export *prev = table_lookup(old, c->name);
+        struct backend *reuse =
+            prev != NULL && export_same_image(prev, c) ? prev->be : NULL;
+        struct err e;
+        err_clear(&e);
+        t->exps[t->nr] = export_new(c, reuse, &e);
+        if (t->exps[t->nr] == NULL) {
+            r = err_set(err, e.errnum != 0 ? e.errnum : EINVAL,
+                        "export '%s': %s", c->name, e.msg);
+            goto out;
+        }
+        t->nr++;
+    }
+    log_changes(old, t);
+    pthread_mutex_lock(&srv->lock);
+    struct export_table *replaced = srv->table;
+    srv->table = t;
+    pthread_mutex_unlock(&srv->lock);
+    t = NULL;
+    export_table_unref(replaced);
+out:
+    export_table_unref(t);
+    export_table_unref(old);
+    return r;
+}
+
 int server_add_export(struct server *srv, const struct export_config *config,
                       struct err *err)
 {
-    size_t name_len = strlen(config->name);
-    if (proto_check_string(config->name, name_len) < 0) {
-        return err_set(err, EINVAL, "export name '%.40s...' is too long",
-                       config->name);
+    struct export_table *old = server_get_table(srv);
+    struct export_config *all = calloc(old->nr + 1, sizeof *all);
+    int r;
+    if (all == NULL) {
+        r = err_set(err, ENOMEM, "out of memory");
+        goto out;
     }
-    if (server_find_export(srv, config->name, name_len) != NULL &&
-        name_len > 0) {
-        return err_set(err, EEXIST, "export '%s' is given twice", config->name);
+    for (unsigned i = 0; i < old->nr; i++) {
+        const struct export *exp = old->exps[i];
+        all[i] = (struct export_config){
+            .name = exp->name,
+            .path = exp->path,
+            .description = exp->description,
+            .read_only = backend_read_only(exp->be),
+            .direct = exp->direct,
+            .no_trim = exp->no_trim,
+            .allow = exp->allow,
+            .nr_allow = exp->nr_allow,
+            .tls_identities = (const char *const *)exp->tls_identities,
+            .nr_tls_identities = exp->nr_tls_identities,
+        };
     }
-    struct export *grown =
-        realloc(srv->exports, (srv->nr_exports + 1) * sizeof *grown);
-    if (grown == NULL) {
-        return err_set(err, ENOMEM, "out of memory");
-    }
-    srv->exports = grown;
-    struct backend *be =
-        backend_file_open(config->path, config->read_only, err);
-    if (be == NULL) {
-        return -EINVAL;
-    }
-    struct export *exp = &srv->exports[srv->nr_exports];
-    exp->name = strdup(config->name);
-    exp->description =
-        config->description != NULL ? strdup(config->description) : NULL;
-    exp->be = be;
-    exp->read_only = config->read_only || backend_read_only(be);
-    if (exp->name == NULL ||
-        (config->description != NULL && exp->description == NULL)) {
-        free(exp->name);
-        free(exp->description);
-        backend_unref(be);
-        return err_set(err, ENOMEM, "out of memory");
-    }
-    srv->nr_exports++;
-    return 0;
+    all[old->nr] = *config;
+    r = server_set_exports(srv, all, old->nr + 1, err);
+out:
+    free(all);
+    export_table_unref(old);
+    return r;
 }
 
 struct conn_start {
     struct server *srv;
     int fd;
     char peer[96];
+    struct sockaddr_storage addr;
 };
 
 static void conn_entry(void *opaque)
 {
     struct conn_start cs = *(struct conn_start *)opaque;
     free(opaque);
-    conn_run(cs.srv, cs.fd, cs.peer);
+    conn_run(cs.srv, cs.fd, cs.peer, &cs.addr);
 }
 
 static void acceptor_entry(void *opaque)
@@ -128,7 +248,7 @@ static void acceptor_entry(void *opaque)
             }
             continue;
         }
-        struct conn_start *cs = malloc(sizeof *cs);
+        struct conn_start *cs = calloc(1, sizeof *cs);
         struct loop *home = server_pick_loop(srv);
         struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
         if (co == NULL) {
@@ -139,6 +259,7 @@ static void acceptor_entry(void *opaque)
         }
         cs->srv = srv;
         cs->fd = fd;
+        cs->addr = ss;
         sock_addr_format((struct sockaddr *)&ss, len, cs->peer,
                          sizeof cs->peer);
         coro_schedule(home, co);
@@ -197,10 +318,12 @@ static void cancel_accepts_run(struct loop_task *task)
     }
 }
 
-static void wait_changed(struct server *srv, time_t deadline)
+static bool timespec_passed(const struct timespec *deadline)
 {
-    struct timespec ts = {.tv_sec = deadline, .tv_nsec = 0};
-    pthread_cond_timedwait(&srv->changed, &srv->lock, &ts);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
 }
 
 struct flush_all {
@@ -211,8 +334,9 @@ struct flush_all {
 static void flush_all_entry(void *opaque)
 {
     struct flush_all *f = opaque;
-    for (unsigned i = 0; i < f->srv->nr_exports; i++) {
-        const struct export *exp = &f->srv->exports[i];
+    struct export_table *t = server_get_table(f->srv);
+    for (unsigned i = 0; i < t->nr; i++) {
+        const struct export *exp = t->exps[i];
         if (exp->read_only) {
             continue;
         }
@@ -222,6 +346,7 @@ static void flush_all_entry(void *opaque)
             f->result = r;
         }
     }
+    export_table_unref(t);
 }
 
 int server_stop(struct server *srv)
@@ -245,18 +370,31 @@ int server_stop(struct server *srv)
     for (struct conn *c = srv->conns; c != NULL; c = c->next) {
         chan_wake(c->ch, CHAN_IN);
     }
-    time_t deadline = time(NULL) + DRAIN_GRACE_S;
+    uint64_t timeout_ns = srv->limits.shutdown_timeout_ns;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)(timeout_ns / 1000000000u);
+    deadline.tv_nsec += (long)(timeout_ns % 1000000000u);
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
     bool forced = false;
     while (srv->nr_conns > 0) {
-        if (!forced && time(NULL) >= deadline) {
-            log_warning("%u connections still busy after %d s; closing them",
-                        srv->nr_conns, DRAIN_GRACE_S);
+        if (!forced && timespec_passed(&deadline)) {
+            log_warning("%u connections still busy after %.1f s; closing "
+                        "them",
+                        srv->nr_conns, (double)timeout_ns / 1e9);
             for (struct conn *c = srv->conns; c != NULL; c = c->next) {
                 chan_shutdown(c->ch, SHUT_RDWR);
             }
             forced = true;
         }
-        wait_changed(srv, forced ? time(NULL) + 1 : deadline);
+        if (forced) {
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec++;
+        }
+        pthread_cond_timedwait(&srv->changed, &srv->lock, &deadline);
     }
     pthread_mutex_unlock(&srv->lock);
 
@@ -277,12 +415,8 @@ void server_free(struct server *srv)
     }
     free(srv->listeners);
     free(srv->load);
-    for (unsigned i = 0; i < srv->nr_exports; i++) {
-        free(srv->exports[i].name);
-        free(srv->exports[i].description);
-        backend_unref(srv->exports[i].be);
-    }
-    free(srv->exports);
+    export_table_unref(srv->table);
+    srv->table = NULL;
     pthread_cond_destroy(&srv->changed);
     pthread_mutex_destroy(&srv->lock);
     free(srv);

@@ -1023,6 +1023,70 @@ START_TEST(test_backend_block_device)
 }
 END_TEST
 
+/* ---- cache=none ---- */
+
+/*
+ * cache=none: aligned I/O goes through O_DIRECT, unaligned I/O (and
+ * aligned I/O from an unaligned buffer) through the page cache, and the
+ * two stay coherent with each other and with the file.  /var/tmp, as the
+ * file system must take O_DIRECT (tmpfs before Linux 6.6 does not).
+ */
+START_TEST(test_backend_direct_roundtrip)
+{
+    char path[64];
+    int raw = temp_create("/var/tmp", path);
+    uint64_t size = 4 * MiB + 3;
+    ck_assert_int_eq(ftruncate(raw, (off_t)size), 0);
+    struct err err;
+    err_clear(&err);
+    struct backend *be =
+        backend_file_open_flags(path, BACKEND_OPEN_DIRECT, &err);
+    unlink(path);
+    ck_assert_msg(be != NULL, "%s", err.msg);
+    ck_assert(backend_is_direct(be));
+    const struct {
+        uint64_t offset;
+        uint32_t len;
+        unsigned misalign; /* added to the buffer address */
+    } cases[] = {
+        {0, 4096, 0},           {8192, 65536, 0},      {1, 3, 0},
+        {4095, 8193, 0},        {4096, 4096, 1},       {size - 3, 3, 0},
+        {size - 4099, 4099, 0}, {1 * MiB, 1 * MiB, 0}, {12288, 4096, 0},
+    };
+    unsigned char *out, *in;
+    ck_assert_int_eq(posix_memalign((void **)&out, 4096, 2 * MiB), 0);
+    ck_assert_int_eq(posix_memalign((void **)&in, 4096, 2 * MiB), 0);
+    for (unsigned i = 0; i < ARRAY_SIZE(cases); i++) {
+        unsigned char *o = out + cases[i].misalign;
+        unsigned char *n = in + cases[i].misalign;
+        fill_pattern(o, cases[i].len, i + 40);
+        ck_assert_int_eq(
+            t_pwrite(be, o, cases[i].len, cases[i].offset, i % 2 == 1), 0);
+        memset(n, 0, cases[i].len);
+        ck_assert_int_eq(t_pread(be, n, cases[i].len, cases[i].offset), 0);
+        ck_assert_mem_eq(n, o, cases[i].len);
+        ck_assert_int_eq(pread(raw, n, cases[i].len, (off_t)cases[i].offset),
+                         (ssize_t)cases[i].len);
+        ck_assert_mem_eq(n, o, cases[i].len);
+    }
+    /* A buffered write through another fd, then an aligned direct read. */
+    fill_pattern(out, 8192, 99);
+    raw_write(raw, out, 8192, 16384);
+    ck_assert_int_eq(t_pread(be, in, 8192, 16384), 0);
+    ck_assert_mem_eq(in, out, 8192);
+    /* An unaligned (buffered) write inside a block, then a direct read. */
+    fill_pattern(out + 100, 10, 7);
+    ck_assert_int_eq(t_pwrite(be, out + 100, 10, 16384 + 100, false), 0);
+    ck_assert_int_eq(t_pread(be, in, 8192, 16384), 0);
+    ck_assert_mem_eq(in, out, 8192);
+    ck_assert_int_eq(t_flush(be), 0);
+    free(in);
+    free(out);
+    backend_unref(be);
+    close(raw);
+}
+END_TEST
+
 Suite *backend_suite(void);
 Suite *backend_suite(void)
 {
@@ -1046,6 +1110,7 @@ Suite *backend_suite(void)
     tcase_add_test(tc, test_backend_read_only_refuses_writes);
     tcase_add_test(tc, test_backend_cache);
     tcase_add_test(tc, test_backend_parallel_from_many_loops);
+    tcase_add_test(tc, test_backend_direct_roundtrip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("zero");

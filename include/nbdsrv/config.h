@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's configuration: the command line (cmdline.c) and the
+ * configuration file (config.c, INI syntax read with libinih), merged
+ * into one immutable, reference-counted snapshot.
+ *
+ * config_build reads the file named by -c (if any), then lays the
+ * command-line options over it: a command-line option replaces the
+ * file's value, -l replaces every file listen address, and -e exports
+ * are added to the file's exports.  Every value is checked where it is
+ * read; a mistake in the file is reported as "FILE:LINE: what is wrong",
+ * one on the command line as "--option: what is wrong".  A reload
+ * (SIGHUP) calls config_build again with the same command line.
+ *
+ * Relative paths in the file are taken relative to the file's directory;
+ * relative paths on the command line relative to the working directory
+ * at start-up.  Both are stored absolute, so a reload of a daemon that
+ * has changed directory to / finds the same files.
+ */
+#ifndef NBDSRV_CONFIG_H
+#define NBDSRV_CONFIG_H
+
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/err.h"
+#include "nbdsrv/log.h"
+#include "nbdsrv/server.h"
+#include "nbdsrv/tls-config.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit status for a bad command line or configuration. */
+#define CONFIG_EXIT_USAGE 2
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:10809"
+#define CONFIG_MAX_THREADS 256u
+#define CONFIG_MAX_REQUESTS 1024u
+#define CONFIG_MAX_CONNECTIONS 1000000u
+
+/* One command-line export (-e NAME=PATH).  Strings point into argv. */
+struct cmdline_export {
+    const char *name;
+    const char *path;
+};
+
+/*
+ * The command line as given.  Strings point into argv and are borrowed
+ * for the program's life.  `*_set` says an option was given, and so
+ * overrides the file.  Owned by main; immutable after cmdline_parse.
+ */
+struct cmdline {
+    const char *config_file; /* -c */
+    char *cwd;               /* working directory at start-up; owned */
+    bool foreground;
+    bool check_config;
+    bool read_only; /* -r: the -e exports are read-only */
+    bool verbose;
+    const char **listen; /* owned array */
+    unsigned nr_listen;
+    struct cmdline_export *exports; /* owned array */
+    unsigned nr_exports;
+    unsigned threads;
+    bool threads_set;
+    double handshake_timeout, shutdown_timeout, poll_us;
+    bool handshake_timeout_set, shutdown_timeout_set;
+    unsigned max_connections;
+    bool max_connections_set;
+    const char *pidfile;
+    const char *tls_mode, *tls_certs, *tls_psk, *tls_priority;
+    bool tls_verify_peer;
+};
+
+/* What cmdline_parse found. */
+enum cmdline_result {
+    CMDLINE_RUN,  /* go on */
+    CMDLINE_EXIT, /* --help or --version was printed: exit 0 */
+};
+
+/*
+ * Parses argv into `cl` (zeroed first).  Returns CMDLINE_RUN or
+ * CMDLINE_EXIT, or -EINVAL with err set ("--threads: ..."): the caller
+ * prints it and exits CONFIG_EXIT_USAGE.  Writes --help and --version
+ * output to `out`.  Uses getopt (resets optind).  Main thread only
+ * (ANY_THREAD, not reentrant).
+ */
+ANY_THREAD int cmdline_parse(struct cmdline *cl, int argc, char **argv,
+                             FILE *out, struct err *err);
+
+/* Frees what cmdline_parse allocated.  ANY_THREAD. */
+ANY_THREAD void cmdline_fini(struct cmdline *cl);
+
+/* Prints --help to `out`.  ANY_THREAD. */
+ANY_THREAD void cmdline_usage(FILE *out);
+
+/*
+ * One export of the effective configuration.  Its `ec` points into the
+ * strings and arrays below, all owned by the enclosing config.
+ */
+struct config_export {
+    struct export_config ec;
+    char *name, *path, *description;
+    struct server_allow *allow;
+    unsigned nr_allow;
+    char **tls_identities;
+    unsigned nr_tls_identities;
+    char *origin;      /* "FILE:LINE" of its section, or "--export" */
+    char *path_origin; /* "FILE:LINE" of its path, or "--export" */
+};
+
+/*
+ * The effective configuration: immutable after config_build,
+ * reference-counted (atomic) so that a reload can swap snapshots while
+ * others still read the old one.  Owns every string it points to.
+ */
+struct config {
+    atomic_uint refs;
+    char *file; /* absolute path of the file read, or NULL */
+    char **listen;
+    unsigned nr_listen;
+    unsigned threads;         /* 0: one per CPU */
+    struct tls_config tls;    /* strings owned (cast away const to free) */
+    double handshake_timeout; /* seconds; 0: none */
+    double shutdown_timeout;  /* seconds */
+    double poll_us;           /* command line only */
+    unsigned max_connections; /* 0: unlimited */
+    unsigned max_requests;    /* in flight per connection */
+    enum log_level log_level;
+    char *pidfile; /* NULL: none */
+    struct config_export *exports;
+    unsigned nr_exports;
+};
+
+/*
+ * Builds the effective configuration from the command line and the file
+ * it names.  Returns a snapshot with one reference, or NULL with err set
+ * to the first mistake ("FILE:LINE: ..." or "--option: ...").  Checks
+ * that every image exists and is a regular file or block device the
+ * daemon may open, and that TLS files are readable, but opens nothing.
+ * ANY_THREAD (not a loop thread: it reads files).
+ */
+ANY_THREAD struct config *config_build(const struct cmdline *cl,
+                                       struct err *err);
+
+/*
+ * Parses configuration text as if read from `name` (for the unit tests
+ * and config_build).  Same result as config_build with no command-line
+ * overrides but without the final "no export" check.  ANY_THREAD.
+ */
+ANY_THREAD struct config *
+config_parse_string(const char *text, const char *name, struct err *err);
+
+ANY_THREAD struct config *config_ref(struct config *cfg);
+ANY_THREAD void config_unref(struct config *cfg); /* NULL allowed */
+
+/* The limits a server should use under `cfg`.  ANY_THREAD. */
+ANY_THREAD void config_limits(const struct config *cfg,
+                              struct server_limits *limits);
+
+/*
+ * Writes the effective configuration in the file's own syntax (what
+ * --check-config prints).  ANY_THREAD.
+ */
+ANY_THREAD void config_print(const struct config *cfg, FILE *out);
+
+/* "error", "warning", "info", "debug".  ANY_THREAD. */
+ANY_THREAD const char *config_log_level_name(enum log_level level);
+
+#endif

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Service plumbing for the daemon: systemd's notification protocol
+ * (sd_notify, spoken directly, without libsystemd), socket activation
+ * (LISTEN_FDS / LISTEN_PID), and a locked pidfile.
+ */
+#ifndef NBDSRV_DAEMON_H
+#define NBDSRV_DAEMON_H
+
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/compiler.h"
+#include "nbdsrv/err.h"
+
+#include <stdbool.h>
+
+/* The first descriptor systemd passes (SD_LISTEN_FDS_START). */
+#define DAEMON_LISTEN_FDS_START 3
+
+/*
+ * Sends one state message ("READY=1", "RELOADING=1\nMONOTONIC_USEC=...")
+ * to the socket named by $NOTIFY_SOCKET (a path, or an abstract name
+ * starting with '@').  Returns 1 if sent, 0 when $NOTIFY_SOCKET is unset,
+ * or -errno.  ANY_THREAD.
+ */
+ANY_THREAD int daemon_notify(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* CLOCK_MONOTONIC in microseconds, for MONOTONIC_USEC.  ANY_THREAD. */
+ANY_THREAD unsigned long long daemon_monotonic_usec(void);
+
+/*
+ * Socket activation: when $LISTEN_PID is our pid and $LISTEN_FDS is N >
+ * 0, checks that fds 3..3+N-1 are listening stream sockets, sets
+ * close-on-exec on them, unsets the variables, and returns N with
+ * *first = 3.  Returns 0 when the daemon was not socket-activated, or
+ * -errno with err set.  Call before any other fd is opened.  ANY_THREAD.
+ */
+ANY_THREAD int daemon_listen_fds(int *first, struct err *err);
+
+/*
+ * Opens and locks (flock, exclusive, non-blocking) the pidfile at
+ * `path`.  A file locked by a running daemon is left alone: -EEXIST, err
+ * naming the pid written in it.  A stale file (no lock: its daemon died)
+ * is taken over.  Returns the locked fd (keep it open for the process's
+ * life) or -errno.  The lock survives fork, so it can be taken before
+ * daemonizing.  ANY_THREAD.
+ */
+ANY_THREAD int daemon_pidfile_open(const char *path, struct err *err);
+
+/* Writes the calling process's pid into the locked pidfile.  0 or -errno. */
+ANY_THREAD int daemon_pidfile_write(int fd, struct err *err);
+
+/* Removes the pidfile and closes its fd (dropping the lock). */
+ANY_THREAD void daemon_pidfile_remove(const char *path, int fd);
+
+/*
+ * Whether stderr is the stream systemd's journal gave us ($JOURNAL_STREAM
+ * names stderr's device and inode): lines then take "<N>" priority
+ * prefixes.  ANY_THREAD.
+ */
+ANY_THREAD bool daemon_stderr_is_journal(void);
+
+#endif

@@ -1,0 +1,589 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the configuration: the file's syntax and every error
+ * case with its FILE:LINE, the command line and how it overrides the
+ * file, and the daemon helpers (sd_notify datagrams, the locked pidfile,
+ * socket activation).
+ */
+#include "nbdsrv/config.h"
+#include "nbdsrv/daemon.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A private directory holding a.img (writable) and ro.img (0444). */
+static char dir[PATH_MAX];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "%s/nbdsrv-config.XXXXXX",
+             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/a.img", dir);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, 1 << 20), 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/ro.img", dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0444);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/psk.txt", dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "alice:0123\n", 11), 11);
+    close(fd);
+    snprintf(path, sizeof path, "%s/certs", dir);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+}
+
+static void remove_dir(void)
+{
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Writes `text` to DIR/test.conf and returns its path (static buffer). */
+static const char *write_conf(const char *text)
+{
+    static char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/test.conf", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Copies of the arguments of the last build(): cmdline borrows them. */
+static char *arg_copies[32];
+static int nr_arg_copies;
+
+/* cmdline_fini, and frees the argument copies. */
+static void finish(struct cmdline *cl)
+{
+    cmdline_fini(cl);
+    for (int i = 0; i < nr_arg_copies; i++) {
+        free(arg_copies[i]);
+    }
+    nr_arg_copies = 0;
+}
+
+/* Parses argv (NULL-terminated) and builds the configuration. */
+static struct config *build(struct cmdline *cl, const char *const *args,
+                            struct err *err)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = (char *)"nbd-serverd";
+    for (; *args != NULL; args++) {
+        arg_copies[nr_arg_copies++] = argv[argc++] = strdup(*args);
+    }
+    argv[argc] = NULL;
+    err_clear(err);
+    int r = cmdline_parse(cl, argc, argv, stdout, err);
+    if (r < 0) {
+        return NULL;
+    }
+    return config_build(cl, err);
+}
+
+/* Builds from `text` with -c and expects failure mentioning `want`. */
+static void expect_error(const char *text, const char *want)
+{
+    const char *path = write_conf(text);
+    const char *args[] = {"-c", path, NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    if (cfg != NULL) {
+        config_unref(cfg);
+        finish(&cl);
+        ck_abort_msg("accepted: %s", text);
+    }
+    if (strstr(err.msg, want) == NULL) {
+        ck_abort_msg("error '%s' lacks '%s' (input: %s)", err.msg, want, text);
+    }
+    finish(&cl);
+}
+
+static const struct {
+    const char *text;
+    const char *error;
+} bad_files[] = {
+    {"[bogus]\n", "test.conf:1: unknown section [bogus]"},
+    {"[server]\nthreads = 2\nfrobnicate = 1\n",
+     "test.conf:3: unknown key 'frobnicate' in [server]"},
+    {"[export a]\npath = a.img\nsize = 5\n",
+     "test.conf:3: unknown key 'size' in [export a]"},
+    {"threads = 2\n", "test.conf:1: 'threads' is outside any section"},
+    {"[server]\nthreads = 0\n", "test.conf:2: threads = 0: not a number"},
+    {"[server]\nthreads = many\n", "test.conf:2: threads = many"},
+    {"[server]\nthreads = 1\nthreads = 2\n",
+     "test.conf:3: 'threads' is given twice"},
+    {"[server]\n[server]\n", "test.conf:2: [server] is given twice"},
+    {"[server]\nlisten = nowhere\n", "test.conf:2: listen = nowhere"},
+    {"[server]\ntls = maybe\n", "test.conf:2: tls = maybe: expected off"},
+    {"[server]\ntls-certs = nonexistent\n",
+     "test.conf:2: TLS certificate directory"},
+    {"[server]\ntls-certs = certs\n", "test.conf:2: TLS file"},
+    {"[server]\ntls-psk = missing.psk\n", "test.conf:2: TLS PSK file"},
+    {"[server]\ntls-verify-peer = perhaps\n", "test.conf:2: tls-verify-peer"},
+    {"[server]\nhandshake-timeout = -1\n", "test.conf:2: handshake-timeout"},
+    {"[server]\nshutdown-timeout = soon\n", "test.conf:2: shutdown-timeout"},
+    {"[server]\nmax-connections = -3\n", "test.conf:2: max-connections"},
+    {"[server]\nmax-requests-per-connection = 0\n",
+     "test.conf:2: max-requests-per-connection"},
+    {"[server]\nlog-level = loud\n", "test.conf:2: log-level = loud"},
+    {"[export a]\npath = a.img\n\n[export a]\npath = a.img\n",
+     "test.conf:4: duplicate export 'a' (first defined at"},
+    {"[export a]\nread-only = yes\n", "test.conf:1: [export a] has no path"},
+    {"[export a]\n[export b]\npath = a.img\n",
+     "test.conf:1: [export a] has no path"},
+    {"[export]\npath = a.img\n", "test.conf:1: [export] needs a name"},
+    {"[export   ]\npath = a.img\n", "test.conf:1: [export] needs a name"},
+    {"[export a]\npath = missing.img\n",
+     "test.conf:2: [export a]: image " /* then the absolute path */},
+    {"[export a]\n# comment\npath = .\n", "test.conf:3: [export a]: image"},
+    {"[export a]\npath = a.img\nread-only = sometimes\n",
+     "test.conf:3: read-only = sometimes"},
+    {"[export a]\npath = a.img\ncache = unsafe\n",
+     "test.conf:3: cache = unsafe: expected writeback or none"},
+    {"[export a]\npath = a.img\ntrim = partly\n", "test.conf:3: trim"},
+    {"[export a]\npath = a.img\nallow = 10.0.0.0/33\n",
+     "test.conf:3: allow: '10.0.0.0/33'"},
+    {"[export a]\npath = a.img\nallow = example.com\n",
+     "test.conf:3: allow: 'example.com'"},
+    {"[export a]\npath = a.img\nallow = ,\n", "test.conf:3: allow"},
+    {"[export a]\npath = a.img\ntls-identities =\n",
+     "test.conf:3: tls-identities is empty"},
+    {"[export a]\npath = a.img\nthis line has no equals sign\n",
+     "test.conf:3: syntax error"},
+    {"[export a\npath = a.img\n", "test.conf:1: section header without ']'"},
+    {"[server]\nthreads = 2\n", "no export"},
+    {"[server]\ntls = on\n[export a]\npath = a.img\n",
+     "tls=on needs tls-certs or tls-psk"},
+    {"[export ro]\npath = ro.img\n", "read-write; or set read-only"},
+};
+
+START_TEST(test_config_file_errors)
+{
+    make_dir();
+    const char *text = bad_files[_i].text;
+    const char *want = bad_files[_i].error;
+    if (geteuid() == 0 && strstr(want, "read-write") != NULL) {
+        /* root may write a 0444 file: that case cannot fail for root. */
+        text = "[export ro]\npath = ro.img\nread-only = maybe\n";
+        want = "test.conf:3: read-only = maybe";
+    }
+    expect_error(text, want);
+    remove_dir();
+}
+END_TEST
+
+START_TEST(test_config_file_good)
+{
+    make_dir();
+    const char *path =
+        write_conf("; a comment\n"
+                   "[server]\n"
+                   "listen = 127.0.0.1:10809\n"
+                   "listen = unix:/tmp/x.sock   ; inline comment\n"
+                   "threads = 3\n"
+                   "tls = off\n"
+                   "tls-psk = psk.txt\n"
+                   "tls-priority = NORMAL\n"
+                   "handshake-timeout = 2.5\n"
+                   "shutdown-timeout = 0\n"
+                   "max-connections = 7\n"
+                   "max-requests-per-connection = 16\n"
+                   "log-level = debug\n"
+                   "pidfile = run/x.pid\n"
+                   "\n"
+                   "[export a]\n"
+                   "path = a.img\n"
+                   "description = the first\n"
+                   "cache = none\n"
+                   "trim = off\n"
+                   "allow = 127.0.0.1, 10.1.2.3/8 [::1]/128\n"
+                   "allow = unix\n"
+                   "tls-identities = alice\n"
+                   "tls-identities = CN=bob,O=Example\n"
+                   "[export ro]\n"
+                   "path = ro.img\n"
+                   "read-only = yes\n");
+    const char *args[] = {"-c", path, NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_uint_eq(cfg->nr_listen, 2);
+    ck_assert_str_eq(cfg->listen[1], "unix:/tmp/x.sock");
+    ck_assert_uint_eq(cfg->threads, 3);
+    ck_assert_int_eq(cfg->tls.mode, TLS_MODE_OFF);
+    ck_assert_ptr_nonnull(strstr(cfg->tls.psk_file, "/psk.txt"));
+    ck_assert_int_eq(cfg->tls.psk_file[0], '/');
+    ck_assert_str_eq(cfg->tls.priority, "NORMAL");
+    ck_assert(cfg->handshake_timeout == 2.5);
+    ck_assert(cfg->shutdown_timeout == 0);
+    ck_assert_uint_eq(cfg->max_connections, 7);
+    ck_assert_uint_eq(cfg->max_requests, 16);
+    ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
+    ck_assert_ptr_nonnull(strstr(cfg->pidfile, "/run/x.pid"));
+    ck_assert_uint_eq(cfg->nr_exports, 2);
+    const struct config_export *a = &cfg->exports[0];
+    ck_assert_str_eq(a->ec.name, "a");
+    ck_assert_int_eq(a->ec.path[0], '/');
+    ck_assert_str_eq(a->ec.description, "the first");
+    ck_assert(a->ec.direct);
+    ck_assert(a->ec.no_trim);
+    ck_assert(!a->ec.read_only);
+    ck_assert_uint_eq(a->ec.nr_allow, 4);
+    ck_assert_int_eq(a->ec.allow[0].family, AF_INET);
+    ck_assert_uint_eq(a->ec.allow[0].prefix, 32);
+    /* Host bits are cleared: 10.1.2.3/8 is 10.0.0.0/8. */
+    ck_assert_int_eq(a->ec.allow[1].addr[0], 10);
+    ck_assert_int_eq(a->ec.allow[1].addr[1], 0);
+    ck_assert_uint_eq(a->ec.allow[1].prefix, 8);
+    ck_assert_int_eq(a->ec.allow[2].family, AF_INET6);
+    ck_assert_int_eq(a->ec.allow[3].family, AF_UNIX);
+    ck_assert_uint_eq(a->ec.nr_tls_identities, 2);
+    ck_assert_str_eq(a->ec.tls_identities[1], "CN=bob,O=Example");
+    ck_assert(cfg->exports[1].ec.read_only);
+
+    /* --check-config's output parses again to the same configuration. */
+    char out_path[PATH_MAX + 16];
+    snprintf(out_path, sizeof out_path, "%s/printed.conf", dir);
+    FILE *f = fopen(out_path, "w");
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    fclose(f);
+    const char *args2[] = {"-c", out_path, NULL};
+    struct cmdline cl2;
+    struct config *again = build(&cl2, args2, &err);
+    ck_assert_msg(again != NULL, "%s", err.msg);
+    ck_assert_uint_eq(again->exports[0].ec.nr_allow, 4);
+    ck_assert_uint_eq(again->max_connections, 7);
+    ck_assert_str_eq(again->exports[0].ec.path, a->ec.path);
+    config_unref(again);
+    finish(&cl2);
+
+    config_unref(cfg);
+    finish(&cl);
+    remove_dir();
+}
+END_TEST
+
+START_TEST(test_config_cmdline_overrides_file)
+{
+    make_dir();
+    const char *path = write_conf("[server]\n"
+                                  "listen = 127.0.0.1:1\n"
+                                  "threads = 3\n"
+                                  "max-connections = 7\n"
+                                  "[export a]\n"
+                                  "path = a.img\n");
+    char img[PATH_MAX + 16];
+    snprintf(img, sizeof img, "b=%s/a.img", dir);
+    const char *args[] = {"-c",
+                          path,
+                          "-l",
+                          "127.0.0.1:2",
+                          "-t",
+                          "1",
+                          "--max-connections",
+                          "0",
+                          "--shutdown-timeout",
+                          "4",
+                          "-r",
+                          "-e",
+                          img,
+                          "-v",
+                          NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_uint_eq(cfg->nr_listen, 1);
+    ck_assert_str_eq(cfg->listen[0], "127.0.0.1:2");
+    ck_assert_uint_eq(cfg->threads, 1);
+    ck_assert_uint_eq(cfg->max_connections, 0);
+    ck_assert(cfg->shutdown_timeout == 4);
+    ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
+    ck_assert_uint_eq(cfg->nr_exports, 2);
+    ck_assert(!cfg->exports[0].ec.read_only); /* -r: only -e exports */
+    ck_assert(cfg->exports[1].ec.read_only);
+    ck_assert_str_eq(cfg->exports[1].ec.name, "b");
+    config_unref(cfg);
+    finish(&cl);
+
+    /* An -e export may not reuse a file export's name. */
+    snprintf(img, sizeof img, "a=%s/a.img", dir);
+    const char *dup[] = {"-c", path, "-e", img, NULL};
+    ck_assert_ptr_null(build(&cl, dup, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "--export a: duplicate export"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "test.conf:5"));
+    finish(&cl);
+    remove_dir();
+}
+END_TEST
+
+static const struct {
+    const char *args[6];
+    const char *error;
+} bad_cmdlines[] = {
+    {{"-t", "0", NULL}, "--threads: '0'"},
+    {{"-t", "300", NULL}, "--threads: '300'"},
+    {{"--tls=sometimes", NULL}, "--tls=sometimes"},
+    {{"-e", "noequals", NULL}, "--export: 'noequals' is not NAME=PATH"},
+    {{"-e", "=x", NULL}, "export name before '=' is empty"},
+    {{"-e", "a=", NULL}, "path after '=' is empty"},
+    {{"--bogus", NULL}, "unknown option '--bogus'"},
+    {{"-l", NULL}, "needs an argument"},
+    {{"extra", NULL}, "unexpected argument 'extra'"},
+    {{"--handshake-timeout", "x", NULL}, "--handshake-timeout: 'x'"},
+    {{"-e", "a=/nonexistent/x.img", NULL}, "--export: [export a]: image"},
+    {{"-e", "a=/dev/null", NULL}, "not a regular file or block device"},
+    {{NULL}, "no export"},
+    {{"-c", "/nonexistent.conf", NULL}, "/nonexistent.conf: No such file"},
+    {{"-e", "a=/dev/null", "-l", "bad", NULL}, "--listen"},
+    {{"-e", "a=/dev/null", "--tls-psk", "/nonexistent", NULL}, "--tls-psk"},
+};
+
+START_TEST(test_config_cmdline_errors)
+{
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, bad_cmdlines[_i].args, &err);
+    ck_assert_ptr_null(cfg);
+    if (strstr(err.msg, bad_cmdlines[_i].error) == NULL) {
+        ck_abort_msg("error '%s' lacks '%s'", err.msg, bad_cmdlines[_i].error);
+    }
+    finish(&cl);
+}
+END_TEST
+
+START_TEST(test_config_help_and_version)
+{
+    char *argv[] = {(char *)"nbd-serverd", (char *)"--version", NULL};
+    struct cmdline cl;
+    struct err err;
+    FILE *out = tmpfile();
+    ck_assert_int_eq(cmdline_parse(&cl, 2, argv, out, &err), CMDLINE_EXIT);
+    finish(&cl);
+    char *argv2[] = {(char *)"nbd-serverd", (char *)"-h", NULL};
+    ck_assert_int_eq(cmdline_parse(&cl, 2, argv2, out, &err), CMDLINE_EXIT);
+    finish(&cl);
+    rewind(out);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, out);
+    buf[n] = '\0';
+    fclose(out);
+    ck_assert_ptr_nonnull(strstr(buf, "nbd-serverd 0."));
+    ck_assert_ptr_nonnull(strstr(buf, "--check-config"));
+    ck_assert_ptr_nonnull(strstr(buf, "--shutdown-timeout"));
+}
+END_TEST
+
+/* A datagram socket bound at DIR/notify, as systemd's would be. */
+static int notify_socket(char *path, size_t size, bool abstract)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    socklen_t len;
+    if (abstract) {
+        snprintf(path, size, "@nbdsrv-test-%d", (int)getpid());
+        memcpy(sun.sun_path, path, strlen(path));
+        sun.sun_path[0] = '\0';
+        len =
+            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    } else {
+        snprintf(path, size, "%s/notify", dir);
+        ck_assert_uint_lt(strlen(path), sizeof sun.sun_path);
+        memcpy(sun.sun_path, path, strlen(path) + 1);
+        len = sizeof sun;
+    }
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, len), 0);
+    return fd;
+}
+
+static void expect_datagram(int fd, const char *want)
+{
+    char buf[600];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_str_eq(buf, want);
+}
+
+START_TEST(test_daemon_notify)
+{
+    make_dir();
+    unsetenv("NOTIFY_SOCKET");
+    ck_assert_int_eq(daemon_notify("READY=1"), 0);
+    for (int abstract = 0; abstract < 2; abstract++) {
+        char path[PATH_MAX + 16];
+        int fd = notify_socket(path, sizeof path, abstract);
+        setenv("NOTIFY_SOCKET", path, 1);
+        ck_assert_int_eq(daemon_notify("READY=1"), 1);
+        expect_datagram(fd, "READY=1");
+        ck_assert_int_eq(
+            daemon_notify("RELOADING=1\nMONOTONIC_USEC=%llu", 5ull), 1);
+        expect_datagram(fd, "RELOADING=1\nMONOTONIC_USEC=5");
+        close(fd);
+    }
+    setenv("NOTIFY_SOCKET", "relative/path", 1);
+    ck_assert_int_eq(daemon_notify("READY=1"), -EINVAL);
+    unsetenv("NOTIFY_SOCKET");
+    ck_assert_uint_gt(daemon_monotonic_usec(), 0);
+    remove_dir();
+}
+END_TEST
+
+START_TEST(test_daemon_pidfile_lock)
+{
+    make_dir();
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/x.pid", dir);
+    struct err err;
+    /* A stale file (no lock) is taken over. */
+    FILE *f = fopen(path, "w");
+    fputs("999999\n", f);
+    fclose(f);
+    int fd = daemon_pidfile_open(path, &err);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(daemon_pidfile_write(fd, &err), 0);
+    char buf[32] = "";
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+    fclose(f);
+    ck_assert_int_eq(atoi(buf), (int)getpid());
+    /* A live daemon's file is not clobbered. */
+    err_clear(&err);
+    ck_assert_int_eq(daemon_pidfile_open(path, &err), -EEXIST);
+    ck_assert_ptr_nonnull(strstr(err.msg, "locked by a running daemon"));
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+    fclose(f);
+    ck_assert_int_eq(atoi(buf), (int)getpid());
+    /* Removed on exit. */
+    daemon_pidfile_remove(path, fd);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    remove_dir();
+}
+END_TEST
+
+/*
+ * The socket-activation checks, in a child process: fd 3 belongs to
+ * Check's reporting pipe here.  Returns 0, or the number of the step
+ * that went wrong.
+ */
+static int listen_fds_steps(void)
+{
+    int first = -1;
+    struct err err;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    if (daemon_listen_fds(&first, &err) != 0) {
+        return 1;
+    }
+    /* Variables meant for another process are ignored. */
+    setenv("LISTEN_PID", "1", 1);
+    setenv("LISTEN_FDS", "1", 1);
+    if (daemon_listen_fds(&first, &err) != 0) {
+        return 2;
+    }
+    /* Ours, on a listening socket at fd 3. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+        listen(s, 4) != 0 || dup2(s, 3) != 3) {
+        return 3;
+    }
+    char pid[32];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    setenv("LISTEN_PID", pid, 1);
+    if (daemon_listen_fds(&first, &err) != 1 || first != 3) {
+        return 4;
+    }
+    if (getenv("LISTEN_FDS") != NULL ||
+        (fcntl(3, F_GETFD) & FD_CLOEXEC) != FD_CLOEXEC) {
+        return 5;
+    }
+    /* A socket that does not listen is refused. */
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || dup2(c, 3) != 3) {
+        return 6;
+    }
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    if (daemon_listen_fds(&first, &err) >= 0 ||
+        strstr(err.msg, "not a listening stream socket") == NULL) {
+        return 7;
+    }
+    return 0;
+}
+
+START_TEST(test_daemon_listen_fds)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(listen_fds_steps());
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_msg(WEXITSTATUS(status) == 0, "step %d failed",
+                  WEXITSTATUS(status));
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("file");
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, test_config_file_errors, 0,
+                        (int)(sizeof bad_files / sizeof bad_files[0]));
+    tcase_add_test(tc, test_config_file_good);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cmdline");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_config_cmdline_overrides_file);
+    tcase_add_loop_test(tc, test_config_cmdline_errors, 0,
+                        (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]));
+    tcase_add_test(tc, test_config_help_and_version);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("daemon");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_daemon_notify);
+    tcase_add_test(tc, test_daemon_pidfile_lock);
+    tcase_add_test(tc, test_daemon_listen_fds);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(config_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
