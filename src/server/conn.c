@@ -17,6 +17,7 @@
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
+#include "nbdsrv/chan-tls.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
@@ -185,6 +186,7 @@ static void conn_free(struct conn *conn)
     }
     free(conn->push);
     chan_unref(conn->ch);
+    tls_creds_unref(conn->tls_creds);
     free(conn->meta_export);
     co_queue_fini(&conn->flow_wait);
     co_mutex_fini(&conn->flow_lock);
@@ -206,11 +208,31 @@ void conn_unref(struct conn *conn)
     }
 }
 
-/* Adds the connection to the server's list; false once stopping. */
+void conn_set_chan_take(struct conn *conn, struct chan *tls)
+{
+    struct server *srv = conn->srv;
+    pthread_mutex_lock(&srv->lock);
+    struct chan *old = conn->ch;
+    conn->ch = tls;
+    pthread_mutex_unlock(&srv->lock);
+    chan_unref(old);
+    /* server_stop may have woken the old channel after we stopped
+     * waiting on it: pass the wake on (`stopping` is set before the walk
+     * that takes srv->lock, so one of us sees the other). */
+    if (atomic_load(&srv->stopping)) {
+        chan_wake(tls, CHAN_IN);
+    }
+}
+
+/* Adds the connection to the server's list; false once stopping.  Takes
+ * the TLS policy of the moment with it. */
 static bool conn_register(struct conn *conn)
 {
     struct server *srv = conn->srv;
     pthread_mutex_lock(&srv->lock);
+    conn->tls_mode = srv->tls_mode;
+    conn->tls_creds =
+        srv->tls_creds != NULL ? tls_creds_ref(srv->tls_creds) : NULL;
     conn->prev = NULL;
     conn->next = srv->conns;
     if (srv->conns != NULL) {
@@ -521,6 +543,13 @@ void conn_run(struct server *srv, int fd, const char *peer)
                   conn->extended ? ", extended headers" : "");
         receive_requests(conn);
         wait_idle(conn);
+    }
+    if (conn->tls) {
+        /* close_notify, if the socket takes it at once: a client that
+         * stopped reading must not keep us here. */
+        co_mutex_lock(&conn->send_lock);
+        chan_tls_bye(conn->ch, false);
+        co_mutex_unlock(&conn->send_lock);
     }
     log_debug("%s: disconnected", conn->peer);
     bufpool_put(conn->rbuf, CONN_RBUF_SIZE);

@@ -13,6 +13,7 @@
 #include "nbdsrv/log.h"
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
+#include "nbdsrv/tls-config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,38 +69,54 @@ static const struct option long_options[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: " PROGRAM " [OPTION]... [-e NAME=PATH]...\n"
-            "Export raw disk images and block devices over NBD.\n"
-            "\n"
-            "  -f, --foreground          do not daemonize; log to stderr\n"
-            "  -l, --listen ADDR         HOST:PORT, [V6ADDR]:PORT or "
-            "unix:PATH; repeatable;\n"
-            "                            default " DEFAULT_LISTEN "\n"
-            "  -e, --export NAME=PATH    export a raw image file or block "
-            "device; repeatable;\n"
-            "                            the first export also answers to "
-            "the empty name\n"
-            "  -r, --read-only           all exports are read-only\n"
-            "  -t, --threads N           event-loop threads (default: "
-            "number of CPUs)\n"
-            "      --handshake-timeout S drop clients that have not finished "
-            "the handshake\n"
-            "                            after S seconds (default 10; 0: "
-            "never)\n"
-            "      --poll-us N           an idle loop polls N microseconds "
-            "before sleeping\n"
-            "                            (default 0: sleep at once; polling "
-            "pays only\n"
-            "                            when the machine has spare cores)\n"
-            "      --pidfile FILE        write the process id to FILE\n"
-            "  -v, --verbose             log debugging messages\n"
-            "  -V, --version             print the version and exit\n"
-            "  -h, --help                print this help and exit\n"
-            "\n"
-            "Not yet available (refused): -c/--config, --check-config, "
-            "--tls, --tls-certs,\n"
-            "--tls-psk, --tls-verify-peer, --tls-priority.\n");
+    fprintf(
+        out,
+        "Usage: " PROGRAM " [OPTION]... [-e NAME=PATH]...\n"
+        "Export raw disk images and block devices over NBD.\n"
+        "\n"
+        "  -f, --foreground          do not daemonize; log to stderr\n"
+        "  -l, --listen ADDR         HOST:PORT, [V6ADDR]:PORT or "
+        "unix:PATH; repeatable;\n"
+        "                            default " DEFAULT_LISTEN "\n"
+        "  -e, --export NAME=PATH    export a raw image file or block "
+        "device; repeatable;\n"
+        "                            the first export also answers to "
+        "the empty name\n"
+        "  -r, --read-only           all exports are read-only\n"
+        "  -t, --threads N           event-loop threads (default: "
+        "number of CPUs)\n"
+        "      --handshake-timeout S drop clients that have not finished "
+        "the handshake\n"
+        "                            after S seconds (default 10; 0: "
+        "never)\n"
+        "      --poll-us N           an idle loop polls N microseconds "
+        "before sleeping\n"
+        "                            (default 0: sleep at once; polling "
+        "pays only\n"
+        "                            when the machine has spare cores)\n"
+        "      --tls=off|on|require  TLS policy (default off); on: plain and "
+        "TLS clients;\n"
+        "                            require: every client must use "
+        "STARTTLS\n"
+        "      --tls-certs DIR       X.509: DIR/ca-cert.pem, "
+        "server-cert.pem,\n"
+        "                            server-key.pem (ca-crl.pem if "
+        "present)\n"
+        "      --tls-psk FILE        pre-shared keys, psktool format "
+        "(identity:hexkey)\n"
+        "      --tls-verify-peer     clients must present a certificate "
+        "signed by the CA\n"
+        "      --tls-priority STR    GnuTLS priority string (default "
+        "NORMAL, the\n"
+        "                            system's defaults; PSK key "
+        "exchanges are added\n"
+        "                            when --tls-psk is given)\n"
+        "      --pidfile FILE        write the process id to FILE\n"
+        "  -v, --verbose             log debugging messages\n"
+        "  -V, --version             print the version and exit\n"
+        "  -h, --help                print this help and exit\n"
+        "\n"
+        "Not yet available (refused): -c/--config, --check-config.\n");
 }
 
 NORETURN static void usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
@@ -125,6 +142,8 @@ struct options {
     unsigned nr_listen;
     struct export_config *exports;
     unsigned nr_exports;
+    struct tls_config tls;
+    bool tls_given;
 };
 
 static void *grow(void *array, unsigned count, size_t size)
@@ -221,12 +240,23 @@ static void parse_options(int argc, char **argv, struct options *o)
             usage_error("configuration files are not supported yet: "
                         "give exports with -e NAME=PATH");
         case OPT_TLS:
+            if (tls_mode_parse(optarg, &o->tls.mode) < 0) {
+                usage_error("--tls: '%s' is not off, on or require", optarg);
+            }
+            o->tls_given = true;
+            break;
         case OPT_TLS_CERTS:
+            o->tls.certs_dir = optarg;
+            break;
         case OPT_TLS_PSK:
+            o->tls.psk_file = optarg;
+            break;
         case OPT_TLS_VERIFY_PEER:
+            o->tls.verify_peer = true;
+            break;
         case OPT_TLS_PRIORITY:
-            usage_error("TLS is not supported yet (--tls and the --tls-* "
-                        "options are refused)");
+            o->tls.priority = optarg;
+            break;
         case 'v':
             log_set_level(LOG_LEVEL_DEBUG);
             break;
@@ -252,6 +282,18 @@ static void parse_options(int argc, char **argv, struct options *o)
     }
     for (unsigned i = 0; i < o->nr_exports; i++) {
         o->exports[i].read_only = o->read_only;
+    }
+    if (o->tls.mode != TLS_MODE_OFF && o->tls.certs_dir == NULL &&
+        o->tls.psk_file == NULL) {
+        usage_error("--tls=%s needs --tls-certs DIR or --tls-psk FILE",
+                    tls_mode_name(o->tls.mode));
+    }
+    if (o->tls.verify_peer && o->tls.certs_dir == NULL) {
+        usage_error("--tls-verify-peer needs --tls-certs DIR");
+    }
+    if (!o->tls_given &&
+        (o->tls.certs_dir != NULL || o->tls.psk_file != NULL)) {
+        usage_error("--tls-certs and --tls-psk need --tls=on or --tls=require");
     }
 }
 
@@ -354,6 +396,10 @@ int main(int argc, char **argv)
     }
     struct err err;
     err_clear(&err);
+    if (server_set_tls(srv, &o.tls, &err) < 0) {
+        log_error("TLS: %s", err.msg);
+        return 1;
+    }
     for (unsigned i = 0; i < o.nr_exports; i++) {
         if (server_add_export(srv, &o.exports[i], &err) < 0) {
             log_error("export '%s': %s", o.exports[i].name, err.msg);
