@@ -333,6 +333,10 @@ int chan_tls_handshake(struct chan *ch, struct err *err)
             continue;
         }
         handshake_reason(t, rc, err);
+        /* Tell the peer why, if the socket takes it now (no waiting: the
+         * peer may be the reason we failed). */
+        t->more = false;
+        gnutls_alert_send_appropriate(t->session, rc);
         return -(err != NULL && err->errnum != 0 ? err->errnum : EPROTO);
     }
 }
