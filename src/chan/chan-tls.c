@@ -39,6 +39,8 @@
 
 /* One TLS record's worth of plaintext. */
 #define TLS_WBUF_SIZE (16u * 1024)
+/* Read-ahead of ciphertext: a burst of small records in one recvmsg. */
+#define TLS_RBUF_SIZE (32u * 1024)
 
 /* Owned by its channel references. */
 struct chan_tls {
@@ -46,6 +48,10 @@ struct chan_tls {
     struct chan *sock;        /* immutable; we hold a reference */
     struct tls_creds *creds;  /* immutable; we hold a reference */
     gnutls_session_t session; /* see the file comment */
+
+    /* Reader side (and the handshake): ciphertext read ahead. */
+    unsigned char *rbuf; /* TLS_RBUF_SIZE bytes */
+    size_t rstart, rend; /* unread bytes are rbuf[rstart, rend) */
 
     /* Writer side. */
     bool more;              /* CHAN_WRITE_MORE of the current write */
@@ -66,17 +72,46 @@ bool chan_is_tls(const struct chan *ch)
     return ch->ops == &chan_tls_ops;
 }
 
-/* GnuTLS transport: read from the socket without blocking. */
+/*
+ * GnuTLS transport: read from the socket without blocking.  GnuTLS asks
+ * for a record header, then for its body: two system calls a record.  So
+ * we read as much as the socket has into rbuf and serve GnuTLS from it;
+ * a burst of small records (requests) then costs one recvmsg.  EAGAIN
+ * comes only once rbuf is empty, so a reader never waits on the socket
+ * for bytes we hold already.
+ */
 static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
     struct chan_tls *t = ptr;
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
-    ssize_t n = t->sock->ops->readv(t->sock, &iov, 1);
-    if (n < 0) {
-        errno = (int)-n;
-        return -1;
+    if (t->rstart == t->rend) {
+        t->rstart = t->rend = 0;
+        if (len >= TLS_RBUF_SIZE) {
+            struct iovec iov = {.iov_base = buf, .iov_len = len};
+            ssize_t n = t->sock->ops->readv(t->sock, &iov, 1);
+            if (n < 0) {
+                errno = (int)-n;
+                return -1;
+            }
+            return n;
+        }
+        struct iovec iov = {.iov_base = t->rbuf, .iov_len = TLS_RBUF_SIZE};
+        ssize_t n = t->sock->ops->readv(t->sock, &iov, 1);
+        if (n <= 0) {
+            if (n < 0) {
+                errno = (int)-n;
+                return -1;
+            }
+            return 0;
+        }
+        t->rend = (size_t)n;
     }
-    return n;
+    size_t n = t->rend - t->rstart;
+    if (n > len) {
+        n = len;
+    }
+    memcpy(buf, t->rbuf + t->rstart, n);
+    t->rstart += n;
+    return (ssize_t)n;
 }
 
 /* GnuTLS transport: write to the socket without blocking. */
@@ -231,6 +266,7 @@ static void tls_free(struct chan *ch)
     gnutls_deinit(t->session);
     tls_creds_unref(t->creds);
     chan_unref(t->sock);
+    free(t->rbuf);
     free(t->wbuf);
     free(t);
 }
@@ -253,7 +289,8 @@ struct chan *chan_tls_new(struct chan *sock_take, struct tls_creds *creds,
         goto out_unref;
     }
     t->wbuf = malloc(TLS_WBUF_SIZE);
-    if (t->wbuf == NULL) {
+    t->rbuf = malloc(TLS_RBUF_SIZE);
+    if (t->wbuf == NULL || t->rbuf == NULL) {
         err_set(err, ENOMEM, "out of memory");
         goto out_free;
     }
@@ -270,6 +307,7 @@ struct chan *chan_tls_new(struct chan *sock_take, struct tls_creds *creds,
     return &t->ch;
 
 out_free:
+    free(t->rbuf);
     free(t->wbuf);
     free(t);
 out_unref:
