@@ -172,6 +172,13 @@ static ssize_t tls_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
             if (n > 0) {
                 off += (size_t)n;
                 total += (size_t)n;
+                if (t->rstart == t->rend &&
+                    gnutls_record_check_pending(t->session) == 0) {
+                    /* Nothing left on our side: asking the socket again
+                     * would most likely cost an EAGAIN, and the caller
+                     * asks again anyway if it needs more. */
+                    return (ssize_t)total;
+                }
                 continue;
             }
             if (n == GNUTLS_E_INTERRUPTED) {

@@ -7,12 +7,15 @@
 # ClientHello, a client that hangs up half way through its ClientHello,
 # and one that stops there are each dropped (the last by the handshake
 # timeout) with a log line naming the peer, while a TLS client served at
-# the same time is unaffected; the server then exits 0.
+# the same time is unaffected; a SIGTERM while a TLS client sits idle in
+# the transmission phase and another in the middle of its handshake
+# ends the server promptly with status 0.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
 requires python3 nbdinfo certtool truncate
+requires_nbd_python
 is_our_server || skip "TLS options are specific to nbd-serverd"
 
 disk=$T/disk.img
@@ -231,5 +234,34 @@ log_has "127\.0\.0\.1:[0-9]+: handshake timed out"
 server_alive
 size=$(tmo nbdinfo --size "$tls_client") || fail "nbdinfo afterwards"
 [ "$size" = 8388608 ] || fail "nbdinfo afterwards said $size"
+
+step "SIGTERM with an idle TLS client and one stalled in its handshake"
+cat >"$T/idle.py" <<'EOF'
+import sys
+import time
+
+import nbd
+
+h = nbd.NBD()
+h.set_tls(nbd.TLS_REQUIRE)
+h.set_tls_certificates(sys.argv[2])
+h.set_export_name("disk")
+h.connect_tcp("127.0.0.1", sys.argv[1])
+h.pread(4096, 0)
+open(sys.argv[3], "w").close()
+time.sleep(60)
+EOF
+rm -f "$T/idle" "$T/stalled"
+"$NBD_PYTHON" "$T/idle.py" "$port" "$pki/client" "$T/idle" &
+track_pid $!
+python3 "$T/raw.py" stall "$addr" "$T/stalled" >/dev/null 2>&1 &
+track_pid $!
+for ((i = 0; i < 200; i++)); do
+    [ -e "$T/idle" ] && [ -e "$T/stalled" ] && break
+    sleep 0.1
+done
+[ -e "$T/idle" ] && [ -e "$T/stalled" ] || fail "the idle clients did not connect"
+start=$SECONDS
 stop_server
+step "the server exited 0 within $((SECONDS - start)) s"
 step "pass"
