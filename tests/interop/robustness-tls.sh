@@ -9,7 +9,8 @@
 # timeout) with a log line naming the peer, while a TLS client served at
 # the same time is unaffected; a SIGTERM while a TLS client sits idle in
 # the transmission phase and another in the middle of its handshake
-# ends the server promptly with status 0.
+# ends the server promptly with status 0.  With --tls=on, structured
+# replies agreed in plain text are forgotten by STARTTLS.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -36,6 +37,7 @@ IHAVEOPT = 0x49484156454F5054
 OPT_REPLY_MAGIC = 0x3E889045565A9
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS, OPT_INFO, OPT_GO = \
     1, 2, 3, 5, 6, 7
+OPT_STRUCTURED_REPLY, OPT_LIST_META_CONTEXT = 8, 9
 REP_ACK = 1
 REP_ERR_INVALID = (1 << 31) + 3
 REP_ERR_TLS_REQD = (1 << 31) + 5
@@ -158,6 +160,27 @@ elif action == "require":
     s = connect(addr)
     send_opt(s, OPT_EXPORT_NAME, b"disk")
     expect_closed(s, "EXPORT_NAME before TLS")
+elif action == "forget":
+    # --tls=on: what was agreed in plain text does not survive STARTTLS.
+    ca = sys.argv[3]
+    s = connect(addr)
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    expect_reply(s, OPT_STRUCTURED_REPLY, REP_ACK, "plain STRUCTURED_REPLY")
+    query = struct.pack(">I", 4) + b"disk" + struct.pack(">I", 1)
+    query += struct.pack(">I", 15) + b"base:allocation"
+    send_opt(s, OPT_LIST_META_CONTEXT, query)
+    _, rtype, _ = read_reply(s)
+    while rtype != REP_ACK:
+        _, rtype, _ = read_reply(s)
+    log("plain LIST_META_CONTEXT: ACK")
+    t = starttls(s, ca)
+    send_opt(t, OPT_LIST_META_CONTEXT, query)
+    expect_reply(t, OPT_LIST_META_CONTEXT, REP_ERR_INVALID,
+                 "LIST_META_CONTEXT over TLS before STRUCTURED_REPLY")
+    send_opt(t, OPT_STRUCTURED_REPLY)
+    expect_reply(t, OPT_STRUCTURED_REPLY, REP_ACK, "STRUCTURED_REPLY over TLS")
+    send_opt(t, OPT_ABORT)
+    expect_reply(t, OPT_ABORT, REP_ACK, "ABORT")
 elif action == "garbage":
     s = connect(addr)
     send_opt(s, OPT_STARTTLS)
@@ -234,6 +257,16 @@ log_has "127\.0\.0\.1:[0-9]+: handshake timed out"
 server_alive
 size=$(tmo nbdinfo --size "$tls_client") || fail "nbdinfo afterwards"
 [ "$size" = 8388608 ] || fail "nbdinfo afterwards said $size"
+
+stop_server
+
+step "--tls=on: options agreed before STARTTLS are forgotten"
+port=$(free_port)
+addr=127.0.0.1:$port
+start_server -l "$addr" -t 2 -e "disk=$disk" --tls=on \
+    --tls-certs "$pki/server" --handshake-timeout 3
+tmo python3 "$T/raw.py" forget "$addr" "$pki/ca-cert.pem" ||
+    fail "state negotiated before STARTTLS"
 
 step "SIGTERM with an idle TLS client and one stalled in its handshake"
 cat >"$T/idle.py" <<'EOF'
