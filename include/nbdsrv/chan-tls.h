@@ -22,11 +22,13 @@
  * One coroutine may read while another writes, each on any loop, as
  * GnuTLS allows one receiving and one sending thread on a session when
  * nothing re-handshakes: sessions are made without false start, session
- * tickets or automatic rekeying, and TLS 1.2 renegotiation requests from
- * the peer are refused.  The handshake and chan_tls_bye need the other
- * direction idle.  Data GnuTLS has already decrypted is returned before
- * the socket is polled again, so a reader never waits for bytes that are
- * already in the session.
+ * tickets or automatic rekeying, and a TLS 1.2 renegotiation request from
+ * the peer is a read error (-EPROTO) that ends the connection.  A TLS 1.3
+ * KeyUpdate asking us to update too would make the reader send: no NBD
+ * client sends one.  The handshake and chan_tls_bye need the other
+ * direction idle.  Data GnuTLS has already decrypted, and ciphertext the
+ * channel has read ahead, are consumed before the socket is polled again,
+ * so a reader never waits for bytes that are already here.
  *
  * chan_shutdown and chan_push act on the socket underneath (no alert is
  * sent); chan_wake interrupts waits on the TLS channel.
