@@ -16,7 +16,9 @@ Environment (all optional):
   BENCH_RUNTIME=5          measured seconds per fio run
   BENCH_RAMP=1             fio ramp_time seconds (not measured)
   BENCH_SIZE_MIB=1024      image size in MiB (created in /dev/shm)
-  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd
+  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,nbd-serverd-tls,nbdkit-tls,qemu-nbd-tls]
+  BENCH_TLS=1              1: also the -tls servers (X.509, TLS required), 0: not,
+                           only: nothing else
   BENCH_WORKLOADS=...      comma list of workload names (default: all)
   BENCH_THREADS=$(nproc)   nbd-serverd --threads
   BENCH_NBDKIT_THREADS=16  nbdkit --threads (16 is nbdkit's own default)
@@ -25,6 +27,16 @@ Environment (all optional):
   BENCH_REQUIRE_ALL=0      1: fail instead of skipping a server that is missing
   BENCH_REPORT=FILE        also write the Markdown report to FILE
   BENCH_JSON=FILE          also write every single measurement as JSON
+
+TLS rows: each server requires TLS with X.509 certificates made by certtool
+for this run (nbd-serverd --tls=require --tls-certs DIR; nbdkit --tls=require
+--tls-certificates=DIR; qemu-nbd --object tls-creds-x509,...,verify-peer=off
+--tls-creds), and fio connects to nbds://127.0.0.1:PORT/.  fio's nbd engine
+hands the URI to libnbd's nbd_connect_uri without nbd_set_uri_allow_local_file,
+so a tls-certificates= query is refused ("local file access is not allowed");
+fio therefore runs with HOME pointing at a directory whose .pki/libnbd holds
+the CA and client certificate, libnbd's default X.509 location.  A "-tls" row's
+"vs best peer" compares with the better of nbdkit-tls and qemu-nbd-tls.
 """
 
 import ctypes
@@ -45,7 +57,14 @@ import time
 GIB = 1 << 30
 MIB = 1 << 20
 PEERS = ("nbdkit", "qemu-nbd")
-ALL_SERVERS = ("nbd-serverd",) + PEERS
+PLAIN_SERVERS = ("nbd-serverd",) + PEERS
+TLS_SERVERS = tuple(f"{s}-tls" for s in PLAIN_SERVERS)
+ALL_SERVERS = PLAIN_SERVERS + TLS_SERVERS
+
+
+def peers_of(name):
+    """The servers a row is compared with: the plain or the TLS peers."""
+    return tuple(f"{p}-tls" for p in PEERS) if name.endswith("-tls") else PEERS
 
 # name, title, fio rw, block size, iodepth, numjobs (= connections), metric
 WORKLOADS = [
@@ -254,7 +273,71 @@ def server_specs(build_dir, image, cfg):
             "nbd://127.0.0.1:{PORT}/")
     else:
         missing["qemu-nbd"] = "qemu-nbd is not installed"
+    tls = cfg.get("tls_dir")
+    for name in PLAIN_SERVERS:
+        tname = f"{name}-tls"
+        if name not in specs:
+            missing[tname] = missing[name]
+        elif tls is None:
+            missing[tname] = cfg.get("tls_missing", "no TLS material")
+        else:
+            argv, _uri = specs[name]
+            if name == "nbd-serverd":
+                extra = ["--tls=require", f"--tls-certs={tls}/server"]
+            elif name == "nbdkit":
+                # Options go before the plugin name.
+                i = argv.index("file")
+                argv = argv[:i] + ["--tls=require", f"--tls-certificates={tls}/server"] + argv[i:]
+                extra = []
+            else:
+                i = argv.index(image)
+                argv = argv[:i] + [
+                    "--object", f"tls-creds-x509,id=tls0,endpoint=server,dir={tls}/server,"
+                    "verify-peer=off", "--tls-creds=tls0"] + argv[i:]
+                extra = []
+            uri = "nbds://127.0.0.1:{PORT}/" + ("bench" if name == "nbd-serverd" else "")
+            specs[tname] = (argv + extra, uri)
     return specs, missing
+
+
+def make_tls(tmpdir):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate;
+    returns the directory (server/ for the servers, home/.pki/libnbd for
+    libnbd), or raises BenchError."""
+    if shutil.which("certtool") is None:
+        raise BenchError("certtool is not installed (Debian: gnutls-bin)")
+    d = os.path.join(tmpdir, "tls")
+    lib = os.path.join(d, "home", ".pki", "libnbd")
+    os.makedirs(os.path.join(d, "server"))
+    os.makedirs(lib)
+
+    def certtool(*args, template=None):
+        argv = ["certtool", *args]
+        if template is not None:
+            tpath = os.path.join(d, "template")
+            with open(tpath, "w", encoding="ascii") as f:
+                f.write(template)
+            argv += ["--template", tpath]
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise BenchError(f"{shlex.join(argv)} failed:\n{p.stderr}")
+
+    ca_key, ca = os.path.join(d, "ca-key.pem"), os.path.join(d, "server", "ca-cert.pem")
+    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", ca_key)
+    certtool("--generate-self-signed", "--load-privkey", ca_key, "--outfile", ca,
+             template='cn = "bench CA"\nca\ncert_signing_key\nexpiration_days = 2\n')
+    for who, tmpl in (("server", 'cn = "127.0.0.1"\nip_address = "127.0.0.1"\n'
+                       'dns_name = "localhost"\ntls_www_server\n'),
+                      ("client", 'cn = "bench client"\ntls_www_client\n')):
+        where = os.path.join(d, "server") if who == "server" else lib
+        key = os.path.join(where, f"{who}-key.pem")
+        certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", key)
+        certtool("--generate-certificate", "--load-privkey", key,
+                 "--load-ca-certificate", ca, "--load-ca-privkey", ca_key,
+                 "--outfile", os.path.join(where, f"{who}-cert.pem"),
+                 template=tmpl + "encryption_key\nsigning_key\nexpiration_days = 2\n")
+    shutil.copy(ca, os.path.join(lib, "ca-cert.pem"))
+    return d
 
 
 # ---------------------------------------------------------------- fio
@@ -279,8 +362,12 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
         lf.write(f"\n=== {shlex.join(argv)}\n".encode())
         lf.flush()
         t0 = time.monotonic()
+        env = None
+        if server.name.endswith("-tls"):
+            # libnbd's default X.509 directory is $HOME/.pki/libnbd.
+            env = dict(os.environ, HOME=os.path.join(cfg["tls_dir"], "home"))
         fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, env=env)
         try:
             # The measured window starts `ramp` seconds after fio's first
             # connection reaches the server.
@@ -370,7 +457,12 @@ def build_report(cfg, specs, missing, servers, workloads, results, notes, host):
     out.append("- CPU s/GiB: server process utime+stime (/proc/PID/stat, all threads) from the "
                "end of the ramp to fio's exit, per GiB fio moved; fio CPU s/GiB: the client's "
                "own usr+sys from its JSON")
-    out.append("- vs best peer: median / the better median of nbdkit and qemu-nbd")
+    out.append("- vs best peer: median / the better median of nbdkit and qemu-nbd "
+               "(for a -tls row: of nbdkit-tls and qemu-nbd-tls)")
+    if any(n.endswith("-tls") for n in servers):
+        out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool), "
+                   "fio's nbd engine over nbds:// with libnbd's default certificate "
+                   "directory (HOME/.pki/libnbd), since fio cannot pass tls-certificates=")
     out.append("")
     out.append("Server commands (PORT: a free port picked for each start):")
     out.append("")
@@ -404,13 +496,13 @@ def build_report(cfg, specs, missing, servers, workloads, results, notes, host):
             rs = results.get((name, s), [])
             if rs:
                 med[s] = statistics.median(r[metric] for r in rs)
-        peer_meds = [med[p] for p in PEERS if p in med]
-        best = max(peer_meds) if peer_meds else None
         for s in servers:
             rs = results.get((name, s), [])
             if not rs:
                 out.append(f"| {s} | – | – | – | – | – | – |")
                 continue
+            peer_meds = [med[p] for p in peers_of(s) if p in med]
+            best = max(peer_meds) if peer_meds else None
             vals = [r[metric] for r in rs]
             ratio = f"{med[s] / best:.2f}×" if best else "–"
             cpu_gib = statistics.median(r["server_cpu_s"] / (r["io_bytes"] / GIB) for r in rs)
@@ -504,7 +596,11 @@ def main(argv):
         "qemu_aio": os.environ.get("BENCH_QEMU_AIO") or "io_uring",
         "qemu_cache": os.environ.get("BENCH_QEMU_CACHE") or "writeback",
     }
-    servers = env_list("BENCH_SERVERS", ALL_SERVERS, ALL_SERVERS)
+    tls_mode = os.environ.get("BENCH_TLS", "1")
+    if tls_mode not in ("0", "1", "only"):
+        raise BenchError(f"BENCH_TLS={tls_mode!r}: want 0, 1 or only")
+    default = {"0": PLAIN_SERVERS, "1": ALL_SERVERS, "only": TLS_SERVERS}[tls_mode]
+    servers = env_list("BENCH_SERVERS", default, ALL_SERVERS)
     wl_names = [w[0] for w in WORKLOADS]
     wanted = env_list("BENCH_WORKLOADS", wl_names, wl_names)
     workloads = [w for w in WORKLOADS if w[0] in wanted]
@@ -518,6 +614,11 @@ def main(argv):
     cfg["image"] = image
     ok = False
     try:
+        if any(n.endswith("-tls") for n in servers):
+            try:
+                cfg["tls_dir"] = make_tls(tmpdir)
+            except BenchError as e:
+                cfg["tls_missing"] = str(e)
         specs, missing = server_specs(build_dir, image, cfg)
         for name in servers:
             if name not in specs:

@@ -14,6 +14,7 @@
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/err.h"
 #include "nbdsrv/loop.h"
+#include "nbdsrv/tls-config.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -114,6 +115,18 @@ ANY_THREAD int server_start(struct server *srv, struct loop_group *loops,
  * failed.  ANY_THREAD, not from a loop thread.
  */
 ANY_THREAD int server_stop(struct server *srv);
+
+/*
+ * Sets the TLS policy and loads the credentials `cfg` names (mode off
+ * needs none and drops any).  Connections accepted from then on use the
+ * new mode and credentials; established ones keep those they started with
+ * (the credentials are reference-counted).  On failure nothing changes
+ * and err names the file (and line) at fault.  Callable before
+ * server_start and while serving (a configuration reload).  Returns 0 or
+ * -errno.  ANY_THREAD, not from a loop thread (it reads files).
+ */
+ANY_THREAD int server_set_tls(struct server *srv, const struct tls_config *cfg,
+                              struct err *err);
 
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);

@@ -1057,7 +1057,12 @@ static int final_checks(struct config *cfg, struct err *err)
                        "--tls-psk)",
                        where, tls_mode_name(cfg->tls.mode));
     }
-    if (cfg->tls.verify_peer && cfg->tls.certs_dir != NULL) {
+    if (cfg->tls.verify_peer && cfg->tls.certs_dir == NULL) {
+        return err_set(err, EINVAL,
+                       "%s: tls-verify-peer needs tls-certs (--tls-certs)",
+                       where);
+    }
+    if (cfg->tls.verify_peer) {
         char path[PATH_MAX], msg[ERR_MSG_MAX];
         snprintf(path, sizeof path, "%s/ca-cert.pem", cfg->tls.certs_dir);
         if (check_readable_file("TLS file", path, msg, sizeof msg) < 0) {

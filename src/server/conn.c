@@ -17,6 +17,7 @@
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
+#include "nbdsrv/chan-tls.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
@@ -187,6 +188,7 @@ static void conn_free(struct conn *conn)
     chan_unref(conn->ch);
     export_unref(conn->exp);
     export_table_unref(conn->table);
+    tls_creds_unref(conn->tls_creds);
     free(conn->meta_export);
     co_queue_fini(&conn->flow_wait);
     co_mutex_fini(&conn->flow_lock);
@@ -208,10 +210,26 @@ void conn_unref(struct conn *conn)
     }
 }
 
+void conn_set_chan_take(struct conn *conn, struct chan *tls)
+{
+    struct server *srv = conn->srv;
+    pthread_mutex_lock(&srv->lock);
+    struct chan *old = conn->ch;
+    conn->ch = tls;
+    pthread_mutex_unlock(&srv->lock);
+    chan_unref(old);
+    /* server_stop may have woken the old channel after we stopped
+     * waiting on it: pass the wake on (`stopping` is set before the walk
+     * that takes srv->lock, so one of us sees the other). */
+    if (atomic_load(&srv->stopping)) {
+        chan_wake(tls, CHAN_IN);
+    }
+}
+
 /*
- * Adds the connection to the server's list and copies the current limits;
- * false once stopping or when the connection is one too many (max_over
- * tells which).
+ * Adds the connection to the server's list and copies the current limits
+ * and TLS policy (with a reference to the credentials); false once
+ * stopping or when the connection is one too many (max_over tells which).
  */
 static bool conn_register(struct conn *conn, bool *max_over)
 {
@@ -220,6 +238,9 @@ static bool conn_register(struct conn *conn, bool *max_over)
     conn->limits = srv->limits;
     *max_over = conn->limits.max_connections != 0 &&
                 srv->nr_conns >= conn->limits.max_connections;
+    conn->tls_mode = srv->tls_mode;
+    conn->tls_creds =
+        srv->tls_creds != NULL ? tls_creds_ref(srv->tls_creds) : NULL;
     conn->prev = NULL;
     conn->next = srv->conns;
     if (srv->conns != NULL) {
@@ -542,6 +563,13 @@ void conn_run(struct server *srv, int fd, const char *peer,
                   conn->extended ? ", extended headers" : "");
         receive_requests(conn);
         wait_idle(conn);
+    }
+    if (conn->tls) {
+        /* close_notify, if the socket takes it at once: a client that
+         * stopped reading must not keep us here. */
+        co_mutex_lock(&conn->send_lock);
+        chan_tls_bye(conn->ch, false);
+        co_mutex_unlock(&conn->send_lock);
     }
     log_debug("%s: disconnected", conn->peer);
     bufpool_put(conn->rbuf, CONN_RBUF_SIZE);

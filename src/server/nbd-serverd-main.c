@@ -24,6 +24,7 @@
 #include "nbdsrv/log.h"
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
+#include "nbdsrv/tls-config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -87,19 +88,14 @@ static int daemonize(void)
 }
 
 /*
- * Puts TLS settings in force.  This build has no TLS: a configuration
- * that turns it on is refused (at start-up, and by a reload).
+ * Puts TLS settings in force: loads the credentials and hands them to
+ * the server for new connections (connections already open keep theirs).
+ * At start-up and on every reload.
  */
 static int apply_tls(struct server *srv, const struct tls_config *tls,
                      struct err *err)
 {
-    (void)srv;
-    if (tls->mode != TLS_MODE_OFF) {
-        return err_set(err, ENOTSUP,
-                       "tls=%s: TLS is not supported by this build yet",
-                       tls_mode_name(tls->mode));
-    }
-    return 0;
+    return server_set_tls(srv, tls, err);
 }
 
 /* Gives the server the exports of `cfg`.  0 or -errno with err set. */

@@ -10,9 +10,19 @@
  * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
  * and refused with NBD_REP_ERR_TOO_BIG, or, past OPTION_DRAIN_MAX, ends
  * the connection.  The handshake deadline (conn.c) bounds the whole
- * exchange.
+ * exchange, the TLS handshake included.
+ *
+ * STARTTLS ("TLS support" in the spec): with --tls=off it is unsupported;
+ * otherwise the server ACKs, runs the TLS handshake on this coroutine
+ * (no request coroutine exists yet, so both directions are idle), and
+ * makes the TLS channel the connection's channel for the rest of the
+ * haggling and for transmission.  Options agreed before STARTTLS are
+ * forgotten, as the spec requires.  With --tls=require, every option but
+ * STARTTLS and ABORT sent before TLS is refused with NBD_REP_ERR_TLS_REQD,
+ * and EXPORT_NAME, which has no error reply, ends the connection.
  */
 #include "nbdsrv/bufpool.h"
+#include "nbdsrv/chan-tls.h"
 #include "nbdsrv/log.h"
 #include "server-int.h"
 
@@ -278,6 +288,69 @@ static int drain(struct haggle *h, uint64_t len)
     return 0;
 }
 
+static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
+{
+    struct conn *conn = h->conn;
+    uint32_t option = PROTO_OPT_STARTTLS;
+    if (conn->tls_mode == TLS_MODE_OFF) {
+        return refuse(h, option, PROTO_REP_ERR_UNSUP,
+                      "TLS is not configured on this server");
+    }
+    if (len != 0) {
+        return refuse(h, option, PROTO_REP_ERR_INVALID,
+                      "STARTTLS takes no data");
+    }
+    if (conn->tls) {
+        return refuse(h, option, PROTO_REP_ERR_INVALID,
+                      "TLS is already negotiated");
+    }
+    if (reply_ack(h, option) < 0) {
+        return OPT_CLOSE;
+    }
+    struct err err;
+    err_clear(&err);
+    struct chan *tls = chan_tls_new(chan_ref(conn->ch), conn->tls_creds, &err);
+    if (tls == NULL) {
+        log_error("%s: cannot start TLS: %s", conn->peer, err.msg);
+        return OPT_CLOSE;
+    }
+    if (chan_tls_handshake(tls, &err) < 0) {
+        log_info("%s: TLS handshake failed: %s", conn->peer, err.msg);
+        chan_unref(tls);
+        return OPT_CLOSE;
+    }
+    conn_set_chan_take(conn, tls);
+    conn->tls = true;
+    /* State negotiated in plain text does not survive STARTTLS. */
+    conn->structured = false;
+    conn->extended = false;
+    conn->meta_base_allocation = false;
+    free(conn->meta_export);
+    conn->meta_export = NULL;
+    if (log_get_level() >= LOG_LEVEL_DEBUG) {
+        char desc[256];
+        chan_tls_describe(conn->ch, desc, sizeof desc);
+        log_debug("%s: TLS established: %s", conn->peer, desc);
+    }
+    return OPT_CONTINUE;
+}
+
+/* In require mode before TLS: may this option go ahead? */
+static bool tls_allows(struct haggle *h, uint32_t option)
+{
+    struct conn *conn = h->conn;
+    if (conn->tls_mode != TLS_MODE_REQUIRE || conn->tls ||
+        option == PROTO_OPT_STARTTLS || option == PROTO_OPT_ABORT) {
+        return true;
+    }
+    if (!conn->tls_reqd_logged) {
+        conn->tls_reqd_logged = true;
+        log_info("%s: plain-text %s refused: TLS is required", conn->peer,
+                 proto_opt_name(option));
+    }
+    return false;
+}
+
 static enum opt_result handle_option(struct haggle *h,
                                      const struct proto_option_header *opt)
 {
@@ -286,6 +359,14 @@ static enum opt_result handle_option(struct haggle *h,
     uint32_t len = opt->length;
     log_debug("%s: option %s, %u bytes", conn->peer, proto_opt_name(option),
               len);
+    if (!tls_allows(h, option)) {
+        if (option == PROTO_OPT_EXPORT_NAME) {
+            /* No error reply exists for EXPORT_NAME: disconnect. */
+            return OPT_CLOSE;
+        }
+        return refuse(h, option, PROTO_REP_ERR_TLS_REQD,
+                      "TLS is required on this server: use STARTTLS");
+    }
     switch (option) {
     case PROTO_OPT_EXPORT_NAME:
         return opt_export_name(h, len);
@@ -314,8 +395,7 @@ static enum opt_result handle_option(struct haggle *h,
     case PROTO_OPT_SET_META_CONTEXT:
         return opt_meta(h, option, len);
     case PROTO_OPT_STARTTLS:
-        return refuse(h, option, PROTO_REP_ERR_UNSUP,
-                      "TLS is not configured on this server");
+        return opt_starttls(h, len);
     default:
         return refuse(h, option, PROTO_REP_ERR_UNSUP, "unknown option");
     }

@@ -18,6 +18,7 @@
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/proto.h"
 #include "nbdsrv/server.h"
+#include "nbdsrv/tls-creds.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -101,6 +102,9 @@ struct server {
     struct conn *conns;          /* GUARDED_BY(lock): doubly linked */
     unsigned nr_conns;           /* GUARDED_BY(lock) */
     unsigned nr_acceptors;       /* GUARDED_BY(lock) */
+    enum tls_mode tls_mode;      /* GUARDED_BY(lock) */
+    struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
+                                    when mode is off */
 };
 
 /*
@@ -111,15 +115,26 @@ struct server {
  * afterwards.
  */
 struct conn {
-    struct server *srv;                /* immutable */
-    struct chan *ch;                   /* immutable; we hold a reference */
-    struct loop *home;                 /* immutable: receive side's loop */
-    char peer[96];                     /* immutable: for logs */
+    struct server *srv; /* immutable */
+    struct chan *ch;    /* we hold a reference; replaced once, by the TLS
+                           channel after STARTTLS, by the receive coroutine
+                           under srv->lock before any request coroutine
+                           exists; read by others under srv->lock or after
+                           negotiation */
+    struct loop *home;  /* immutable: receive side's loop */
+    char peer[96];      /* immutable: for logs */
     struct sockaddr_storage peer_addr; /* immutable: for allow lists */
     struct server_limits limits;       /* immutable: copied at accept */
     atomic_int refcount;
 
+    /* TLS policy and credentials (a reference) from when the connection
+     * was accepted: immutable. */
+    enum tls_mode tls_mode;
+    struct tls_creds *tls_creds;
+
     /* Negotiated (see above). */
+    bool tls;             /* STARTTLS succeeded: ch is the TLS channel */
+    bool tls_reqd_logged; /* a TLS_REQD refusal was logged */
     bool no_zeroes;
     bool structured;
     bool extended;
@@ -200,6 +215,9 @@ LOOP_FN bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */
 CORO_FN int negotiate(struct conn *conn);
+
+/* conn.c: makes `tls` (taken) the connection's channel after STARTTLS. */
+CORO_FN void conn_set_chan_take(struct conn *conn, struct chan *tls);
 
 /* transmit.c */
 CORO_FN void transmit_request(void *opaque); /* request coroutine entry */

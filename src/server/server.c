@@ -403,11 +403,32 @@ int server_stop(struct server *srv)
     return f.result;
 }
 
+int server_set_tls(struct server *srv, const struct tls_config *cfg,
+                   struct err *err)
+{
+    struct tls_creds *creds = NULL;
+    if (cfg->mode != TLS_MODE_OFF) {
+        creds = tls_creds_new_server(cfg, err);
+        if (creds == NULL) {
+            return -(err != NULL && err->errnum != 0 ? err->errnum : EINVAL);
+        }
+    }
+    pthread_mutex_lock(&srv->lock);
+    struct tls_creds *old = srv->tls_creds;
+    srv->tls_creds = creds;
+    srv->tls_mode = cfg->mode;
+    pthread_mutex_unlock(&srv->lock);
+    tls_creds_unref(old);
+    return 0;
+}
+
 void server_free(struct server *srv)
 {
     if (srv == NULL) {
         return;
     }
+    tls_creds_unref(srv->tls_creds);
+    srv->tls_creds = NULL;
     for (unsigned i = 0; i < srv->nr_listeners; i++) {
         if (srv->listeners[i].fd >= 0) {
             close(srv->listeners[i].fd);

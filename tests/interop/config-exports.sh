@@ -7,7 +7,7 @@
 # restricted export is unknown to a client outside its allow list (and
 # served to one inside it), cache=none answers unaligned reads and writes
 # correctly.  Then --check-config, configuration errors (exit 2 with
-# FILE:LINE) and TLS refused at start-up by this build.
+# FILE:LINE) and TLS settings taken from the file.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -202,17 +202,18 @@ rc=0
 grep -q "bad.conf:2: \[export a\]: image .*missing.img" "$T/bad.out" ||
     fail "missing image message: $(cat "$T/bad.out")"
 
-step "tls=on: accepted by --check-config, refused at start-up"
-printf 'alice:00112233445566778899aabbccddeeff\n' >"$D/psk.txt"
+step "TLS from the configuration file: PSK, require mode"
+make_psk "$D/psk.txt" alice
 printf '[server]\ntls = require\ntls-psk = psk.txt\n[export a]\npath = rw.img\n' \
     >"$D/tls.conf"
 "$BUILD/nbd-serverd" -c "$D/tls.conf" --check-config >"$T/tls.out" ||
     fail "--check-config refused a valid TLS configuration"
 grep -q "^tls = require" "$T/tls.out" || fail "tls not printed"
-rc=0
-"$BUILD/nbd-serverd" -f -c "$D/tls.conf" -l "127.0.0.1:$port" \
-    >"$T/tls.out" 2>&1 || rc=$?
-[ "$rc" = 2 ] || fail "tls=require started (exit $rc)"
-grep -q "TLS is not supported by this build yet" "$T/tls.out" ||
-    fail "no clear TLS message: $(cat "$T/tls.out")"
+start_server -c "$D/tls.conf" -l "127.0.0.1:$port"
+tmo nbdinfo --size "$(tls_uri "127.0.0.1:$port" a "tls-psk-file=$D/psk.txt" alice)" \
+    >"$T/tls-size" || fail "nbds:// with the configured PSK failed"
+[ "$(cat "$T/tls-size")" = "$(stat -c %s "$D/rw.img")" ] ||
+    fail "size over TLS: $(cat "$T/tls-size")"
+expect_fail "plain client in require mode" nbdinfo --size "nbd://127.0.0.1:$port/a"
+stop_server
 step pass

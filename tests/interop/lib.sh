@@ -478,3 +478,108 @@ expect_fail()
     fi
     step "$what: failed as expected (exit $rc): $(head -c 200 "$T/expect_fail.out" | tr '\n' ' ')"
 }
+
+# ---------------------------------------------------------------------
+# TLS material, made with certtool and psktool at test time
+
+# make_pki DIR: a test PKI.  DIR/server holds what --tls-certs wants
+# (ca-cert.pem, server-cert.pem for 127.0.0.1 and localhost,
+# server-key.pem, ca-crl.pem revoking the "revoked" client) and DIR/client
+# what libnbd's tls-certificates= wants (ca-cert.pem, client-cert.pem,
+# client-key.pem).  Other client directories, each with ca-cert.pem:
+# DIR/nocert (no client certificate), DIR/expired (a client certificate
+# that expired), DIR/revoked (a revoked one), DIR/othca (a client
+# certificate from another CA).  DIR/badkey is a server directory whose
+# key does not match its certificate.
+make_pki()
+{
+    local d=$1 name
+    requires certtool
+    mkdir -p "$d/tmpl" "$d/server" "$d/client" "$d/nocert" "$d/expired" \
+        "$d/revoked" "$d/othca" "$d/badkey"
+    certtool --generate-privkey --key-type=ecdsa --outfile "$d/ca-key.pem" \
+        2>/dev/null
+    printf 'cn = "nbdsrv test CA"\nca\ncert_signing_key\ncrl_signing_key\nexpiration_days = 30\n' \
+        >"$d/tmpl/ca"
+    certtool --generate-self-signed --load-privkey "$d/ca-key.pem" \
+        --template "$d/tmpl/ca" --outfile "$d/ca-cert.pem" 2>/dev/null
+    certtool --generate-privkey --key-type=ecdsa --outfile "$d/oca-key.pem" \
+        2>/dev/null
+    printf 'cn = "another CA"\nca\ncert_signing_key\nexpiration_days = 30\n' \
+        >"$d/tmpl/oca"
+    certtool --generate-self-signed --load-privkey "$d/oca-key.pem" \
+        --template "$d/tmpl/oca" --outfile "$d/oca-cert.pem" 2>/dev/null
+
+    # server: for 127.0.0.1 and localhost
+    certtool --generate-privkey --key-type=ecdsa \
+        --outfile "$d/server/server-key.pem" 2>/dev/null
+    printf 'cn = "localhost"\ndns_name = "localhost"\nip_address = "127.0.0.1"\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 30\n' \
+        >"$d/tmpl/server"
+    certtool --generate-certificate --load-privkey "$d/server/server-key.pem" \
+        --load-ca-certificate "$d/ca-cert.pem" \
+        --load-ca-privkey "$d/ca-key.pem" --template "$d/tmpl/server" \
+        --outfile "$d/server/server-cert.pem" 2>/dev/null
+
+    # clients
+    printf 'cn = "client"\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 30\n' \
+        >"$d/tmpl/client"
+    printf 'cn = "expired client"\ntls_www_client\nencryption_key\nsigning_key\nactivation_date = "2020-01-01 00:00:00"\nexpiration_date = "2020-02-01 00:00:00"\n' \
+        >"$d/tmpl/expired"
+    for name in client expired revoked othca; do
+        certtool --generate-privkey --key-type=ecdsa \
+            --outfile "$d/$name/client-key.pem" 2>/dev/null
+    done
+    certtool --generate-certificate --load-privkey "$d/client/client-key.pem" \
+        --load-ca-certificate "$d/ca-cert.pem" \
+        --load-ca-privkey "$d/ca-key.pem" --template "$d/tmpl/client" \
+        --outfile "$d/client/client-cert.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$d/expired/client-key.pem" \
+        --load-ca-certificate "$d/ca-cert.pem" \
+        --load-ca-privkey "$d/ca-key.pem" --template "$d/tmpl/expired" \
+        --outfile "$d/expired/client-cert.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$d/revoked/client-key.pem" \
+        --load-ca-certificate "$d/ca-cert.pem" \
+        --load-ca-privkey "$d/ca-key.pem" --template "$d/tmpl/client" \
+        --outfile "$d/revoked/client-cert.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$d/othca/client-key.pem" \
+        --load-ca-certificate "$d/oca-cert.pem" \
+        --load-ca-privkey "$d/oca-key.pem" --template "$d/tmpl/client" \
+        --outfile "$d/othca/client-cert.pem" 2>/dev/null
+    printf 'crl_next_update = 30\ncrl_number = 1\n' >"$d/tmpl/crl"
+    certtool --generate-crl --load-ca-privkey "$d/ca-key.pem" \
+        --load-ca-certificate "$d/ca-cert.pem" \
+        --load-certificate "$d/revoked/client-cert.pem" \
+        --template "$d/tmpl/crl" --outfile "$d/server/ca-crl.pem" 2>/dev/null
+
+    for name in server client nocert expired revoked othca badkey; do
+        cp "$d/ca-cert.pem" "$d/$name/ca-cert.pem"
+    done
+    cp "$d/server/server-cert.pem" "$d/badkey/server-cert.pem"
+    cp "$d/client/client-key.pem" "$d/badkey/server-key.pem"
+    [ -s "$d/server/server-cert.pem" ] && [ -s "$d/server/ca-crl.pem" ] &&
+        [ -s "$d/expired/client-cert.pem" ] &&
+        [ -s "$d/othca/client-cert.pem" ] || fail "certtool did not make the PKI"
+    step "made a test PKI in $d"
+}
+
+# make_psk FILE USER...: a psktool key file with one key per user.
+make_psk()
+{
+    local f=$1 u
+    shift
+    requires psktool
+    rm -f "$f"
+    for u in "$@"; do
+        psktool -u "$u" -p "$f" >/dev/null 2>&1 || fail "psktool failed"
+    done
+    [ -s "$f" ] || fail "psktool did not write $f"
+}
+
+# tls_uri ADDR NAME QUERY [USER]: the nbds:// URI of export NAME at ADDR
+# ("HOST:PORT") with the query string QUERY, e.g.
+# tls-certificates=DIR or tls-psk-file=FILE (then USER is the identity).
+tls_uri()
+{
+    local addr=$1 name=$2 query=$3 user=${4:-}
+    printf 'nbds://%s%s/%s?%s\n' "${user:+$user@}" "$addr" "$name" "$query"
+}
