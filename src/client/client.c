@@ -190,7 +190,7 @@ static void conn_fail(struct client_conn *conn, int error, const char *fmt, ...)
 /*
  * Makes at least n (<= CLIENT_RBUF_SIZE) bytes available at rbuf+rpos.
  * Returns 0, -ENODATA at end of file on a message boundary (nothing
- * buffered, at_start), -ECONNRESET at end of file inside one, or -errno.
+ * buffered, at_start), -ENOMSG at end of file inside one, or -errno.
  */
 static int ensure(struct client_conn *conn, size_t n, bool at_start)
 {
@@ -206,7 +206,7 @@ static int ensure(struct client_conn *conn, size_t n, bool at_start)
         ssize_t r = chan_read_some(conn->ch, conn->rbuf + conn->rlen,
                                    CLIENT_RBUF_SIZE - conn->rlen);
         if (r == 0) {
-            return at_start && conn->rlen == 0 ? -ENODATA : -ECONNRESET;
+            return at_start && conn->rlen == 0 ? -ENODATA : -ENOMSG;
         }
         if (r < 0) {
             return (int)r;
@@ -506,7 +506,7 @@ static void recv_entry(void *arg)
         conn_fail(conn, -ECONNRESET, "the server closed the connection");
     } else if (r == -EBADMSG) {
         conn_fail(conn, -EPROTO, "protocol error from the server: %s", why);
-    } else if (r == -ECONNRESET) {
+    } else if (r == -ENOMSG) {
         conn_fail(conn, -ECONNRESET,
                   "the server closed the connection in the middle of a "
                   "reply");

@@ -242,8 +242,9 @@ static int parse_args(struct bench_ctx *ctx, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int c;
+    int idx = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         int r = 0;
         switch (c) {
         case 'w':
@@ -281,7 +282,7 @@ static int parse_args(struct bench_ctx *ctx, int argc, char **argv)
         }
         if (r < 0) {
             nbdc_error("bench: bad value '%s' for --%s", optarg,
-                       longopts[0].name == NULL ? "?" : argv[optind - 1] + 2);
+                       longopts[idx].name);
             return -EINVAL;
         }
     }
