@@ -47,8 +47,11 @@ round_trip()
         u=$PEER_URI
     fi
     nbdc "$T/copy.out" copy "$src" "$u" "$@"
-    [ ! -s "$T/copy.out.err" ] ||
+    # (An ASan build announces at start that it cannot follow makecontext.)
+    if grep -v "ASan doesn't fully support makecontext" "$T/copy.out.err" |
+        grep -q .; then
         fail "nbdc copy wrote to a stderr that is not a terminal: $(cat "$T/copy.out.err")"
+    fi
     nbdc "$T/copy.out" copy "$u" "$back" "$@"
     if [ "$kind" = nbd-serverd ]; then
         stop_server

@@ -34,10 +34,9 @@ static const struct good goods[] = {
      "e", "alice"},
     {"nbd+unix:///disk?socket=/tmp/s.sock", false, true, NULL, NULL,
      "/tmp/s.sock", "disk", NULL},
-    {"nbd+unix://?socket=/tmp/s", false, true, NULL, NULL, "/tmp/s", "",
-     NULL},
-    {"nbds+unix://bob@/e?socket=/s&tls-psk-file=/k.psk", true, true, NULL,
-     NULL, "/s", "e", "bob"},
+    {"nbd+unix://?socket=/tmp/s", false, true, NULL, NULL, "/tmp/s", "", NULL},
+    {"nbds+unix://bob@/e?socket=/s&tls-psk-file=/k.psk", true, true, NULL, NULL,
+     "/s", "e", "bob"},
     {"nbd+unix:///e?socket=/a%20b&x-foo=1", false, true, NULL, NULL, "/a b",
      "e", NULL},
 };

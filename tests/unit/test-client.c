@@ -28,10 +28,10 @@ struct fake {
     int fd;
     pthread_t thread;
     /* Script, set before start. */
-    bool go_unsup;         /* NBD_REP_ERR_UNSUP to GO: EXPORT_NAME follows */
-    bool extended_ok;      /* accept NBD_OPT_EXTENDED_HEADERS */
-    unsigned reverse;      /* answer reads in batches of this, reversed */
-    unsigned close_after;  /* hang up after this many requests (0: never) */
+    bool go_unsup;        /* NBD_REP_ERR_UNSUP to GO: EXPORT_NAME follows */
+    bool extended_ok;     /* accept NBD_OPT_EXTENDED_HEADERS */
+    unsigned reverse;     /* answer reads in batches of this, reversed */
+    unsigned close_after; /* hang up after this many requests (0: never) */
     /* State of the fake's thread. */
     bool extended, structured, no_zeroes;
     uint8_t *disk;
@@ -69,9 +69,8 @@ static bool xread(int fd, void *buf, size_t len)
 static bool fake_handshake(struct fake *f)
 {
     uint8_t buf[8192];
-    ssize_t n = proto_encode_greeting(buf, sizeof buf,
-                                      PROTO_FLAG_FIXED_NEWSTYLE |
-                                          PROTO_FLAG_NO_ZEROES);
+    ssize_t n = proto_encode_greeting(
+        buf, sizeof buf, PROTO_FLAG_FIXED_NEWSTYLE | PROTO_FLAG_NO_ZEROES);
     xwrite(f->fd, buf, (size_t)n);
     uint32_t cflags;
     if (!xread(f->fd, buf, 4) ||
@@ -145,8 +144,7 @@ static bool fake_handshake(struct fake *f)
 }
 
 static struct proto_reply chunk_hdr(const struct fake *f,
-                                    const struct proto_request *req,
-                                    bool done)
+                                    const struct proto_request *req, bool done)
 {
     struct proto_reply h = {
         .kind = f->extended ? PROTO_REPLY_EXTENDED : PROTO_REPLY_STRUCTURED,
@@ -183,9 +181,8 @@ static void fake_reply(struct fake *f, const struct proto_request *req)
         uint64_t half = req->length / 2;
         struct proto_reply h = chunk_hdr(f, req, half == 0);
         if (half > 0) {
-            n = proto_build_chunk_offset_data(out, sizeof out, &h,
-                                              req->offset + half,
-                                              req->length - half);
+            n = proto_build_chunk_offset_data(
+                out, sizeof out, &h, req->offset + half, req->length - half);
             xwrite(f->fd, out, (size_t)n);
             xwrite(f->fd, f->disk + req->offset + half, req->length - half);
             h = chunk_hdr(f, req, true);
