@@ -16,10 +16,14 @@
 #define NBDC_EXIT_FAIL 1  /* the operation failed: I/O, connection, server */
 #define NBDC_EXIT_USAGE 2 /* bad command line or URI */
 
-/* Subcommands; each returns an exit code.  Main thread only. */
-int nbdc_info_main(int argc, char **argv);
-int nbdc_copy_main(int argc, char **argv);
-int nbdc_bench_main(int argc, char **argv);
+/*
+ * Subcommands; each returns an exit code.  They start and stop their own
+ * loops, so they run on a thread that is not a loop's (main).
+ * ANY_THREAD but never from a loop thread.
+ */
+ANY_THREAD int nbdc_info_main(int argc, char **argv);
+ANY_THREAD int nbdc_copy_main(int argc, char **argv);
+ANY_THREAD int nbdc_bench_main(int argc, char **argv);
 
 /* Prints "nbdc: " and the message to stderr.  ANY_THREAD. */
 ANY_THREAD void nbdc_error(const char *fmt, ...) PRINTF_FMT(1, 2);
@@ -40,9 +44,10 @@ ANY_THREAD uint64_t nbdc_now_ns(void);
 
 /*
  * Starts `n` loops (polling off: nbdc shares the machine with its
- * server).  Returns 0 or exits with a message.  Main thread.
+ * server).  Returns 0 or exits with a message.  ANY_THREAD but never
+ * from a loop thread.
  */
-int nbdc_loops_start(struct loop_group *group, unsigned n);
+ANY_THREAD int nbdc_loops_start(struct loop_group *group, unsigned n);
 
 /*
  * One side of a copy: a local file or block device, or an NBD export

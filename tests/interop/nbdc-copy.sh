@@ -113,6 +113,31 @@ for kind in qemu-nbd nbd-serverd; do
     step "file -> $kind over old data: $got bytes of data (source: $want)"
 done
 
+step "a progress bar when stderr is a terminal (file to file, under a pty)"
+rm -f "$T/tty.img"
+tmo python3 - "$BUILD/nbdc" "$src" "$T/tty.img" >"$T/tty.out" <<'PY' ||
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "copy", sys.argv[2], sys.argv[3]])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+    fail "nbdc copy under a pty failed: $(cat "$T/tty.out")"
+grep -q '\] 100% 64/64 MiB' "$T/tty.out" ||
+    fail "no progress bar on a terminal: $(cat "$T/tty.out")"
+same_content "$src" "$T/tty.img"
+
 step "a destination smaller than the source is refused"
 make_image "$T/small.img" 32M
 serve -e "small=$T/small.img"

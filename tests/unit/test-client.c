@@ -592,6 +592,28 @@ START_TEST(test_client_broken_connection_fails_every_waiter)
 }
 END_TEST
 
+START_TEST(test_client_broken_connection_fails_slot_waiters)
+{
+    struct tctx t = {0};
+    struct reader rd[16];
+    t.opts.max_requests = 4; /* 12 of the 16 wait for a slot */
+    t.fake.close_after = 4;
+    t.fake.reverse = 32;
+    fixture_loops_start(2, 0);
+    connect_or_fail(&t);
+    for (unsigned i = 0; i < 16; i++) {
+        rd[i].t = &t;
+        rd[i].index = i;
+        fixture_spawn_on(i % 2, failing_reader_entry, &rd[i]);
+    }
+    ck_assert(fixture_wait_until(all_done_16, &t, 10000));
+    ck_assert_uint_eq(atomic_load(&t.bad), 0);
+    ck_assert_uint_eq(atomic_load(&t.fake.requests), 4);
+    close_and_stop(&t);
+    fixture_loops_stop();
+}
+END_TEST
+
 static void tls_entry(void *arg)
 {
     struct tctx *t = arg;
@@ -633,6 +655,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_one_connection_from_two_loops);
     tcase_add_test(tc, test_client_server_error_fails_only_that_request);
     tcase_add_test(tc, test_client_broken_connection_fails_every_waiter);
+    tcase_add_test(tc, test_client_broken_connection_fails_slot_waiters);
     suite_add_tcase(s, tc);
     return s;
 }
