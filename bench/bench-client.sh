@@ -9,7 +9,8 @@
 #
 # Usage: bench/bench-client.sh [BUILD]   (make bench-client)
 # Knobs: BENCH_RUNS (default 3), BENCH_RUNTIME seconds per load (5),
-# BENCH_THREADS nbdc bench threads (1, as fio's one job), SERVER_THREADS (2).
+# BENCH_THREADS nbdc bench threads (1, as fio's one job), SERVER_THREADS (2),
+# BENCH_TRANSPORT unix (default) or tcp (127.0.0.1, a free port).
 set -euo pipefail
 BUILD=${1:-build}
 RUNS=${BENCH_RUNS:-3}
@@ -39,13 +40,27 @@ head -c 64M "$dir/big.img" >"$dir/small.img"
 truncate -s 1G "$dir/dst-big.img"
 truncate -s 64M "$dir/dst-small.img"
 sock=$dir/nbd.sock
-"$BUILD/nbd-serverd" -f -t "$SERVER_THREADS" -l "unix:$sock" \
+listen=unix:$sock
+if [ "${BENCH_TRANSPORT:-unix}" = tcp ]; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    listen=127.0.0.1:$port
+fi
+"$BUILD/nbd-serverd" -f -t "$SERVER_THREADS" -l "$listen" \
     -e "big=$dir/big.img" -e "small=$dir/small.img" \
     -e "dbig=$dir/dst-big.img" -e "dsmall=$dir/dst-small.img" \
     >"$dir/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-uri() { echo "nbd+unix:///$1?socket=$sock"; }
+uri()
+{
+    case $listen in
+    unix:*) echo "nbd+unix:///$1?socket=$sock" ;;
+    *) echo "nbd://$listen/$1" ;;
+    esac
+}
+for _ in $(seq 100); do
+    "$BUILD/nbdc" info "$(uri small)" >/dev/null 2>&1 && break
+    sleep 0.1
+done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -116,6 +131,7 @@ copy_row()
         "$(echo "$mb / $ma" | bc -l)")")
 }
 
+echo "server: nbd-serverd -t $SERVER_THREADS on $listen"
 echo "nbdc bench (threads $NBDC_THREADS) against fio --ioengine=nbd, ${RUNTIME}s each, $RUNS rounds"
 bench_row "4K randread QD32" randread 4k 32
 bench_row "1M read QD8" read 1m 8

@@ -641,7 +641,12 @@ static int take_slot(struct client_conn *conn, struct client_req *req)
         pthread_mutex_unlock(&conn->lock);
         coro_yield();
         pthread_mutex_lock(&conn->lock);
-        if (w.slot < 0) {
+        /*
+         * The connection may have died between the hand-over and now:
+         * its requests were failed already, so registering would wait
+         * forever.  The slot is lost with the connection.
+         */
+        if (w.slot < 0 || conn->dead != 0) {
             int dead = conn->dead;
             pthread_mutex_unlock(&conn->lock);
             return dead;
