@@ -72,12 +72,20 @@ struct client_conn {
     /* Receiver-owned: its buffered input. */
     uint8_t *rbuf;
     size_t rpos, rlen;
+    size_t read_hint; /* how much to ask for when refilling rbuf */
+    bool went_direct; /* this reply's payload bypassed rbuf */
 };
 
 /* The receive buffer: replies coalesce into one read at high depth. */
 #define CLIENT_RBUF_SIZE (64u * 1024)
 /* Payload at least this long is read straight into the destination. */
 #define CLIENT_DIRECT_MIN (16u * 1024)
+/*
+ * After a reply whose payload was read straight into its destination,
+ * the next refill asks for only this much: a large READ reply then
+ * leaves little of its data in rbuf to be copied a second time.
+ */
+#define CLIENT_HEADER_READ 64u
 #define CLIENT_SLOT_BITS 16
 
 /*

@@ -203,8 +203,11 @@ static int ensure(struct client_conn *conn, size_t n, bool at_start)
         conn->rpos = 0;
     }
     while (conn->rlen < n) {
-        ssize_t r = chan_read_some(conn->ch, conn->rbuf + conn->rlen,
-                                   CLIENT_RBUF_SIZE - conn->rlen);
+        size_t ask = CLIENT_RBUF_SIZE - conn->rlen;
+        if (conn->read_hint < ask && conn->rlen + conn->read_hint >= n) {
+            ask = conn->read_hint;
+        }
+        ssize_t r = chan_read_some(conn->ch, conn->rbuf + conn->rlen, ask);
         if (r == 0) {
             return at_start && conn->rlen == 0 ? -ENODATA : -ENOMSG;
         }
@@ -223,6 +226,7 @@ static int recv_into(struct client_conn *conn, void *dst, uint64_t n)
     while (n > 0) {
         size_t avail = conn->rlen - conn->rpos;
         if (avail == 0 && n >= CLIENT_DIRECT_MIN && d != NULL) {
+            conn->went_direct = true;
             return chan_read_all(conn->ch, d, n);
         }
         if (avail == 0) {
@@ -431,6 +435,8 @@ static int recv_chunk(struct client_conn *conn, const struct proto_reply *rep,
 /* Reads and handles one reply (or chunk).  Returns 0 or -errno. */
 static int recv_one(struct client_conn *conn, char *why, size_t why_len)
 {
+    conn->read_hint = conn->went_direct ? CLIENT_HEADER_READ : CLIENT_RBUF_SIZE;
+    conn->went_direct = false;
     int r = ensure(conn, 4, true);
     if (r < 0) {
         return r;

@@ -40,6 +40,10 @@ enum bench_rw {
 static const char *const rw_names[] = {"randread", "randwrite", "read", "write",
                                        "randrw"};
 
+/*
+ * One run.  Owned by nbdc_bench_main; the fields above `stop` are set
+ * before the workers start and immutable while they run.
+ */
 struct bench_ctx {
     const char *text;
     struct client_uri uri;
@@ -64,6 +68,7 @@ struct bench_ctx {
     int rc;
 };
 
+/* One worker coroutine's state; owned by it (loop-local). */
 struct bench_worker {
     struct bench_ctx *ctx;
     unsigned index;

@@ -34,14 +34,15 @@
 #define PLAN_EXTENTS 256u
 #define PLAN_SPAN (2ull * 1024 * 1024 * 1024)
 
+/* One copy.  Owned by nbdc_copy_main. */
 struct copy_ctx {
-    const char *src_name, *dst_name; /* immutable */
-    unsigned conns, requests, threads;
-    uint32_t chunk; /* immutable after open */
-    struct nbdc_end src, dst;
+    const char *src_name, *dst_name;   /* immutable */
+    unsigned conns, requests, threads; /* immutable after parsing */
+    uint32_t chunk;                    /* immutable after open */
+    struct nbdc_end src, dst; /* opened before the workers, closed after */
     struct loop_group loops;
 
-    struct co_mutex plan_lock;
+    struct co_mutex plan_lock;            /* lock order: before err_lock */
     uint64_t pos;                         /* GUARDED_BY(plan_lock) */
     struct nbdc_extent ext[PLAN_EXTENTS]; /* GUARDED_BY(plan_lock) */
     unsigned ext_n, ext_i;                /* GUARDED_BY(plan_lock) */
@@ -56,6 +57,7 @@ struct copy_ctx {
     int rc;
 };
 
+/* A worker's arguments; owned (and freed) by the worker. */
 struct worker {
     struct copy_ctx *ctx;
     unsigned index;
@@ -246,9 +248,10 @@ static void finish_entry(void *arg)
     nbdc_end_close(&ctx->src);
 }
 
+/* The progress-bar thread; owned by nbdc_copy_main. */
 struct progress {
-    struct copy_ctx *ctx;
-    atomic_bool stop;
+    struct copy_ctx *ctx; /* immutable */
+    atomic_bool stop;     /* seq_cst; set by the main thread */
     pthread_t thread;
 };
 

@@ -334,8 +334,14 @@ static bool read_matches(struct tctx *t, uint64_t off, uint32_t len)
 static void read_one_entry(void *arg)
 {
     struct tctx *t = arg;
+    /*
+     * Small, large (read straight into the buffer), large again, then
+     * small: the receive buffer's refill size changes after each large
+     * one.
+     */
     if (!read_matches(t, 8192, 4096) || !read_matches(t, 0, 1) ||
-        !read_matches(t, 12345, 100000)) {
+        !read_matches(t, 12345, 100000) || !read_matches(t, 777, 65536) ||
+        !read_matches(t, 3, 10) || !read_matches(t, 40960, 4096)) {
         atomic_fetch_add(&t->bad, 1);
     }
 }
