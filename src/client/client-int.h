@@ -101,7 +101,8 @@ CORO_FN int client_negotiate(struct client_conn *conn,
  * then the TLS handshake over the socket), as an nbds URI requires:
  * on success *ch is replaced by the TLS channel, which took the socket
  * channel's reference.  This build has no TLS channel yet: it fails with
- * -ENOTSUP and says so, before sending anything.  CORO_FN.
+ * -ENOTSUP and says so, before sending anything.  On failure *ch is
+ * unchanged.  CORO_FN.
  */
 CORO_FN int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
                                struct err *err);
@@ -117,5 +118,14 @@ CORO_FN struct chan *client_open(const struct client_uri *uri,
 
 /* The greeting and client flags on a connected channel.  CORO_FN. */
 CORO_FN int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err);
+
+/*
+ * The start of every handshake on a connected socket channel: the
+ * greeting, then, for an nbds URI, the upgrade to TLS (which replaces
+ * *ch by the transport channel).  On failure *ch is still the caller's
+ * to release.  Returns 0 or -errno with err set.  CORO_FN.
+ */
+CORO_FN int client_start(struct chan **ch, const struct client_uri *uri,
+                         uint16_t *hs_flags, struct err *err);
 
 #endif

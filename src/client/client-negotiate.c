@@ -173,6 +173,16 @@ int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
                    "TLS is not supported by this build yet (nbds URI)");
 }
 
+int client_start(struct chan **ch, const struct client_uri *uri,
+                 uint16_t *hs_flags, struct err *err)
+{
+    int r = client_greet(*ch, hs_flags, err);
+    if (r == 0 && uri->tls) {
+        r = client_tls_upgrade(ch, uri, err);
+    }
+    return r;
+}
+
 struct chan *client_open(const struct client_uri *uri, uint16_t *hs_flags,
                          struct err *err)
 {
@@ -181,17 +191,11 @@ struct chan *client_open(const struct client_uri *uri, uint16_t *hs_flags,
     if (r < 0) {
         return NULL;
     }
-    if (uri->tls) {
-        /* Refuse before connecting: nothing useful can follow. */
-        struct chan *none = NULL;
-        client_tls_upgrade(&none, uri, err);
-        return NULL;
-    }
     struct chan *ch = chan_sock_connect(&addr, err);
     if (ch == NULL) {
         return NULL;
     }
-    r = client_greet(ch, hs_flags, err);
+    r = client_start(&ch, uri, hs_flags, err);
     if (r < 0) {
         chan_unref(ch);
         return NULL;

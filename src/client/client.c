@@ -544,7 +544,7 @@ struct client_conn *client_connect_chan(struct chan *ch,
         opts = &defaults;
     }
     uint16_t hs_flags;
-    if (client_greet(ch, &hs_flags, err) < 0) {
+    if (client_start(&ch, uri, &hs_flags, err) < 0) {
         chan_unref(ch);
         return NULL;
     }
@@ -580,12 +580,6 @@ struct client_conn *client_connect(const struct client_uri *uri,
 {
     struct sock_addr addr;
     if (client_uri_address(uri, &addr.ss, &addr.len, err) < 0) {
-        return NULL;
-    }
-    if (uri->tls) {
-        /* Refuse before connecting: nothing useful could follow. */
-        struct chan *none = NULL;
-        client_tls_upgrade(&none, uri, err);
         return NULL;
     }
     struct chan *ch = chan_sock_connect(&addr, err);

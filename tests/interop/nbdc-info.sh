@@ -91,6 +91,9 @@ nbdc "$T/plain.txt" info "$(uri disk)"
 grep -q 'export-size: 8388608' "$T/plain.txt" ||
     fail "plain nbdc info lacks the size: $(cat "$T/plain.txt")"
 nbdc_fails 1 "export 'nosuch'" info "$(uri nosuch)"
+nbdc_fails 1 "TLS is not supported by this build yet" info \
+    "nbds://127.0.0.1:$port/disk"
+nbdc "$T/after-tls.json" info --json "$(uri disk)"
 stop_server
 
 start_peer nbdkit disk "$disk"
@@ -112,8 +115,6 @@ nbdc_fails 2 "scheme 'http'" info "http://127.0.0.1/x"
 nbdc_fails 2 "port '99999'" info "nbd://127.0.0.1:99999/x"
 nbdc_fails 2 "socket=PATH" info "nbd+unix:///x"
 nbdc_fails 2 "unknown query parameter 'bogus'" info "nbd://127.0.0.1/x?bogus=1"
-nbdc_fails 1 "TLS is not supported by this build yet" info \
-    "nbds://127.0.0.1:$port/x"
 nbdc_fails 1 "Connection refused" info "nbd://127.0.0.1:$port/x"
 nbdc_fails 2 "expected one URI" info
 step "pass"
