@@ -68,7 +68,7 @@ DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 .SECONDARY:
 
 .PHONY: all check check-unit check-interop check-asan check-tsan bench \
-        bench-threads bench-runtime deps clean format check-format serve \
+        bench-threads bench-client bench-runtime deps clean format check-format serve \
         install
 
 # Installation directories; DESTDIR is prepended to each.
@@ -141,6 +141,9 @@ bench: all
 
 bench-threads: all
 	bench/bench-threads.sh $(BUILD)
+
+bench-client: all
+	bench/bench-client.sh $(BUILD)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \

@@ -583,3 +583,103 @@ tls_uri()
     local addr=$1 name=$2 query=$3 user=${4:-}
     printf 'nbds://%s%s/%s?%s\n' "${user:+$user@}" "$addr" "$name" "$query"
 }
+
+# ---------------------------------------------------------------------
+# Other servers and our client (nbdc)
+
+# start_peer KIND NAME IMAGE [ARGS...]: serve IMAGE as export NAME with
+# KIND (nbdkit or qemu-nbd) on a fresh Unix socket, next to (not instead
+# of) the server under test.  Extra ARGS go to qemu-nbd, or to nbdkit:
+# --filter=... before the plugin, the rest (filter parameters) after it.  Sets PEER_URI and PEER_PID; the peer is
+# killed on exit.
+PEER_RUNS=0
+start_peer()
+{
+    local kind=$1 name=$2 image=$3 sock pid
+    shift 3
+    PEER_RUNS=$((PEER_RUNS + 1))
+    sock=$T/peer.$PEER_RUNS.sock
+    printf '===== peer %d: %s %s\n' "$PEER_RUNS" "$kind" "$image" \
+        >>"$SERVER_LOG"
+    case $kind in
+    nbdkit)
+        requires nbdkit
+        local -a filters=() params=()
+        local a
+        for a in "$@"; do
+            case $a in
+            --filter=*) filters+=("$a") ;;
+            *) params+=("$a") ;;
+            esac
+        done
+        nbdkit -f --exit-with-parent -U "$sock" -e "$name" \
+            "${filters[@]}" file "$image" "${params[@]}" \
+            >>"$SERVER_LOG" 2>&1 &
+        ;;
+    qemu-nbd)
+        requires qemu-nbd
+        qemu-nbd -f raw -t -e 8 -x "$name" -k "$sock" "$@" "$image" \
+            >>"$SERVER_LOG" 2>&1 &
+        ;;
+    *) fail "start_peer: unknown server '$kind'" ;;
+    esac
+    pid=$!
+    track_pid "$pid"
+    local deadline=$((SECONDS + 20))
+    until probe "unix:$sock"; do
+        kill -0 "$pid" 2>/dev/null || fail "$kind exited before listening"
+        [ "$SECONDS" -lt "$deadline" ] || fail "$kind does not answer on $sock"
+        sleep 0.1
+    done
+    PEER_PID=$pid
+    PEER_URI="nbd+unix:///$name?socket=$sock"
+    step "$kind is up (pid $pid): $PEER_URI"
+}
+
+# stop_peer: stop the last peer started.
+stop_peer()
+{
+    kill "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
+}
+
+# sanitizer_report FILE: true when FILE holds a sanitizer report.
+sanitizer_report()
+{
+    grep -E -q 'ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer|SUMMARY: [A-Za-z]*Sanitizer' "$1"
+}
+
+# nbdc OUT ARGS...: run $BUILD/nbdc ARGS with a time limit, stdout to OUT
+# and stderr to OUT.err; fail if it fails or reports a sanitizer error.
+nbdc()
+{
+    local out=$1 rc=0
+    shift
+    tmo "$BUILD/nbdc" "$@" >"$out" 2>"$out.err" || rc=$?
+    if sanitizer_report "$out.err"; then
+        head -n 60 "$out.err" >&2
+        fail "nbdc $*: sanitizer report"
+    fi
+    if [ "$rc" != 0 ]; then
+        cat "$out.err" >&2
+        fail "nbdc $*: exit status $rc"
+    fi
+}
+
+# nbdc_fails WANT_RC MESSAGE ARGS...: nbdc ARGS must exit with WANT_RC
+# (not by the time limit) and print MESSAGE (an extended regexp) on stderr.
+nbdc_fails()
+{
+    local want=$1 msg=$2 rc=0
+    shift 2
+    tmo "$BUILD/nbdc" "$@" >"$T/nbdc-fail.out" 2>"$T/nbdc-fail.err" || rc=$?
+    if sanitizer_report "$T/nbdc-fail.err"; then
+        head -n 60 "$T/nbdc-fail.err" >&2
+        fail "nbdc $*: sanitizer report"
+    fi
+    [ "$rc" = "$want" ] ||
+        fail "nbdc $*: exit status $rc, want $want: $(cat "$T/nbdc-fail.err")"
+    grep -E -q "$msg" "$T/nbdc-fail.err" ||
+        fail "nbdc $*: message lacks /$msg/: $(cat "$T/nbdc-fail.err")"
+    step "nbdc $1...: failed as expected ($rc): $(head -c 200 "$T/nbdc-fail.err")"
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/* Client internals shared by client.c and client-negotiate.c. */
+#ifndef NBDSRV_CLIENT_INT_H
+#define NBDSRV_CLIENT_INT_H
+
+#include "nbdsrv/chan.h"
+#include "nbdsrv/client.h"
+#include "nbdsrv/coro-lock.h"
+#include "nbdsrv/proto.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* A request's progress; see client.c for the hand-over protocol. */
+enum client_req_state {
+    CLIENT_REQ_SENDING = 0, /* registered; the issuer has not parked */
+    CLIENT_REQ_WAITING = 1, /* the issuer parked (or is about to) */
+    CLIENT_REQ_DONE = 2,    /* the receiver finished with it */
+};
+
+/*
+ * One request in flight.  Lives on the issuing coroutine's stack; the
+ * receiver borrows it from the moment it is in the table until it sets
+ * state to DONE, and touches it no more after that.
+ */
+struct client_req {
+    uint64_t cookie;           /* immutable once registered */
+    uint16_t type;             /* immutable */
+    uint64_t offset;           /* immutable */
+    uint64_t length;           /* immutable */
+    uint8_t *buf;              /* READ: destination; receiver writes into it */
+    struct client_extent *ext; /* BLOCK_STATUS: destination */
+    size_t ext_cap;
+    size_t ext_n;       /* receiver-owned until DONE */
+    uint64_t data_seen; /* receiver-owned: READ bytes covered so far */
+    int result;         /* receiver-owned until DONE: 0 or -errno */
+    struct coro *co;    /* immutable: the issuer */
+    atomic_int state;   /* enum client_req_state; acq_rel exchanges */
+};
+
+/* A coroutine waiting for a free request slot. */
+struct client_slot_waiter {
+    struct client_slot_waiter *next;
+    struct coro *co;
+    int slot; /* handed over by the releaser, or -1 when the conn died */
+};
+
+/*
+ * A connection.  Owned jointly by the user (until client_close) and the
+ * receiver coroutine (until it ends): refcount.
+ */
+struct client_conn {
+    struct chan *ch;         /* immutable after connect; one reference */
+    struct client_info info; /* immutable after connect */
+    atomic_int refcount;
+
+    /* Lock order: send_lock, then lock. */
+    struct co_mutex send_lock; /* serialises request writes */
+    pthread_mutex_t lock;      /* leaf; never held across a yield */
+    struct client_req **slots; /* GUARDED_BY(lock): cookie low bits */
+    unsigned nr_slots;         /* immutable */
+    int *free_slots;           /* GUARDED_BY(lock): stack of free slots */
+    unsigned nr_free;          /* GUARDED_BY(lock) */
+    uint64_t generation;       /* GUARDED_BY(lock): cookie high bits */
+    struct client_slot_waiter *slot_head;  /* GUARDED_BY(lock) */
+    struct client_slot_waiter **slot_tail; /* GUARDED_BY(lock) */
+    int dead;                              /* GUARDED_BY(lock): 0 or -errno */
+    char dead_msg[256];                    /* written once before dead is set */
+    bool recv_done;                        /* GUARDED_BY(lock) */
+    struct coro *closer; /* GUARDED_BY(lock): waits in client_close */
+
+    /* Receiver-owned: its buffered input. */
+    uint8_t *rbuf;
+    size_t rpos, rlen;
+    size_t read_hint; /* how much to ask for when refilling rbuf */
+    bool went_direct; /* this reply's payload bypassed rbuf */
+};
+
+/* The receive buffer: replies coalesce into one read at high depth. */
+#define CLIENT_RBUF_SIZE (64u * 1024)
+/* Payload at least this long is read straight into the destination. */
+#define CLIENT_DIRECT_MIN (16u * 1024)
+/*
+ * After a reply whose payload was read straight into its destination,
+ * the next refill asks for only this much: a large READ reply then
+ * leaves little of its data in rbuf to be copied a second time.
+ */
+#define CLIENT_HEADER_READ 64u
+#define CLIENT_SLOT_BITS 16
+
+/*
+ * Runs the handshake on conn->ch for `uri`'s export and fills conn->info.
+ * Returns 0 or -errno with err set.  CORO_FN.
+ */
+CORO_FN int client_negotiate(struct client_conn *conn,
+                             const struct client_uri *uri,
+                             const struct client_opts *opts, struct err *err);
+
+/*
+ * Upgrades the channel to TLS during option haggling (NBD_OPT_STARTTLS,
+ * then the TLS handshake over the socket), as an nbds URI requires:
+ * on success *ch is replaced by the TLS channel, which took the socket
+ * channel's reference.  This build has no TLS channel yet: it fails with
+ * -ENOTSUP and says so, before sending anything.  On failure *ch is
+ * unchanged.  CORO_FN.
+ */
+CORO_FN int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
+                               struct err *err);
+
+/*
+ * Connects a socket to `uri`'s address and runs the greeting: on success
+ * *hs_flags holds the server's handshake flags and the returned channel
+ * is ready for option haggling (TLS already started for nbds URIs).
+ * NULL with err set on failure.  CORO_FN.
+ */
+CORO_FN struct chan *client_open(const struct client_uri *uri,
+                                 uint16_t *hs_flags, struct err *err);
+
+/* The greeting and client flags on a connected channel.  CORO_FN. */
+CORO_FN int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err);
+
+/*
+ * The start of every handshake on a connected socket channel: the
+ * greeting, then, for an nbds URI, the upgrade to TLS (which replaces
+ * *ch by the transport channel).  On failure *ch is still the caller's
+ * to release.  Returns 0 or -errno with err set.  CORO_FN.
+ */
+CORO_FN int client_start(struct chan **ch, const struct client_uri *uri,
+                         uint16_t *hs_flags, struct err *err);
+
+#endif
