@@ -78,6 +78,15 @@ CORO_FN int chan_tls_bye(struct chan *ch, bool wait);
  */
 ANY_THREAD void chan_tls_describe(struct chan *ch, char *buf, size_t size);
 
+/*
+ * The identity the peer proved in the handshake: its PSK identity, or the
+ * distinguished name of its certificate (RFC 4514, e.g. "CN=client,O=x").
+ * Writes it to buf (truncated to size).  Returns 0, -ENOENT when the peer
+ * proved none (no client certificate), or -errno.  ANY_THREAD, after
+ * the handshake.
+ */
+ANY_THREAD int chan_tls_peer_identity(struct chan *ch, char *buf, size_t size);
+
 /* True when ch is a TLS channel.  ANY_THREAD. */
 ANY_THREAD bool chan_is_tls(const struct chan *ch);
 

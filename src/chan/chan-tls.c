@@ -32,6 +32,7 @@
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,4 +424,41 @@ void chan_tls_describe(struct chan *ch, char *buf, size_t size)
     snprintf(buf, size, "%s%s%s", desc != NULL ? desc : "TLS",
              user != NULL ? ", PSK identity " : "", user != NULL ? user : "");
     gnutls_free(desc);
+}
+
+int chan_tls_peer_identity(struct chan *ch, char *buf, size_t size)
+{
+    struct chan_tls *t = to_tls(ch);
+    if (size == 0) {
+        return -EINVAL;
+    }
+    if (gnutls_auth_get_type(t->session) == GNUTLS_CRD_PSK) {
+        const char *user = tls_creds_is_server(t->creds)
+                               ? gnutls_psk_server_get_username(t->session)
+                               : NULL;
+        if (user == NULL || user[0] == '\0') {
+            return -ENOENT;
+        }
+        snprintf(buf, size, "%s", user);
+        return 0;
+    }
+    unsigned n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->session, &n);
+    if (certs == NULL || n == 0) {
+        return -ENOENT;
+    }
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) < 0) {
+        return -ENOMEM;
+    }
+    int r = -EPROTO;
+    gnutls_datum_t dn = {NULL, 0};
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) >= 0 &&
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
+        snprintf(buf, size, "%.*s", (int)dn.size, (const char *)dn.data);
+        r = 0;
+    }
+    gnutls_free(dn.data);
+    gnutls_x509_crt_deinit(crt);
+    return r;
 }

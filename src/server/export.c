@@ -231,12 +231,36 @@ struct export *conn_find_export(const struct conn *conn, const char *name,
             exp = t->exps[i];
         }
     }
-    if (exp != NULL && !export_allows(exp, &conn->peer_addr)) {
-        log_info("%s: export '%s' is not allowed to this client", conn->peer,
-                 exp->name);
+    if (exp != NULL && !conn_may_use_export(conn, exp)) {
+        log_info("%s: export '%s' is not allowed to this client%s%s",
+                 conn->peer, exp->name,
+                 conn->tls_identity[0] != '\0' ? ", TLS identity " : "",
+                 conn->tls_identity);
         return NULL;
     }
     return exp;
+}
+
+bool export_allows_identity(const struct export *exp, const char *identity)
+{
+    if (exp->nr_tls_identities == 0) {
+        return true;
+    }
+    if (identity == NULL || identity[0] == '\0') {
+        return false;
+    }
+    for (unsigned i = 0; i < exp->nr_tls_identities; i++) {
+        if (strcmp(exp->tls_identities[i], identity) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool conn_may_use_export(const struct conn *conn, const struct export *exp)
+{
+    return export_allows(exp, &conn->peer_addr) &&
+           export_allows_identity(exp, conn->tls ? conn->tls_identity : NULL);
 }
 
 uint16_t export_tx_flags(const struct export *exp, bool structured)

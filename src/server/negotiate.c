@@ -187,7 +187,7 @@ static enum opt_result opt_list(struct haggle *h, uint32_t len)
     const struct export_table *t = h->conn->table;
     for (unsigned i = 0; i < t->nr; i++) {
         const struct export *exp = t->exps[i];
-        if (!export_allows(exp, &h->conn->peer_addr)) {
+        if (!conn_may_use_export(h->conn, exp)) {
             continue;
         }
         const char *desc = exp->description;
@@ -321,6 +321,10 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
     }
     conn_set_chan_take(conn, tls);
     conn->tls = true;
+    if (chan_tls_peer_identity(conn->ch, conn->tls_identity,
+                               sizeof conn->tls_identity) < 0) {
+        conn->tls_identity[0] = '\0';
+    }
     /* State negotiated in plain text does not survive STARTTLS. */
     conn->structured = false;
     conn->extended = false;

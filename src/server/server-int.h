@@ -133,8 +133,10 @@ struct conn {
     struct tls_creds *tls_creds;
 
     /* Negotiated (see above). */
-    bool tls;             /* STARTTLS succeeded: ch is the TLS channel */
-    bool tls_reqd_logged; /* a TLS_REQD refusal was logged */
+    bool tls;               /* STARTTLS succeeded: ch is the TLS channel */
+    char tls_identity[256]; /* PSK identity or certificate DN the client
+                               proved, "" for none */
+    bool tls_reqd_logged;   /* a TLS_REQD refusal was logged */
     bool no_zeroes;
     bool structured;
     bool extended;
@@ -251,6 +253,13 @@ ANY_THREAD struct export *conn_find_export(const struct conn *conn,
 /* Whether the client of `conn` may use `exp` (its allow list). */
 ANY_THREAD bool export_allows(const struct export *exp,
                               const struct sockaddr_storage *peer);
+/* Whether `identity` (a TLS identity, "" or NULL for none) is among the
+ * export's tls-identities; true when the export lists none. */
+ANY_THREAD bool export_allows_identity(const struct export *exp,
+                                       const char *identity);
+/* Both checks for the client of `conn`: may it see and use `exp`? */
+ANY_THREAD bool conn_may_use_export(const struct conn *conn,
+                                    const struct export *exp);
 ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
 
 #endif

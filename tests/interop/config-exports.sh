@@ -216,4 +216,66 @@ tmo nbdinfo --size "$(tls_uri "127.0.0.1:$port" a "tls-psk-file=$D/psk.txt" alic
     fail "size over TLS: $(cat "$T/tls-size")"
 expect_fail "plain client in require mode" nbdinfo --size "nbd://127.0.0.1:$port/a"
 stop_server
+
+step "tls-identities: an export only some TLS identities may use"
+make_psk "$D/psk.txt" alice bob
+make_pki "$D/pki"
+dn=$(certtool -i --infile "$D/pki/client/client-cert.pem" |
+    sed -n 's/^[[:space:]]*Subject: //p' | head -n 1)
+[ -n "$dn" ] || fail "no subject in the client certificate"
+step "client certificate DN: $dn"
+cat >"$D/ids.conf" <<CONF
+[server]
+tls = on
+tls-psk = psk.txt
+[export a]
+path = rw.img
+[export b]
+path = rw.img
+tls-identities = bob
+tls-identities = $dn
+CONF
+start_server -c "$D/ids.conf" -l "127.0.0.1:$port"
+as_alice=$(tls_uri "127.0.0.1:$port" "" "tls-psk-file=$D/psk.txt" alice)
+as_bob=$(tls_uri "127.0.0.1:$port" "" "tls-psk-file=$D/psk.txt" bob)
+tmo nbdinfo --list --json "$as_alice" >"$T/ids-alice.json" ||
+    fail "alice: --list failed"
+tmo nbdinfo --list --json "$as_bob" >"$T/ids-bob.json" || fail "bob: --list failed"
+names()
+{
+    python3 -c 'import json,sys; print(" ".join(sorted(e["export-name"] for e in json.load(open(sys.argv[1]))["exports"])))' "$1"
+}
+[ "$(names "$T/ids-alice.json")" = "a" ] ||
+    fail "alice sees: $(names "$T/ids-alice.json")"
+[ "$(names "$T/ids-bob.json")" = "a b" ] ||
+    fail "bob sees: $(names "$T/ids-bob.json")"
+tmo nbdinfo --size "$(tls_uri "127.0.0.1:$port" b "tls-psk-file=$D/psk.txt" bob)" \
+    >/dev/null || fail "bob cannot use export b"
+expect_fail "alice asks for export b" \
+    nbdinfo --size "$(tls_uri "127.0.0.1:$port" b "tls-psk-file=$D/psk.txt" alice)"
+expect_fail "a plain client asks for export b" \
+    nbdinfo --size "nbd://127.0.0.1:$port/b"
+tmo nbdinfo --size "nbd://127.0.0.1:$port/a" >/dev/null ||
+    fail "a plain client cannot use export a"
+stop_server
+
+step "tls-identities: a certificate's DN"
+cat >"$D/dn.conf" <<CONF
+[server]
+tls = require
+tls-certs = $D/pki/server
+tls-verify-peer = yes
+[export b]
+path = rw.img
+tls-identities = $dn
+[export c]
+path = rw.img
+tls-identities = CN=somebody else
+CONF
+start_server -c "$D/dn.conf" -l "127.0.0.1:$port"
+tmo nbdinfo --size "$(tls_uri "127.0.0.1:$port" b "tls-certificates=$D/pki/client")" \
+    >/dev/null || fail "the certificate named in tls-identities cannot use b"
+expect_fail "a certificate not named in tls-identities" \
+    nbdinfo --size "$(tls_uri "127.0.0.1:$port" c "tls-certificates=$D/pki/client")"
+stop_server
 step pass
