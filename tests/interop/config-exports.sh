@@ -215,6 +215,20 @@ tmo nbdinfo --size "$(tls_uri "127.0.0.1:$port" a "tls-psk-file=$D/psk.txt" alic
 [ "$(cat "$T/tls-size")" = "$(stat -c %s "$D/rw.img")" ] ||
     fail "size over TLS: $(cat "$T/tls-size")"
 expect_fail "plain client in require mode" nbdinfo --size "nbd://127.0.0.1:$port/a"
+
+step "SIGHUP reloads the TLS credentials"
+cp "$D/psk.txt" "$D/old.psk"
+make_psk "$D/psk.txt" alice
+cmp -s "$D/psk.txt" "$D/old.psk" && fail "psktool made the same key twice"
+kill -HUP "$SERVER_PID"
+new_uri=$(tls_uri "127.0.0.1:$port" a "tls-psk-file=$D/psk.txt" alice)
+for _ in $(seq 100); do
+    tmo nbdinfo --size "$new_uri" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+tmo nbdinfo --size "$new_uri" >/dev/null || fail "the new key is not accepted after SIGHUP"
+expect_fail "the old key after the reload" \
+    nbdinfo --size "$(tls_uri "127.0.0.1:$port" a "tls-psk-file=$D/old.psk" alice)"
 stop_server
 
 step "tls-identities: an export only some TLS identities may use"
