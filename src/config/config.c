@@ -16,6 +16,7 @@
  */
 #include "nbdsrv/config.h"
 
+#include "config-int.h"
 #include "nbdsrv/chan-sock.h"
 
 #include <arpa/inet.h>
@@ -97,304 +98,6 @@ static int fail(struct parse_ctx *ctx, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return err_set(ctx->err, EINVAL, "%s:%u: %s", ctx->fname, ctx->line, msg);
-}
-
-/* ------------------------------------------------------------------ */
-/* Values */
-
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t') {
-        s++;
-    }
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
-                     s[n - 1] == '\n')) {
-        s[--n] = '\0';
-    }
-    return s;
-}
-
-static int parse_bool(const char *v, bool *out)
-{
-    static const char *const yes[] = {"yes", "true", "on", "1"};
-    static const char *const no[] = {"no", "false", "off", "0"};
-    for (size_t i = 0; i < 4; i++) {
-        if (strcasecmp(v, yes[i]) == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcasecmp(v, no[i]) == 0) {
-            *out = false;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-static int parse_uint(const char *v, unsigned min, unsigned max, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*v < '0' || *v > '9' || *end != '\0' || errno != 0 || n < min ||
-        n > max) {
-        return -EINVAL;
-    }
-    *out = (unsigned)n;
-    return 0;
-}
-
-static int parse_seconds(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double s = strtod(v, &end);
-    if (*v == '\0' || *end != '\0' || errno != 0 || !(s >= 0) || s > 86400) {
-        return -EINVAL;
-    }
-    *out = s;
-    return 0;
-}
-
-static int parse_log_level(const char *v, enum log_level *out)
-{
-    static const enum log_level levels[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARNING,
-                                            LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
-    for (size_t i = 0; i < 4; i++) {
-        if (strcmp(v, config_log_level_name(levels[i])) == 0) {
-            *out = levels[i];
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-const char *config_log_level_name(enum log_level level)
-{
-    switch (level) {
-    case LOG_LEVEL_ERROR:
-        return "error";
-    case LOG_LEVEL_WARNING:
-        return "warning";
-    case LOG_LEVEL_INFO:
-        return "info";
-    case LOG_LEVEL_DEBUG:
-        return "debug";
-    }
-    return "?";
-}
-
-/* An absolute path for `path`, taken relative to `base` if relative. */
-static char *make_absolute(const char *base, const char *path)
-{
-    char *out;
-    if (path[0] == '/') {
-        return strdup(path);
-    }
-    if (asprintf(&out, "%s/%s", base, path) < 0) {
-        return NULL;
-    }
-    return out;
-}
-
-/*
- * Checks that `path` names an image the daemon can open: a regular file
- * or a block device, readable, and writable unless read_only.  0, or
- * -errno with `msg` (of `size` bytes) saying why.
- */
-static int check_image(const char *path, bool read_only, char *msg, size_t size)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        int e = errno;
-        snprintf(msg, size, "image %s: %s", path, strerror(e));
-        return -e;
-    }
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        snprintf(msg, size, "image %s: not a regular file or block device",
-                 path);
-        return -EINVAL;
-    }
-    if (access(path, read_only ? R_OK : R_OK | W_OK) != 0) {
-        int e = errno;
-        snprintf(msg, size, "image %s: %s%s", path, strerror(e),
-                 read_only ? "" : " (read-write; or set read-only)");
-        return -e;
-    }
-    return 0;
-}
-
-/* A readable regular file.  0, or -errno with msg set. */
-static int check_readable_file(const char *what, const char *path, char *msg,
-                               size_t size)
-{
-    struct stat st;
-    if (stat(path, &st) != 0 || access(path, R_OK) != 0) {
-        int e = errno;
-        snprintf(msg, size, "%s %s: %s", what, path, strerror(e));
-        return -e;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(msg, size, "%s %s: not a regular file", what, path);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-/* The certificate directory and the files the server needs in it. */
-static int check_certs_dir(const char *dir, char *msg, size_t size)
-{
-    struct stat st;
-    if (stat(dir, &st) != 0 || access(dir, R_OK | X_OK) != 0) {
-        int e = errno;
-        snprintf(msg, size, "TLS certificate directory %s: %s", dir,
-                 strerror(e));
-        return -e;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        snprintf(msg, size, "TLS certificate directory %s: not a directory",
-                 dir);
-        return -ENOTDIR;
-    }
-    static const char *const files[] = {"server-cert.pem", "server-key.pem"};
-    for (size_t i = 0; i < 2; i++) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        int r = check_readable_file("TLS file", path, msg, size);
-        if (r < 0) {
-            return r;
-        }
-    }
-    return 0;
-}
-
-/*
- * Parses one allow-list entry: "unix", "ADDR" or "ADDR/PREFIX" (IPv4 or
- * IPv6, the latter optionally in brackets).  0 or -EINVAL.
- */
-static int parse_allow_entry(const char *text, struct server_allow *a)
-{
-    char buf[INET6_ADDRSTRLEN + 8];
-    memset(a, 0, sizeof *a);
-    if (strcmp(text, "unix") == 0) {
-        a->family = AF_UNIX;
-        return 0;
-    }
-    if (strlen(text) >= sizeof buf) {
-        return -EINVAL;
-    }
-    strcpy(buf, text);
-    char *slash = strchr(buf, '/');
-    const char *prefix = NULL;
-    if (slash != NULL) {
-        *slash = '\0';
-        prefix = slash + 1;
-    }
-    char *addr = buf;
-    size_t n = strlen(addr);
-    if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
-        addr[n - 1] = '\0';
-        addr++;
-    }
-    unsigned max;
-    if (inet_pton(AF_INET, addr, a->addr) == 1) {
-        a->family = AF_INET;
-        max = 32;
-    } else if (inet_pton(AF_INET6, addr, a->addr) == 1) {
-        a->family = AF_INET6;
-        max = 128;
-    } else {
-        return -EINVAL;
-    }
-    a->prefix = max;
-    if (prefix != NULL && parse_uint(prefix, 0, max, &a->prefix) < 0) {
-        return -EINVAL;
-    }
-    /* Clear the host bits, so that printing shows the network. */
-    for (unsigned bit = a->prefix; bit < max; bit++) {
-        a->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
-    }
-    return 0;
-}
-
-/*
- * Appends the entries of an allow value (separated by commas or
- * blanks).  0, or -EINVAL with the bad entry copied to `bad`.
- */
-static int add_allow(struct config_export *ce, const char *value, char *bad,
-                     size_t bad_size)
-{
-    char *copy = strdup(value);
-    if (copy == NULL) {
-        return -ENOMEM;
-    }
-    int r = 0;
-    unsigned added = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(copy, ", \t", &save); tok != NULL;
-         tok = strtok_r(NULL, ", \t", &save)) {
-        struct server_allow a;
-        if (parse_allow_entry(tok, &a) < 0) {
-            snprintf(bad, bad_size, "%s", tok);
-            r = -EINVAL;
-            break;
-        }
-        struct server_allow *grown =
-            realloc(ce->allow, (ce->nr_allow + 1) * sizeof *grown);
-        if (grown == NULL) {
-            r = -ENOMEM;
-            break;
-        }
-        ce->allow = grown;
-        ce->allow[ce->nr_allow++] = a;
-        added++;
-    }
-    if (r == 0 && added == 0) {
-        snprintf(bad, bad_size, "(empty)");
-        r = -EINVAL;
-    }
-    free(copy);
-    return r;
-}
-
-/* Adds a string to a growable array of strings.  0 or -ENOMEM. */
-static int push_string(char ***array, unsigned *count, const char *s)
-{
-    char *copy = strdup(s);
-    char **grown =
-        copy != NULL ? realloc(*array, (*count + 1) * sizeof *grown) : NULL;
-    if (grown == NULL) {
-        free(copy);
-        return -ENOMEM;
-    }
-    *array = grown;
-    grown[(*count)++] = copy;
-    return 0;
-}
-
-/* Replaces an owned string. */
-static int set_string(char **field, const char *value)
-{
-    char *copy = strdup(value);
-    if (copy == NULL) {
-        return -ENOMEM;
-    }
-    free(*field);
-    *field = copy;
-    return 0;
-}
-
-/* Replaces an owned string in a const char * field of struct tls_config. */
-static int set_const_string(const char **field, const char *value)
-{
-    char *copy = strdup(value);
-    if (copy == NULL) {
-        return -ENOMEM;
-    }
-    free((char *)*field);
-    *field = copy;
-    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -558,7 +261,7 @@ static void begin_section(struct parse_ctx *ctx, const char *text)
         (text[6] == ' ' || text[6] == '\t')) {
         char name[sizeof ctx->section];
         snprintf(name, sizeof name, "%s", text + 7);
-        char *n = trim(name);
+        char *n = config_trim(name);
         if (n[0] == '\0') {
             fail(ctx, "[export NAME]: the export name is empty");
             return;
@@ -616,7 +319,7 @@ static char *read_line(char *str, int num, void *stream)
     ctx->at_line_start = true;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s", s);
-    char *t = trim(tmp);
+    char *t = config_trim(tmp);
     if (t[0] == '[') {
         char *close = strchr(t, ']');
         if (close == NULL) {
@@ -624,7 +327,7 @@ static char *read_line(char *str, int num, void *stream)
             return NULL;
         }
         *close = '\0';
-        char *inner = trim(t + 1);
+        char *inner = config_trim(t + 1);
         begin_section(ctx, inner);
         if (ctx->failed) {
             return NULL;
@@ -655,11 +358,11 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
         if (sock_addr_parse(v, &addr, &e) < 0) {
             return fail(ctx, "listen = %s: %s", v, e.msg);
         }
-        if (push_string(&cfg->listen, &cfg->nr_listen, v) < 0) {
+        if (config_push_string(&cfg->listen, &cfg->nr_listen, v) < 0) {
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "threads") == 0) {
-        if (parse_uint(v, 1, CONFIG_MAX_THREADS, &cfg->threads) < 0) {
+        if (config_parse_uint(v, 1, CONFIG_MAX_THREADS, &cfg->threads) < 0) {
             return fail(ctx, "threads = %s: not a number from 1 to %u", v,
                         CONFIG_MAX_THREADS);
         }
@@ -668,16 +371,16 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "tls = %s: expected off, on or require", v);
         }
     } else if (strcmp(key, "tls-certs") == 0 || strcmp(key, "tls-psk") == 0) {
-        char *path = make_absolute(ctx->basedir, v);
+        char *path = config_make_absolute(ctx->basedir, v);
         if (path == NULL) {
             return fail(ctx, "out of memory");
         }
         bool certs = key[4] == 'c';
-        int r =
-            certs ? check_certs_dir(path, msg, sizeof msg)
-                  : check_readable_file("TLS PSK file", path, msg, sizeof msg);
+        int r = certs ? config_check_certs_dir(path, msg, sizeof msg)
+                      : config_check_readable_file("TLS PSK file", path, msg,
+                                                   sizeof msg);
         if (r == 0) {
-            r = set_const_string(
+            r = config_set_const_string(
                 certs ? &cfg->tls.certs_dir : &cfg->tls.psk_file, path);
             if (r < 0) {
                 snprintf(msg, sizeof msg, "out of memory");
@@ -688,51 +391,52 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "%s", msg);
         }
     } else if (strcmp(key, "tls-verify-peer") == 0) {
-        if (parse_bool(v, &cfg->tls.verify_peer) < 0) {
+        if (config_parse_bool(v, &cfg->tls.verify_peer) < 0) {
             return fail(ctx, "tls-verify-peer = %s: expected yes or no", v);
         }
     } else if (strcmp(key, "tls-priority") == 0) {
         if (v[0] == '\0') {
             return fail(ctx, "tls-priority is empty");
         }
-        if (set_const_string(&cfg->tls.priority, v) < 0) {
+        if (config_set_const_string(&cfg->tls.priority, v) < 0) {
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "handshake-timeout") == 0 ||
                strcmp(key, "shutdown-timeout") == 0) {
         double *field =
             key[0] == 'h' ? &cfg->handshake_timeout : &cfg->shutdown_timeout;
-        if (parse_seconds(v, field) < 0) {
+        if (config_parse_seconds(v, field) < 0) {
             return fail(ctx,
                         "%s = %s: not a number of seconds from 0 to "
                         "86400",
                         key, v);
         }
     } else if (strcmp(key, "max-connections") == 0) {
-        if (parse_uint(v, 0, CONFIG_MAX_CONNECTIONS, &cfg->max_connections) <
-            0) {
+        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS,
+                              &cfg->max_connections) < 0) {
             return fail(ctx,
                         "max-connections = %s: not a number from 0 "
                         "(unlimited) to %u",
                         v, CONFIG_MAX_CONNECTIONS);
         }
     } else if (strcmp(key, "max-requests-per-connection") == 0) {
-        if (parse_uint(v, 1, CONFIG_MAX_REQUESTS, &cfg->max_requests) < 0) {
+        if (config_parse_uint(v, 1, CONFIG_MAX_REQUESTS, &cfg->max_requests) <
+            0) {
             return fail(ctx,
                         "max-requests-per-connection = %s: not a number "
                         "from 1 to %u",
                         v, CONFIG_MAX_REQUESTS);
         }
     } else if (strcmp(key, "log-level") == 0) {
-        if (parse_log_level(v, &cfg->log_level) < 0) {
+        if (config_parse_log_level(v, &cfg->log_level) < 0) {
             return fail(ctx,
                         "log-level = %s: expected error, warning, info "
                         "or debug",
                         v);
         }
     } else if (strcmp(key, "pidfile") == 0) {
-        char *path = make_absolute(ctx->basedir, v);
-        if (path == NULL || set_string(&cfg->pidfile, path) < 0) {
+        char *path = config_make_absolute(ctx->basedir, v);
+        if (path == NULL || config_set_string(&cfg->pidfile, path) < 0) {
             free(path);
             return fail(ctx, "out of memory");
         }
@@ -750,7 +454,7 @@ static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
         if (v[0] == '\0') {
             return fail(ctx, "path is empty");
         }
-        char *path = make_absolute(ctx->basedir, v);
+        char *path = config_make_absolute(ctx->basedir, v);
         if (path == NULL) {
             return fail(ctx, "out of memory");
         }
@@ -762,14 +466,14 @@ static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "read-only") == 0) {
-        if (parse_bool(v, &ce->ec.read_only) < 0) {
+        if (config_parse_bool(v, &ce->ec.read_only) < 0) {
             return fail(ctx, "read-only = %s: expected yes or no", v);
         }
     } else if (strcmp(key, "description") == 0) {
         if (strlen(v) > 4096) {
             return fail(ctx, "description is longer than 4096 bytes");
         }
-        if (set_string(&ce->description, v) < 0) {
+        if (config_set_string(&ce->description, v) < 0) {
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "cache") == 0) {
@@ -781,12 +485,12 @@ static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "cache = %s: expected writeback or none", v);
         }
     } else if (strcmp(key, "trim") == 0) {
-        if (parse_bool(v, &b) < 0) {
+        if (config_parse_bool(v, &b) < 0) {
             return fail(ctx, "trim = %s: expected on or off", v);
         }
         ce->ec.no_trim = !b;
     } else if (strcmp(key, "allow") == 0) {
-        int r = add_allow(ce, v, bad, sizeof bad);
+        int r = config_add_allow(ce, v, bad, sizeof bad);
         if (r == -ENOMEM) {
             return fail(ctx, "out of memory");
         }
@@ -800,7 +504,8 @@ static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
         if (v[0] == '\0') {
             return fail(ctx, "tls-identities is empty");
         }
-        if (push_string(&ce->tls_identities, &ce->nr_tls_identities, v) < 0) {
+        if (config_push_string(&ce->tls_identities, &ce->nr_tls_identities, v) <
+            0) {
             return fail(ctx, "out of memory");
         }
     }
@@ -852,7 +557,7 @@ static int on_key(void *user, const char *section, const char *key,
 /* The absolute directory holding `fname`. */
 static char *dir_of(const char *fname, const char *cwd)
 {
-    char *abs = make_absolute(cwd, fname);
+    char *abs = config_make_absolute(cwd, fname);
     if (abs == NULL) {
         return NULL;
     }
@@ -947,7 +652,8 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
             if (sock_addr_parse(cl->listen[i], &addr, &e) < 0) {
                 return err_set(err, EINVAL, "--listen %s", e.msg);
             }
-            if (push_string(&cfg->listen, &cfg->nr_listen, cl->listen[i]) < 0) {
+            if (config_push_string(&cfg->listen, &cfg->nr_listen,
+                                   cl->listen[i]) < 0) {
                 return err_set(err, ENOMEM, "out of memory");
             }
         }
@@ -969,8 +675,8 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
         cfg->log_level = LOG_LEVEL_DEBUG;
     }
     if (cl->pidfile != NULL) {
-        char *p = make_absolute(cl->cwd, cl->pidfile);
-        if (p == NULL || set_string(&cfg->pidfile, p) < 0) {
+        char *p = config_make_absolute(cl->cwd, cl->pidfile);
+        if (p == NULL || config_set_string(&cfg->pidfile, p) < 0) {
             free(p);
             return err_set(err, ENOMEM, "out of memory");
         }
@@ -988,7 +694,7 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
         if (cl->tls_priority[0] == '\0') {
             return err_set(err, EINVAL, "--tls-priority: empty");
         }
-        if (set_const_string(&cfg->tls.priority, cl->tls_priority) < 0) {
+        if (config_set_const_string(&cfg->tls.priority, cl->tls_priority) < 0) {
             return err_set(err, ENOMEM, "out of memory");
         }
     }
@@ -997,15 +703,16 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
         if (given == NULL) {
             continue;
         }
-        char *p = make_absolute(cl->cwd, given);
+        char *p = config_make_absolute(cl->cwd, given);
         if (p == NULL) {
             return err_set(err, ENOMEM, "out of memory");
         }
-        int r = certs ? check_certs_dir(p, msg, sizeof msg)
-                      : check_readable_file("TLS PSK file", p, msg, sizeof msg);
-        if (r == 0 &&
-            set_const_string(certs ? &cfg->tls.certs_dir : &cfg->tls.psk_file,
-                             p) < 0) {
+        int r = certs ? config_check_certs_dir(p, msg, sizeof msg)
+                      : config_check_readable_file("TLS PSK file", p, msg,
+                                                   sizeof msg);
+        if (r == 0 && config_set_const_string(certs ? &cfg->tls.certs_dir
+                                                    : &cfg->tls.psk_file,
+                                              p) < 0) {
             r = -ENOMEM;
             snprintf(msg, sizeof msg, "out of memory");
         }
@@ -1025,7 +732,7 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
                            x->name, prev->origin);
         }
         struct config_export *ce = new_export(cfg, x->name, "--export");
-        char *path = ce != NULL ? make_absolute(cl->cwd, x->path) : NULL;
+        char *path = ce != NULL ? config_make_absolute(cl->cwd, x->path) : NULL;
         if (path == NULL) {
             return err_set(err, ENOMEM, "out of memory");
         }
@@ -1046,8 +753,8 @@ static int final_checks(struct config *cfg, struct err *err)
                        "section",
                        where);
     }
-    if (cfg->nr_listen == 0 &&
-        push_string(&cfg->listen, &cfg->nr_listen, CONFIG_DEFAULT_LISTEN) < 0) {
+    if (cfg->nr_listen == 0 && config_push_string(&cfg->listen, &cfg->nr_listen,
+                                                  CONFIG_DEFAULT_LISTEN) < 0) {
         return err_set(err, ENOMEM, "out of memory");
     }
     if (cfg->tls.mode != TLS_MODE_OFF && cfg->tls.certs_dir == NULL &&
@@ -1065,14 +772,15 @@ static int final_checks(struct config *cfg, struct err *err)
     if (cfg->tls.verify_peer) {
         char path[PATH_MAX], msg[ERR_MSG_MAX];
         snprintf(path, sizeof path, "%s/ca-cert.pem", cfg->tls.certs_dir);
-        if (check_readable_file("TLS file", path, msg, sizeof msg) < 0) {
+        if (config_check_readable_file("TLS file", path, msg, sizeof msg) < 0) {
             return err_set(err, EINVAL, "%s: tls-verify-peer: %s", where, msg);
         }
     }
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         struct config_export *ce = &cfg->exports[i];
         char msg[ERR_MSG_MAX];
-        if (check_image(ce->path, ce->ec.read_only, msg, sizeof msg) < 0) {
+        if (config_check_image(ce->path, ce->ec.read_only, msg, sizeof msg) <
+            0) {
             return err_set(err, EINVAL, "%s: [export %s]: %s",
                            ce->path_origin != NULL ? ce->path_origin
                                                    : ce->origin,
@@ -1090,7 +798,7 @@ struct config *config_build(const struct cmdline *cl, struct err *err)
         return NULL;
     }
     if (cl->config_file != NULL) {
-        cfg->file = make_absolute(cl->cwd, cl->config_file);
+        cfg->file = config_make_absolute(cl->cwd, cl->config_file);
         if (cfg->file == NULL) {
             err_set(err, ENOMEM, "out of memory");
             goto out_unref;
