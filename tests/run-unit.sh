@@ -5,6 +5,9 @@
 # script adds a closing "unit: N passed, N failed" line and fails if any
 # binary failed or did not report.
 set -u
+# A UBSan report fails the test that caused it (sanitizer builds), as a
+# sanitizer report in the interop scripts does.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 passed=0
 failed=0
 status=0

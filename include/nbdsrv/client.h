@@ -31,6 +31,7 @@
 
 struct chan;
 struct client_conn;
+struct tls_creds;
 
 /* What to negotiate.  Zero-initialised means the defaults noted. */
 struct client_opts {
@@ -40,6 +41,12 @@ struct client_opts {
     bool force_export_name; /* skip GO, use NBD_OPT_EXPORT_NAME (tests) */
     unsigned max_requests;  /* in flight per connection; 0 means 64 */
     struct loop *recv_loop; /* receiver's loop; NULL: the caller's */
+    /*
+     * Client TLS credentials for nbds URIs, borrowed for the call (the
+     * connection keeps its own reference through its TLS channel).
+     * NULL: each connection loads them from the URI.
+     */
+    struct tls_creds *tls_creds;
 };
 
 /*
@@ -57,6 +64,7 @@ struct client_info {
     bool used_go;        /* false: NBD_OPT_EXPORT_NAME */
     bool structured;     /* structured replies (also true when extended) */
     bool extended;       /* extended headers */
+    bool tls;            /* the connection runs over TLS */
     bool has_alloc;      /* base:allocation was selected */
     uint32_t alloc_id;   /* its context id */
     char *name;          /* canonical export name (or the one asked for) */
@@ -88,6 +96,20 @@ CORO_FN struct client_conn *client_connect_chan(struct chan *ch,
                                                 const struct client_uri *uri,
                                                 const struct client_opts *opts,
                                                 struct err *err);
+
+/*
+ * Loads the client TLS credentials an nbds URI names, following libnbd's
+ * conventions: tls-psk-file=FILE for TLS-PSK, with the URI's user name
+ * as the identity (the login name when it has none); otherwise
+ * tls-certificates=DIR for X.509 (DIR/ca-cert.pem, and optionally
+ * DIR/client-cert.pem and DIR/client-key.pem), the server's certificate
+ * checked against tls-hostname= or the URI's host unless
+ * tls-verify-peer=false.  Returns a new reference (tls_creds_unref), or
+ * NULL with err naming what is missing or the file that is bad.
+ * ANY_THREAD.
+ */
+ANY_THREAD struct tls_creds *client_tls_creds_new(const struct client_uri *uri,
+                                                  struct err *err);
 
 /*
  * Sends NBD_CMD_DISC (if the connection is still up), closes the socket,
@@ -139,11 +161,13 @@ CORO_FN int client_block_status(struct client_conn *c, uint64_t len,
 
 /*
  * The export names and descriptions NBD_OPT_LIST returns, then
- * NBD_OPT_ABORT.  On success *names and *descs are arrays of *n heap
- * strings (free each and the arrays with client_free_list).  Returns 0 or
- * -errno with err set.  CORO_FN.
+ * NBD_OPT_ABORT.  Of `opts` (may be NULL) only tls_creds is used.  On
+ * success *names and *descs are arrays of *n heap strings (free each and
+ * the arrays with client_free_list).  Returns 0 or -errno with err set.
+ * CORO_FN.
  */
-CORO_FN int client_list_exports(const struct client_uri *uri, char ***names,
+CORO_FN int client_list_exports(const struct client_uri *uri,
+                                const struct client_opts *opts, char ***names,
                                 char ***descs, size_t *n, struct err *err);
 
 ANY_THREAD void client_free_list(char **names, char **descs, size_t n);
@@ -159,9 +183,10 @@ struct client_pool {
 
 /*
  * Opens `count` connections (1 if the server does not advertise
- * CAN_MULTI_CONN); the receivers are spread over `loops` round robin (or
- * all on the caller's loop when loops is NULL).  Returns 0 or -errno with
- * err set.  CORO_FN.
+ * CAN_MULTI_CONN), loading the TLS credentials of an nbds URI once for
+ * all of them unless opts gives some; the receivers are spread over
+ * `loops` round robin (or all on the caller's loop when loops is NULL). Returns
+ * 0 or -errno with err set.  CORO_FN.
  */
 CORO_FN int client_pool_connect(struct client_pool *pool,
                                 const struct client_uri *uri,

@@ -215,6 +215,9 @@ static size_t gather(struct chan_tls *t, const struct iovec *iov, int iovcnt,
     size_t len = 0;
     for (int i = 0; i < iovcnt && len < TLS_WBUF_SIZE; i++) {
         size_t n = iov[i].iov_len;
+        if (n == 0) {
+            continue; /* its base may be NULL, which memcpy must not get */
+        }
         if (n > TLS_WBUF_SIZE - len) {
             n = TLS_WBUF_SIZE - len;
         }

@@ -100,21 +100,24 @@ CORO_FN int client_negotiate(struct client_conn *conn,
  * Upgrades the channel to TLS during option haggling (NBD_OPT_STARTTLS,
  * then the TLS handshake over the socket), as an nbds URI requires:
  * on success *ch is replaced by the TLS channel, which took the socket
- * channel's reference.  This build has no TLS channel yet: it fails with
- * -ENOTSUP and says so, before sending anything.  On failure *ch is
- * unchanged.  CORO_FN.
+ * channel's reference.  `creds` (borrowed) are the client credentials;
+ * NULL loads them from the URI for this connection only.  On failure *ch
+ * is unchanged and err says why (no TLS on the server, the handshake's
+ * reason).  Returns 0 or -errno.  CORO_FN.
  */
 CORO_FN int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
-                               struct err *err);
+                               struct tls_creds *creds, struct err *err);
 
 /*
  * Connects a socket to `uri`'s address and runs the greeting: on success
  * *hs_flags holds the server's handshake flags and the returned channel
- * is ready for option haggling (TLS already started for nbds URIs).
+ * is ready for option haggling (TLS already started for nbds URIs, with
+ * `creds` as in client_start).
  * NULL with err set on failure.  CORO_FN.
  */
 CORO_FN struct chan *client_open(const struct client_uri *uri,
-                                 uint16_t *hs_flags, struct err *err);
+                                 struct tls_creds *creds, uint16_t *hs_flags,
+                                 struct err *err);
 
 /* The greeting and client flags on a connected channel.  CORO_FN. */
 CORO_FN int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err);
@@ -122,10 +125,12 @@ CORO_FN int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err);
 /*
  * The start of every handshake on a connected socket channel: the
  * greeting, then, for an nbds URI, the upgrade to TLS (which replaces
- * *ch by the transport channel).  On failure *ch is still the caller's
- * to release.  Returns 0 or -errno with err set.  CORO_FN.
+ * *ch by the transport channel) with `creds` (borrowed; NULL: loaded
+ * from the URI).  On failure *ch is still the caller's to release.
+ * Returns 0 or -errno with err set.  CORO_FN.
  */
 CORO_FN int client_start(struct chan **ch, const struct client_uri *uri,
-                         uint16_t *hs_flags, struct err *err);
+                         struct tls_creds *creds, uint16_t *hs_flags,
+                         struct err *err);
 
 #endif

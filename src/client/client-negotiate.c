@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Client side of the fixed newstyle handshake, as explicit steps:
- * greeting and client flags; STARTTLS for nbds URIs; EXTENDED_HEADERS,
+ * greeting and client flags; STARTTLS for nbds URIs (client-tls.c);
+ * EXTENDED_HEADERS,
  * or STRUCTURED_REPLY when the server refuses those; SET_META_CONTEXT
  * for base:allocation; GO with requests for the name, description and
  * block sizes, falling back to EXPORT_NAME when the server does not know
@@ -159,32 +160,18 @@ int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err)
     return 0;
 }
 
-int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
-                       struct err *err)
-{
-    /*
-     * The TLS channel (chan-tls, client mode) plugs in here: send
-     * NBD_OPT_STARTTLS, expect NBD_REP_ACK, then wrap *ch with the
-     * certificates or PSK the URI names and run the TLS handshake.
-     */
-    (void)ch;
-    (void)uri;
-    return err_set(err, ENOTSUP,
-                   "TLS is not supported by this build yet (nbds URI)");
-}
-
 int client_start(struct chan **ch, const struct client_uri *uri,
-                 uint16_t *hs_flags, struct err *err)
+                 struct tls_creds *creds, uint16_t *hs_flags, struct err *err)
 {
     int r = client_greet(*ch, hs_flags, err);
     if (r == 0 && uri->tls) {
-        r = client_tls_upgrade(ch, uri, err);
+        r = client_tls_upgrade(ch, uri, creds, err);
     }
     return r;
 }
 
-struct chan *client_open(const struct client_uri *uri, uint16_t *hs_flags,
-                         struct err *err)
+struct chan *client_open(const struct client_uri *uri, struct tls_creds *creds,
+                         uint16_t *hs_flags, struct err *err)
 {
     struct sock_addr addr;
     int r = client_uri_address(uri, &addr.ss, &addr.len, err);
@@ -195,7 +182,7 @@ struct chan *client_open(const struct client_uri *uri, uint16_t *hs_flags,
     if (ch == NULL) {
         return NULL;
     }
-    r = client_start(&ch, uri, hs_flags, err);
+    r = client_start(&ch, uri, creds, hs_flags, err);
     if (r < 0) {
         chan_unref(ch);
         return NULL;
@@ -450,11 +437,13 @@ void client_free_list(char **names, char **descs, size_t n)
     free(descs);
 }
 
-int client_list_exports(const struct client_uri *uri, char ***names_out,
+int client_list_exports(const struct client_uri *uri,
+                        const struct client_opts *opts, char ***names_out,
                         char ***descs_out, size_t *n_out, struct err *err)
 {
     uint16_t hs;
-    struct chan *ch = client_open(uri, &hs, err);
+    struct chan *ch =
+        client_open(uri, opts != NULL ? opts->tls_creds : NULL, &hs, err);
     if (ch == NULL) {
         return -(err != NULL && err->errnum ? err->errnum : EIO);
     }

@@ -29,8 +29,10 @@
  */
 #include "client-int.h"
 #include "nbdsrv/chan-sock.h"
+#include "nbdsrv/chan-tls.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/tls-creds.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -544,7 +546,7 @@ struct client_conn *client_connect_chan(struct chan *ch,
         opts = &defaults;
     }
     uint16_t hs_flags;
-    if (client_start(&ch, uri, &hs_flags, err) < 0) {
+    if (client_start(&ch, uri, opts->tls_creds, &hs_flags, err) < 0) {
         chan_unref(ch);
         return NULL;
     }
@@ -555,6 +557,7 @@ struct client_conn *client_connect_chan(struct chan *ch,
         return NULL;
     }
     conn->info.hs_flags = hs_flags;
+    conn->info.tls = chan_is_tls(ch);
     if (client_negotiate(conn, uri, opts, err) < 0) {
         conn_unref(conn);
         return NULL;
@@ -860,6 +863,8 @@ int client_pool_connect(struct client_pool *pool, const struct client_uri *uri,
                         const struct loop_group *loops, struct err *err)
 {
     struct client_opts o = {0};
+    struct tls_creds *own = NULL;
+    int r = 0;
     if (opts != NULL) {
         o = *opts;
     }
@@ -871,21 +876,37 @@ int client_pool_connect(struct client_pool *pool, const struct client_uri *uri,
     if (pool->conns == NULL) {
         return err_set(err, ENOMEM, "out of memory");
     }
+    if (uri->tls && o.tls_creds == NULL) {
+        /* Once for the pool: every connection shares them read-only. */
+        struct err e = {0};
+        own = client_tls_creds_new(uri, &e);
+        if (own == NULL) {
+            r = err_set(err, e.errnum, "%s", e.msg);
+            goto out_close;
+        }
+        o.tls_creds = own;
+    }
     for (unsigned i = 0; i < count; i++) {
         if (loops != NULL) {
             o.recv_loop = loops->loops[i % loops->count];
         }
         struct client_conn *c = client_connect(uri, &o, err);
         if (c == NULL) {
-            client_pool_close(pool);
-            return -(err != NULL && err->errnum != 0 ? err->errnum : EIO);
+            r = -(err != NULL && err->errnum != 0 ? err->errnum : EIO);
+            goto out_close;
         }
         pool->conns[pool->count++] = c;
         if (i == 0 && !(c->info.tx_flags & PROTO_FLAG_CAN_MULTI_CONN)) {
             break;
         }
     }
+    tls_creds_unref(own);
     return 0;
+
+out_close:
+    tls_creds_unref(own);
+    client_pool_close(pool);
+    return r;
 }
 
 struct client_conn *client_pool_get(const struct client_pool *pool, unsigned i)

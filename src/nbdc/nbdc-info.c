@@ -8,6 +8,7 @@
 #include "nbdc-int.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/proto.h"
+#include "nbdsrv/tls-creds.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -48,7 +49,7 @@ static void print_protocol(const struct client_info *info)
         return;
     }
     printf("  \"protocol\": \"newstyle-fixed\",\n");
-    printf("  \"TLS\": false,\n");
+    printf("  \"TLS\": %s,\n", jbool(info->tls));
     printf("  \"structured\": %s,\n", jbool(info->structured));
     printf("  \"extended\": %s,\n", jbool(info->extended));
 }
@@ -178,8 +179,18 @@ static int do_list(struct info_ctx *ctx)
     char **names, **descs;
     size_t n;
     struct err err = {0};
-    if (client_list_exports(&ctx->uri, &names, &descs, &n, &err) < 0) {
+    struct client_opts opts = {0};
+    if (ctx->uri.tls) {
+        /* Loaded once for the listing and every export's connection. */
+        opts.tls_creds = client_tls_creds_new(&ctx->uri, &err);
+        if (opts.tls_creds == NULL) {
+            nbdc_error("%s: %s", ctx->text, err.msg);
+            return NBDC_EXIT_FAIL;
+        }
+    }
+    if (client_list_exports(&ctx->uri, &opts, &names, &descs, &n, &err) < 0) {
         nbdc_error("%s: %s", ctx->text, err.msg);
+        tls_creds_unref(opts.tls_creds);
         return NBDC_EXIT_FAIL;
     }
     int rc = NBDC_EXIT_OK;
@@ -190,7 +201,7 @@ static int do_list(struct info_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         struct client_uri u = ctx->uri;
         u.export_name = names[i];
-        struct client_conn *c = client_connect(&u, NULL, &err);
+        struct client_conn *c = client_connect(&u, &opts, &err);
         if (c == NULL) {
             nbdc_error("%s: export '%s': %s", ctx->text, names[i], err.msg);
             rc = NBDC_EXIT_FAIL;
@@ -216,6 +227,7 @@ static int do_list(struct info_ctx *ctx)
         printf("  ]\n}\n");
     }
     client_free_list(names, descs, n);
+    tls_creds_unref(opts.tls_creds);
     return rc;
 }
 
@@ -243,7 +255,8 @@ static void info_entry(void *arg)
         printf("  ]\n}\n");
         ctx->rc = NBDC_EXIT_OK;
     } else {
-        printf("protocol: newstyle-fixed without TLS\n");
+        printf("protocol: newstyle-fixed %s TLS\n",
+               client_info(c)->tls ? "with" : "without");
         print_export_text(client_info(c));
         ctx->rc = NBDC_EXIT_OK;
     }

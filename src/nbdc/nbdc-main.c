@@ -34,7 +34,9 @@ static const char usage_text[] =
     "  --size SIZE      use only the first SIZE bytes of the export\n"
     "\n"
     "URIs: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH;\n"
-    "nbds:// and nbds+unix:// (TLS) are not supported by this build yet.\n"
+    "nbds:// and nbds+unix:// require TLS: add tls-certificates=DIR (X.509:\n"
+    "DIR/ca-cert.pem, optional client-cert.pem and client-key.pem) or\n"
+    "tls-psk-file=FILE (PSK; identity: the URI's USER@, else the login).\n"
     "\n"
     "Exit status: 0 success, 1 the operation failed, 2 bad usage.\n"
     "See nbdc(1).\n";

@@ -91,8 +91,10 @@ nbdc "$T/plain.txt" info "$(uri disk)"
 grep -q 'export-size: 8388608' "$T/plain.txt" ||
     fail "plain nbdc info lacks the size: $(cat "$T/plain.txt")"
 nbdc_fails 1 "export 'nosuch'" info "$(uri nosuch)"
-nbdc_fails 1 "TLS is not supported by this build yet" info \
-    "nbds://127.0.0.1:$port/disk"
+# (nbdc-tls.sh tests TLS; here only that a plain server is named as such.)
+printf 'alice:00112233445566778899aabbccddeeff\n' >"$T/alice.psk"
+nbdc_fails 1 "the server does not offer TLS" info \
+    "nbds://alice@127.0.0.1:$port/disk?tls-psk-file=$T/alice.psk"
 nbdc "$T/after-tls.json" info --json "$(uri disk)"
 stop_server
 

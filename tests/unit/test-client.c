@@ -10,11 +10,13 @@
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/client.h"
 #include "nbdsrv/proto.h"
+#include "nbdsrv/tls-creds.h"
 
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -620,23 +622,96 @@ START_TEST(test_client_broken_connection_fails_slot_waiters)
 }
 END_TEST
 
-static void tls_entry(void *arg)
+/* A psktool file with one key for alice; the caller unlinks it. */
+static void write_psk(char *path, size_t size)
 {
-    struct tctx *t = arg;
-    struct client_uri uri = {.tls = true, .export_name = (char *)"disk"};
-    t->conn = client_connect_chan(fake_start(&t->fake), &uri, NULL, &t->err);
+    snprintf(path, size, "/tmp/test-client-psk.XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    static const char line[] = "alice:00112233445566778899aabbccddeeff\n";
+    ck_assert_int_eq(write(fd, line, sizeof line - 1), (int)sizeof line - 1);
+    close(fd);
 }
 
-START_TEST(test_client_nbds_says_tls_is_not_in_this_build)
+struct tls_tctx {
+    struct tctx t;
+    struct client_uri uri;
+};
+
+static void tls_entry(void *arg)
 {
-    struct tctx t = {0};
+    struct tls_tctx *tt = arg;
+    struct tctx *t = &tt->t;
+    t->conn =
+        client_connect_chan(fake_start(&t->fake), &tt->uri, NULL, &t->err);
+}
+
+START_TEST(test_client_nbds_against_a_server_without_tls)
+{
+    char psk[64];
+    write_psk(psk, sizeof psk);
+    struct tls_tctx tt = {
+        .uri = {.tls = true,
+                .export_name = (char *)"disk",
+                .user = (char *)"alice",
+                .tls_psk_file = psk,
+                .tls_verify_peer = -1},
+    };
     fixture_loops_start(1, 0);
-    fixture_run_on(0, tls_entry, &t);
-    ck_assert_ptr_null(t.conn);
-    ck_assert_int_eq(t.err.errnum, ENOTSUP);
-    ck_assert_ptr_nonnull(strstr(t.err.msg, "TLS is not supported"));
-    fake_stop(&t.fake); /* it saw the greeting answered, then a hang-up */
+    fixture_run_on(0, tls_entry, &tt);
+    unlink(psk);
+    ck_assert_ptr_null(tt.t.conn);
+    ck_assert_int_eq(tt.t.err.errnum, ENOTSUP);
+    ck_assert_msg(strstr(tt.t.err.msg, "does not offer TLS") != NULL, "%s",
+                  tt.t.err.msg);
+    ck_assert_ptr_nonnull(strstr(tt.t.err.msg, "NBD_OPT_STARTTLS"));
+    fake_stop(&tt.t.fake); /* it answered STARTTLS, then saw a hang-up */
     fixture_loops_stop();
+}
+END_TEST
+
+START_TEST(test_client_nbds_without_credentials_says_what_to_give)
+{
+    struct tls_tctx tt = {
+        .uri = {.tls = true,
+                .export_name = (char *)"disk",
+                .tls_verify_peer = -1},
+    };
+    fixture_loops_start(1, 0);
+    fixture_run_on(0, tls_entry, &tt);
+    ck_assert_ptr_null(tt.t.conn);
+    ck_assert_int_eq(tt.t.err.errnum, EINVAL);
+    ck_assert_msg(strstr(tt.t.err.msg, "tls-certificates=DIR") != NULL &&
+                      strstr(tt.t.err.msg, "tls-psk-file=FILE") != NULL,
+                  "%s", tt.t.err.msg);
+    fake_stop(&tt.t.fake);
+    fixture_loops_stop();
+}
+END_TEST
+
+START_TEST(test_client_tls_creds_from_uri)
+{
+    char psk[64];
+    write_psk(psk, sizeof psk);
+    struct err err = {0};
+    struct client_uri uri = {.tls = true,
+                             .user = (char *)"alice",
+                             .tls_psk_file = psk,
+                             .tls_verify_peer = -1};
+    struct tls_creds *creds = client_tls_creds_new(&uri, &err);
+    ck_assert_msg(creds != NULL, "%s", err.msg);
+    ck_assert(!tls_creds_is_server(creds));
+    tls_creds_unref(creds);
+
+    uri.user = (char *)"carol";
+    ck_assert_ptr_null(client_tls_creds_new(&uri, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "no key for identity 'carol'"));
+
+    uri.user = (char *)"alice";
+    uri.tls_type = (char *)"anon";
+    ck_assert_ptr_null(client_tls_creds_new(&uri, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "tls-type=anon"));
+    unlink(psk);
 }
 END_TEST
 
@@ -648,7 +723,9 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_negotiates_go_structured_and_meta);
     tcase_add_test(tc, test_client_falls_back_to_export_name);
     tcase_add_test(tc, test_client_simple_replies_without_structured);
-    tcase_add_test(tc, test_client_nbds_says_tls_is_not_in_this_build);
+    tcase_add_test(tc, test_client_nbds_against_a_server_without_tls);
+    tcase_add_test(tc, test_client_nbds_without_credentials_says_what_to_give);
+    tcase_add_test(tc, test_client_tls_creds_from_uri);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("requests");
