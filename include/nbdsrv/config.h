@@ -163,7 +163,4 @@ ANY_THREAD void config_limits(const struct config *cfg,
  */
 ANY_THREAD void config_print(const struct config *cfg, FILE *out);
 
-/* "error", "warning", "info", "debug".  ANY_THREAD. */
-ANY_THREAD const char *config_log_level_name(enum log_level level);
-
 #endif

@@ -48,4 +48,7 @@ void log_use_prefixes(void);
 NORETURN void bug_at(const char *file, int line, const char *what);
 #define BUG(what) bug_at(__FILE__, __LINE__, what)
 
+/* "error", "warning", "info" or "debug".  ANY_THREAD. */
+ANY_THREAD const char *log_level_name(enum log_level level);
+
 #endif

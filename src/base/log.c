@@ -44,7 +44,7 @@ enum log_level log_get_level(void)
     return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
-static const char *level_name(enum log_level level)
+const char *log_level_name(enum log_level level)
 {
     switch (level) {
     case LOG_LEVEL_ERROR:
@@ -56,7 +56,7 @@ static const char *level_name(enum log_level level)
     case LOG_LEVEL_DEBUG:
         return "debug";
     }
-    return "log";
+    return "?";
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -71,7 +71,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
         n = log_prefix ? snprintf(line, sizeof line, "<%d>", (int)level) : 0;
     } else {
         n = snprintf(line, sizeof line, "%s: %s: ", log_program,
-                     level_name(level));
+                     log_level_name(level));
     }
     va_list ap;
     va_start(ap, fmt);

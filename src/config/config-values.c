@@ -6,8 +6,6 @@
  * or -EINVAL and leaves its output untouched on failure.
  */
 #include "config-int.h"
-
-
 #include "nbdsrv/chan-sock.h"
 
 #include <arpa/inet.h>
@@ -82,27 +80,12 @@ int config_parse_log_level(const char *v, enum log_level *out)
     static const enum log_level levels[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARNING,
                                             LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
     for (size_t i = 0; i < 4; i++) {
-        if (strcmp(v, config_log_level_name(levels[i])) == 0) {
+        if (strcmp(v, log_level_name(levels[i])) == 0) {
             *out = levels[i];
             return 0;
         }
     }
     return -EINVAL;
-}
-
-const char *config_log_level_name(enum log_level level)
-{
-    switch (level) {
-    case LOG_LEVEL_ERROR:
-        return "error";
-    case LOG_LEVEL_WARNING:
-        return "warning";
-    case LOG_LEVEL_INFO:
-        return "info";
-    case LOG_LEVEL_DEBUG:
-        return "debug";
-    }
-    return "?";
 }
 
 /* An absolute path for `path`, taken relative to `base` if relative. */
@@ -316,4 +299,3 @@ int config_set_const_string(const char **field, const char *value)
     *field = copy;
     return 0;
 }
-

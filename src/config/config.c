@@ -878,7 +878,7 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
     fprintf(out, "max-connections = %u\n", cfg->max_connections);
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
-    fprintf(out, "log-level = %s\n", config_log_level_name(cfg->log_level));
+    fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));
     if (cfg->pidfile != NULL) {
         fprintf(out, "pidfile = %s\n", cfg->pidfile);
     }
