@@ -11,6 +11,7 @@
  * certtool): client-mode verification of the server's name, and a
  * server that requires a client certificate.
  */
+#include "fixture-files.h"
 #include "fixture-loops.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/chan-tls.h"
@@ -28,24 +29,16 @@ static char tmpdir[64];
 static char psk_path[128];
 static char wrong_path[128];
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_ge(fputs(text, f), 0);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 static void setup(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nbdsrv-test-chan-tls.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     snprintf(psk_path, sizeof psk_path, "%s/keys.psk", tmpdir);
     snprintf(wrong_path, sizeof wrong_path, "%s/wrong.psk", tmpdir);
-    write_text(psk_path, "alice:000102030405060708090a0b0c0d0e0f"
-                         "101112131415161718191a1b1c1d1e1f\n");
-    write_text(wrong_path, "alice:ff0102030405060708090a0b0c0d0e0f"
-                           "101112131415161718191a1b1c1d1e1f\n");
+    fixture_write_text(psk_path, "alice:000102030405060708090a0b0c0d0e0f"
+                                 "101112131415161718191a1b1c1d1e1f\n");
+    fixture_write_text(wrong_path, "alice:ff0102030405060708090a0b0c0d0e0f"
+                                   "101112131415161718191a1b1c1d1e1f\n");
 }
 
 static void teardown(void)

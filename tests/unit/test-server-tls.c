@@ -6,6 +6,7 @@
  * a connection that started before keeps its session, a failed reload
  * changes nothing, and mode off answers STARTTLS with NBD_REP_ERR_UNSUP.
  */
+#include "fixture-files.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/chan-tls.h"
 #include "nbdsrv/coro.h"
@@ -25,14 +26,6 @@ static struct loop_group loops;
 static struct server *srv;
 static struct sock_addr addr;
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_ge(fputs(text, f), 0);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 static void setup(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nbdsrv-test-server-tls.XXXXXX");
@@ -40,9 +33,9 @@ static void setup(void)
     snprintf(key_a, sizeof key_a, "%s/a.psk", tmpdir);
     snprintf(key_b, sizeof key_b, "%s/b.psk", tmpdir);
     snprintf(image, sizeof image, "%s/disk.img", tmpdir);
-    write_text(key_a, "alice:00112233445566778899aabbccddeeff\n");
-    write_text(key_b, "alice:ffeeddccbbaa99887766554433221100\n");
-    write_text(image, "");
+    fixture_write_text(key_a, "alice:00112233445566778899aabbccddeeff\n");
+    fixture_write_text(key_b, "alice:ffeeddccbbaa99887766554433221100\n");
+    fixture_write_text(image, "");
     ck_assert_int_eq(truncate(image, 1 << 20), 0);
 
     struct err err;
