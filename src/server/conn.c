@@ -39,21 +39,28 @@ struct loop *server_pick_loop(struct server *srv)
 
 /*
  * A request leaves its connection's home loop only when the home loop has
- * at least this much more work pending than another loop: serving it at
- * home saves a cross-thread hop and a wake-up, which on a machine whose
- * cores the client shares cost more than they gain (bench, 2 runs x 4 s,
- * 4K QD32 one connection against nbdkit: slack 2 read 1.01x write 0.94x,
- * slack 8 read 1.06x write 1.05x).  A home loop that falls behind still
- * hands work to the others.
+ * at least HOME_SLACK more units of work pending than another loop.
+ * Serving it at home saves a cross-thread hop: an eventfd write, a
+ * wake-up of the other loop's thread and contention for the connection's
+ * send lock.  Clients send in bursts (one recvmsg here often brings
+ * dozens of request headers), so a small slack moved part of every burst
+ * and doubled the server CPU per 4K request.  Measured with fio and nbdc
+ * against -t 2 on 2 cores, 4K random read QD 32 (IOPS):
+ *   slack               8        32       64      128
+ *   nbdc, 1 conn      74-99k  136-155k  173-182k  172k
+ *   fio, 2 conns       80k     154k      151-155k  149-157k
+ *   1M read QD 8     1.9-3.1  3.0-3.4    3.2-3.6   2.6-2.9  GiB/s
+ * A home loop that really falls behind (large reads, many connections
+ * homed on one loop) still hands work to the others.
  *
  * Work is counted in units of one small request; a READ counts one more
  * unit per REQUEST_COST_BYTES, so that large reads, whose copying costs
- * far more than the hop, spread at once.  A WRITE's payload has already
+ * far more than the hop, spread sooner.  A WRITE's payload has already
  * been received (and is in this core's cache) on the home loop: moving
  * its copy elsewhere made 1 MiB writes slower (bench-threads, 1M QD32 at
  * -t 2: 3.5-3.9 GiB/s against 4.4-4.6 GiB/s at home).
  */
-#define HOME_SLACK 8u
+#define HOME_SLACK 64u
 #define REQUEST_COST_BYTES (64u * 1024)
 
 unsigned request_cost(const struct proto_request *req)
