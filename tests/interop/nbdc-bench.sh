@@ -27,10 +27,24 @@ check_bench()
     step "nbdc bench $u $*: $iops IOPS"
 }
 
+# bench_threads: the threads= of the last run's header line.
+bench_threads()
+{
+    sed -n '1s/.* threads=\([0-9]*\) .*/\1/p' "$T/bench.out"
+}
+ncpu=$(nproc)
+
 port=$(free_port)
 start_server -l "127.0.0.1:$port" -e "disk=$disk"
 check_bench "$(uri disk)"
+[ "$(bench_threads)" = 1 ] ||
+    fail "one connection: want one thread by default: $(head -1 "$T/bench.out")"
 check_bench "$(uri disk)" --rw randwrite --bs 64K --connections 2
+want=$((ncpu < 2 ? ncpu : 2))
+[ "$(bench_threads)" = "$want" ] ||
+    fail "two connections on $ncpu CPUs: want $want threads: $(head -1 "$T/bench.out")"
+check_bench "$(uri disk)" --rw randread --threads 3
+[ "$(bench_threads)" = 3 ] || fail "--threads 3 not honoured: $(head -1 "$T/bench.out")"
 check_bench "$(uri disk)" --rw read --bs 1M --iodepth 4
 check_bench "$(uri disk)" --rw randrw --threads 1
 stop_server
