@@ -387,17 +387,33 @@ static int discard_payload(struct conn *conn, uint64_t len)
 /* How long a connection may go on sending once the server stops. */
 #define SHUTDOWN_WINDOW_NS (2ull * 1000 * 1000 * 1000)
 
-struct shutdown_deadline {
-    struct coro_timer timer;
-    struct conn *conn;
-};
-
 static void shutdown_window_over(struct coro_timer *timer)
 {
-    struct shutdown_deadline *d =
-        container_of(timer, struct shutdown_deadline, timer);
+    struct shutdown_window *w =
+        container_of(timer, struct shutdown_window, timer);
     /* Stop the read side only: replies still in flight go out. */
-    chan_shutdown(d->conn->ch, SHUT_RD);
+    chan_shutdown(w->conn->ch, SHUT_RD);
+}
+
+void conn_shutdown_window_start(struct conn *conn, struct shutdown_window *w)
+{
+    if (w->started) {
+        return;
+    }
+    w->conn = conn;
+    w->started = true;
+    uint64_t ns = conn->limits.shutdown_timeout_ns;
+    coro_timer_start(&w->timer,
+                     ns < SHUTDOWN_WINDOW_NS ? ns : SHUTDOWN_WINDOW_NS,
+                     shutdown_window_over);
+}
+
+void conn_shutdown_window_stop(struct shutdown_window *w)
+{
+    if (w->started) {
+        coro_timer_stop(&w->timer);
+        w->started = false;
+    }
 }
 
 static void receive_requests(struct conn *conn)
@@ -411,16 +427,13 @@ static void receive_requests(struct conn *conn)
      * then lose replies already sent).  A client that lingers is cut off
      * after SHUTDOWN_WINDOW_NS.
      */
-    struct shutdown_deadline window = {.conn = conn};
+    struct shutdown_window window = {0};
     bool draining = false;
     for (;;) {
         if (!draining &&
             atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
             draining = true;
-            uint64_t ns = conn->limits.shutdown_timeout_ns;
-            coro_timer_start(&window.timer,
-                             ns < SHUTDOWN_WINDOW_NS ? ns : SHUTDOWN_WINDOW_NS,
-                             shutdown_window_over);
+            conn_shutdown_window_start(conn, &window);
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
         int r = conn_read(conn, hdr, hdr_len, true);
@@ -499,9 +512,7 @@ static void receive_requests(struct conn *conn)
         }
         dispatch(conn, rq);
     }
-    if (draining) {
-        coro_timer_stop(&window.timer);
-    }
+    conn_shutdown_window_stop(&window);
 }
 
 void conn_run(struct server *srv, int fd, const char *peer,

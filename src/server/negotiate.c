@@ -20,6 +20,12 @@
  * forgotten, as the spec requires.  With --tls=require, every option but
  * STARTTLS and ABORT sent before TLS is refused with NBD_REP_ERR_TLS_REQD,
  * and EXPORT_NAME, which has no error reply, ends the connection.
+ *
+ * Server stop: an option that arrives once the server is stopping (within
+ * the shutdown window, see conn.c) is refused with NBD_REP_ERR_SHUTDOWN
+ * and the connection ends; NBD_OPT_ABORT is still acknowledged.  The
+ * wake-up of server_stop interrupts only a wait for the next option
+ * header, so an option is never cut in two.
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-tls.h"
@@ -274,12 +280,37 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
 }
 
 /* Reads and throws away `len` bytes of an option we will not process. */
+/*
+ * chan_read_all that a server-stop wake interrupts only at an option
+ * boundary (`boundary` and nothing read yet): -ECANCELED then.  No read
+ * ahead: bytes after STARTTLS must reach the TLS layer untouched.
+ */
+static int haggle_read(struct conn *conn, void *buf, size_t len, bool boundary)
+{
+    uint8_t *out = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = chan_read_some(conn->ch, out + done, len - done);
+        if (n == -ECANCELED && !(boundary && done == 0)) {
+            continue;
+        }
+        if (n < 0) {
+            return (int)n;
+        }
+        if (n == 0) {
+            return -ECONNRESET;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
 static int drain(struct haggle *h, uint64_t len)
 {
     while (len > 0) {
         size_t n =
             len < PROTO_OPTION_MAX_LEN ? (size_t)len : PROTO_OPTION_MAX_LEN;
-        int r = chan_read_all(h->conn->ch, h->data, n);
+        int r = haggle_read(h->conn, h->data, n, false);
         if (r < 0) {
             return r;
         }
@@ -408,6 +439,7 @@ static enum opt_result handle_option(struct haggle *h,
 int negotiate(struct conn *conn)
 {
     struct haggle h = {.conn = conn};
+    struct shutdown_window window = {0};
     int r = -ENOMEM;
     h.data = bufpool_get(PROTO_OPTION_MAX_LEN);
     h.reply = bufpool_get(REPLY_BUF_SIZE);
@@ -442,8 +474,14 @@ int negotiate(struct conn *conn)
     conn->no_zeroes = (cflags & PROTO_FLAG_C_NO_ZEROES) != 0;
 
     for (;;) {
+        if (atomic_load(&conn->srv->stopping)) {
+            conn_shutdown_window_start(conn, &window);
+        }
         uint8_t hdr_buf[PROTO_OPTION_HEADER_SIZE];
-        r = chan_read_all(conn->ch, hdr_buf, sizeof hdr_buf);
+        r = haggle_read(conn, hdr_buf, sizeof hdr_buf, true);
+        if (r == -ECANCELED) {
+            continue; /* stopping: wait for the next option in the window */
+        }
         if (r < 0) {
             goto out;
         }
@@ -466,8 +504,17 @@ int negotiate(struct conn *conn)
             log_info("%s: bad option magic, disconnecting", conn->peer);
             goto out;
         }
-        r = chan_read_all(conn->ch, h.data, opt.length);
+        r = haggle_read(conn, h.data, opt.length, false);
         if (r < 0) {
+            goto out;
+        }
+        if (atomic_load(&conn->srv->stopping) &&
+            opt.option != PROTO_OPT_ABORT) {
+            log_debug("%s: %s while stopping: NBD_REP_ERR_SHUTDOWN", conn->peer,
+                      proto_opt_name(opt.option));
+            reply_error(&h, opt.option, PROTO_REP_ERR_SHUTDOWN,
+                        "the server is shutting down");
+            r = -ESHUTDOWN;
             goto out;
         }
         switch (handle_option(&h, &opt)) {
@@ -483,6 +530,7 @@ int negotiate(struct conn *conn)
     }
 
 out:
+    conn_shutdown_window_stop(&window);
     bufpool_put(h.reply, REPLY_BUF_SIZE);
     bufpool_put(h.data, PROTO_OPTION_MAX_LEN);
     return r;

@@ -15,6 +15,7 @@
 
 #include "nbdsrv/backend.h"
 #include "nbdsrv/chan.h"
+#include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/proto.h"
 #include "nbdsrv/server.h"
@@ -213,6 +214,22 @@ LOOP_FN void conn_push_later(struct conn *conn, struct loop *loop);
 LOOP_FN bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
                                     const struct iovec *iov, int n,
                                     size_t total);
+
+/*
+ * Once the server stops, a connection may go on sending for a short
+ * window (at most shutdown-timeout) so that what it sends is answered
+ * with a shutdown error; then its read side is shut.  Owned by the
+ * connection's receive coroutine, on its stack.
+ */
+struct shutdown_window {
+    struct coro_timer timer;
+    struct conn *conn;
+    bool started;
+};
+/* Starts the window (once; later calls do nothing). */
+CORO_FN void conn_shutdown_window_start(struct conn *conn,
+                                        struct shutdown_window *w);
+CORO_FN void conn_shutdown_window_stop(struct shutdown_window *w);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

@@ -3,6 +3,7 @@
 # Stopping the server with a client connected: a request that arrives
 # after SIGTERM is answered with ESHUTDOWN (simple and structured
 # replies), NBD_CMD_DISC then gets no reply at all, and the server exits 0.
+# A client still haggling gets NBD_REP_ERR_SHUTDOWN for its next option.
 # A raw-socket client, so that every byte on the wire is checked.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -21,8 +22,9 @@ import struct
 import sys
 import time
 
-host, port, pid, structured = (sys.argv[1], int(sys.argv[2]),
-                               int(sys.argv[3]), sys.argv[4] == "1")
+host, port, pid, mode = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                         sys.argv[4])
+structured = mode == "1"
 s = socket.create_connection((host, port), timeout=5)
 
 
@@ -50,6 +52,23 @@ def option_reply():
     magic, opt, rtype, length = struct.unpack(">QIII", recv_exact(20))
     return rtype, recv_exact(length)
 
+
+if mode == "haggle":
+    option(8)                             # STRUCTURED_REPLY, before the stop
+    rtype, _ = option_reply()
+    assert rtype == 1, "STRUCTURED_REPLY not acknowledged: %#x" % rtype
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    name = b"disk"
+    option(7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    rtype, msg = option_reply()
+    assert rtype == 0x80000007, "GO while stopping: reply %#x, want " \
+        "NBD_REP_ERR_SHUTDOWN" % rtype
+    print("  GO after SIGTERM: NBD_REP_ERR_SHUTDOWN (%s)" % msg.decode())
+    rest = s.recv(100)
+    assert rest == b"", "%d more bytes after the refusal" % len(rest)
+    print("  then the server closed the connection")
+    sys.exit(0)
 
 if structured:
     option(8)                             # STRUCTURED_REPLY
@@ -91,12 +110,15 @@ PY
 
 disk=$T/disk.img
 make_image "$disk" 16M
-for structured in 0 1; do
+for mode in 0 1 haggle; do
     port=$(free_port)
     start_server -l "127.0.0.1:$port" -e "disk=$disk"
-    step "SIGTERM with a client connected (structured replies: $structured)"
+    case $mode in
+    haggle) step "SIGTERM with a client still haggling" ;;
+    *) step "SIGTERM with a client connected (structured replies: $mode)" ;;
+    esac
     tmo python3 "$T/shutdown.py" 127.0.0.1 "$port" "$SERVER_PID" \
-        "$structured" || fail "shutdown exchange failed"
+        "$mode" || fail "shutdown exchange failed"
     wait_server_exit
 done
 step "pass"
