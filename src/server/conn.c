@@ -39,7 +39,7 @@ struct loop *server_pick_loop(struct server *srv)
 
 /*
  * A request leaves its connection's home loop only when the home loop has
- * at least HOME_SLACK more units of work pending than another loop.
+ * at least SERVER_HOME_SLACK more units of work pending than another loop.
  * Serving it at home saves a cross-thread hop: an eventfd write, a
  * wake-up of the other loop's thread and contention for the connection's
  * send lock.  Clients send in bursts (one recvmsg here often brings
@@ -60,7 +60,6 @@ struct loop *server_pick_loop(struct server *srv)
  * its copy elsewhere made 1 MiB writes slower (bench-threads, 1M QD32 at
  * -t 2: 3.5-3.9 GiB/s against 4.4-4.6 GiB/s at home).
  */
-#define HOME_SLACK 64u
 #define REQUEST_COST_BYTES (64u * 1024)
 
 unsigned request_cost(const struct proto_request *req)
@@ -81,7 +80,7 @@ unsigned server_pick_worker(struct server *srv, const struct conn *conn,
     for (unsigned i = 0; i < n && best_load > 0; i++) {
         unsigned load =
             atomic_load_explicit(&srv->load[i].pending, memory_order_relaxed);
-        if (load + HOME_SLACK < best_load) {
+        if (load + SERVER_HOME_SLACK < best_load) {
             best = i;
             best_load = load;
         }

@@ -6,9 +6,9 @@
  * Threads: a connection has a home loop, where its receive coroutine
  * runs: the handshake, then reading request headers and WRITE payloads.
  * Each request becomes a coroutine scheduled onto a worker loop (the home
- * loop unless it is HOME_SLACK units of work behind the least loaded loop; see
- * server_pick_worker), which does the backend I/O on that loop's ring and
- * writes the reply from there, holding the connection's send_lock.
+ * loop unless it is SERVER_HOME_SLACK units of work behind the least loaded
+ * loop; see server_pick_worker), which does the backend I/O on that loop's ring
+ * and writes the reply from there, holding the connection's send_lock.
  */
 #ifndef NBDSRV_SERVER_INT_H
 #define NBDSRV_SERVER_INT_H
@@ -198,6 +198,9 @@ ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and payload bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
+/* Units of work by which the home loop must lead another loop before a
+ * request leaves it (why this value: conn.c). */
+#define SERVER_HOME_SLACK 64u
 /* The work a request stands for, in units of one small request. */
 ANY_THREAD unsigned request_cost(const struct proto_request *req);
 /* Chooses the loop for a request of `conn` and counts its cost there. */
