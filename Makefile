@@ -67,7 +67,7 @@ DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
-.PHONY: all check check-unit check-interop check-asan check-tsan bench \
+.PHONY: all check check-unit check-interop check-asan check-tsan bench soak \
         bench-threads bench-client bench-runtime deps clean format check-format serve \
         install
 
@@ -144,6 +144,10 @@ bench-threads: all
 
 bench-client: all
 	bench/bench-client.sh $(BUILD)
+
+# Long mixed load with leak checks; SOAK_TIME seconds (default 600).
+soak: all
+	BUILD=$(BUILD) tests/soak/soak.sh
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
