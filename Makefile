@@ -67,7 +67,7 @@ DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
-.PHONY: all check check-unit check-interop check-asan check-tsan bench \
+.PHONY: FORCE all check check-unit check-interop check-asan check-tsan bench \
         bench-threads bench-client bench-runtime deps clean format check-format serve \
         install
 
@@ -81,7 +81,16 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
 
-$(BUILD)/%.o: %.c
+# Every object and link depends on a stamp holding the compiler and flags,
+# rewritten only when they change, so that a build directory never mixes
+# objects built with different flags (new defaults, CC=, CFLAGS=).
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(CC) $(ALL_CFLAGS) | $(ALL_LDFLAGS) | $(LIBS)
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' >$@
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -96,18 +105,19 @@ $(LIB): $(LIB_OBJS)
 
 # One link rule per program: src/DIR/NAME-main.c -> $(BUILD)/NAME.
 define program_rule
-$(BUILD)/$(patsubst %-main.c,%,$(notdir $(1))): $(BUILD)/$(1:.c=.o) $(LIB)
-	$$(CC) $$(ALL_LDFLAGS) -o $$@ $$^ $$(LIBS)
+$(BUILD)/$(patsubst %-main.c,%,$(notdir $(1))): $(BUILD)/$(1:.c=.o) $(LIB) $(FLAGS_STAMP)
+	$$(CC) $$(ALL_LDFLAGS) -o $$@ $$(filter %.o %.a,$$^) $$(LIBS)
 endef
 $(foreach s,$(PROG_SRCS),$(eval $(call program_rule,$(s))))
 
-$(BUILD)/tests/unit/test-%: $(BUILD)/tests/unit/test-%.o $(FIXTURE_OBJS) $(LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+$(BUILD)/tests/unit/test-%: $(BUILD)/tests/unit/test-%.o $(FIXTURE_OBJS) $(LIB) \
+                           $(FLAGS_STAMP)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(CHECK_LIBS) $(LIBS)
 
 $(BUILD)/tests/unit/%.o: ALL_CFLAGS += $(CHECK_CFLAGS)
 
-$(BUILD)/tests/bench/bench-%: $(BUILD)/tests/bench/bench-%.o $(LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+$(BUILD)/tests/bench/bench-%: $(BUILD)/tests/bench/bench-%.o $(LIB) $(FLAGS_STAMP)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LIBS)
 
 check: check-unit check-interop
 
