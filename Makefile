@@ -35,12 +35,35 @@ endif
 
 OPT ?= -O2 -g
 CFLAGS ?= $(OPT)
-ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) $(CFLAGS) \
-              -fno-strict-aliasing -pthread $(PKG_CFLAGS)
-ALL_LDFLAGS := -pthread $(LDFLAGS)
+
+# Release hardening, on by default: stack protector, PIE, full RELRO
+# (relocations read-only and every symbol bound at start), and
+# _FORTIFY_SOURCE=2 when optimising.  These come before CPPFLAGS, CFLAGS
+# and LDFLAGS, so a packager's own flags win (-fno-stack-protector,
+# -no-pie, a different _FORTIFY_SOURCE level); HARDEN=0 drops them all.
+# Sanitizer builds turn _FORTIFY_SOURCE off: the sanitizer runtimes do
+# not intercept most __*_chk functions, so fortified calls would hide
+# accesses from them (google/sanitizers#247).
+HARDEN ?= 1
+HARDEN_CFLAGS :=
+HARDEN_LDFLAGS :=
+ifeq ($(HARDEN),1)
+  HARDEN_CFLAGS += -fstack-protector-strong -fPIE
+  HARDEN_LDFLAGS += -pie -Wl,-z,relro,-z,now
+  LAST_OPT := $(lastword $(filter -O%,$(CFLAGS)))
+  ifneq ($(filter-out -O0,$(LAST_OPT)),)
+    ifeq ($(SANITIZE)$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)),)
+      HARDEN_CFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2
+    endif
+  endif
+endif
+
+ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) $(HARDEN_CFLAGS) \
+              $(CPPFLAGS) $(CFLAGS) -fno-strict-aliasing -pthread $(PKG_CFLAGS)
+ALL_LDFLAGS := -pthread $(HARDEN_LDFLAGS) $(LDFLAGS)
 ifneq ($(SANITIZE),)
   ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 \
-                -DNBDSRV_SANITIZE
+                -DNBDSRV_SANITIZE -U_FORTIFY_SOURCE
   ALL_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS := $(PKG_LIBS)
