@@ -11,12 +11,15 @@ PKG_CONFIG ?= pkg-config
 WERROR ?= 1
 SANITIZE ?=
 
+# CC=clang builds go to build-clang*, next to gcc's build*.
+CC_IS_CLANG := $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),1)
+BUILD_PREFIX := build$(if $(CC_IS_CLANG),-clang)
 ifeq ($(SANITIZE),)
-  BUILD ?= build
+  BUILD ?= $(BUILD_PREFIX)
 else ifeq ($(SANITIZE),address,undefined)
-  BUILD ?= build-asan
+  BUILD ?= $(BUILD_PREFIX)-asan
 else ifeq ($(SANITIZE),thread)
-  BUILD ?= build-tsan
+  BUILD ?= $(BUILD_PREFIX)-tsan
 else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
@@ -29,6 +32,12 @@ CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wstrict-prototypes \
         -Wmissing-prototypes -Wimplicit-fallthrough -Wundef
+# clang's thread-safety analysis checks GUARDED_BY-style attributes.  The
+# tree has none yet (GUARDED_BY appears in comments only), so today it
+# finds nothing; it is on so that annotations, once added, are checked.
+ifeq ($(CC_IS_CLANG),1)
+  WARN += -Wthread-safety
+endif
 ifeq ($(WERROR),1)
   WARN += -Werror
 endif
@@ -85,12 +94,12 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
-            python3-libnbd fio systemd groff-base man-db
+            python3-libnbd fio systemd groff-base man-db clang
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 
 .SECONDARY:
 
-.PHONY: FORCE all check check-unit check-interop check-asan check-tsan bench \
+.PHONY: FORCE all check check-unit check-interop check-asan check-tsan check-clang bench \
         bench-threads bench-client bench-runtime deps clean format check-format serve \
         install
 
@@ -155,6 +164,11 @@ check-asan:
 
 check-tsan:
 	$(MAKE) check-unit SANITIZE=thread
+
+# Everything built with clang (into build-clang/), then the unit suites.
+check-clang:
+	$(MAKE) all CC=clang
+	$(MAKE) check-unit CC=clang
 
 bench-runtime: $(BUILD)/tests/bench/bench-runtime
 	$(BUILD)/tests/bench/bench-runtime
@@ -221,6 +235,7 @@ check-format:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-clang build-clang-asan \
+	    build-clang-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
