@@ -8,12 +8,15 @@ set -u
 # A UBSan report fails the test that caused it (sanitizer builds), as a
 # sanitizer report in the interop scripts does.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+# UNIT_WRAPPER, if set, is a command line each binary runs under (make
+# check-valgrind sets it to valgrind and its options).
+read -r -a wrapper <<<"${UNIT_WRAPPER:-}"
 passed=0
 failed=0
 status=0
 for bin in "$@"; do
     name=$(basename "$bin")
-    out=$("$bin" 2>&1)
+    out=$("${wrapper[@]}" "$bin" 2>&1)
     rc=$?
     printf '%s\n' "$out" | sed "s|^|$name: |"
     summary=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: ' | tail -n 1)

@@ -4,6 +4,7 @@
 
 #include "coro-int.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/valgrind.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -43,6 +44,27 @@ static int op_wait(struct coro_op *c, struct io_uring_sqe *sqe)
     return c->res;
 }
 
+/*
+ * The kernel fills read buffers while executing ring operations, which
+ * Valgrind does not see as system calls: memcheck would take the bytes
+ * for uninitialised.  These tell it what the kernel wrote.
+ */
+static void mark_read(const void *buf, ssize_t r)
+{
+    if (r > 0) {
+        VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)r);
+    }
+}
+
+static void mark_readv(const struct iovec *iov, int iovcnt, ssize_t r)
+{
+    for (int i = 0; i < iovcnt && r > 0; i++) {
+        size_t n = iov[i].iov_len < (size_t)r ? iov[i].iov_len : (size_t)r;
+        mark_read(iov[i].iov_base, (ssize_t)n);
+        r -= (ssize_t)n;
+    }
+}
+
 static unsigned clamp_len(size_t len)
 {
     return len > INT_MAX ? INT_MAX : (unsigned)len;
@@ -53,7 +75,9 @@ ssize_t coro_read(int fd, void *buf, size_t len, uint64_t offset)
     struct coro_op c;
     struct io_uring_sqe *sqe = op_begin(&c);
     io_uring_prep_read(sqe, fd, buf, clamp_len(len), offset);
-    return op_wait(&c, sqe);
+    ssize_t r = op_wait(&c, sqe);
+    mark_read(buf, r);
+    return r;
 }
 
 ssize_t coro_write(int fd, const void *buf, size_t len, uint64_t offset)
@@ -69,7 +93,9 @@ ssize_t coro_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset)
     struct coro_op c;
     struct io_uring_sqe *sqe = op_begin(&c);
     io_uring_prep_readv(sqe, fd, iov, iovcnt, offset);
-    return op_wait(&c, sqe);
+    ssize_t r = op_wait(&c, sqe);
+    mark_readv(iov, iovcnt, r);
+    return r;
 }
 
 ssize_t coro_writev(int fd, const struct iovec *iov, int iovcnt,
@@ -135,8 +161,14 @@ int coro_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
     struct coro_op c;
     struct io_uring_sqe *sqe = op_begin(&c);
+    socklen_t room = addrlen != NULL ? *addrlen : 0;
     io_uring_prep_accept(sqe, fd, addr, addrlen, flags | SOCK_CLOEXEC);
-    return op_wait(&c, sqe);
+    int r = op_wait(&c, sqe);
+    if (r >= 0 && addr != NULL && addrlen != NULL) {
+        mark_read(addrlen, sizeof *addrlen);
+        mark_read(addr, *addrlen < room ? *addrlen : room);
+    }
+    return r;
 }
 
 int coro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
@@ -152,7 +184,9 @@ ssize_t coro_recv(int fd, void *buf, size_t len, int flags)
     struct coro_op c;
     struct io_uring_sqe *sqe = op_begin(&c);
     io_uring_prep_recv(sqe, fd, buf, clamp_len(len), flags);
-    return op_wait(&c, sqe);
+    ssize_t r = op_wait(&c, sqe);
+    mark_read(buf, r);
+    return r;
 }
 
 ssize_t coro_send(int fd, const void *buf, size_t len, int flags)

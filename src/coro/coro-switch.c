@@ -22,6 +22,7 @@
  */
 #include "coro-int.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/valgrind.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -33,12 +34,6 @@
 #endif
 #if NBDSRV_TSAN
 #include <sanitizer/tsan_interface.h>
-#endif
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define HAVE_VALGRIND 1
-#else
-#define HAVE_VALGRIND 0
 #endif
 
 enum switch_action {
@@ -141,7 +136,7 @@ int coro_switch_init(struct coro *co)
     co->tsan_fiber = __tsan_create_fiber(0);
     co->tsan_caller_fiber = __tsan_get_current_fiber();
 #endif
-#if HAVE_VALGRIND
+#if NBDSRV_HAVE_VALGRIND
     co->valgrind_stack_id =
         VALGRIND_STACK_REGISTER(co->stack, co->stack + co->stack_size);
 #endif
@@ -170,7 +165,7 @@ void coro_switch_fini(struct coro *co)
         co->tsan_fiber = NULL;
     }
 #endif
-#if HAVE_VALGRIND
+#if NBDSRV_HAVE_VALGRIND
     VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
 #endif
     (void)co;

@@ -28,8 +28,10 @@
 
 #include "nbdsrv/compiler.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/valgrind.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -69,8 +71,9 @@ struct loop {
     uint64_t event_buf;      /* loop-local: target of the eventfd read */
     struct loop_op event_op; /* loop-local */
 
-    bool stopping; /* loop-local */
-    bool kicked;   /* loop-local: skip one blocking wait */
+    bool stopping;       /* loop-local */
+    bool kicked;         /* loop-local: skip one blocking wait */
+    bool under_valgrind; /* immutable after init: see ring_wait */
     struct loop_task stop_task;
 
     /* Start-up hand-shake with loop_group_start; sem_t orders the rest. */
@@ -226,6 +229,8 @@ static unsigned reap(struct loop *loop)
     }
 }
 
+static int ring_wait(struct loop *loop, unsigned wait);
+
 struct io_uring_sqe *loop_get_sqe(struct loop *loop)
 {
     loop_assert_owner(loop);
@@ -235,7 +240,7 @@ struct io_uring_sqe *loop_get_sqe(struct loop *loop)
         if (r == -EBUSY || r == -EAGAIN) {
             /* The completion side is full: make room, or wait for it. */
             if (reap(loop) == 0) {
-                io_uring_submit_and_wait(&loop->ring, 1);
+                ring_wait(loop, 1);
                 reap(loop);
             }
         } else if (r < 0 && r != -EINTR) {
@@ -299,6 +304,31 @@ static bool work_arrived(struct loop *loop)
            (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
+/*
+ * Submits what is queued and, if `wait`, waits for a completion or a post;
+ * returns what io_uring_submit_and_wait returns.  Valgrind runs one thread
+ * at a time and, in 3.19 at least, does not let the others run while a
+ * thread waits in io_uring_enter: a loop blocked there would stop the very
+ * thread that would wake it.  Under Valgrind a loop therefore never blocks
+ * in io_uring_enter: it submits and runs completions without waiting, and
+ * sleeps in poll(2) on its eventfd (which Valgrind does let go for) for at
+ * most a millisecond before it looks again.
+ */
+static int ring_wait(struct loop *loop, unsigned wait)
+{
+    if (!wait || !loop->under_valgrind) {
+        return io_uring_submit_and_wait(&loop->ring, wait);
+    }
+    for (;;) {
+        int r = io_uring_submit_and_get_events(&loop->ring);
+        if ((r < 0 && r != -EINTR) || work_arrived(loop)) {
+            return r;
+        }
+        struct pollfd pfd = {.fd = loop->event_fd, .events = POLLIN};
+        poll(&pfd, 1, 1);
+    }
+}
+
 /* Polls for new work for up to poll_ns; returns whether some arrived. */
 static bool poll_for_work(struct loop *loop)
 {
@@ -355,7 +385,7 @@ static void run(struct loop *loop)
         }
         loop->kicked = false;
         uint64_t blocked_since = wait ? monotonic_ns() : 0;
-        int r = io_uring_submit_and_wait(&loop->ring, wait);
+        int r = ring_wait(loop, wait);
         atomic_store(&loop->sleeping, false);
         if (wait && loop->poll_max_ns != 0) {
             adapt_poll(loop, monotonic_ns() - blocked_since);
@@ -468,6 +498,12 @@ static struct loop *loop_alloc(unsigned index, unsigned entries,
     }
     loop->index = index;
     loop->ring_entries = entries;
+    /* Under Valgrind threads take turns: polling would only spin while
+     * the thread that could post to this loop waits for the CPU. */
+    loop->under_valgrind = RUNNING_ON_VALGRIND != 0;
+    if (loop->under_valgrind) {
+        poll_ns = 0;
+    }
     loop->poll_max_ns = poll_ns;
     loop->poll_ns = poll_ns;
     loop->ready_tail = &loop->ready_head;

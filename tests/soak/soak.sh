@@ -86,7 +86,7 @@ fio_loop()
         if fio --name=soak --ioengine=nbd --uri="$tcp/verify" \
             --rw=randwrite --bs=4k --size=64m --offset=$(((n % 3) * 64))m \
             --iodepth=16 --numjobs=1 --nrfiles=1 --verify=crc32c \
-            --verify_fatal=1 --randrepeat=0 --output="$T/fio.$n.out" \
+            --verify_fatal=1 --verify_state_save=0 --randrepeat=0 --output="$T/fio.$n.out" \
             >/dev/null 2>&1; then
             echo "ok fio round $n" >>"$results/fio"
             rm -f "$T/fio.$n.out"
