@@ -111,6 +111,32 @@ def reply():
           chunk(0x8001, struct.pack(">IH", 22, 0), flags=1, extended=True))
 
 
+def client_uri():
+    t = "fuzz-client-uri"
+    write(t, "tcp", "nbd://localhost/disk")
+    write(t, "tcp-port-query", "nbd://example.com:10810/a%20b?tls-type=anon&x-y=1")
+    write(t, "ipv6", "nbds://alice@[::1]:10809/?tls-verify-peer=false")
+    write(t, "unix", "nbd+unix:///disk?socket=/run/nbd.sock")
+    write(t, "unix-tls",
+          "nbds+unix://bob@/?socket=%00abstract&tls-type=psk"
+          "&tls-psk-file=keys.psk;tls-hostname=srv")
+
+
+def config():
+    t = "fuzz-config"
+    write(t, "server",
+          "[server]\nlisten = 127.0.0.1:10809\nlisten = unix:/run/n.sock\n"
+          "threads = 4\ntls = off\nhandshake-timeout = 2.5\n"
+          "max-connections = 10\nlog-level = debug\npidfile = n.pid\n")
+    write(t, "exports",
+          "; comment\n[export disk0]\npath = disk0.img\nread-only = yes\n"
+          "description = the first disk ; inline\ncache = none\ntrim = off\n"
+          "allow = 127.0.0.1, ::1/128 unix\ntls-identities = alice\n"
+          "\n[export disk1]\npath = /srv/disk1.img\n")
+
+
 handshake()
 request()
 reply()
+client_uri()
+config()
