@@ -27,7 +27,7 @@ struct payload_in {
     uint32_t length;      /* its length field */
     const uint8_t *p;
     size_t len;
-    uint8_t *out; /* PROTO_OPTION_REPLY_SIZE + len + 16 bytes */
+    uint8_t *out; /* for FUZZ_BUILD: twice the largest frame */
     size_t cap;
 };
 
@@ -125,9 +125,12 @@ static void fuzz_opt_export_name(const struct payload_in *in)
         return;
     }
     FUZZ_ASSERT(name.ptr == (const char *)in->p && name.len == in->len);
-    check_rebuilt(
-        in, proto_build_opt_export_name(in->out, in->cap, name.ptr, name.len),
-        PROTO_OPTION_HEADER_SIZE, in->option == PROTO_OPT_EXPORT_NAME);
+    check_rebuilt(in,
+                  FUZZ_BUILD(in->out, in->cap,
+                             proto_build_opt_export_name(FUZZ_OUT, FUZZ_CAP,
+                                                         name.ptr, name.len)),
+                  PROTO_OPTION_HEADER_SIZE,
+                  in->option == PROTO_OPT_EXPORT_NAME);
 }
 
 static void fuzz_opt_info(const struct payload_in *in)
@@ -149,8 +152,10 @@ static void fuzz_opt_info(const struct payload_in *in)
         requests[i] = proto_opt_info_request(&info, i);
         FUZZ_ASSERT(proto_info_name(requests[i]) != NULL);
     }
-    n = proto_build_opt_info(in->out, in->cap, in->option, info.name.ptr,
-                             info.name.len, requests, info.nr_requests);
+    n = FUZZ_BUILD(in->out, in->cap,
+                   proto_build_opt_info(FUZZ_OUT, FUZZ_CAP, in->option,
+                                        info.name.ptr, info.name.len, requests,
+                                        info.nr_requests));
     free(requests);
     check_rebuilt(in, n, PROTO_OPTION_HEADER_SIZE, true);
 }
@@ -177,8 +182,10 @@ static void fuzz_opt_meta(const struct payload_in *in)
         nr++;
     }
     FUZZ_ASSERT(nr == meta.nr_queries && pos == meta.queries_len);
-    n = proto_build_opt_meta(in->out, in->cap, in->option, meta.export_name.ptr,
-                             meta.export_name.len, queries, nr);
+    n = FUZZ_BUILD(in->out, in->cap,
+                   proto_build_opt_meta(FUZZ_OUT, FUZZ_CAP, in->option,
+                                        meta.export_name.ptr,
+                                        meta.export_name.len, queries, nr));
     free(queries);
     check_rebuilt(in, n, PROTO_OPTION_HEADER_SIZE, true);
 }
@@ -205,7 +212,9 @@ static void fuzz_options(const uint8_t *data, size_t size, uint8_t *out,
         in.p = data + PROTO_OPTION_HEADER_SIZE;
         in.len = size - PROTO_OPTION_HEADER_SIZE;
         check_rebuilt(&in,
-                      proto_build_option(out, cap, hdr.option, in.p, in.len),
+                      FUZZ_BUILD(out, cap,
+                                 proto_build_option(FUZZ_OUT, FUZZ_CAP,
+                                                    hdr.option, in.p, in.len)),
                       PROTO_OPTION_HEADER_SIZE, true);
     } else {
         FUZZ_ASSERT(r == -EBADMSG);
@@ -228,8 +237,10 @@ static void fuzz_rep_server(const struct payload_in *in)
     }
     FUZZ_ASSERT(in->len == 4 + name.len + desc.len);
     check_rebuilt(in,
-                  proto_build_rep_server(in->out, in->cap, in->option, name.ptr,
-                                         name.len, desc.ptr, desc.len),
+                  FUZZ_BUILD(in->out, in->cap,
+                             proto_build_rep_server(
+                                 FUZZ_OUT, FUZZ_CAP, in->option, name.ptr,
+                                 name.len, desc.ptr, desc.len)),
                   PROTO_OPTION_REPLY_SIZE, in->type == PROTO_REP_SERVER);
 }
 
@@ -246,24 +257,31 @@ static void fuzz_rep_info(const struct payload_in *in)
     FUZZ_ASSERT(proto_info_name(info.type) != NULL);
     switch (info.type) {
     case PROTO_INFO_EXPORT:
-        n = proto_build_rep_info_export(in->out, in->cap, in->option,
+        n = FUZZ_BUILD(
+            in->out, in->cap,
+            proto_build_rep_info_export(FUZZ_OUT, FUZZ_CAP, in->option,
                                         info.u.export_info.size,
-                                        info.u.export_info.tx_flags);
+                                        info.u.export_info.tx_flags));
         fuzz_check_flags(PROTO_FIELD_TX, info.u.export_info.tx_flags);
         break;
     case PROTO_INFO_NAME:
-        n = proto_build_rep_info_name(in->out, in->cap, in->option,
-                                      info.u.name.ptr, info.u.name.len);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_rep_info_name(FUZZ_OUT, FUZZ_CAP, in->option,
+                                                 info.u.name.ptr,
+                                                 info.u.name.len));
         break;
     case PROTO_INFO_DESCRIPTION:
-        n = proto_build_rep_info_description(in->out, in->cap, in->option,
-                                             info.u.description.ptr,
-                                             info.u.description.len);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_rep_info_description(
+                           FUZZ_OUT, FUZZ_CAP, in->option,
+                           info.u.description.ptr, info.u.description.len));
         break;
     case PROTO_INFO_BLOCK_SIZE:
-        n = proto_build_rep_info_block_size(
-            in->out, in->cap, in->option, info.u.block_size.min,
-            info.u.block_size.pref, info.u.block_size.max);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_rep_info_block_size(
+                           FUZZ_OUT, FUZZ_CAP, in->option,
+                           info.u.block_size.min, info.u.block_size.pref,
+                           info.u.block_size.max));
         break;
     default:
         return;
@@ -282,10 +300,12 @@ static void fuzz_rep_meta_context(const struct payload_in *in)
         return;
     }
     FUZZ_ASSERT(name.len == in->len - 4);
-    check_rebuilt(in,
-                  proto_build_rep_meta_context(in->out, in->cap, in->option, id,
-                                               name.ptr, name.len),
-                  PROTO_OPTION_REPLY_SIZE, in->type == PROTO_REP_META_CONTEXT);
+    check_rebuilt(
+        in,
+        FUZZ_BUILD(in->out, in->cap,
+                   proto_build_rep_meta_context(FUZZ_OUT, FUZZ_CAP, in->option,
+                                                id, name.ptr, name.len)),
+        PROTO_OPTION_REPLY_SIZE, in->type == PROTO_REP_META_CONTEXT);
 }
 
 static void fuzz_rep_error(const struct payload_in *in)
@@ -300,10 +320,12 @@ static void fuzz_rep_error(const struct payload_in *in)
         return;
     }
     FUZZ_ASSERT(msg.len == in->len);
-    check_rebuilt(in,
-                  proto_build_rep_error(in->out, in->cap, in->option, type,
-                                        msg.ptr, msg.len),
-                  PROTO_OPTION_REPLY_SIZE, type == in->type);
+    check_rebuilt(
+        in,
+        FUZZ_BUILD(in->out, in->cap,
+                   proto_build_rep_error(FUZZ_OUT, FUZZ_CAP, in->option, type,
+                                         msg.ptr, msg.len)),
+        PROTO_OPTION_REPLY_SIZE, type == in->type);
     FUZZ_ASSERT(proto_build_rep_error(in->out, in->cap, in->option,
                                       type & ~PROTO_REP_ERR_BIT, msg.ptr,
                                       msg.len) == -EINVAL);
@@ -336,8 +358,11 @@ static void fuzz_option_replies(const uint8_t *data, size_t size, uint8_t *out,
         in.p = data + PROTO_OPTION_REPLY_SIZE;
         in.len = size - PROTO_OPTION_REPLY_SIZE;
         if (rep.type == PROTO_REP_ACK && in.len == 0) {
-            check_rebuilt(&in, proto_build_rep_ack(out, cap, rep.option),
-                          PROTO_OPTION_REPLY_SIZE, true);
+            check_rebuilt(
+                &in,
+                FUZZ_BUILD(out, cap,
+                           proto_build_rep_ack(FUZZ_OUT, FUZZ_CAP, rep.option)),
+                PROTO_OPTION_REPLY_SIZE, true);
         }
     } else {
         FUZZ_ASSERT(r == -EBADMSG);
@@ -350,7 +375,7 @@ static void fuzz_option_replies(const uint8_t *data, size_t size, uint8_t *out,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t cap = PROTO_OPTION_REPLY_SIZE + size + 16;
+    size_t cap = 2 * (PROTO_OPTION_REPLY_SIZE + size + 16);
     uint8_t *out = malloc(cap);
 
     FUZZ_ASSERT(out != NULL);

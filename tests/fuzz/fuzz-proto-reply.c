@@ -27,7 +27,7 @@ struct chunk_in {
     const uint8_t *frame;          /* the decoded header, or NULL */
     const uint8_t *p;              /* the payload */
     size_t len;
-    uint8_t *out; /* room for a header and len + 16 bytes */
+    uint8_t *out; /* for FUZZ_BUILD: twice a header and len + 16 */
     size_t cap;
 };
 
@@ -93,8 +93,9 @@ static void fuzz_offset_data(const struct chunk_in *in)
         return;
     }
     FUZZ_ASSERT(data_len == chunk_len - 8 && data_len > 0);
-    n = proto_build_chunk_offset_data(in->out, in->cap, in->hdr, offset,
-                                      data_len);
+    n = FUZZ_BUILD(in->out, in->cap,
+                   proto_build_chunk_offset_data(FUZZ_OUT, FUZZ_CAP, in->hdr,
+                                                 offset, data_len));
     FUZZ_ASSERT(n == (ssize_t)hsize + 8);
     FUZZ_ASSERT(memcmp(in->out + hsize, in->p, 8) == 0);
     check_built(in, n, PROTO_REPLY_TYPE_OFFSET_DATA, chunk_len);
@@ -113,7 +114,9 @@ static void fuzz_offset_hole(const struct chunk_in *in)
         return;
     }
     FUZZ_ASSERT(in->len == 12 && size != 0);
-    n = proto_build_chunk_offset_hole(in->out, in->cap, in->hdr, offset, size);
+    n = FUZZ_BUILD(in->out, in->cap,
+                   proto_build_chunk_offset_hole(FUZZ_OUT, FUZZ_CAP, in->hdr,
+                                                 offset, size));
     FUZZ_ASSERT(n == (ssize_t)hsize + 12);
     FUZZ_ASSERT(memcmp(in->out + hsize, in->p, 12) == 0);
     check_built(in, n, PROTO_REPLY_TYPE_OFFSET_HOLE, 12);
@@ -152,8 +155,10 @@ static void fuzz_block_status(const struct chunk_in *in, bool extended)
                                  ext[i].status <= UINT32_MAX));
     }
     if (!extended) {
-        n = proto_build_chunk_block_status(in->out, in->cap, in->hdr,
-                                           bs.context_id, ext, bs.count);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_chunk_block_status(FUZZ_OUT, FUZZ_CAP,
+                                                      in->hdr, bs.context_id,
+                                                      ext, bs.count));
     } else {
         if (in->hdr->kind != PROTO_REPLY_EXTENDED) {
             ehdr.kind = PROTO_REPLY_EXTENDED;
@@ -161,8 +166,10 @@ static void fuzz_block_status(const struct chunk_in *in, bool extended)
             ein.frame = NULL;
             use = &ein;
         }
-        n = proto_build_chunk_block_status_ext(in->out, in->cap, use->hdr,
-                                               bs.context_id, ext, bs.count);
+        n = FUZZ_BUILD(
+            in->out, in->cap,
+            proto_build_chunk_block_status_ext(FUZZ_OUT, FUZZ_CAP, use->hdr,
+                                               bs.context_id, ext, bs.count));
     }
     free(ext);
     hsize = proto_reply_header_size(use->hdr->kind);
@@ -202,13 +209,16 @@ static void fuzz_error(const struct chunk_in *in, uint16_t type)
     FUZZ_ASSERT(proto_err_name(err.error) != NULL);
     if (type == PROTO_REPLY_TYPE_ERROR) {
         FUZZ_ASSERT(in->len == 6 + err.msg.len);
-        n = proto_build_chunk_error(in->out, in->cap, in->hdr, err.error,
-                                    err.msg.ptr, err.msg.len);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_chunk_error(FUZZ_OUT, FUZZ_CAP, in->hdr,
+                                               err.error, err.msg.ptr,
+                                               err.msg.len));
     } else if (type == PROTO_REPLY_TYPE_ERROR_OFFSET) {
         FUZZ_ASSERT(in->len == 14 + err.msg.len);
-        n = proto_build_chunk_error_offset(in->out, in->cap, in->hdr, err.error,
-                                           err.msg.ptr, err.msg.len,
-                                           err.offset);
+        n = FUZZ_BUILD(in->out, in->cap,
+                       proto_build_chunk_error_offset(
+                           FUZZ_OUT, FUZZ_CAP, in->hdr, err.error, err.msg.ptr,
+                           err.msg.len, err.offset));
     } else {
         return;
     }
@@ -237,7 +247,9 @@ static void fuzz_chunks(const struct chunk_in *in)
                                          &err) == -EINVAL);
     if (in->frame != NULL && in->hdr->type == PROTO_REPLY_TYPE_NONE &&
         proto_check_chunk(in->hdr) == 0) {
-        ssize_t n = proto_build_chunk_none(in->out, in->cap, in->hdr);
+        ssize_t n =
+            FUZZ_BUILD(in->out, in->cap,
+                       proto_build_chunk_none(FUZZ_OUT, FUZZ_CAP, in->hdr));
         check_built(in, n, PROTO_REPLY_TYPE_NONE, 0);
     }
 }
@@ -294,7 +306,7 @@ static void fuzz_reply(const uint8_t *data, size_t size, bool extended)
         in.p = data + hsize;
         in.len = size - hsize;
     }
-    in.cap = PROTO_REPLY_HEADER_MAX + in.len + 16;
+    in.cap = 2 * (PROTO_REPLY_HEADER_MAX + in.len + 16);
     in.out = malloc(in.cap);
     FUZZ_ASSERT(in.out != NULL);
     fuzz_chunks(&in);

@@ -6,6 +6,7 @@
 #include "nbdsrv/log.h"
 #include "nbdsrv/proto.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,6 +24,28 @@
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/*
+ * Evaluates `call`, an encoder call that writes to FUZZ_OUT with room
+ * FUZZ_CAP, twice: into the first half of the heap buffer `out` (`cap`
+ * bytes), and, when that wrote n bytes, into the last n - 1 bytes of the
+ * buffer, where the encoder must answer -ENOBUFS; a byte it wrote past
+ * them would land in ASan's redzone.  Yields the first result, whose
+ * bytes are left at `out`.
+ */
+#define FUZZ_BUILD(out, cap, call)                                             \
+    ({                                                                         \
+        size_t fuzz_cap_ = (cap);                                              \
+        uint8_t *FUZZ_OUT = (out);                                             \
+        size_t FUZZ_CAP = fuzz_cap_ / 2;                                       \
+        ssize_t fuzz_n_ = (call);                                              \
+        if (fuzz_n_ > 0) {                                                     \
+            FUZZ_CAP = (size_t)fuzz_n_ - 1;                                    \
+            FUZZ_OUT = (out) + fuzz_cap_ - FUZZ_CAP;                           \
+            FUZZ_ASSERT((call) == -ENOBUFS);                                   \
+        }                                                                      \
+        fuzz_n_;                                                               \
+    })
 
 /*
  * Formats `flags` of `field` for a log into a roomy buffer, a 7-byte one

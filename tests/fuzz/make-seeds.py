@@ -45,9 +45,11 @@ def opt_reply(opt, rtype, data=b""):
 def handshake():
     t = "fuzz-proto-handshake"
     write(t, "greeting", struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
+    write(t, "greeting-oldstyle", struct.pack(">QQ", NBDMAGIC, 0x00420281861253))
     write(t, "client-flags", struct.pack(">I", 3))
     write(t, "export-name-reply", struct.pack(">QH", 1 << 30, 0x4D))
     write(t, "opt-export-name", option(1, b"disk"))
+    write(t, "opt-too-long", struct.pack(">QII", IHAVEOPT, 3, 0x10001))
     write(t, "opt-go", option(7, string32(b"disk") + struct.pack(">HHH", 2, 1, 3)))
     write(t, "opt-info-empty", option(6, string32(b"") + struct.pack(">H", 0)))
     queries = string32(b"base:allocation") + string32(b"qemu:")
@@ -57,6 +59,7 @@ def handshake():
           option(10, string32(b"") + struct.pack(">I", 1) +
                  string32(b"base:allocation")))
     write(t, "rep-ack", opt_reply(8, 1))
+    write(t, "rep-too-long", struct.pack(">QIII", REP_MAGIC, 3, 2, 0x10001))
     write(t, "rep-server", opt_reply(3, 2, string32(b"disk") + b"first disk"))
     write(t, "rep-info-export",
           opt_reply(7, 3, struct.pack(">HQH", 0, 1 << 20, 0x4D)))
@@ -74,6 +77,8 @@ def request():
     write(t, "write-fua",
           struct.pack(">IHHQQI", REQUEST_MAGIC, 1, 1, COOKIE, 512, 512))
     write(t, "disc", struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 2, COOKIE, 0, 0))
+    write(t, "payload-len-compact",
+          struct.pack(">IHHQQI", REQUEST_MAGIC, 0x20, 7, COOKIE, 0, 16))
     write(t, "ext-trim",
           struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, 0, 4, COOKIE, 0, 1 << 33))
     write(t, "ext-block-status-payload",
@@ -94,6 +99,8 @@ def reply():
     t = "fuzz-proto-reply"
     write(t, "simple-ok", struct.pack(">IIQ", SIMPLE_MAGIC, 0, COOKIE))
     write(t, "simple-eio", struct.pack(">IIQ", SIMPLE_MAGIC, 5, COOKIE))
+    write(t, "simple-unknown-error",
+          struct.pack(">IIQ", SIMPLE_MAGIC, 0x1234, COOKIE))
     write(t, "none-done", chunk(0, b"", flags=1))
     write(t, "offset-data", chunk(1, struct.pack(">Q", 4096) + b"data"))
     write(t, "offset-hole", chunk(2, struct.pack(">QI", 0, 65536), flags=1))
