@@ -96,12 +96,16 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
+# Only for the libFuzzer targets: clang, and the runtime that links
+# -fsanitize=fuzzer (merely recommended by clang's packages).
+DEB_FUZZ := clang libclang-rt-14-dev
 
 .SECONDARY:
 
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
         check-clang check-valgrind analyze bench bench-threads bench-client \
-        bench-runtime soak deps clean format check-format serve install
+        bench-runtime soak deps fuzz-deps clean format check-format serve \
+        install fuzz fuzz-regress
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -234,14 +238,23 @@ bench-client: all
 soak: all
 	BUILD=$(BUILD) tests/soak/soak.sh
 
+# Installs the Debian packages of list $(1) that are missing when run as
+# root, or prints the apt-get line.
+define deb_install
+@missing=""; for p in $(1); do \
+    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+done; \
+if [ -z "$$missing" ]; then echo "all $(2) packages are installed"; \
+elif [ "$$(id -u)" = 0 ]; then \
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+else echo "run as root: apt-get install -y$$missing"; fi
+endef
+
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then echo "all build and test packages are installed"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
-	else echo "run as root: apt-get install -y$$missing"; fi
+	$(call deb_install,$(DEB_PKGS),build and test)
+
+fuzz-deps:
+	$(call deb_install,$(DEB_FUZZ),fuzzing)
 
 # The daemon goes to sbin, other programs to bin.  The configuration
 # example is installed as nbd-serverd.conf.example, and as
@@ -276,8 +289,75 @@ format:
 check-format:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
+# ---- libFuzzer targets ----
+# Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
+# codec, the URI parser or the configuration parser.  They build with
+# clang, libFuzzer, ASan and UBSan against a copy of the library compiled
+# the same way in build-fuzz/, and are no part of `all` or `check`, which
+# must not need clang (`make fuzz-deps` installs it).  `make fuzz` runs
+# every target for FUZZ_TIME seconds from the seeds in
+# tests/fuzz/corpus/NAME/ (tests/fuzz/make-seeds.py writes them) and
+# with tests/fuzz/NAME.dict if there is one, keeping the inputs it finds in
+# build-fuzz/corpus/NAME/; a crash, leak, UBSan report or round-trip
+# mismatch ends that target, is saved as build-fuzz/crash-NAME-*, and
+# fails `make fuzz` once the other targets have had their turn.  `make
+# fuzz-regress` replays the seed corpora only, in seconds.  A crashing
+# input fixed in src/ belongs in the seed corpus and in a unit test.
+FUZZ_CC ?= clang
+FUZZ_BUILD := build-fuzz
+FUZZ_TIME ?= 60
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
+FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
+FUZZ_LIB := $(FUZZ_BUILD)/libnbdsrv.a
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) -O1 -g \
+               -fno-omit-frame-pointer -fno-strict-aliasing -pthread \
+               $(PKG_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+               -DNBDSRV_SANITIZE
+# -max_len per target: a little above the largest frame worth mutating.
+FUZZ_MAX_LEN_fuzz-proto-request := 64
+FUZZ_MAX_LEN_fuzz-proto-handshake := 8192
+FUZZ_MAX_LEN_fuzz-proto-reply := 8192
+FUZZ_MAX_LEN_fuzz-client-uri := 8192
+FUZZ_MAX_LEN_fuzz-config := 16384
+fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(FUZZ_BUILD)/src/coro/coro-switch.o: FUZZ_CFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=0
+
+$(FUZZ_LIB): $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz-%: $(FUZZ_BUILD)/tests/fuzz/fuzz-%.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LIBS)
+
+fuzz: $(FUZZ_BINS)
+	@failed=""; $(foreach t,$(FUZZ_NAMES),\
+	    echo "== $(t): $(FUZZ_TIME) s, max_len $(call fuzz_max_len,$(t))"; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
+	    $(FUZZ_BUILD)/$(t) -max_total_time=$(FUZZ_TIME) \
+	        -max_len=$(call fuzz_max_len,$(t)) -print_final_stats=1 \
+	        $(if $(wildcard tests/fuzz/$(t).dict),-dict=tests/fuzz/$(t).dict) \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
+	        failed="$$failed $(t)";) \
+	[ -z "$$failed" ] || { echo "fuzz: failed:$$failed"; exit 1; }
+
+fuzz-regress: $(FUZZ_BINS)
+	@failed=""; $(foreach t,$(FUZZ_NAMES),\
+	    echo "== $(t): seed corpus"; \
+	    $(FUZZ_BUILD)/$(t) -runs=0 -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	        tests/fuzz/corpus/$(t) || failed="$$failed $(t)";) \
+	[ -z "$$failed" ] || { echo "fuzz-regress: failed:$$failed"; exit 1; }
+
 clean:
 	rm -rf build build-asan build-tsan build-valgrind build-analyze \
-	    build-clang build-clang-asan build-clang-tsan build-clang-valgrind
+	    build-clang build-clang-asan build-clang-tsan build-clang-valgrind \
+	    $(FUZZ_BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

@@ -849,6 +849,17 @@ static void print_allow(const struct server_allow *a, FILE *out)
     fprintf(out, "%s/%u", buf, a->prefix);
 }
 
+/*
+ * Prints "key = value" for a string value.  libinih reads a ';' that
+ * follows a blank as the start of an inline comment, so a value that
+ * begins with ';' (given as "key =;value") goes right after the '=';
+ * "key = ;value" would read back as an empty value.
+ */
+static void print_value(FILE *out, const char *key, const char *value)
+{
+    fprintf(out, "%s =%s%s\n", key, value[0] == ';' ? "" : " ", value);
+}
+
 void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "# effective configuration%s%s\n",
@@ -856,7 +867,7 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->file != NULL ? cfg->file : "");
     fprintf(out, "[server]\n");
     for (unsigned i = 0; i < cfg->nr_listen; i++) {
-        fprintf(out, "listen = %s\n", cfg->listen[i]);
+        print_value(out, "listen", cfg->listen[i]);
     }
     if (cfg->threads != 0) {
         fprintf(out, "threads = %u\n", cfg->threads);
@@ -865,14 +876,14 @@ void config_print(const struct config *cfg, FILE *out)
     }
     fprintf(out, "tls = %s\n", tls_mode_name(cfg->tls.mode));
     if (cfg->tls.certs_dir != NULL) {
-        fprintf(out, "tls-certs = %s\n", cfg->tls.certs_dir);
+        print_value(out, "tls-certs", cfg->tls.certs_dir);
     }
     if (cfg->tls.psk_file != NULL) {
-        fprintf(out, "tls-psk = %s\n", cfg->tls.psk_file);
+        print_value(out, "tls-psk", cfg->tls.psk_file);
     }
     fprintf(out, "tls-verify-peer = %s\n", cfg->tls.verify_peer ? "yes" : "no");
     if (cfg->tls.priority != NULL) {
-        fprintf(out, "tls-priority = %s\n", cfg->tls.priority);
+        print_value(out, "tls-priority", cfg->tls.priority);
     }
     fprintf(out, "handshake-timeout = %g\n", cfg->handshake_timeout);
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
@@ -880,16 +891,16 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
     fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));
     if (cfg->pidfile != NULL) {
-        fprintf(out, "pidfile = %s\n", cfg->pidfile);
+        print_value(out, "pidfile", cfg->pidfile);
     }
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         const struct config_export *ce = &cfg->exports[i];
         fprintf(out, "\n# %s%s\n[export %s]\n", ce->origin,
                 i == 0 ? "; also the default export \"\"" : "", ce->name);
-        fprintf(out, "path = %s\n", ce->path);
+        print_value(out, "path", ce->path);
         fprintf(out, "read-only = %s\n", ce->ec.read_only ? "yes" : "no");
         if (ce->description != NULL) {
-            fprintf(out, "description = %s\n", ce->description);
+            print_value(out, "description", ce->description);
         }
         fprintf(out, "cache = %s\n", ce->ec.direct ? "none" : "writeback");
         fprintf(out, "trim = %s\n", ce->ec.no_trim ? "off" : "on");
@@ -904,7 +915,7 @@ void config_print(const struct config *cfg, FILE *out)
             fprintf(out, "\n");
         }
         for (unsigned j = 0; j < ce->nr_tls_identities; j++) {
-            fprintf(out, "tls-identities = %s\n", ce->tls_identities[j]);
+            print_value(out, "tls-identities", ce->tls_identities[j]);
         }
     }
 }

@@ -287,6 +287,43 @@ START_TEST(test_config_file_good)
 }
 END_TEST
 
+/*
+ * "key =;value" (no blank before the ';', so no comment) gives a value
+ * that starts with ';'.  --check-config must print it so that it reads
+ * back: "key = ;value" would be an empty value.
+ */
+START_TEST(test_config_print_keeps_leading_semicolon)
+{
+    struct err err;
+    struct config *cfg = config_parse_string("[server]\n"
+                                             "tls-priority =;NORMAL\n"
+                                             "[export a]\n"
+                                             "path = /a.img\n"
+                                             "description =;the first\n"
+                                             "tls-identities =;alice\n",
+                                             "semi.conf", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_str_eq(cfg->tls.priority, ";NORMAL");
+    ck_assert_str_eq(cfg->exports[0].ec.description, ";the first");
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    ck_assert_int_eq(fclose(f), 0);
+    struct config *again = config_parse_string(text, "printed.conf", &err);
+    ck_assert_msg(again != NULL, "%s in:\n%s", err.msg, text);
+    ck_assert_str_eq(again->tls.priority, ";NORMAL");
+    ck_assert_str_eq(again->exports[0].ec.description, ";the first");
+    ck_assert_uint_eq(again->exports[0].ec.nr_tls_identities, 1);
+    ck_assert_str_eq(again->exports[0].ec.tls_identities[0], ";alice");
+    config_unref(again);
+    free(text);
+    config_unref(cfg);
+}
+END_TEST
+
 START_TEST(test_config_cmdline_overrides_file)
 {
     make_dir();
@@ -562,6 +599,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_config_file_errors, 0,
                         (int)(sizeof bad_files / sizeof bad_files[0]));
     tcase_add_test(tc, test_config_file_good);
+    tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
     suite_add_tcase(s, tc);
     tc = tcase_create("cmdline");
     tcase_set_timeout(tc, 30);

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Writes the seed corpora of the libFuzzer targets (tests/fuzz/corpus/):
+# a few small, valid frames per target, laid out by hand from
+# doc/proto.md so that they do not depend on the encoders under test.
+# Run it from anywhere; it rewrites the seeds it knows and leaves other
+# files (crash reproducers added later) alone.
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+NBDMAGIC = 0x4E42444D41474943
+IHAVEOPT = 0x49484156454F5054
+REP_MAGIC = 0x3E889045565A9
+REQUEST_MAGIC = 0x25609513
+EXT_REQUEST_MAGIC = 0x21E41C71
+SIMPLE_MAGIC = 0x67446698
+STRUCTURED_MAGIC = 0x668E33EF
+EXT_REPLY_MAGIC = 0x6E8A278C
+COOKIE = 0x0102030405060708
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def string32(s):
+    return struct.pack(">I", len(s)) + s
+
+
+def option(opt, data=b""):
+    return struct.pack(">QII", IHAVEOPT, opt, len(data)) + data
+
+
+def opt_reply(opt, rtype, data=b""):
+    return struct.pack(">QIII", REP_MAGIC, opt, rtype, len(data)) + data
+
+
+def handshake():
+    t = "fuzz-proto-handshake"
+    write(t, "greeting", struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
+    write(t, "greeting-oldstyle", struct.pack(">QQ", NBDMAGIC, 0x00420281861253))
+    write(t, "client-flags", struct.pack(">I", 3))
+    write(t, "export-name-reply", struct.pack(">QH", 1 << 30, 0x4D))
+    write(t, "opt-export-name", option(1, b"disk"))
+    write(t, "opt-too-long", struct.pack(">QII", IHAVEOPT, 3, 0x10001))
+    write(t, "opt-go", option(7, string32(b"disk") + struct.pack(">HHH", 2, 1, 3)))
+    write(t, "opt-info-empty", option(6, string32(b"") + struct.pack(">H", 0)))
+    queries = string32(b"base:allocation") + string32(b"qemu:")
+    write(t, "opt-list-meta",
+          option(9, string32(b"disk") + struct.pack(">I", 2) + queries))
+    write(t, "opt-set-meta",
+          option(10, string32(b"") + struct.pack(">I", 1) +
+                 string32(b"base:allocation")))
+    write(t, "rep-ack", opt_reply(8, 1))
+    write(t, "rep-too-long", struct.pack(">QIII", REP_MAGIC, 3, 2, 0x10001))
+    write(t, "rep-server", opt_reply(3, 2, string32(b"disk") + b"first disk"))
+    write(t, "rep-info-export",
+          opt_reply(7, 3, struct.pack(">HQH", 0, 1 << 20, 0x4D)))
+    write(t, "rep-info-name", opt_reply(6, 3, struct.pack(">H", 1) + b"disk"))
+    write(t, "rep-info-block-size",
+          opt_reply(7, 3, struct.pack(">HIII", 3, 1, 4096, 1 << 25)))
+    write(t, "rep-meta-context",
+          opt_reply(10, 4, struct.pack(">I", 1) + b"base:allocation"))
+    write(t, "rep-err-unsup", opt_reply(5, 0x80000001, b"no TLS here"))
+
+
+def request():
+    t = "fuzz-proto-request"
+    write(t, "read", struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 0, COOKIE, 0, 4096))
+    write(t, "write-fua",
+          struct.pack(">IHHQQI", REQUEST_MAGIC, 1, 1, COOKIE, 512, 512))
+    write(t, "disc", struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 2, COOKIE, 0, 0))
+    write(t, "payload-len-compact",
+          struct.pack(">IHHQQI", REQUEST_MAGIC, 0x20, 7, COOKIE, 0, 16))
+    write(t, "ext-trim",
+          struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, 0, 4, COOKIE, 0, 1 << 33))
+    write(t, "ext-block-status-payload",
+          struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, 0x28, 7, COOKIE, 0, 16))
+
+
+def chunk(rtype, payload, flags=0, extended=False, offset=0):
+    if extended:
+        hdr = struct.pack(">IHHQQQ", EXT_REPLY_MAGIC, flags, rtype, COOKIE,
+                          offset, len(payload))
+    else:
+        hdr = struct.pack(">IHHQI", STRUCTURED_MAGIC, flags, rtype, COOKIE,
+                          len(payload))
+    return hdr + payload
+
+
+def reply():
+    t = "fuzz-proto-reply"
+    write(t, "simple-ok", struct.pack(">IIQ", SIMPLE_MAGIC, 0, COOKIE))
+    write(t, "simple-eio", struct.pack(">IIQ", SIMPLE_MAGIC, 5, COOKIE))
+    write(t, "simple-unknown-error",
+          struct.pack(">IIQ", SIMPLE_MAGIC, 0x1234, COOKIE))
+    write(t, "none-done", chunk(0, b"", flags=1))
+    write(t, "offset-data", chunk(1, struct.pack(">Q", 4096) + b"data"))
+    write(t, "offset-hole", chunk(2, struct.pack(">QI", 0, 65536), flags=1))
+    write(t, "block-status",
+          chunk(5, struct.pack(">IIIII", 1, 4096, 0, 8192, 3), flags=1))
+    write(t, "error", chunk(0x8001, struct.pack(">IH", 5, 2) + b"io"))
+    write(t, "error-offset",
+          chunk(0x8002, struct.pack(">IH", 5, 0) + struct.pack(">Q", 512)))
+    write(t, "ext-block-status",
+          chunk(6, struct.pack(">IIQQ", 1, 1, 1 << 33, 3), flags=1,
+                extended=True, offset=4096))
+    write(t, "ext-offset-data",
+          chunk(1, struct.pack(">Q", 0) + b"x", extended=True))
+    write(t, "ext-error",
+          chunk(0x8001, struct.pack(">IH", 22, 0), flags=1, extended=True))
+
+
+def client_uri():
+    t = "fuzz-client-uri"
+    write(t, "tcp", "nbd://localhost/disk")
+    write(t, "tcp-port-query", "nbd://example.com:10810/a%20b?tls-type=anon&x-y=1")
+    write(t, "ipv6", "nbds://alice@[::1]:10809/?tls-verify-peer=false")
+    write(t, "unix", "nbd+unix:///disk?socket=/run/nbd.sock")
+    write(t, "unix-tls",
+          "nbds+unix://bob@/?socket=%00abstract&tls-type=psk"
+          "&tls-psk-file=keys.psk;tls-hostname=srv")
+
+
+def config():
+    t = "fuzz-config"
+    write(t, "server",
+          "[server]\nlisten = 127.0.0.1:10809\nlisten = unix:/run/n.sock\n"
+          "threads = 4\ntls = off\nhandshake-timeout = 2.5\n"
+          "max-connections = 10\nlog-level = debug\npidfile = n.pid\n")
+    write(t, "exports",
+          "; comment\n[export disk0]\npath = disk0.img\nread-only = yes\n"
+          "description = the first disk ; inline\ncache = none\ntrim = off\n"
+          "allow = 127.0.0.1, ::1/128 unix\ntls-identities = alice\n"
+          "\n[export disk1]\npath = /srv/disk1.img\n")
+
+
+handshake()
+request()
+reply()
+client_uri()
+config()
