@@ -42,6 +42,12 @@ struct client_opts {
     unsigned max_requests;  /* in flight per connection; 0 means 64 */
     struct loop *recv_loop; /* receiver's loop; NULL: the caller's */
     /*
+     * The whole handshake (TLS included) must end within this many
+     * nanoseconds after the connection is made, else the connect fails
+     * with ETIMEDOUT.  0: no limit.
+     */
+    uint64_t handshake_timeout_ns;
+    /*
      * Client TLS credentials for nbds URIs, borrowed for the call (the
      * connection keeps its own reference through its TLS channel).
      * NULL: each connection loads them from the URI.

@@ -5,6 +5,7 @@
 
 #include "nbdsrv/chan.h"
 #include "nbdsrv/client.h"
+#include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/proto.h"
 
@@ -109,15 +110,18 @@ CORO_FN int client_tls_upgrade(struct chan **ch, const struct client_uri *uri,
                                struct tls_creds *creds, struct err *err);
 
 /*
- * Connects a socket to `uri`'s address and runs the greeting: on success
- * *hs_flags holds the server's handshake flags and the returned channel
- * is ready for option haggling (TLS already started for nbds URIs, with
- * `creds` as in client_start).
- * NULL with err set on failure.  CORO_FN.
+ * A time limit on a handshake (client_opts.handshake_timeout_ns).  On the
+ * stack of the coroutine that handshakes; start and stop on its loop.
  */
-CORO_FN struct chan *client_open(const struct client_uri *uri,
-                                 struct tls_creds *creds, uint16_t *hs_flags,
-                                 struct err *err);
+struct client_deadline {
+    struct coro_timer timer;
+    struct chan *ch; /* a reference to the socket channel while armed */
+    uint64_t ns;     /* 0: no limit, nothing armed */
+};
+CORO_FN void client_deadline_start(struct client_deadline *d, struct chan *ch,
+                                   uint64_t ns);
+/* Disarms it: 0, or -ETIMEDOUT with err set when the time ran out. */
+CORO_FN int client_deadline_stop(struct client_deadline *d, struct err *err);
 
 /* The greeting and client flags on a connected channel.  CORO_FN. */
 CORO_FN int client_greet(struct chan *ch, uint16_t *hs_flags, struct err *err);

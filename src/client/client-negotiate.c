@@ -170,26 +170,6 @@ int client_start(struct chan **ch, const struct client_uri *uri,
     return r;
 }
 
-struct chan *client_open(const struct client_uri *uri, struct tls_creds *creds,
-                         uint16_t *hs_flags, struct err *err)
-{
-    struct sock_addr addr;
-    int r = client_uri_address(uri, &addr.ss, &addr.len, err);
-    if (r < 0) {
-        return NULL;
-    }
-    struct chan *ch = chan_sock_connect(&addr, err);
-    if (ch == NULL) {
-        return NULL;
-    }
-    r = client_start(&ch, uri, creds, hs_flags, err);
-    if (r < 0) {
-        chan_unref(ch);
-        return NULL;
-    }
-    return ch;
-}
-
 /* Asks for a feature option with no data; *ok says whether it was ACKed. */
 static int ask_feature(struct chan *ch, uint32_t option, bool *ok,
                        struct err *err)
@@ -441,19 +421,33 @@ int client_list_exports(const struct client_uri *uri,
                         const struct client_opts *opts, char ***names_out,
                         char ***descs_out, size_t *n_out, struct err *err)
 {
-    uint16_t hs;
-    struct chan *ch =
-        client_open(uri, opts != NULL ? opts->tls_creds : NULL, &hs, err);
+    static const struct client_opts defaults;
+    if (opts == NULL) {
+        opts = &defaults;
+    }
+    struct sock_addr addr;
+    int r = client_uri_address(uri, &addr.ss, &addr.len, err);
+    if (r < 0) {
+        return r;
+    }
+    struct chan *ch = chan_sock_connect(&addr, err);
     if (ch == NULL) {
         return -(err != NULL && err->errnum ? err->errnum : EIO);
     }
+    struct client_deadline deadline;
+    client_deadline_start(&deadline, ch, opts->handshake_timeout_ns);
     char **names = NULL;
     char **descs = NULL;
     size_t n = 0;
     uint8_t buf[PROTO_OPTION_HEADER_SIZE];
-    int r = send_option(
-        ch, buf, proto_build_option(buf, sizeof buf, PROTO_OPT_LIST, NULL, 0),
-        PROTO_OPT_LIST, err);
+    uint16_t hs;
+    r = client_start(&ch, uri, opts->tls_creds, &hs, err);
+    if (r == 0) {
+        r = send_option(
+            ch, buf,
+            proto_build_option(buf, sizeof buf, PROTO_OPT_LIST, NULL, 0),
+            PROTO_OPT_LIST, err);
+    }
     while (r == 0) {
         struct opt_reply rep;
         r = read_reply(ch, PROTO_OPT_LIST, &rep, err);
@@ -501,6 +495,10 @@ int client_list_exports(const struct client_uri *uri,
         chan_shutdown(ch, SHUT_WR);
         uint8_t ignore[PROTO_OPTION_REPLY_SIZE];
         chan_read_all(ch, ignore, sizeof ignore);
+    }
+    int late = client_deadline_stop(&deadline, err);
+    if (late < 0) {
+        r = late;
     }
     chan_unref(ch);
     if (r < 0) {

@@ -536,15 +536,11 @@ static void recv_entry(void *arg)
 
 /* ---- Connect and close ---- */
 
-struct client_conn *client_connect_chan(struct chan *ch,
-                                        const struct client_uri *uri,
-                                        const struct client_opts *opts,
-                                        struct err *err)
+static struct client_conn *handshake(struct chan *ch,
+                                     const struct client_uri *uri,
+                                     const struct client_opts *opts,
+                                     struct err *err)
 {
-    static const struct client_opts defaults;
-    if (opts == NULL) {
-        opts = &defaults;
-    }
     uint16_t hs_flags;
     if (client_start(&ch, uri, opts->tls_creds, &hs_flags, err) < 0) {
         chan_unref(ch);
@@ -560,6 +556,28 @@ struct client_conn *client_connect_chan(struct chan *ch,
     conn->info.tls = chan_is_tls(ch);
     if (client_negotiate(conn, uri, opts, err) < 0) {
         conn_unref(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+struct client_conn *client_connect_chan(struct chan *ch,
+                                        const struct client_uri *uri,
+                                        const struct client_opts *opts,
+                                        struct err *err)
+{
+    static const struct client_opts defaults;
+    if (opts == NULL) {
+        opts = &defaults;
+    }
+    struct client_deadline deadline;
+    client_deadline_start(&deadline, ch, opts->handshake_timeout_ns);
+    struct client_conn *conn = handshake(ch, uri, opts, err);
+    if (client_deadline_stop(&deadline, err) < 0) {
+        conn_unref(conn);
+        conn = NULL;
+    }
+    if (conn == NULL) {
         return NULL;
     }
     struct loop *loop = opts->recv_loop;

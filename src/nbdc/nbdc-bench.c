@@ -190,7 +190,10 @@ static void open_entry(void *arg)
 {
     struct bench_ctx *ctx = arg;
     struct err err = {0};
-    struct client_opts opts = {.max_requests = ctx->iodepth};
+    struct client_opts opts = {
+        .max_requests = ctx->iodepth,
+        .handshake_timeout_ns = NBDC_HANDSHAKE_TIMEOUT_NS,
+    };
     ctx->rc = NBDC_EXIT_FAIL;
     if (client_pool_connect(&ctx->pool, &ctx->uri, &opts, ctx->conns,
                             &ctx->loops, &err) < 0) {

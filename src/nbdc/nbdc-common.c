@@ -144,7 +144,10 @@ int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
         if (r < 0) {
             return r;
         }
-        struct client_opts opts = {.max_requests = requests};
+        struct client_opts opts = {
+            .max_requests = requests,
+            .handshake_timeout_ns = NBDC_HANDSHAKE_TIMEOUT_NS,
+        };
         r = client_pool_connect(&end->pool, &end->uri, &opts, conns, loops,
                                 err);
         if (r < 0) {

@@ -179,7 +179,8 @@ static int do_list(struct info_ctx *ctx)
     char **names, **descs;
     size_t n;
     struct err err = {0};
-    struct client_opts opts = {0};
+    struct client_opts opts = {.handshake_timeout_ns =
+                                   NBDC_HANDSHAKE_TIMEOUT_NS};
     if (ctx->uri.tls) {
         /* Loaded once for the listing and every export's connection. */
         opts.tls_creds = client_tls_creds_new(&ctx->uri, &err);
@@ -239,7 +240,9 @@ static void info_entry(void *arg)
         return;
     }
     struct err err = {0};
-    struct client_conn *c = client_connect(&ctx->uri, NULL, &err);
+    struct client_opts opts = {.handshake_timeout_ns =
+                                   NBDC_HANDSHAKE_TIMEOUT_NS};
+    struct client_conn *c = client_connect(&ctx->uri, &opts, &err);
     if (c == NULL) {
         nbdc_error("%s: %s", ctx->text, err.msg);
         ctx->rc = NBDC_EXIT_FAIL;

@@ -16,6 +16,9 @@
 #define NBDC_EXIT_FAIL 1  /* the operation failed: I/O, connection, server */
 #define NBDC_EXIT_USAGE 2 /* bad command line or URI */
 
+/* A server that has not finished the handshake by then is given up on. */
+#define NBDC_HANDSHAKE_TIMEOUT_NS (30ull * 1000 * 1000 * 1000)
+
 /*
  * Subcommands; each returns an exit code.  They start and stop their own
  * loops, so they run on a thread that is not a loop's (main).

@@ -119,4 +119,22 @@ nbdc_fails 2 "socket=PATH" info "nbd+unix:///x"
 nbdc_fails 2 "unknown query parameter 'bogus'" info "nbd://127.0.0.1/x?bogus=1"
 nbdc_fails 1 "Connection refused" info "nbd://127.0.0.1:$port/x"
 nbdc_fails 2 "expected one URI" info
+
+step "a server that accepts but never greets: nbdc gives up after 30 s"
+sock=$T/silent.sock
+python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(4)
+conns = []
+while True:
+    conns.append(s.accept()[0])
+' "$sock" &
+track_pid $!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+nbdc_fails 1 "did not complete the handshake within 30.000 s" \
+    info "nbd+unix:///x?socket=$sock"
+nbdc_fails 1 "did not complete the handshake within 30.000 s" \
+    info --list "nbd+unix:///?socket=$sock"
 step "pass"

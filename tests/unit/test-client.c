@@ -34,6 +34,7 @@ struct fake {
     bool extended_ok;     /* accept NBD_OPT_EXTENDED_HEADERS */
     unsigned reverse;     /* answer reads in batches of this, reversed */
     unsigned close_after; /* hang up after this many requests (0: never) */
+    bool silent;          /* never send the greeting; wait for a hang-up */
     /* State of the fake's thread. */
     bool extended, structured, no_zeroes;
     uint8_t *disk;
@@ -221,6 +222,12 @@ static void *fake_thread(void *arg)
     struct fake *f = arg;
     struct proto_request batch[MAX_BATCH];
     unsigned nbatch = 0;
+    if (f->silent) {
+        char c;
+        while (recv(f->fd, &c, 1, 0) > 0) {
+        }
+        goto out;
+    }
     if (!fake_handshake(f)) {
         goto out;
     }
@@ -633,6 +640,34 @@ static void write_psk(char *path, size_t size)
     close(fd);
 }
 
+START_TEST(test_client_handshake_timeout_ends_a_silent_server)
+{
+    struct tctx t = {
+        .fake = {.silent = true},
+        .opts = {.handshake_timeout_ns = 200u * 1000 * 1000},
+    };
+    fixture_loops_start(1, 0);
+    fixture_run_on(0, connect_entry, &t);
+    ck_assert_ptr_null(t.conn);
+    ck_assert_int_eq(t.err.errnum, ETIMEDOUT);
+    ck_assert_msg(strstr(t.err.msg, "within 0.200 s") != NULL, "%s", t.err.msg);
+    fake_stop(&t.fake); /* returns once the client has hung up */
+    fixture_loops_stop();
+}
+END_TEST
+
+START_TEST(test_client_handshake_timeout_spares_a_prompt_server)
+{
+    struct tctx t = {.opts = {.handshake_timeout_ns = 5ull * 1000000000}};
+    fixture_loops_start(1, 0);
+    connect_or_fail(&t);
+    fixture_run_on(0, read_one_entry, &t);
+    ck_assert_uint_eq(atomic_load(&t.bad), 0);
+    close_and_stop(&t);
+    fixture_loops_stop();
+}
+END_TEST
+
 struct tls_tctx {
     struct tctx t;
     struct client_uri uri;
@@ -737,6 +772,8 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_server_error_fails_only_that_request);
     tcase_add_test(tc, test_client_broken_connection_fails_every_waiter);
     tcase_add_test(tc, test_client_broken_connection_fails_slot_waiters);
+    tcase_add_test(tc, test_client_handshake_timeout_ends_a_silent_server);
+    tcase_add_test(tc, test_client_handshake_timeout_spares_a_prompt_server);
     suite_add_tcase(s, tc);
     return s;
 }
