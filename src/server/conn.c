@@ -426,12 +426,10 @@ static void receive_requests(struct conn *conn)
      * then lose replies already sent).  A client that lingers is cut off
      * after SHUTDOWN_WINDOW_NS.
      */
-    struct shutdown_window window = {0};
-    bool draining = false;
+    struct shutdown_window window = {0}; /* started: draining */
     for (;;) {
-        if (!draining &&
+        if (!window.started &&
             atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
-            draining = true;
             conn_shutdown_window_start(conn, &window);
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
@@ -479,7 +477,7 @@ static void receive_requests(struct conn *conn)
             early_error = EINVAL;
             payload = 0;
         }
-        if (draining && early_error == 0) {
+        if (window.started && early_error == 0) {
             early_error = ESHUTDOWN;
         }
         flow_acquire(conn, payload);
