@@ -2,24 +2,42 @@
 /*
  * Size-class buffer pools with per-thread caches.
  *
- * A free buffer stores the link to the next free buffer in its first
- * bytes.  Thread caches are reached through a noinline accessor because
- * coroutines that call in here move between threads.  A thread's cache is
- * emptied into the global lists when the thread exits.
+ * A free buffer stores the link to the next free buffer, and when it sits
+ * in a global list the time it was put there, in its first bytes.  Thread
+ * caches are reached through a noinline accessor because coroutines that
+ * call in here move between threads.  A thread's cache is emptied into
+ * the global lists when the thread exits.
+ *
+ * What the pools keep is bounded twice.  By count: small classes (up to
+ * 32 KiB) are cached per thread, medium ones (64 KiB to 512 KiB) a few
+ * per thread, large ones (1 MiB and up) only in the global lists, whose
+ * length is bounded by bytes per class.  By age: bufpool_trim frees
+ * global entries that nobody took for a while, so memory a burst of
+ * large requests pulled in goes back to the system once the burst is
+ * over.  Global lists are stacks, newest first, so their entries are in
+ * order of age and trimming cuts each list at one point.
  */
 #include "nbdsrv/bufpool.h"
 
 #include "nbdsrv/compiler.h"
 
+#include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define MIN_SHIFT 8  /* 256 bytes */
-#define MAX_SHIFT 25 /* 32 MiB */
+#define MAX_SHIFT 26 /* 64 MiB */
 #define NR_CLASSES (MAX_SHIFT - MIN_SHIFT + 1)
+
+/* Bytes of one class a global list may hold (at least two buffers). */
+#define GLOBAL_CLASS_BYTES (32u * 1024 * 1024)
 
 struct free_buf {
     struct free_buf *next;
+    uint64_t freed_ns; /* global lists only: when it was put there */
 };
 
 struct class_list {
@@ -27,20 +45,32 @@ struct class_list {
     unsigned len;
 };
 
-/* How many free buffers of a class one thread, and the process, keep. */
+static size_t class_size(unsigned cls)
+{
+    return (size_t)1 << (cls + MIN_SHIFT);
+}
+
+/* How many free buffers of a class one thread keeps. */
 static unsigned thread_limit(unsigned cls)
 {
     unsigned shift = cls + MIN_SHIFT;
-    return shift <= 18 ? 64 : shift <= 22 ? 8 : 2;
+    return shift <= 15 ? 64 : shift <= 19 ? 4 : 0;
 }
 
+/* How many the process keeps in the global list of a class. */
 static unsigned global_limit(unsigned cls)
 {
-    return thread_limit(cls) * 8;
+    size_t n = GLOBAL_CLASS_BYTES / class_size(cls);
+    if (n < 2) {
+        return 2;
+    }
+    return n > 512 ? 512 : (unsigned)n;
 }
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct class_list global_lists[NR_CLASSES]; /* GUARDED_BY(global_lock) */
+/* Relaxed: statistics only, exact when the pools are quiet. */
+static atomic_size_t cached_bytes;
 
 /* Loop-local: one per thread. */
 struct thread_pool {
@@ -60,22 +90,30 @@ static unsigned class_of(size_t size)
     return shift - MIN_SHIFT;
 }
 
-static size_t class_size(unsigned cls)
+static uint64_t now_ns(void)
 {
-    return (size_t)1 << (cls + MIN_SHIFT);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void global_put_or_free(unsigned cls, struct free_buf *b)
 {
+    uint64_t now = now_ns();
     pthread_mutex_lock(&global_lock);
     struct class_list *g = &global_lists[cls];
     if (g->len < global_limit(cls)) {
         b->next = g->head;
+        b->freed_ns = now;
         g->head = b;
         g->len++;
         b = NULL;
     }
     pthread_mutex_unlock(&global_lock);
+    if (b == NULL) {
+        atomic_fetch_add_explicit(&cached_bytes, class_size(cls),
+                                  memory_order_relaxed);
+    }
     free(b);
 }
 
@@ -86,6 +124,8 @@ static void drain_thread(void *opaque)
         while (tp->lists[cls].head != NULL) {
             struct free_buf *b = tp->lists[cls].head;
             tp->lists[cls].head = b->next;
+            atomic_fetch_sub_explicit(&cached_bytes, class_size(cls),
+                                      memory_order_relaxed);
             global_put_or_free(cls, b);
         }
         tp->lists[cls].len = 0;
@@ -109,6 +149,14 @@ NOINLINE static struct thread_pool *my_pool(void)
     return tp;
 }
 
+size_t bufpool_alloc_size(size_t size)
+{
+    if (size == 0 || size > BUFPOOL_MAX_SIZE) {
+        return 0;
+    }
+    return class_size(class_of(size));
+}
+
 void *bufpool_get(size_t size)
 {
     if (size > BUFPOOL_MAX_SIZE) {
@@ -121,6 +169,8 @@ void *bufpool_get(size_t size)
     if (b != NULL) {
         l->head = b->next;
         l->len--;
+        atomic_fetch_sub_explicit(&cached_bytes, class_size(cls),
+                                  memory_order_relaxed);
         return b;
     }
     pthread_mutex_lock(&global_lock);
@@ -132,6 +182,8 @@ void *bufpool_get(size_t size)
     }
     pthread_mutex_unlock(&global_lock);
     if (b != NULL) {
+        atomic_fetch_sub_explicit(&cached_bytes, class_size(cls),
+                                  memory_order_relaxed);
         return b;
     }
     void *mem = NULL;
@@ -155,7 +207,50 @@ void bufpool_put(void *buf, size_t size)
         b->next = l->head;
         l->head = b;
         l->len++;
+        atomic_fetch_add_explicit(&cached_bytes, class_size(cls),
+                                  memory_order_relaxed);
         return;
     }
     global_put_or_free(cls, b);
+}
+
+size_t bufpool_trim(uint64_t idle_ns)
+{
+    uint64_t now = now_ns();
+    uint64_t cutoff = now > idle_ns ? now - idle_ns : 0;
+    struct free_buf *doomed[NR_CLASSES];
+    size_t freed = 0;
+    pthread_mutex_lock(&global_lock);
+    for (unsigned cls = 0; cls < NR_CLASSES; cls++) {
+        struct class_list *g = &global_lists[cls];
+        struct free_buf **link = &g->head;
+        unsigned kept = 0;
+        while (*link != NULL && (*link)->freed_ns > cutoff) {
+            link = &(*link)->next;
+            kept++;
+        }
+        doomed[cls] = *link;
+        *link = NULL;
+        freed += (size_t)(g->len - kept) * class_size(cls);
+        g->len = kept;
+    }
+    pthread_mutex_unlock(&global_lock);
+    for (unsigned cls = 0; cls < NR_CLASSES; cls++) {
+        while (doomed[cls] != NULL) {
+            struct free_buf *b = doomed[cls];
+            doomed[cls] = b->next;
+            free(b);
+        }
+    }
+    if (freed > 0) {
+        atomic_fetch_sub_explicit(&cached_bytes, freed, memory_order_relaxed);
+        /* free() keeps pages of the heap; hand them back as well. */
+        malloc_trim(0);
+    }
+    return freed;
+}
+
+size_t bufpool_cached_bytes(void)
+{
+    return atomic_load_explicit(&cached_bytes, memory_order_relaxed);
 }

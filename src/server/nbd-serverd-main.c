@@ -9,8 +9,9 @@
  * start the loops, start serving, and only then report readiness (to
  * systemd with READY=1, to the parent of a daemon through a pipe).
  *
- * The main thread then waits in sigwaitinfo (it is not a loop thread, so
- * it may block): SIGHUP rebuilds the configuration with the same command
+ * The main thread then waits for signals (it is not a loop thread, so
+ * it may block), and once a second gives the buffer pools' idle memory
+ * back to the system (bufpool_trim): SIGHUP rebuilds the configuration with the same command
  * line and applies it (exports, limits, log level; listeners and threads
  * need a restart), keeping the running configuration if the new one is
  * wrong; SIGINT and SIGTERM drain and stop.
@@ -18,6 +19,7 @@
  * TLS: apply_tls is the one place that receives the struct tls_config,
  * at start-up and on every reload.
  */
+#include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/config.h"
 #include "nbdsrv/daemon.h"
@@ -36,6 +38,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#define POOL_TRIM_IDLE_NS (2ull * 1000 * 1000 * 1000)
 
 #define PROGRAM "nbd-serverd"
 
@@ -356,11 +360,15 @@ static int serve(const struct cmdline *cl, struct config *cfg,
 
     /* The listeners are those of the first configuration. */
     struct config *cfg_first = activated ? NULL : config_ref(cfg);
+    /* Buffers unused for POOL_TRIM_IDLE_NS are freed within a period. */
+    static const struct timespec pool_trim_period = {.tv_sec = 1};
     int sig;
     for (;;) {
-        sig = sigwaitinfo(signals, NULL);
+        sig = sigtimedwait(signals, NULL, &pool_trim_period);
         if (sig < 0) {
-            continue; /* EINTR */
+            /* EAGAIN once a period (or EINTR): housekeeping. */
+            bufpool_trim(POOL_TRIM_IDLE_NS);
+            continue;
         }
         if (sig != SIGHUP) {
             break;
@@ -424,7 +432,7 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg->log_level);
 
-    /* Every thread inherits this mask: only sigwaitinfo sees them. */
+    /* Every thread inherits this mask: only sigtimedwait sees them. */
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);

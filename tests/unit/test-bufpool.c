@@ -78,6 +78,58 @@ START_TEST(test_bufpool_buffers_move_between_threads)
 }
 END_TEST
 
+START_TEST(test_bufpool_alloc_size_is_the_class)
+{
+    ck_assert_uint_eq(bufpool_alloc_size(0), 0);
+    ck_assert_uint_eq(bufpool_alloc_size(1), 256);
+    ck_assert_uint_eq(bufpool_alloc_size(4097), 8192);
+    ck_assert_uint_eq(bufpool_alloc_size(48u << 20), 64u << 20);
+    ck_assert_uint_eq(bufpool_alloc_size(BUFPOOL_MAX_SIZE), BUFPOOL_MAX_SIZE);
+    ck_assert_uint_eq(bufpool_alloc_size(BUFPOOL_MAX_SIZE + 1), 0);
+}
+END_TEST
+
+START_TEST(test_bufpool_trim_frees_idle_large_buffers)
+{
+    /* Large buffers are never kept per thread: once put back they wait
+     * in the global list, where a trim finds them. */
+    enum { N = 8 };
+    void *bufs[N];
+    size_t before = bufpool_cached_bytes();
+    for (int i = 0; i < N; i++) {
+        bufs[i] = bufpool_get(4u << 20);
+        ck_assert_ptr_nonnull(bufs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        bufpool_put(bufs[i], 4u << 20);
+    }
+    ck_assert_uint_eq(bufpool_cached_bytes(), before + N * (4u << 20));
+    /* Not idle for an hour yet: kept. */
+    ck_assert_uint_eq(bufpool_trim(3600ull * 1000000000u), 0);
+    ck_assert_uint_eq(bufpool_cached_bytes(), before + N * (4u << 20));
+    ck_assert_uint_ge(bufpool_trim(0), N * (4u << 20));
+    ck_assert_uint_le(bufpool_cached_bytes(), before);
+}
+END_TEST
+
+START_TEST(test_bufpool_global_list_is_bounded)
+{
+    /* 64 buffers of 16 MiB put back at once: the pool keeps two. */
+    enum { N = 64 };
+    static void *bufs[N];
+    bufpool_trim(0);
+    for (int i = 0; i < N; i++) {
+        bufs[i] = bufpool_get(16u << 20);
+        ck_assert_ptr_nonnull(bufs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        bufpool_put(bufs[i], 16u << 20);
+    }
+    ck_assert_uint_le(bufpool_cached_bytes(), 32u << 20);
+    bufpool_trim(0);
+}
+END_TEST
+
 Suite *bufpool_suite(void);
 Suite *bufpool_suite(void)
 {
@@ -87,6 +139,9 @@ Suite *bufpool_suite(void)
     tcase_add_test(tc, test_bufpool_sizes_and_alignment);
     tcase_add_test(tc, test_bufpool_reuses_freed_buffer);
     tcase_add_test(tc, test_bufpool_buffers_move_between_threads);
+    tcase_add_test(tc, test_bufpool_alloc_size_is_the_class);
+    tcase_add_test(tc, test_bufpool_trim_frees_idle_large_buffers);
+    tcase_add_test(tc, test_bufpool_global_list_is_bounded);
     suite_add_tcase(s, tc);
     return s;
 }
