@@ -81,6 +81,10 @@ struct chan_waiter {
     struct loop_task submit_task; /* pinned mode: submit on main */
     struct loop_task cancel_task; /* chan_wake: remove the poll */
     atomic_int busy;              /* debug: one user per direction */
+    /* Relaxed: CLOCK_MONOTONIC ns since which this direction's transfer
+     * waits without moving a byte, 0 when it does not wait; written by
+     * the transferring coroutine, read by watchdogs (chan_stalled_ns). */
+    atomic_uint_least64_t stalled_since;
 };
 
 /*
@@ -158,6 +162,15 @@ CORO_FN int chan_writev_all_flags(struct chan *ch, const struct iovec *iov,
 /* Sends data held back by CHAN_WRITE_MORE now.  Returns 0 or -errno.
  * ANY_THREAD (it never waits). */
 ANY_THREAD int chan_push(struct chan *ch);
+
+/*
+ * How long the transfer in progress in direction `dir` (chan_*_all) has
+ * been waiting without moving a byte, as of `now_ns` (CLOCK_MONOTONIC);
+ * 0 when none waits.  For watchdogs that drop peers which stopped
+ * reading.  ANY_THREAD.
+ */
+ANY_THREAD uint64_t chan_stalled_ns(const struct chan *ch, enum chan_dir dir,
+                                    uint64_t now_ns);
 
 /* Shuts down one or both directions (SHUT_RD, SHUT_WR, SHUT_RDWR). */
 ANY_THREAD int chan_shutdown(struct chan *ch, int how);

@@ -37,6 +37,8 @@
 #define CONFIG_MAX_THREADS 256u
 #define CONFIG_MAX_REQUESTS 1024u
 #define CONFIG_MAX_CONNECTIONS 1000000u
+#define CONFIG_MIN_BUFFER_MEMORY (1ull * 1024 * 1024)
+#define CONFIG_MAX_BUFFER_MEMORY (1ull << 40)
 
 /* One command-line export (-e NAME=PATH).  Strings point into argv. */
 struct cmdline_export {
@@ -62,10 +64,12 @@ struct cmdline {
     unsigned nr_exports;
     unsigned threads;
     bool threads_set;
-    double handshake_timeout, shutdown_timeout, poll_us;
-    bool handshake_timeout_set, shutdown_timeout_set;
+    double handshake_timeout, shutdown_timeout, poll_us, request_timeout;
+    bool handshake_timeout_set, shutdown_timeout_set, request_timeout_set;
     unsigned max_connections;
     bool max_connections_set;
+    uint64_t max_payload, max_buffer_memory, max_conn_buffer;
+    bool max_payload_set, max_buffer_memory_set, max_conn_buffer_set;
     const char *pidfile;
     const char *tls_mode, *tls_certs, *tls_psk, *tls_priority;
     bool tls_verify_peer;
@@ -118,13 +122,17 @@ struct config {
     char *file; /* absolute path of the file read, or NULL */
     char **listen;
     unsigned nr_listen;
-    unsigned threads;         /* 0: one per CPU */
-    struct tls_config tls;    /* strings owned (cast away const to free) */
-    double handshake_timeout; /* seconds; 0: none */
-    double shutdown_timeout;  /* seconds */
-    double poll_us;           /* command line only */
-    unsigned max_connections; /* 0: unlimited */
-    unsigned max_requests;    /* in flight per connection */
+    unsigned threads;           /* 0: one per CPU */
+    struct tls_config tls;      /* strings owned (cast away const to free) */
+    double handshake_timeout;   /* seconds; 0: none */
+    double shutdown_timeout;    /* seconds */
+    double request_timeout;     /* seconds; 0: none */
+    double poll_us;             /* command line only */
+    unsigned max_connections;   /* 0: unlimited */
+    unsigned max_requests;      /* in flight per connection */
+    uint64_t max_payload;       /* max-payload: bytes */
+    uint64_t max_buffer_memory; /* max-buffer-memory: bytes, server-wide */
+    uint64_t max_conn_buffer;   /* max-buffer-memory-per-connection */
     enum log_level log_level;
     char *pidfile; /* NULL: none */
     struct config_export *exports;

@@ -60,14 +60,32 @@ struct server_limits {
     uint64_t handshake_timeout_ns; /* 0: no deadline */
     uint64_t shutdown_timeout_ns;  /* bound on the drain of server_stop */
     unsigned max_requests;         /* in flight per connection */
-    uint64_t max_inflight_bytes;   /* payload bytes per connection */
-    unsigned max_connections;      /* 0: unlimited */
+    /* Buffer bytes (as the pools allocate them) that the requests in
+     * flight of one connection may hold: WRITE payloads, READ and
+     * BLOCK_STATUS replies. */
+    uint64_t max_inflight_bytes;
+    unsigned max_connections; /* 0: unlimited */
+    /* Largest READ or WRITE of a client that did not ask for block
+     * sizes; those that asked are held to what was advertised,
+     * min(SERVER_ADVERTISED_MAX_PAYLOAD, max_payload). */
+    uint32_t max_payload;
+    /* The same buffer bytes over every connection: server-wide, so a
+     * change applies at once, to every connection. */
+    uint64_t max_buffer_memory;
+    /* A reply that moves no byte for this long (the client stopped
+     * reading) closes the connection; 0: never. */
+    uint64_t request_timeout_ns;
 };
 
 #define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
 #define SERVER_DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000000000ull)
 #define SERVER_DEFAULT_MAX_REQUESTS 128u
 #define SERVER_DEFAULT_MAX_INFLIGHT_BYTES (64ull * 1024 * 1024)
+#define SERVER_ADVERTISED_MAX_PAYLOAD (32u * 1024 * 1024)
+#define SERVER_DEFAULT_MAX_PAYLOAD (64u * 1024 * 1024)
+#define SERVER_MIN_MAX_PAYLOAD (1u * 1024 * 1024)
+#define SERVER_DEFAULT_MAX_BUFFER_MEMORY (1ull * 1024 * 1024 * 1024)
+#define SERVER_DEFAULT_REQUEST_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* Creates an empty server.  ANY_THREAD (start-up). */
 ANY_THREAD struct server *server_new(const struct server_limits *limits);
@@ -127,6 +145,14 @@ ANY_THREAD int server_stop(struct server *srv);
  */
 ANY_THREAD int server_set_tls(struct server *srv, const struct tls_config *cfg,
                               struct err *err);
+
+/*
+ * Housekeeping, to be called about once a second: closes connections
+ * whose replies have not moved for request_timeout_ns (a client that
+ * stopped reading holds its buffers, and the server's budget, until
+ * then).  ANY_THREAD, not from a loop thread.
+ */
+ANY_THREAD void server_tick(struct server *srv);
 
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);

@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CHAN_IOV_MAX 64
 
@@ -53,6 +54,7 @@ void chan_init(struct chan *ch, const struct chan_ops *ops, int fd)
         atomic_init(&w->cancel, false);
         atomic_init(&w->cancel_queued, false);
         atomic_init(&w->busy, 0);
+        atomic_init(&w->stalled_since, 0);
         w->poll_op.complete = poll_complete;
         w->submit_task.fn = submit_task_run;
         w->cancel_task.fn = cancel_task_run;
@@ -210,9 +212,33 @@ static void direction_leave(struct chan_waiter *w)
 }
 #endif
 
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t chan_stalled_ns(const struct chan *ch, enum chan_dir dir,
+                         uint64_t now_ns)
+{
+    uint64_t since = atomic_load_explicit(&ch->waiters[dir].stalled_since,
+                                          memory_order_relaxed);
+    return since != 0 && now_ns > since ? now_ns - since : 0;
+}
+
+/* Marks the direction as moving again (only a store when it waited). */
+static void unstall(struct chan_waiter *w)
+{
+    if (atomic_load_explicit(&w->stalled_since, memory_order_relaxed) != 0) {
+        atomic_store_explicit(&w->stalled_since, 0, memory_order_relaxed);
+    }
+}
+
 /*
  * Moves the whole vector in direction `dir`.  Returns 1 when done, 0 on
- * end of file before the first byte (reads only), or -errno.
+ * end of file before the first byte (reads only), or -errno.  While it
+ * waits without progress, stalled_since says since when.
  */
 static int transfer_all(struct chan *ch, enum chan_dir dir,
                         const struct iovec *iov_in, int iovcnt, int flags)
@@ -236,6 +262,12 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
         ssize_t n = dir == CHAN_IN ? ch->ops->readv(ch, cur, left)
                                    : ch->ops->writev(ch, cur, left, flags);
         if (n == -EAGAIN) {
+            struct chan_waiter *w = &ch->waiters[dir];
+            if (atomic_load_explicit(&w->stalled_since, memory_order_relaxed) ==
+                0) {
+                atomic_store_explicit(&w->stalled_since, monotonic_ns(),
+                                      memory_order_relaxed);
+            }
             int y = chan_yield(ch, dir);
             if (y < 0) {
                 r = y;
@@ -251,6 +283,7 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
             r = moved == 0 ? 0 : -ECONNRESET;
             break;
         }
+        unstall(&ch->waiters[dir]);
         moved += (size_t)n;
         while (left > 0 && (size_t)n >= cur->iov_len) {
             n -= (ssize_t)cur->iov_len;
@@ -266,6 +299,7 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
             left--;
         }
     }
+    unstall(&ch->waiters[dir]);
     direction_leave(&ch->waiters[dir]);
     return r;
 }

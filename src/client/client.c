@@ -693,6 +693,10 @@ static int issue(struct client_conn *conn, struct client_req *req,
     if (slot < 0) {
         return slot;
     }
+    /* With extended headers a payload is announced by PAYLOAD_LEN. */
+    if (conn->info.extended && payload_len > 0) {
+        flags |= PROTO_CMD_FLAG_PAYLOAD_LEN;
+    }
     struct proto_request pr = {
         .flags = flags,
         .type = req->type,

@@ -5,6 +5,8 @@
  * Values are checked here as far as they can be without the file;
  * exit-worthy mistakes come back as -EINVAL with the message in err.
  */
+#include "config-int.h"
+#include "nbdsrv/bufpool.h"
 #include "nbdsrv/config.h"
 
 #include <errno.h>
@@ -28,6 +30,10 @@ enum {
     OPT_HANDSHAKE_TIMEOUT,
     OPT_SHUTDOWN_TIMEOUT,
     OPT_MAX_CONNECTIONS,
+    OPT_REQUEST_TIMEOUT,
+    OPT_MAX_PAYLOAD,
+    OPT_MAX_BUFFER_MEMORY,
+    OPT_MAX_CONN_BUFFER,
     OPT_POLL_US,
 };
 
@@ -48,6 +54,11 @@ static const struct option long_options[] = {
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},
+    {"max-buffer-memory", required_argument, NULL, OPT_MAX_BUFFER_MEMORY},
+    {"max-buffer-memory-per-connection", required_argument, NULL,
+     OPT_MAX_CONN_BUFFER},
     {"poll-us", required_argument, NULL, OPT_POLL_US},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, 'V'},
@@ -96,6 +107,19 @@ void cmdline_usage(FILE *out)
         "      --max-connections N   refuse clients beyond N at once (default "
         "0:\n"
         "                            unlimited)\n"
+        "      --request-timeout S   drop a client whose reply has not "
+        "moved for S\n"
+        "                            seconds (default 30; 0: never)\n"
+        "      --max-payload SIZE    largest READ/WRITE of clients that did "
+        "not ask for\n"
+        "                            block sizes (default 64M; 32M is "
+        "advertised)\n"
+        "      --max-buffer-memory SIZE\n"
+        "                            request buffers over all connections "
+        "(default 1G)\n"
+        "      --max-buffer-memory-per-connection SIZE\n"
+        "                            request buffers of one connection "
+        "(default 64M)\n"
         "      --poll-us N           an idle loop polls N microseconds before "
         "sleeping\n"
         "                            (default 0)\n"
@@ -145,6 +169,21 @@ static int parse_unsigned(const char *opt, const char *text, unsigned min,
                        opt, text, min, max);
     }
     *out = (unsigned)n;
+    return 0;
+}
+
+static int parse_size(const char *opt, const char *text, uint64_t min,
+                      uint64_t max, uint64_t *out, struct err *err)
+{
+    if (config_parse_size(text, min, max, out) < 0) {
+        char lo[32], hi[32];
+        config_format_size(min, lo, sizeof lo);
+        config_format_size(max, hi, sizeof hi);
+        return err_set(err, EINVAL,
+                       "%s: '%s' is not a size from %s to %s (bytes, or "
+                       "with a K, M, G or T suffix)",
+                       opt, text, lo, hi);
+    }
     return 0;
 }
 
@@ -252,6 +291,28 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
                                CONFIG_MAX_CONNECTIONS, &cl->max_connections,
                                err);
             cl->max_connections_set = true;
+            break;
+        case OPT_REQUEST_TIMEOUT:
+            r = parse_seconds("--request-timeout", optarg, &cl->request_timeout,
+                              err);
+            cl->request_timeout_set = true;
+            break;
+        case OPT_MAX_PAYLOAD:
+            r = parse_size("--max-payload", optarg, SERVER_MIN_MAX_PAYLOAD,
+                           BUFPOOL_MAX_SIZE, &cl->max_payload, err);
+            cl->max_payload_set = true;
+            break;
+        case OPT_MAX_BUFFER_MEMORY:
+            r = parse_size("--max-buffer-memory", optarg,
+                           CONFIG_MIN_BUFFER_MEMORY, CONFIG_MAX_BUFFER_MEMORY,
+                           &cl->max_buffer_memory, err);
+            cl->max_buffer_memory_set = true;
+            break;
+        case OPT_MAX_CONN_BUFFER:
+            r = parse_size("--max-buffer-memory-per-connection", optarg,
+                           CONFIG_MIN_BUFFER_MEMORY, CONFIG_MAX_BUFFER_MEMORY,
+                           &cl->max_conn_buffer, err);
+            cl->max_conn_buffer_set = true;
             break;
         case OPT_POLL_US:
             r = parse_seconds("--poll-us", optarg, &cl->poll_us, err);

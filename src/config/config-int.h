@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Strips blanks (and a trailing newline) in place; returns the start. */
 ANY_THREAD char *config_trim(char *s);
@@ -18,6 +19,16 @@ ANY_THREAD int config_parse_bool(const char *v, bool *out);
 /* A decimal number from min to max.  0 or -EINVAL. */
 ANY_THREAD int config_parse_uint(const char *v, unsigned min, unsigned max,
                                  unsigned *out);
+/*
+ * A size in bytes: a decimal number with an optional binary suffix K, M,
+ * G or T (KiB, MiB, GiB, TiB also accepted), from min to max.  0 or
+ * -EINVAL.
+ */
+ANY_THREAD int config_parse_size(const char *v, uint64_t min, uint64_t max,
+                                 uint64_t *out);
+/* Formats a size the way config_parse_size reads it, with the largest
+ * suffix that is exact ("64M", "1G", "1000"). */
+ANY_THREAD void config_format_size(uint64_t bytes, char *buf, size_t size);
 /* Seconds, fractions allowed, 0 to 86400.  0 or -EINVAL. */
 ANY_THREAD int config_parse_seconds(const char *v, double *out);
 /* error, warning, info or debug.  0 or -EINVAL. */

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -61,6 +62,56 @@ int config_parse_uint(const char *v, unsigned min, unsigned max, unsigned *out)
     }
     *out = (unsigned)n;
     return 0;
+}
+
+int config_parse_size(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    static const char suffixes[] = "KMGT";
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || errno != 0) {
+        return -EINVAL;
+    }
+    unsigned shift = 0;
+    if (*end != '\0') {
+        const char *s = strchr(suffixes, *end);
+        if (s == NULL) {
+            return -EINVAL;
+        }
+        shift = 10 * (unsigned)(s - suffixes + 1);
+        end++;
+        if (strcmp(end, "iB") == 0) {
+            end += 2;
+        }
+        if (*end != '\0') {
+            return -EINVAL;
+        }
+    }
+    if (n > (UINT64_MAX >> shift)) {
+        return -EINVAL;
+    }
+    uint64_t bytes = (uint64_t)n << shift;
+    if (bytes < min || bytes > max) {
+        return -EINVAL;
+    }
+    *out = bytes;
+    return 0;
+}
+
+void config_format_size(uint64_t bytes, char *buf, size_t size)
+{
+    static const char suffixes[] = "KMGT";
+    int i = -1;
+    while (i < 3 && bytes != 0 && bytes % 1024 == 0) {
+        bytes /= 1024;
+        i++;
+    }
+    if (i < 0) {
+        snprintf(buf, size, "%llu", (unsigned long long)bytes);
+    } else {
+        snprintf(buf, size, "%llu%c", (unsigned long long)bytes, suffixes[i]);
+    }
 }
 
 int config_parse_seconds(const char *v, double *out)

@@ -17,6 +17,7 @@
 #include "nbdsrv/config.h"
 
 #include "config-int.h"
+#include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
 
 #include <arpa/inet.h>
@@ -39,20 +40,12 @@ enum section_kind {
 
 /* Keys of [server]; bit positions in parse_ctx.seen. */
 static const char *const server_keys[] = {
-    "listen",
-    "threads",
-    "tls",
-    "tls-certs",
-    "tls-psk",
-    "tls-verify-peer",
-    "tls-priority",
-    "handshake-timeout",
-    "shutdown-timeout",
-    "max-connections",
-    "max-requests-per-connection",
-    "log-level",
-    "pidfile",
-    NULL,
+    "listen",          "threads",           "tls",
+    "tls-certs",       "tls-psk",           "tls-verify-peer",
+    "tls-priority",    "handshake-timeout", "shutdown-timeout",
+    "request-timeout", "max-connections",   "max-requests-per-connection",
+    "max-payload",     "max-buffer-memory", "max-buffer-memory-per-connection",
+    "log-level",       "pidfile",           NULL,
 };
 
 static const char *const export_keys[] = {
@@ -112,7 +105,11 @@ static struct config *config_new_defaults(void)
     atomic_init(&cfg->refs, 1);
     cfg->handshake_timeout = 10;
     cfg->shutdown_timeout = 30;
+    cfg->request_timeout = SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
     cfg->max_requests = SERVER_DEFAULT_MAX_REQUESTS;
+    cfg->max_payload = SERVER_DEFAULT_MAX_PAYLOAD;
+    cfg->max_buffer_memory = SERVER_DEFAULT_MAX_BUFFER_MEMORY;
+    cfg->max_conn_buffer = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->tls.mode = TLS_MODE_OFF;
     return cfg;
@@ -402,9 +399,11 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "handshake-timeout") == 0 ||
-               strcmp(key, "shutdown-timeout") == 0) {
-        double *field =
-            key[0] == 'h' ? &cfg->handshake_timeout : &cfg->shutdown_timeout;
+               strcmp(key, "shutdown-timeout") == 0 ||
+               strcmp(key, "request-timeout") == 0) {
+        double *field = key[0] == 'h'   ? &cfg->handshake_timeout
+                        : key[0] == 's' ? &cfg->shutdown_timeout
+                                        : &cfg->request_timeout;
         if (config_parse_seconds(v, field) < 0) {
             return fail(ctx,
                         "%s = %s: not a number of seconds from 0 to "
@@ -426,6 +425,26 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
                         "max-requests-per-connection = %s: not a number "
                         "from 1 to %u",
                         v, CONFIG_MAX_REQUESTS);
+        }
+    } else if (strcmp(key, "max-payload") == 0) {
+        if (config_parse_size(v, SERVER_MIN_MAX_PAYLOAD, BUFPOOL_MAX_SIZE,
+                              &cfg->max_payload) < 0) {
+            return fail(ctx,
+                        "max-payload = %s: not a size from 1M to 64M "
+                        "(a number of bytes, or with K, M suffix)",
+                        v);
+        }
+    } else if (strcmp(key, "max-buffer-memory") == 0 ||
+               strcmp(key, "max-buffer-memory-per-connection") == 0) {
+        uint64_t *field = strcmp(key, "max-buffer-memory") == 0
+                              ? &cfg->max_buffer_memory
+                              : &cfg->max_conn_buffer;
+        if (config_parse_size(v, CONFIG_MIN_BUFFER_MEMORY,
+                              CONFIG_MAX_BUFFER_MEMORY, field) < 0) {
+            return fail(ctx,
+                        "%s = %s: not a size from 1M to 1T (a number of "
+                        "bytes, or with K, M, G, T suffix)",
+                        key, v);
         }
     } else if (strcmp(key, "log-level") == 0) {
         if (config_parse_log_level(v, &cfg->log_level) < 0) {
@@ -667,9 +686,21 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
     if (cl->shutdown_timeout_set) {
         cfg->shutdown_timeout = cl->shutdown_timeout;
     }
+    if (cl->request_timeout_set) {
+        cfg->request_timeout = cl->request_timeout;
+    }
     cfg->poll_us = cl->poll_us;
     if (cl->max_connections_set) {
         cfg->max_connections = cl->max_connections;
+    }
+    if (cl->max_payload_set) {
+        cfg->max_payload = cl->max_payload;
+    }
+    if (cl->max_buffer_memory_set) {
+        cfg->max_buffer_memory = cl->max_buffer_memory;
+    }
+    if (cl->max_conn_buffer_set) {
+        cfg->max_conn_buffer = cl->max_conn_buffer;
     }
     if (cl->verbose) {
         cfg->log_level = LOG_LEVEL_DEBUG;
@@ -753,6 +784,25 @@ static int final_checks(struct config *cfg, struct err *err)
                        "section",
                        where);
     }
+    /* One request of the largest size must fit each budget. */
+    char a[32], b[32];
+    uint64_t largest = bufpool_alloc_size(cfg->max_payload);
+    if (cfg->max_conn_buffer < largest) {
+        config_format_size(cfg->max_conn_buffer, a, sizeof a);
+        config_format_size(largest, b, sizeof b);
+        return err_set(err, EINVAL,
+                       "%s: max-buffer-memory-per-connection = %s is less "
+                       "than what one request of max-payload takes (%s)",
+                       where, a, b);
+    }
+    if (cfg->max_buffer_memory < cfg->max_conn_buffer) {
+        config_format_size(cfg->max_buffer_memory, a, sizeof a);
+        config_format_size(cfg->max_conn_buffer, b, sizeof b);
+        return err_set(err, EINVAL,
+                       "%s: max-buffer-memory = %s is less than "
+                       "max-buffer-memory-per-connection = %s",
+                       where, a, b);
+    }
     if (cfg->nr_listen == 0 && config_push_string(&cfg->listen, &cfg->nr_listen,
                                                   CONFIG_DEFAULT_LISTEN) < 0) {
         return err_set(err, ENOMEM, "out of memory");
@@ -830,8 +880,11 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
         .handshake_timeout_ns = (uint64_t)(cfg->handshake_timeout * 1e9),
         .shutdown_timeout_ns = (uint64_t)(cfg->shutdown_timeout * 1e9),
         .max_requests = cfg->max_requests,
-        .max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES,
+        .max_inflight_bytes = cfg->max_conn_buffer,
         .max_connections = cfg->max_connections,
+        .max_payload = (uint32_t)cfg->max_payload,
+        .max_buffer_memory = cfg->max_buffer_memory,
+        .request_timeout_ns = (uint64_t)(cfg->request_timeout * 1e9),
     };
 }
 
@@ -887,8 +940,16 @@ void config_print(const struct config *cfg, FILE *out)
     }
     fprintf(out, "handshake-timeout = %g\n", cfg->handshake_timeout);
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
+    fprintf(out, "request-timeout = %g\n", cfg->request_timeout);
     fprintf(out, "max-connections = %u\n", cfg->max_connections);
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
+    char size[32];
+    config_format_size(cfg->max_payload, size, sizeof size);
+    fprintf(out, "max-payload = %s\n", size);
+    config_format_size(cfg->max_buffer_memory, size, sizeof size);
+    fprintf(out, "max-buffer-memory = %s\n", size);
+    config_format_size(cfg->max_conn_buffer, size, sizeof size);
+    fprintf(out, "max-buffer-memory-per-connection = %s\n", size);
     fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));
     if (cfg->pidfile != NULL) {
         print_value(out, "pidfile", cfg->pidfile);

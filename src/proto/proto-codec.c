@@ -91,13 +91,13 @@ int proto_decode_request(const void *buf, size_t len, bool extended,
 uint64_t proto_request_payload_len(const struct proto_request *req,
                                    bool extended)
 {
-    if (req->type == PROTO_CMD_WRITE) {
-        return req->length;
+    /* With extended headers only PAYLOAD_LEN says a payload follows; a
+     * WRITE without it breaks a MUST, and its length is an effect
+     * length, not bytes on the wire. */
+    if (extended) {
+        return (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN) ? req->length : 0;
     }
-    if (extended && (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN)) {
-        return req->length;
-    }
-    return 0;
+    return req->type == PROTO_CMD_WRITE ? req->length : 0;
 }
 
 /* ---- Reply headers ---- */

@@ -6,9 +6,15 @@
  * The receive coroutine reads one request header (and a WRITE's payload),
  * hands the request to a new coroutine scheduled on a worker loop, and
  * reads the next header at once.  Flow control: at most
- * limits.max_requests requests and limits.max_inflight_bytes payload
- * bytes in flight; at the cap the receive side waits on flow_wait, and
- * each finished request wakes it.
+ * limits.max_requests requests in flight, holding at most
+ * limits.max_inflight_bytes of buffers (request_memory: what the pools
+ * allocate for the payload or the reply), and the server's
+ * max-buffer-memory over all connections.  The receive side takes a
+ * request's share before it allocates anything; at a cap it waits (on
+ * flow_wait, or in the server's budget), so it stops reading the socket,
+ * and each finished request wakes it.  A request counts as in flight
+ * until its reply is written, including a small reply waiting in a
+ * loop's batch (unsent_replies).
  *
  * The receive side stops on end of file, on a framing error, on
  * NBD_CMD_DISC, or when the server stops (chan_wake of the read side).
@@ -104,8 +110,10 @@ static void flush_entry(void *opaque)
     /* Detach before the first yield: new replies start a new buffer. */
     uint8_t *buf = p->obuf;
     size_t len = p->olen;
+    unsigned nr = p->nr_replies;
     p->obuf = NULL;
     p->olen = 0;
+    p->nr_replies = 0;
     co_mutex_lock(&conn->send_lock);
     int r = chan_write_all(conn->ch, buf, len);
     co_mutex_unlock(&conn->send_lock);
@@ -113,6 +121,12 @@ static void flush_entry(void *opaque)
         chan_shutdown(conn->ch, SHUT_RDWR);
     }
     bufpool_put(buf, CONN_OBUF_SIZE);
+    if (atomic_fetch_sub(&conn->unsent_replies, nr) == nr) {
+        /* The receive side may wait for the last reply (wait_idle). */
+        co_mutex_lock(&conn->flow_lock);
+        co_queue_next(&conn->flow_wait);
+        co_mutex_unlock(&conn->flow_lock);
+    }
     conn_unref(conn);
 }
 
@@ -153,6 +167,8 @@ bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
         memcpy(p->obuf + p->olen, iov[i].iov_base, iov[i].iov_len);
         p->olen += iov[i].iov_len;
     }
+    p->nr_replies++;
+    atomic_fetch_add(&conn->unsent_replies, 1);
     conn_push_later(conn, loop);
     return true;
 }
@@ -274,6 +290,12 @@ static void handshake_expired(struct coro_timer *timer)
     chan_shutdown(d->conn->ch, SHUT_RDWR);
 }
 
+/*
+ * Takes a place in flight and `bytes` of buffer memory, the
+ * connection's share first, then the server's; waits for either.  A
+ * request is admitted alone even when larger than a cap (which
+ * server_set_limits makes at least the largest request).
+ */
 static void flow_acquire(struct conn *conn, uint64_t bytes)
 {
     const struct server_limits *lim = &conn->limits;
@@ -286,10 +308,12 @@ static void flow_acquire(struct conn *conn, uint64_t bytes)
     conn->inflight++;
     conn->inflight_bytes += bytes;
     co_mutex_unlock(&conn->flow_lock);
+    buffer_budget_take(&conn->srv->budget, bytes);
 }
 
 void conn_flow_release(struct conn *conn, uint64_t bytes)
 {
+    buffer_budget_give(&conn->srv->budget, bytes);
     co_mutex_lock(&conn->flow_lock);
     conn->inflight--;
     conn->inflight_bytes -= bytes;
@@ -297,10 +321,17 @@ void conn_flow_release(struct conn *conn, uint64_t bytes)
     co_mutex_unlock(&conn->flow_lock);
 }
 
+/*
+ * Waits until every request has finished and every reply is written,
+ * including those still waiting in another loop's batch: what follows
+ * (an error reply and a close, a TLS close_notify) must come after them.
+ * The flusher decrements unsent_replies before it takes flow_lock to
+ * wake us, and we test it under flow_lock, so the wake is not lost.
+ */
 static void wait_idle(struct conn *conn)
 {
     co_mutex_lock(&conn->flow_lock);
-    while (conn->inflight > 0) {
+    while (conn->inflight > 0 || atomic_load(&conn->unsent_replies) > 0) {
         co_queue_wait(&conn->flow_wait, &conn->flow_lock);
     }
     co_mutex_unlock(&conn->flow_lock);
@@ -459,7 +490,18 @@ static void receive_requests(struct conn *conn)
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
             break;
         }
-        if (payload > SERVER_BLOCK_MAX) {
+        if (conn->extended && req.type == PROTO_CMD_WRITE &&
+            !(req.flags & PROTO_CMD_FLAG_PAYLOAD_LEN)) {
+            /* Whether data follows is unknown: framing is lost.  Never
+             * take the next request's header for data. */
+            log_info("%s: extended WRITE without PAYLOAD_LEN, "
+                     "disconnecting",
+                     conn->peer);
+            wait_idle(conn);
+            transmit_send_error(conn, &req, EINVAL);
+            break;
+        }
+        if (payload > conn->max_payload) {
             /* Cannot stay in step without reading it all: refuse, close. */
             log_info("%s: %s payload of %llu bytes is over the maximum, "
                      "disconnecting",
@@ -480,13 +522,14 @@ static void receive_requests(struct conn *conn)
         if (window.started && early_error == 0) {
             early_error = ESHUTDOWN;
         }
-        flow_acquire(conn, payload);
+        uint64_t held = request_memory(conn, &req, payload);
+        flow_acquire(conn, held);
         struct request *rq = bufpool_get(sizeof *rq);
         void *buf = payload > 0 ? bufpool_get(payload) : NULL;
         if (rq == NULL || (payload > 0 && buf == NULL)) {
             bufpool_put(buf, payload);
             bufpool_put(rq, sizeof *rq);
-            conn_flow_release(conn, payload);
+            conn_flow_release(conn, held);
             log_error("%s: out of memory for a request", conn->peer);
             break;
         }
@@ -494,6 +537,7 @@ static void receive_requests(struct conn *conn)
             .req = req,
             .buf = buf,
             .buf_size = payload,
+            .held = held,
             .early_error = early_error,
         };
         if (payload > 0) {
@@ -503,7 +547,7 @@ static void receive_requests(struct conn *conn)
                          conn->peer, (unsigned long long)payload);
                 bufpool_put(buf, payload);
                 bufpool_put(rq, sizeof *rq);
-                conn_flow_release(conn, payload);
+                conn_flow_release(conn, held);
                 break;
             }
         }
@@ -546,6 +590,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     co_mutex_init(&conn->send_lock);
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);
+    atomic_init(&conn->unsent_replies, 0);
     bool max_over;
     if (!conn_register(conn, &max_over)) {
         if (max_over) {

@@ -11,9 +11,9 @@
  *
  * The main thread then waits for signals (it is not a loop thread, so
  * it may block), and once a second gives the buffer pools' idle memory
- * back to the system (bufpool_trim): SIGHUP rebuilds the configuration with the same command
- * line and applies it (exports, limits, log level; listeners and threads
- * need a restart), keeping the running configuration if the new one is
+ * back to the system (bufpool_trim): SIGHUP rebuilds the configuration with the
+ * same command line and applies it (exports, limits, log level; listeners and
+ * threads need a restart), keeping the running configuration if the new one is
  * wrong; SIGINT and SIGTERM drain and stop.
  *
  * TLS: apply_tls is the one place that receives the struct tls_config,
@@ -368,6 +368,7 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         if (sig < 0) {
             /* EAGAIN once a period (or EINTR): housekeeping. */
             bufpool_trim(POOL_TRIM_IDLE_NS);
+            server_tick(srv);
             continue;
         }
         if (sig != SIGHUP) {

@@ -83,6 +83,25 @@ static enum opt_result refuse(struct haggle *h, uint32_t option, uint32_t type,
     return reply_error(h, option, type, msg) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
+/* The maximum payload we advertise: 32 MiB unless max-payload is less. */
+static uint32_t advertised_max(const struct conn *conn)
+{
+    uint32_t max = conn->limits.max_payload;
+    return max < SERVER_ADVERTISED_MAX_PAYLOAD ? max
+                                               : SERVER_ADVERTISED_MAX_PAYLOAD;
+}
+
+/* Whether the client asked for NBD_INFO_BLOCK_SIZE. */
+static bool asks_block_size(const struct proto_opt_info *info)
+{
+    for (size_t i = 0; i < info->nr_requests; i++) {
+        if (proto_opt_info_request(info, i) == PROTO_INFO_BLOCK_SIZE) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int send_info(struct haggle *h, uint32_t option,
                      const struct export *exp,
                      const struct proto_opt_info *info)
@@ -113,15 +132,23 @@ static int send_info(struct haggle *h, uint32_t option,
         r = send_reply(h,
                        proto_build_rep_info_block_size(
                            h->reply, REPLY_BUF_SIZE, option, SERVER_BLOCK_MIN,
-                           SERVER_BLOCK_PREFERRED, SERVER_BLOCK_MAX));
+                           SERVER_BLOCK_PREFERRED, advertised_max(conn)));
     }
     return r;
 }
 
-static void enter_transmission(struct conn *conn, struct export *exp)
+/*
+ * A client that asked for block sizes is held to the maximum it was
+ * told; others (EXPORT_NAME, or GO without asking, such as the reference
+ * implementation's test client) may send up to max-payload.
+ */
+static void enter_transmission(struct conn *conn, struct export *exp,
+                               bool block_size_asked)
 {
     conn->exp = export_ref(exp);
     conn->tx_flags = export_tx_flags(exp, conn->structured);
+    conn->max_payload =
+        block_size_asked ? advertised_max(conn) : conn->limits.max_payload;
     /* Contexts chosen for another export do not carry over. */
     if (conn->meta_export != NULL &&
         strcmp(conn->meta_export, exp->name) != 0 &&
@@ -152,7 +179,7 @@ static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
         return OPT_CLOSE;
     }
     if (option == PROTO_OPT_GO) {
-        enter_transmission(h->conn, exp);
+        enter_transmission(h->conn, exp, asks_block_size(&info));
         return OPT_TRANSMISSION;
     }
     return OPT_CONTINUE;
@@ -179,7 +206,7 @@ static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
     if (send_reply(h, n) < 0) {
         return OPT_CLOSE;
     }
-    enter_transmission(conn, exp);
+    enter_transmission(conn, exp, false);
     return OPT_TRANSMISSION;
 }
 

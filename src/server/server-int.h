@@ -27,10 +27,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Block sizes advertised with NBD_INFO_BLOCK_SIZE. */
+/* Block sizes advertised with NBD_INFO_BLOCK_SIZE (the maximum is
+ * min(SERVER_ADVERTISED_MAX_PAYLOAD, max-payload)). */
 #define SERVER_BLOCK_MIN 1u
 #define SERVER_BLOCK_PREFERRED 4096u
-#define SERVER_BLOCK_MAX (32u * 1024 * 1024)
 
 /* Size of a connection's receive buffer. */
 #define CONN_RBUF_SIZE (64u * 1024)
@@ -85,12 +85,36 @@ struct loop_load {
     char pad[64 - sizeof(atomic_uint)];
 };
 
+/*
+ * The server-wide budget of buffer memory (buffer-budget.c).  Embedded
+ * in the server; shared by every loop.
+ */
+struct buffer_budget {
+    atomic_uint_least64_t used;  /* seq_cst: bytes taken */
+    atomic_uint_least64_t limit; /* relaxed: max-buffer-memory */
+    atomic_uint waiters;         /* seq_cst: receive sides asleep */
+    struct co_mutex lock;        /* leaf; guards the sleep on `wait` */
+    struct co_queue wait;
+};
+
+ANY_THREAD void buffer_budget_init(struct buffer_budget *b, uint64_t limit);
+ANY_THREAD void buffer_budget_fini(struct buffer_budget *b);
+/* Takes `bytes`, waiting while they do not fit (a request is admitted
+ * alone even when larger than the limit).  CORO_FN. */
+CORO_FN void buffer_budget_take(struct buffer_budget *b, uint64_t bytes);
+/* Gives back what buffer_budget_take took.  CORO_FN. */
+CORO_FN void buffer_budget_give(struct buffer_budget *b, uint64_t bytes);
+ANY_THREAD void buffer_budget_set_limit(struct buffer_budget *b,
+                                        uint64_t limit);
+ANY_THREAD uint64_t buffer_budget_used(const struct buffer_budget *b);
+
 /* The server.  Owned by its creator. */
 struct server {
-    struct loop_group *loops; /* immutable after start */
-    atomic_uint next_loop;    /* relaxed: round-robin cursor for homes */
-    struct loop_load *load;   /* one per loop; immutable pointer */
-    atomic_bool stopping;     /* seq_cst: set once by server_stop */
+    struct loop_group *loops;    /* immutable after start */
+    atomic_uint next_loop;       /* relaxed: round-robin cursor for homes */
+    struct loop_load *load;      /* one per loop; immutable pointer */
+    atomic_bool stopping;        /* seq_cst: set once by server_stop */
+    struct buffer_budget budget; /* max-buffer-memory; thread-safe */
 
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
@@ -147,6 +171,7 @@ struct conn {
                                    (a reference); NULL afterwards */
     struct export *exp;         /* the export in use (a reference) */
     uint16_t tx_flags;
+    uint32_t max_payload; /* largest READ or WRITE this client may send */
 
     /* Receive buffer: bytes read ahead of the request being parsed.
      * Touched only by the receive coroutine. */
@@ -157,11 +182,16 @@ struct conn {
     struct conn_push *push;    /* one per loop; immutable pointer */
 
     struct co_mutex flow_lock; /* leaf */
-    struct co_queue flow_wait; /* receive side waits here at the cap */
+    struct co_queue flow_wait; /* receive side waits here at the cap, and
+                                  for the last reply when it ends */
     unsigned inflight;         /* GUARDED_BY(flow_lock) */
-    uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock) */
+    uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock): buffer bytes */
+    /* Replies copied into a conn_push buffer and not yet written; seq_cst,
+     * paired with the receive side's last check (conn.c wait_idle). */
+    atomic_uint unsent_replies;
 
     struct conn *prev, *next; /* GUARDED_BY(srv->lock) */
+    bool stall_dropped;       /* GUARDED_BY(srv->lock): server_tick */
 };
 
 /*
@@ -174,6 +204,7 @@ struct conn_push {
     bool queued;   /* the task is in the loop's deferred list */
     uint8_t *obuf; /* small replies waiting for the push, or NULL */
     size_t olen;
+    unsigned nr_replies; /* in obuf */
 };
 
 /* Replies up to this size may wait in a conn_push buffer. */
@@ -186,6 +217,7 @@ struct request {
     struct proto_request req;
     void *buf;       /* payload (WRITE) or read buffer */
     size_t buf_size; /* size given to bufpool_get */
+    uint64_t held;   /* buffer bytes counted for it (request_memory) */
     int early_error; /* errno found by the receiver, or 0 */
     unsigned worker; /* index of the loop it was sent to */
     unsigned cost;   /* request_cost, counted on that loop */
@@ -195,8 +227,16 @@ struct request {
 CORO_FN void conn_run(struct server *srv, int fd, const char *peer,
                       const struct sockaddr_storage *peer_addr);
 ANY_THREAD void conn_unref(struct conn *conn);
-/* A request finished: frees its place (and payload bytes) in flight. */
+/* A request finished: frees its place (and buffer bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
+/*
+ * The buffer bytes a request of `conn` may hold until its reply is sent,
+ * as the pools allocate them: its WRITE payload, its READ data or its
+ * BLOCK_STATUS reply, and the request itself.  ANY_THREAD.
+ */
+ANY_THREAD uint64_t request_memory(const struct conn *conn,
+                                   const struct proto_request *req,
+                                   uint64_t payload);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
 /* Units of work by which the home loop must lead another loop before a
  * request leaves it (why this value: conn.c). */

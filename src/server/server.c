@@ -17,6 +17,7 @@
  * images of unchanged exports) and swaps it in under srv->lock;
  * server_set_limits replaces the limits that new connections copy.
  */
+#include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro.h"
@@ -49,6 +50,7 @@ struct server *server_new(const struct server_limits *limits)
         return NULL;
     }
     pthread_mutex_init(&srv->lock, NULL);
+    buffer_budget_init(&srv->budget, SERVER_DEFAULT_MAX_BUFFER_MEMORY);
     server_set_limits(srv, limits);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
@@ -62,12 +64,34 @@ void server_set_limits(struct server *srv, const struct server_limits *limits)
     if (l.max_requests == 0) {
         l.max_requests = SERVER_DEFAULT_MAX_REQUESTS;
     }
-    if (l.max_inflight_bytes < SERVER_BLOCK_MAX) {
+    if (l.max_payload == 0) {
+        l.max_payload = SERVER_DEFAULT_MAX_PAYLOAD;
+    }
+    if (l.max_payload < SERVER_MIN_MAX_PAYLOAD) {
+        l.max_payload = SERVER_MIN_MAX_PAYLOAD;
+    }
+    if (l.max_payload > BUFPOOL_MAX_SIZE) {
+        l.max_payload = BUFPOOL_MAX_SIZE;
+    }
+    /* One request of the largest kind always fits a connection's cap,
+     * and the server's. */
+    uint64_t largest = bufpool_alloc_size(l.max_payload);
+    if (l.max_inflight_bytes == 0) {
         l.max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
+    }
+    if (l.max_inflight_bytes < largest) {
+        l.max_inflight_bytes = largest;
+    }
+    if (l.max_buffer_memory == 0) {
+        l.max_buffer_memory = SERVER_DEFAULT_MAX_BUFFER_MEMORY;
+    }
+    if (l.max_buffer_memory < l.max_inflight_bytes) {
+        l.max_buffer_memory = l.max_inflight_bytes;
     }
     pthread_mutex_lock(&srv->lock);
     srv->limits = l;
     pthread_mutex_unlock(&srv->lock);
+    buffer_budget_set_limit(&srv->budget, l.max_buffer_memory);
 }
 
 /* The export of `t` named `name`, or NULL. */
@@ -422,6 +446,30 @@ int server_set_tls(struct server *srv, const struct tls_config *cfg,
     return 0;
 }
 
+void server_tick(struct server *srv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    pthread_mutex_lock(&srv->lock);
+    for (struct conn *conn = srv->conns; conn != NULL; conn = conn->next) {
+        uint64_t limit = conn->limits.request_timeout_ns;
+        if (limit == 0 || conn->stall_dropped) {
+            continue;
+        }
+        uint64_t stalled = chan_stalled_ns(conn->ch, CHAN_OUT, now);
+        if (stalled >= limit) {
+            conn->stall_dropped = true;
+            log_info("%s: the client has read no reply for %.0f s "
+                     "(request-timeout), disconnecting",
+                     conn->peer, (double)stalled / 1e9);
+            /* The blocked writer fails, and with it the connection. */
+            chan_shutdown(conn->ch, SHUT_RDWR);
+        }
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
 void server_free(struct server *srv)
 {
     if (srv == NULL) {
@@ -440,5 +488,6 @@ void server_free(struct server *srv)
     srv->table = NULL;
     pthread_cond_destroy(&srv->changed);
     pthread_mutex_destroy(&srv->lock);
+    buffer_budget_fini(&srv->budget);
     free(srv);
 }

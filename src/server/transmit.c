@@ -26,6 +26,52 @@
 /* Extents in one BLOCK_STATUS reply. */
 #define MAX_EXTENTS 1024u
 
+/* What do_block_status takes from the pools for `max` extents. */
+static size_t block_status_ext_size(unsigned max)
+{
+    return max * sizeof(struct backend_extent);
+}
+
+static size_t block_status_out_size(unsigned max)
+{
+    return max * sizeof(struct proto_extent);
+}
+
+static size_t block_status_reply_size(unsigned max)
+{
+    return PROTO_REPLY_HEADER_MAX + 8 + 16 * (size_t)max;
+}
+
+uint64_t request_memory(const struct conn *conn,
+                        const struct proto_request *req, uint64_t payload)
+{
+    (void)conn;
+    uint64_t bytes = bufpool_alloc_size(sizeof(struct request));
+    if (payload > 0) {
+        /* A WRITE's data, or a payload no command takes (read into a
+         * small sink, but counted as it arrives). */
+        return bytes + bufpool_alloc_size(payload);
+    }
+    switch (req->type) {
+    case PROTO_CMD_READ:
+        /* Over the maximum it is refused before anything is allocated. */
+        if (req->length <= conn->max_payload) {
+            bytes += bufpool_alloc_size(req->length);
+        }
+        break;
+    case PROTO_CMD_BLOCK_STATUS: {
+        unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
+        bytes += bufpool_alloc_size(block_status_ext_size(max)) +
+                 bufpool_alloc_size(block_status_out_size(max)) +
+                 bufpool_alloc_size(block_status_reply_size(max));
+        break;
+    }
+    default:
+        break;
+    }
+    return bytes;
+}
+
 static struct proto_reply chunk_header(const struct conn *conn,
                                        const struct proto_request *req)
 {
@@ -195,7 +241,7 @@ static int validate(const struct conn *conn, const struct proto_request *req)
                    ? ENOSPC
                    : EINVAL;
     }
-    if (type == PROTO_CMD_READ && req->length > SERVER_BLOCK_MAX) {
+    if (type == PROTO_CMD_READ && req->length > conn->max_payload) {
         return (req->flags & PROTO_CMD_FLAG_DF) ? EOVERFLOW : EINVAL;
     }
     if (type == PROTO_CMD_BLOCK_STATUS &&
@@ -255,9 +301,9 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
     if (!conn->extended && len > UINT32_MAX) {
         len = UINT32_MAX;
     }
-    struct backend_extent *ext = bufpool_get(max * sizeof *ext);
-    struct proto_extent *out = bufpool_get(max * sizeof *out);
-    size_t reply_size = PROTO_REPLY_HEADER_MAX + 8 + 16 * (size_t)max;
+    struct backend_extent *ext = bufpool_get(block_status_ext_size(max));
+    struct proto_extent *out = bufpool_get(block_status_out_size(max));
+    size_t reply_size = block_status_reply_size(max);
     uint8_t *reply = bufpool_get(reply_size);
     int r;
     if (ext == NULL || out == NULL || reply == NULL) {
@@ -292,8 +338,8 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
     r = send_locked(conn, &iov, 1);
 out:
     bufpool_put(reply, reply_size);
-    bufpool_put(out, max * sizeof *out);
-    bufpool_put(ext, max * sizeof *ext);
+    bufpool_put(out, block_status_out_size(max));
+    bufpool_put(ext, block_status_ext_size(max));
     return r;
 }
 
@@ -332,8 +378,13 @@ static int execute(struct conn *conn, struct request *rq)
         }
         break;
     case PROTO_CMD_CACHE:
+        /* Advisory: one request never starts more read-ahead than the
+         * largest READ it could send (up to 4 GiB, or 2^64 with extended
+         * headers, fit in 28 bytes). */
         if (req->length > 0) {
-            r = backend_cache(be, req->offset, req->length);
+            uint64_t len = req->length < conn->max_payload ? req->length
+                                                           : conn->max_payload;
+            r = backend_cache(be, req->offset, len);
         }
         break;
     default:
@@ -364,10 +415,10 @@ void transmit_request(void *opaque)
         }
     }
 
-    uint64_t bytes = rq->buf_size;
+    uint64_t held = rq->held;
     server_worker_done(conn->srv, rq->worker, rq->cost);
     bufpool_put(rq->buf, rq->buf_size);
     bufpool_put(rq, sizeof *rq);
-    conn_flow_release(conn, bytes);
+    conn_flow_release(conn, held);
     conn_unref(conn);
 }

@@ -1420,7 +1420,10 @@ START_TEST(test_proto_request_unknown_flags)
     ck_assert_uint_eq(out.flags, c->flags);
     ck_assert_uint_eq(out.cookie, COOKIE);
     ck_assert_uint_eq(out.length, 1024);
-    ck_assert_uint_eq(proto_request_payload_len(&out, c->extended), 1024);
+    bool has_payload =
+        !c->extended || (c->flags & PROTO_CMD_FLAG_PAYLOAD_LEN) != 0;
+    ck_assert_uint_eq(proto_request_payload_len(&out, c->extended),
+                      has_payload ? 1024 : 0);
 }
 END_TEST
 
@@ -1447,7 +1450,11 @@ START_TEST(test_proto_request_payload_len)
     ck_assert_uint_eq(proto_request_payload_len(&req, true), 0);
     req.type = PROTO_CMD_WRITE;
     ck_assert_uint_eq(proto_request_payload_len(&req, false), 4096);
+    /* Extended WRITE without PAYLOAD_LEN: its length is no payload. */
+    ck_assert_uint_eq(proto_request_payload_len(&req, true), 0);
+    req.flags = PROTO_CMD_FLAG_PAYLOAD_LEN;
     ck_assert_uint_eq(proto_request_payload_len(&req, true), 4096);
+    req.flags = 0;
     req.type = PROTO_CMD_BLOCK_STATUS;
     req.flags = PROTO_CMD_FLAG_PAYLOAD_LEN;
     ck_assert_uint_eq(proto_request_payload_len(&req, true), 4096);
