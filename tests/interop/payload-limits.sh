@@ -11,7 +11,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-requires python3 truncate cmp
+requires python3 truncate cmp fincore
 is_our_server || skip "tests nbd-serverd's payload limits"
 
 disk=$T/disk.img
@@ -204,6 +204,74 @@ EOF
 
 step "payload sizes with a raw client"
 python3 "$T/payload.py" "$port" "$disk" || fail "payload checks"
+server_alive
+stop_server
+
+# NBD_CMD_CACHE of 256 MiB with max-payload 1M: at most that much (plus
+# a little of the kernel's read-ahead) is brought into the page cache;
+# at 4b2efa4 one request brought in 8 MiB.
+cat >"$T/cache.py" <<'EOF'
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+port, disk = int(sys.argv[1]), sys.argv[2]
+MiB = 1 << 20
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def resident_mib():
+    out = subprocess.run(["fincore", "-b", "-n", "-o", "RES", disk],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0]) / MiB
+
+
+fd = os.open(disk, os.O_RDONLY)
+os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+os.close(fd)
+before = resident_mib()
+s = socket.create_connection(("127.0.0.1", port), timeout=30)
+recv_exact(s, 18)
+s.sendall(struct.pack(">I", 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 1, 4) + b"disk")
+recv_exact(s, 10)
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 5, 1, 0, 256 * MiB))
+magic, error, cookie = struct.unpack(">IIQ", recv_exact(s, 16))
+if magic != 0x67446698 or cookie != 1 or error != 0:
+    sys.exit("  FAIL: CACHE reply %#x error %d" % (magic, error))
+time.sleep(1)
+after = resident_mib()
+print("  CACHE of 256 MiB: %.1f MiB resident before, %.1f after"
+      % (before, after), flush=True)
+if after - before > 4:
+    sys.exit("  FAIL: one CACHE request read %.0f MiB ahead (max-payload 1M)"
+             % (after - before))
+EOF
+python3 - "$disk" <<'EOF'
+import os
+import sys
+with open(sys.argv[1], "r+b") as f:
+    for i in range(256):
+        f.write(os.urandom(1 << 20))
+EOF
+port=$(free_port)
+start_server -l "127.0.0.1:$port" -e disk="$disk" --max-payload 1M \
+    --max-buffer-memory-per-connection 1M --max-buffer-memory 1M
+step "NBD_CMD_CACHE is clipped to max-payload"
+python3 "$T/cache.py" "$port" "$disk" || fail "CACHE read-ahead"
 server_alive
 stop_server
 check_sanitizer_reports
