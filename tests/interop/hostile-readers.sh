@@ -44,6 +44,7 @@ import nbd
 
 pid, port, per_conn, glob, slack = (int(a) for a in sys.argv[1:6])
 server_log = sys.argv[6]
+sanitized = sys.argv[7] == "1"
 MiB = 1 << 20
 REQUEST_MAGIC = 0x25609513
 
@@ -160,6 +161,10 @@ for i, s in enumerate([h1] + more):
     s.close()
 log("every hostile client was disconnected")
 
+if sanitized:
+    # ASan and TSan keep freed memory in quarantine: RSS cannot fall.
+    log("sanitizer build: RSS after the clients left not checked")
+    sys.exit(0)
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline:
     after = rss_mib()
@@ -172,8 +177,12 @@ if after - base > 32:
 EOF
 
 step "hostile readers against caps of ${PER_CONN} MiB per connection, ${GLOBAL} MiB in all"
+sanitized=0
+if ldd "$BUILD/nbd-serverd" 2>/dev/null | grep -E -q 'lib(a|t)san'; then
+    sanitized=1
+fi
 "$NBD_PYTHON" "$T/hostile.py" "$SERVER_PID" "$port" $PER_CONN $GLOBAL $SLACK \
-    "$SERVER_LOG" ||
+    "$SERVER_LOG" $sanitized ||
     fail "hostile readers"
 grep -q "read no reply for .* (request-timeout), disconnecting" "$SERVER_LOG" ||
     fail "no log line for the stalled clients"
