@@ -452,7 +452,14 @@ static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
                           uint64_t offset, bool dsync, bool *synced)
 {
     int fd = io_fd(be, p, len, offset);
-    if (dsync && !be->in_memory &&
+    /*
+     * An O_DIRECT write with RWF_DSYNC to a regular file is not durable
+     * on every file system: on FUSE (Linux 6.18) no fsync reaches the
+     * daemon.  Such writes go plain and the caller syncs; block devices
+     * and buffered writes honour RWF_DSYNC.
+     */
+    bool dsync_honoured = fd != be->dfd || be->is_block;
+    if (dsync && dsync_honoured && !be->in_memory &&
         !atomic_load_explicit(&be->no_dsync, memory_order_relaxed)) {
         ssize_t r = coro_write_flags(fd, p, len, offset, RWF_DSYNC);
         if (r != -EOPNOTSUPP) {
