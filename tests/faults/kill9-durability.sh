@@ -19,6 +19,10 @@
 #    NBD_CMD_FLUSH), so SIGKILLing it before the server loses exactly
 #    what a power cut would lose from a disk's volatile cache.  The
 #    restarted server then serves the backing file directly.
+# Each case runs three times: mixed FUA and FLUSH writes, FUA only, and
+# FLUSH only.  In a power cut any sync reaches the whole disk, so a
+# working FLUSH would hide a FUA that does nothing, and the other way
+# round.
 # The control: the same power cut with nbdkit's fua filter discarding
 # FUA and flush requests (a server that ignores them) must make the
 # verifier report lost writes; if it does not, the test cannot fail and
