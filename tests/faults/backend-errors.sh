@@ -72,8 +72,8 @@ printf '[export eio]\npath = %s\n[export eio-direct]\npath = %s\ncache = none\n'
 start_server -c "$T/eio.conf" -l "$addr"
 fds=$(server_fds)
 eio_rc=0
-pyrun backend_errors.py eio "$addr" "$SERVER_PID" "$trigger" eio eio-direct ||
-    eio_rc=$?
+pyrun backend_errors.py eio "$addr" "$SERVER_PID" "$trigger" eio eio-direct \
+    2>&1 | tee "$T/eio.out" || eio_rc=$?
 rm -f "$trigger" "$trigger-flush"
 server_alive
 wait_fds_at_most "$fds"
@@ -100,5 +100,9 @@ pyrun backend_errors.py enospc "$addr" "$SERVER_PID" "${exports[@]}"
 server_alive
 wait_fds_at_most "$fds"
 stop_server
-[ "$eio_rc" = 0 ] || fail "the EIO checks failed (status $eio_rc), see above"
+if [ "$eio_rc" != 0 ]; then
+    grep -q "eio-direct: WRITE with FUA while flushes fail" "$T/eio.out" &&
+        hint_fuse_direct_dsync
+    fail "the EIO checks failed (status $eio_rc), see above"
+fi
 step "PASS"

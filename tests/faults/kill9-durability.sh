@@ -77,6 +77,9 @@ check_image()
     if [ "$rc" != "$2" ]; then
         step "FAILED: $3: durability check status $rc, want $2"
         FAILED+=("$3")
+        case $3 in
+        "power cut, cache=none"*) hint_fuse_direct_dsync ;;
+        esac
     fi
 }
 

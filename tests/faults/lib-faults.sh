@@ -102,6 +102,23 @@ mount_tmpfs()
     step "mounted a $2 tmpfs on $1"
 }
 
+# hint_fuse_direct_dsync: why a FUA write with cache=none on a FUSE file
+# may be acknowledged without being persistent.  Seen on Linux 6.18: an
+# O_DIRECT write submitted through io_uring with RWF_DSYNC (or O_DSYNC)
+# to a FUSE file reaches the FUSE daemon but is never followed by
+# FUSE_FSYNC (fio: ioengine=io_uring direct=1 sync=dsync sends no flush;
+# ioengine=psync does, and so does io_uring without direct), so the data
+# sits in the daemon's volatile cache.  The server cannot rely on
+# RWF_DSYNC there; it has to fdatasync itself.
+hint_fuse_direct_dsync()
+{
+    step "hint: with cache=none the server sends FUA writes as O_DIRECT" \
+        "RWF_DSYNC writes through io_uring; on a FUSE file the kernel then" \
+        "sends no FUSE_FSYNC (compare fio --ioengine=io_uring --direct=1" \
+        "--sync=dsync with --ioengine=psync): the server must fdatasync" \
+        "after such writes on file systems like FUSE"
+}
+
 # server_rss_kib, server_fds: the running server's VmRSS and open fds.
 server_rss_kib()
 {
