@@ -68,6 +68,7 @@ reap_killed()
 # check_image PATH WANT WHAT: restart on PATH, run the check; its status
 # must be WANT (0: consistent, 3: lost writes), else case WHAT failed.
 FAILED=()
+NO_POWER_CUT=
 check_image()
 {
     local rc=0
@@ -104,6 +105,7 @@ power_cut_case()
     local nsock=$T/nbdkit.sock mnt=$T/fuse nk_pid fuse_pid i a
     local -a filters=() params=()
     shift 3
+    [ -z "$NO_POWER_CUT" ] || return 0
     for a in "$@"; do
         case $a in
         --filter=*) filters+=("$a") ;;
@@ -131,8 +133,13 @@ power_cut_case()
     FAULT_MOUNTS+=("$mnt")
     for ((i = 0; i < 100; i++)); do
         is_mounted "$mnt" && [ -e "$mnt/disk" ] && break
-        kill -0 "$fuse_pid" 2>/dev/null ||
-            cannot "nbdfuse could not mount $mnt (is /dev/fuse usable?)"
+        if ! kill -0 "$fuse_pid" 2>/dev/null; then
+            # No FUSE here (not root, no /dev/fuse): the disk cases
+            # still count; the end of the script decides.
+            NO_POWER_CUT="nbdfuse could not mount $mnt (is /dev/fuse usable?)"
+            stop_pid "$nk_pid"
+            return 0
+        fi
         sleep 0.1
     done
     is_mounted "$mnt" || fail "nbdfuse did not mount $mnt within 10 s"
@@ -165,4 +172,5 @@ done
 step "== control: a server that drops FUA and FLUSH must be caught"
 power_cut_case writeback mixed 3 --filter=fua fuamode=discard
 [ "${#FAILED[@]}" = 0 ] || fail "failed: $(printf '[%s] ' "${FAILED[@]}")"
+[ -z "$NO_POWER_CUT" ] || cannot "power-cut cases not run: $NO_POWER_CUT"
 step "PASS"
