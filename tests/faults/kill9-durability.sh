@@ -43,7 +43,11 @@ url=$(uri_for "$addr" disk)
 disk_dir=$T
 case $(stat -f -c %T "$T") in
 tmpfs | ramfs)
-    disk_dir=$(mktemp -d "$PWD/$BUILD/faults-disk.XXXXXX")
+    case $BUILD in
+    /*) disk_dir=$BUILD ;;
+    *) disk_dir=$PWD/$BUILD ;;
+    esac
+    disk_dir=$(mktemp -d "$disk_dir/faults-disk.XXXXXX")
     trap 'rc=$?; set +e; faults_cleanup; rm -rf "$disk_dir"; (exit $rc); cleanup' EXIT
     ;;
 esac
