@@ -105,7 +105,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
         check-clang check-valgrind analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
-        install fuzz fuzz-regress
+        install fuzz fuzz-regress check-faults check-load
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -162,6 +162,17 @@ check-unit: $(UNIT_BINS)
 
 check-interop: all
 	@tests/run-interop.sh $(BUILD)
+
+# Fault and load tests, not part of `make check`: kill -9 durability,
+# backend errors (EIO, ENOSPC), clients that stop reading or vanish
+# (tests/faults/), and 1,000 connections plus 100 hostile ones
+# (tests/load/).  They mount a tmpfs and FUSE file systems, so they want
+# root; without it they skip, and fail under CI=true.
+check-faults: all
+	@tests/run-interop.sh $(BUILD) tests/faults
+
+check-load: all
+	@tests/run-interop.sh $(BUILD) tests/load
 
 check-asan:
 	$(MAKE) check-unit SANITIZE=address,undefined
