@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The command line (DESIGN.md, "Command-line contract"), parsed into a
- * struct cmdline that config_build lays over the configuration file.
+ * The command line (man/nbd-serverd.8; the tests rely on it), parsed
+ * into a struct cmdline that config_build lays over the configuration
+ * file.
  * Values are checked here as far as they can be without the file;
  * exit-worthy mistakes come back as -EINVAL with the message in err.
  */

@@ -112,7 +112,8 @@ static int send_locked(struct conn *conn, const struct iovec *iov, int n)
     int r = chan_writev_all_flags(conn->ch, iov, n, more ? CHAN_WRITE_MORE : 0);
     co_mutex_unlock(&conn->send_lock);
     if (r == 0 && more) {
-        /* Re-read: co_mutex_lock may have yielded (STYLE 5.2). */
+        /* Re-read: co_mutex_lock may have yielded (docs/design.md, "Threads
+         * and affinity"). */
         conn_push_later(conn, coro_loop(coro_self()));
     }
     if (r < 0) {

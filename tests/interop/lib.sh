@@ -12,8 +12,8 @@
 # NBDSRV_TEST_SERVER picks the server: "nbd-serverd" (the default) runs
 # $BUILD/nbd-serverd; "nbdkit" runs nbdkit's file plugin in directory mode
 # with the exportname filter, so that the scripts can be checked against a
-# known-good peer.  Our own command line (DESIGN.md, "Command-line
-# contract") is the one the scripts speak; start_server translates it for
+# known-good peer.  Our own command line (man/nbd-serverd.8; the tests
+# rely on it) is the one the scripts speak; start_server translates it for
 # nbdkit where nbdkit has an equivalent, and is_our_server lets a script
 # keep the checks that only our server promises.
 #
