@@ -1,5 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-/* Client internals shared by client.c and client-negotiate.c. */
+/*
+ * Client internals shared by the files of src/client/: the connection
+ * (client-conn.c), the reply receiver (client-recv.c), request issue and
+ * the commands (client-cmd.c), the pool (client-pool.c) and the
+ * handshake (client-negotiate.c, client-tls.c, client-deadline.c).
+ *
+ * Cookies: a request takes a slot of the connection's table (waiting
+ * for one when max_requests are in flight) and its cookie is the slot
+ * number in the low CLIENT_SLOT_BITS bits and a generation count above,
+ * so a stale or forged cookie from the server never matches.
+ *
+ * Hand-over between the issuer and the receiver (they may run on
+ * different loops): the issuer registers the request (state SENDING)
+ * under `lock`, sends it under `send_lock`, then moves the state from
+ * SENDING to WAITING with a compare-and-swap and parks.  The receiver,
+ * once the last chunk of the reply is in, unregisters it, stores the
+ * result, and exchanges the state to DONE: if the old state was WAITING
+ * it wakes the issuer on the issuer's loop; if it was SENDING the
+ * issuer's compare-and-swap fails and it does not park.  The exchange
+ * and the compare-and-swap are seq_cst (acquire-release would do): the
+ * issuer sees every byte the receiver wrote into its buffer.  A wake
+ * that arrives before the issuer has finished yielding only queues the
+ * coroutine on its own loop, whose thread is the one yielding it, so it
+ * runs after it parked (the coro-lock argument).
+ *
+ * Only the receiver completes requests.  A send that fails shuts the
+ * socket down, which makes the receiver's read fail; the receiver then
+ * marks the connection dead under `lock` and completes every registered
+ * request with the error.  A request registered after that sees `dead`
+ * and fails at once.  So every request ends, and none ends twice.
+ */
 #ifndef NBDSRV_CLIENT_INT_H
 #define NBDSRV_CLIENT_INT_H
 
@@ -12,7 +42,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* A request's progress; see client.c for the hand-over protocol. */
+/* A request's progress; see the hand-over protocol above. */
 enum client_req_state {
     CLIENT_REQ_SENDING = 0, /* registered; the issuer has not parked */
     CLIENT_REQ_WAITING = 1, /* the issuer parked (or is about to) */
@@ -88,6 +118,21 @@ struct client_conn {
  */
 #define CLIENT_HEADER_READ 64u
 #define CLIENT_SLOT_BITS 16
+#define CLIENT_MAX_SLOTS (1u << CLIENT_SLOT_BITS)
+
+/*
+ * Drops a reference to the connection; the last one frees it with its
+ * channel reference and its info strings.  NULL is allowed.  ANY_THREAD.
+ */
+ANY_THREAD void client_conn_unref(struct client_conn *conn);
+
+/*
+ * The reply receiver: the entry of the coroutine client_connect_chan
+ * starts with `arg` the connection, whose reference it takes.  It reads
+ * replies until the connection breaks, then fails every request, wakes
+ * the closer, and drops its reference.  CORO_FN.
+ */
+CORO_FN void client_recv_entry(void *arg);
 
 /*
  * Runs the handshake on conn->ch for `uri`'s export and fills conn->info.
