@@ -62,8 +62,8 @@ struct cmdline {
     unsigned nr_exports;
     unsigned threads;
     bool threads_set;
-    double handshake_timeout, shutdown_timeout, poll_us;
-    bool handshake_timeout_set, shutdown_timeout_set;
+    double handshake_timeout, shutdown_timeout, request_timeout, poll_us;
+    bool handshake_timeout_set, shutdown_timeout_set, request_timeout_set;
     unsigned max_connections;
     bool max_connections_set;
     const char *pidfile;
@@ -122,6 +122,7 @@ struct config {
     struct tls_config tls;    /* strings owned (cast away const to free) */
     double handshake_timeout; /* seconds; 0: none */
     double shutdown_timeout;  /* seconds */
+    double request_timeout;   /* seconds; 0: none */
     double poll_us;           /* command line only */
     unsigned max_connections; /* 0: unlimited */
     unsigned max_requests;    /* in flight per connection */

@@ -58,6 +58,8 @@ struct export_config {
  */
 struct server_limits {
     uint64_t handshake_timeout_ns; /* 0: no deadline */
+    uint64_t request_timeout_ns;   /* 0: none; for a started request's
+                                      header, then its payload, to arrive */
     uint64_t shutdown_timeout_ns;  /* bound on the drain of server_stop */
     unsigned max_requests;         /* in flight per connection */
     uint64_t max_inflight_bytes;   /* payload bytes per connection */
@@ -66,6 +68,7 @@ struct server_limits {
 
 #define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
 #define SERVER_DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000000000ull)
+#define SERVER_DEFAULT_REQUEST_TIMEOUT_NS (30ull * 1000000000ull)
 #define SERVER_DEFAULT_MAX_REQUESTS 128u
 #define SERVER_DEFAULT_MAX_INFLIGHT_BYTES (64ull * 1024 * 1024)
 

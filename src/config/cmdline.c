@@ -27,6 +27,7 @@ enum {
     OPT_CHECK_CONFIG,
     OPT_HANDSHAKE_TIMEOUT,
     OPT_SHUTDOWN_TIMEOUT,
+    OPT_REQUEST_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_POLL_US,
 };
@@ -47,6 +48,7 @@ static const struct option long_options[] = {
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"poll-us", required_argument, NULL, OPT_POLL_US},
     {"verbose", no_argument, NULL, 'v'},
@@ -93,6 +95,11 @@ void cmdline_usage(FILE *out)
         "      --shutdown-timeout S  on SIGTERM, wait at most S seconds for "
         "clients\n"
         "                            (default 30)\n"
+        "      --request-timeout S   drop clients whose request header or "
+        "payload,\n"
+        "                            once begun, is not complete within S "
+        "seconds\n"
+        "                            (default 30; 0: never)\n"
         "      --max-connections N   refuse clients beyond N at once (default "
         "0:\n"
         "                            unlimited)\n"
@@ -246,6 +253,11 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
             r = parse_seconds("--shutdown-timeout", optarg,
                               &cl->shutdown_timeout, err);
             cl->shutdown_timeout_set = true;
+            break;
+        case OPT_REQUEST_TIMEOUT:
+            r = parse_seconds("--request-timeout", optarg, &cl->request_timeout,
+                              err);
+            cl->request_timeout_set = true;
             break;
         case OPT_MAX_CONNECTIONS:
             r = parse_unsigned("--max-connections", optarg, 0,

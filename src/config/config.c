@@ -48,11 +48,12 @@ static const char *const server_keys[] = {
     "tls-priority",
     "handshake-timeout",
     "shutdown-timeout",
+    "request-timeout",
     "max-connections",
     "max-requests-per-connection",
     "log-level",
     "pidfile",
-    NULL,
+    NULL, /* (this comment keeps clang-format to one key a line) */
 };
 
 static const char *const export_keys[] = {
@@ -112,6 +113,7 @@ static struct config *config_new_defaults(void)
     atomic_init(&cfg->refs, 1);
     cfg->handshake_timeout = 10;
     cfg->shutdown_timeout = 30;
+    cfg->request_timeout = (double)SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
     cfg->max_requests = SERVER_DEFAULT_MAX_REQUESTS;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->tls.mode = TLS_MODE_OFF;
@@ -402,9 +404,11 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
             return fail(ctx, "out of memory");
         }
     } else if (strcmp(key, "handshake-timeout") == 0 ||
-               strcmp(key, "shutdown-timeout") == 0) {
-        double *field =
-            key[0] == 'h' ? &cfg->handshake_timeout : &cfg->shutdown_timeout;
+               strcmp(key, "shutdown-timeout") == 0 ||
+               strcmp(key, "request-timeout") == 0) {
+        double *field = key[0] == 'h'   ? &cfg->handshake_timeout
+                        : key[0] == 's' ? &cfg->shutdown_timeout
+                                        : &cfg->request_timeout;
         if (config_parse_seconds(v, field) < 0) {
             return fail(ctx,
                         "%s = %s: not a number of seconds from 0 to "
@@ -667,6 +671,9 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
     if (cl->shutdown_timeout_set) {
         cfg->shutdown_timeout = cl->shutdown_timeout;
     }
+    if (cl->request_timeout_set) {
+        cfg->request_timeout = cl->request_timeout;
+    }
     cfg->poll_us = cl->poll_us;
     if (cl->max_connections_set) {
         cfg->max_connections = cl->max_connections;
@@ -829,6 +836,7 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
     *limits = (struct server_limits){
         .handshake_timeout_ns = (uint64_t)(cfg->handshake_timeout * 1e9),
         .shutdown_timeout_ns = (uint64_t)(cfg->shutdown_timeout * 1e9),
+        .request_timeout_ns = (uint64_t)(cfg->request_timeout * 1e9),
         .max_requests = cfg->max_requests,
         .max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES,
         .max_connections = cfg->max_connections,
@@ -887,6 +895,7 @@ void config_print(const struct config *cfg, FILE *out)
     }
     fprintf(out, "handshake-timeout = %g\n", cfg->handshake_timeout);
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
+    fprintf(out, "request-timeout = %g\n", cfg->request_timeout);
     fprintf(out, "max-connections = %u\n", cfg->max_connections);
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
     fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));

@@ -11,9 +11,10 @@
  * each finished request wakes it.
  *
  * The receive side stops on end of file, on a framing error, on
- * NBD_CMD_DISC, or when the server stops (chan_wake of the read side).
- * It then waits until every request in flight has sent its reply and
- * drops its reference; the last reference closes the socket.
+ * NBD_CMD_DISC, when the server stops (chan_wake of the read side), or
+ * when a request stalls half way (the request timeout, below).  It then
+ * waits until every request in flight has sent its reply and drops its
+ * reference; the last reference closes the socket.
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 struct loop *server_pick_loop(struct server *srv)
@@ -323,13 +325,83 @@ static void dispatch(struct conn *conn, struct request *rq)
 }
 
 /*
+ * Request timeout.  A message (a request header, or a WRITE's payload)
+ * that has started to arrive must be complete within
+ * limits.request_timeout_ns of the receive side going back to the socket
+ * for the rest of it; otherwise the client has stopped half way and holds
+ * its place (and a payload buffer) for nothing, so the socket is shut.
+ * A read at a message boundary never counts: an idle client waits as long
+ * as it likes.  Neither does the receive side's own wait for flow
+ * control between a header and its payload: the payload's time starts
+ * when it is read.
+ *
+ * Cost on the hot path: a request that arrives whole in the receive
+ * buffer touches no timer and reads no clock.  A message that must go
+ * back to the socket reads the clock once (rx_partial_since).  The
+ * connection has one timer: the first such message arms it; when it
+ * expires, it cuts the connection if the message it finds pending has
+ * waited its full time, re-arms itself for the rest of that message's
+ * time if a later message is pending, and lapses if none is.  So a busy
+ * connection keeps at most one timer in flight, and there is no timer
+ * operation per request.
+ */
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void request_timer_fired(struct coro_timer *timer)
+{
+    struct conn *conn = container_of(timer, struct conn, rq_timer);
+    conn->rq_timer_armed = false;
+    if (!conn->rx_partial) {
+        return; /* the next message that waits arms it again */
+    }
+    uint64_t limit = conn->limits.request_timeout_ns;
+    uint64_t waited = monotonic_ns() - conn->rx_partial_since;
+    if (waited < limit) {
+        conn->rq_timer_armed = coro_timer_rearm(timer, limit - waited);
+        return;
+    }
+    log_info("%s: a request did not arrive whole within %g s "
+             "(request-timeout), disconnecting",
+             conn->peer, (double)limit / 1e9);
+    conn->rx_timed_out = true;
+    /* The receive side's read ends; replies still owed cannot go out
+     * either, so nothing waits on a client that stopped reading too. */
+    chan_shutdown(conn->ch, SHUT_RDWR);
+}
+
+/* The receive side goes back to the socket in the middle of a message. */
+static void message_wait_begins(struct conn *conn)
+{
+    conn->rx_partial = true;
+    conn->rx_partial_since = monotonic_ns();
+    if (!conn->rq_timer_armed) {
+        conn->rq_timer_armed = true;
+        coro_timer_start(&conn->rq_timer, conn->limits.request_timeout_ns,
+                         request_timer_fired);
+    }
+}
+
+/* The message being received is complete. */
+static inline void message_done(struct conn *conn)
+{
+    conn->rx_partial = false;
+}
+
+/*
  * Reads exactly `len` bytes through the receive buffer: one recvmsg
  * fetches as many request headers (and small payloads) as the client has
  * sent.  Large reads go straight to `dst` once the buffer is drained.
  * Returns 1 when done, 0 at end of file before the first byte, -errno.
  * A chan_wake (server stopping) interrupts only a read at a message
  * boundary (`boundary` and nothing read yet): -ECANCELED.  Elsewhere the
- * read goes on, so a message is never cut in two.
+ * read goes on, so a message is never cut in two.  A read that goes back
+ * to the socket anywhere but at a boundary starts the message's request
+ * timeout; the caller ends it with message_done.
  */
 static int conn_read(struct conn *conn, void *dst, size_t len, bool boundary)
 {
@@ -345,6 +417,10 @@ static int conn_read(struct conn *conn, void *dst, size_t len, bool boundary)
             continue;
         }
         conn->rbuf_start = conn->rbuf_end = 0;
+        if (!conn->rx_partial && (done > 0 || !boundary) &&
+            conn->limits.request_timeout_ns != 0) {
+            message_wait_begins(conn);
+        }
         /* Big payloads go straight to their buffer, small reads ahead. */
         bool direct = len - done >= CONN_RBUF_SIZE / 2;
         ssize_t n = direct
@@ -447,6 +523,7 @@ static void receive_requests(struct conn *conn)
             log_debug("%s: read: %s", conn->peer, strerror(-r));
             break;
         }
+        message_done(conn);
         struct proto_request req;
         r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
         if (r == -EBADMSG) {
@@ -474,6 +551,7 @@ static void receive_requests(struct conn *conn)
             if (discard_payload(conn, payload) < 0) {
                 break;
             }
+            message_done(conn);
             early_error = EINVAL;
             payload = 0;
         }
@@ -499,17 +577,23 @@ static void receive_requests(struct conn *conn)
         if (payload > 0) {
             r = conn_read(conn, buf, payload, false);
             if (r <= 0) {
-                log_info("%s: connection lost in a %llu-byte write payload",
-                         conn->peer, (unsigned long long)payload);
+                if (!conn->rx_timed_out) {
+                    log_info("%s: connection lost in a %llu-byte write "
+                             "payload",
+                             conn->peer, (unsigned long long)payload);
+                }
                 bufpool_put(buf, payload);
                 bufpool_put(rq, sizeof *rq);
                 conn_flow_release(conn, payload);
                 break;
             }
+            message_done(conn);
         }
         dispatch(conn, rq);
     }
     conn_shutdown_window_stop(&window);
+    coro_timer_stop(&conn->rq_timer);
+    conn->rq_timer_armed = false;
 }
 
 void conn_run(struct server *srv, int fd, const char *peer,

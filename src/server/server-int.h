@@ -153,6 +153,14 @@ struct conn {
     uint8_t *rbuf;
     size_t rbuf_start, rbuf_end;
 
+    /* The request timeout (conn.c, "Request timeout").  Loop-local to
+     * the home loop: the receive coroutine and the timer's callback. */
+    bool rx_partial;           /* waiting for the rest of a message... */
+    uint64_t rx_partial_since; /* ...since (CLOCK_MONOTONIC ns) */
+    bool rx_timed_out;         /* the timeout shut the socket */
+    bool rq_timer_armed;
+    struct coro_timer rq_timer;
+
     struct co_mutex send_lock; /* serialises replies; before flow_lock */
     struct conn_push *push;    /* one per loop; immutable pointer */
 

@@ -144,6 +144,8 @@ static const struct {
     {"[server]\ntls-verify-peer = perhaps\n", "test.conf:2: tls-verify-peer"},
     {"[server]\nhandshake-timeout = -1\n", "test.conf:2: handshake-timeout"},
     {"[server]\nshutdown-timeout = soon\n", "test.conf:2: shutdown-timeout"},
+    {"[server]\nrequest-timeout = forever\n", "test.conf:2: request-timeout"},
+    {"[server]\nrequest-timeout = 86401\n", "test.conf:2: request-timeout"},
     {"[server]\nmax-connections = -3\n", "test.conf:2: max-connections"},
     {"[server]\nmax-requests-per-connection = 0\n",
      "test.conf:2: max-requests-per-connection"},
@@ -208,6 +210,7 @@ START_TEST(test_config_file_good)
                    "tls-priority = NORMAL\n"
                    "handshake-timeout = 2.5\n"
                    "shutdown-timeout = 0\n"
+                   "request-timeout = 7.5\n"
                    "max-connections = 7\n"
                    "max-requests-per-connection = 16\n"
                    "log-level = debug\n"
@@ -239,6 +242,7 @@ START_TEST(test_config_file_good)
     ck_assert_str_eq(cfg->tls.priority, "NORMAL");
     ck_assert(cfg->handshake_timeout == 2.5);
     ck_assert(cfg->shutdown_timeout == 0);
+    ck_assert(cfg->request_timeout == 7.5);
     ck_assert_uint_eq(cfg->max_connections, 7);
     ck_assert_uint_eq(cfg->max_requests, 16);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
@@ -277,6 +281,7 @@ START_TEST(test_config_file_good)
     ck_assert_msg(again != NULL, "%s", err.msg);
     ck_assert_uint_eq(again->exports[0].ec.nr_allow, 4);
     ck_assert_uint_eq(again->max_connections, 7);
+    ck_assert(again->request_timeout == 7.5);
     ck_assert_str_eq(again->exports[0].ec.path, a->ec.path);
     config_unref(again);
     finish(&cl2);
@@ -324,6 +329,31 @@ START_TEST(test_config_print_keeps_leading_semicolon)
 }
 END_TEST
 
+/* What a configuration that sets nothing gives the server. */
+START_TEST(test_config_defaults)
+{
+    struct err err;
+    struct config *cfg =
+        config_parse_string("[export a]\npath = /a.img\n", "d.conf", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert(cfg->request_timeout == 30);
+    struct server_limits limits;
+    config_limits(cfg, &limits);
+    ck_assert_uint_eq(limits.request_timeout_ns, 30ull * 1000000000);
+    ck_assert_uint_eq(limits.handshake_timeout_ns, 10ull * 1000000000);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_ptr_nonnull(strstr(text, "\nrequest-timeout = 30\n"));
+    free(text);
+    config_unref(cfg);
+}
+END_TEST
+
 START_TEST(test_config_cmdline_overrides_file)
 {
     make_dir();
@@ -345,6 +375,8 @@ START_TEST(test_config_cmdline_overrides_file)
                           "0",
                           "--shutdown-timeout",
                           "4",
+                          "--request-timeout",
+                          "0",
                           "-r",
                           "-e",
                           img,
@@ -359,6 +391,7 @@ START_TEST(test_config_cmdline_overrides_file)
     ck_assert_uint_eq(cfg->threads, 1);
     ck_assert_uint_eq(cfg->max_connections, 0);
     ck_assert(cfg->shutdown_timeout == 4);
+    ck_assert(cfg->request_timeout == 0);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
     ck_assert_uint_eq(cfg->nr_exports, 2);
     ck_assert(!cfg->exports[0].ec.read_only); /* -r: only -e exports */
@@ -392,6 +425,7 @@ static const struct {
     {{"-l", NULL}, "needs an argument"},
     {{"extra", NULL}, "unexpected argument 'extra'"},
     {{"--handshake-timeout", "x", NULL}, "--handshake-timeout: 'x'"},
+    {{"--request-timeout", "-1", NULL}, "--request-timeout: '-1'"},
     {{"-e", "a=/nonexistent/x.img", NULL}, "--export: [export a]: image"},
     {{"-e", "a=/dev/null", NULL}, "not a regular file or block device"},
     {{NULL}, "no export"},
@@ -432,6 +466,7 @@ START_TEST(test_config_help_and_version)
     ck_assert_ptr_nonnull(strstr(buf, "nbd-serverd 0."));
     ck_assert_ptr_nonnull(strstr(buf, "--check-config"));
     ck_assert_ptr_nonnull(strstr(buf, "--shutdown-timeout"));
+    ck_assert_ptr_nonnull(strstr(buf, "--request-timeout"));
 }
 END_TEST
 
@@ -600,6 +635,7 @@ static Suite *config_suite(void)
                         (int)(sizeof bad_files / sizeof bad_files[0]));
     tcase_add_test(tc, test_config_file_good);
     tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
+    tcase_add_test(tc, test_config_defaults);
     suite_add_tcase(s, tc);
     tc = tcase_create("cmdline");
     tcase_set_timeout(tc, 30);
