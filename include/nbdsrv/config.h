@@ -37,6 +37,12 @@
 #define CONFIG_MAX_THREADS 256u
 #define CONFIG_MAX_REQUESTS 1024u
 #define CONFIG_MAX_CONNECTIONS 1000000u
+/*
+ * Clients served at once unless configured: a connection costs one file
+ * descriptor and a few KiB, so the server can afford many; 1024 still
+ * bounds what a flood of clients can take.
+ */
+#define CONFIG_DEFAULT_MAX_CONNECTIONS 1024u
 
 /* One command-line export (-e NAME=PATH).  Strings point into argv. */
 struct cmdline_export {
@@ -64,8 +70,8 @@ struct cmdline {
     bool threads_set;
     double handshake_timeout, shutdown_timeout, request_timeout, poll_us;
     bool handshake_timeout_set, shutdown_timeout_set, request_timeout_set;
-    unsigned max_connections;
-    bool max_connections_set;
+    unsigned max_connections, max_connections_per_client;
+    bool max_connections_set, max_connections_per_client_set;
     const char *pidfile;
     const char *tls_mode, *tls_certs, *tls_psk, *tls_priority;
     bool tls_verify_peer;
@@ -125,7 +131,8 @@ struct config {
     double request_timeout;   /* seconds; 0: none */
     double poll_us;           /* command line only */
     unsigned max_connections; /* 0: unlimited */
-    unsigned max_requests;    /* in flight per connection */
+    unsigned max_connections_per_client; /* 0: unlimited */
+    unsigned max_requests;               /* in flight per connection */
     enum log_level log_level;
     char *pidfile; /* NULL: none */
     struct config_export *exports;

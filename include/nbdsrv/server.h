@@ -54,16 +54,20 @@ struct export_config {
 
 /*
  * Limits.  A connection takes a copy of the limits current when it is
- * accepted: server_set_limits applies to new connections only.
+ * accepted: server_set_limits applies to new connections only.  The
+ * connection counts are checked when a client is accepted; one over a
+ * limit is closed at once, and lowering a limit closes nobody.
  */
 struct server_limits {
-    uint64_t handshake_timeout_ns; /* 0: no deadline */
-    uint64_t request_timeout_ns;   /* 0: none; for a started request's
-                                      header, then its payload, to arrive */
-    uint64_t shutdown_timeout_ns;  /* bound on the drain of server_stop */
-    unsigned max_requests;         /* in flight per connection */
-    uint64_t max_inflight_bytes;   /* payload bytes per connection */
-    unsigned max_connections;      /* 0: unlimited */
+    uint64_t handshake_timeout_ns;       /* 0: no deadline */
+    uint64_t request_timeout_ns;         /* 0: none; for a started request's
+                                            header, then its payload, to arrive */
+    uint64_t shutdown_timeout_ns;        /* bound on the drain of server_stop */
+    unsigned max_requests;               /* in flight per connection */
+    uint64_t max_inflight_bytes;         /* payload bytes per connection */
+    unsigned max_connections;            /* 0: unlimited */
+    unsigned max_connections_per_client; /* per address, every unix
+                                            client one; 0: unlimited */
 };
 
 #define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)

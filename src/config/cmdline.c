@@ -29,6 +29,7 @@ enum {
     OPT_SHUTDOWN_TIMEOUT,
     OPT_REQUEST_TIMEOUT,
     OPT_MAX_CONNECTIONS,
+    OPT_MAX_CONNECTIONS_PER_CLIENT,
     OPT_POLL_US,
 };
 
@@ -50,6 +51,8 @@ static const struct option long_options[] = {
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-connections-per-client", required_argument, NULL,
+     OPT_MAX_CONNECTIONS_PER_CLIENT},
     {"poll-us", required_argument, NULL, OPT_POLL_US},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, 'V'},
@@ -101,8 +104,13 @@ void cmdline_usage(FILE *out)
         "seconds\n"
         "                            (default 30; 0: never)\n"
         "      --max-connections N   refuse clients beyond N at once (default "
-        "0:\n"
-        "                            unlimited)\n"
+        "1024;\n"
+        "                            0: unlimited)\n"
+        "      --max-connections-per-client N\n"
+        "                            refuse clients beyond N at once from one "
+        "address;\n"
+        "                            unix clients are one address (default 0: "
+        "unlimited)\n"
         "      --poll-us N           an idle loop polls N microseconds before "
         "sleeping\n"
         "                            (default 0)\n"
@@ -264,6 +272,12 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
                                CONFIG_MAX_CONNECTIONS, &cl->max_connections,
                                err);
             cl->max_connections_set = true;
+            break;
+        case OPT_MAX_CONNECTIONS_PER_CLIENT:
+            r = parse_unsigned("--max-connections-per-client", optarg, 0,
+                               CONFIG_MAX_CONNECTIONS,
+                               &cl->max_connections_per_client, err);
+            cl->max_connections_per_client_set = true;
             break;
         case OPT_POLL_US:
             r = parse_seconds("--poll-us", optarg, &cl->poll_us, err);

@@ -50,6 +50,7 @@ static const char *const server_keys[] = {
     "shutdown-timeout",
     "request-timeout",
     "max-connections",
+    "max-connections-per-client",
     "max-requests-per-connection",
     "log-level",
     "pidfile",
@@ -114,6 +115,7 @@ static struct config *config_new_defaults(void)
     cfg->handshake_timeout = 10;
     cfg->shutdown_timeout = 30;
     cfg->request_timeout = (double)SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
+    cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
     cfg->max_requests = SERVER_DEFAULT_MAX_REQUESTS;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->tls.mode = TLS_MODE_OFF;
@@ -415,13 +417,14 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
                         "86400",
                         key, v);
         }
-    } else if (strcmp(key, "max-connections") == 0) {
-        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS,
-                              &cfg->max_connections) < 0) {
-            return fail(ctx,
-                        "max-connections = %s: not a number from 0 "
-                        "(unlimited) to %u",
-                        v, CONFIG_MAX_CONNECTIONS);
+    } else if (strcmp(key, "max-connections") == 0 ||
+               strcmp(key, "max-connections-per-client") == 0) {
+        unsigned *field = strcmp(key, "max-connections") == 0
+                              ? &cfg->max_connections
+                              : &cfg->max_connections_per_client;
+        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS, field) < 0) {
+            return fail(ctx, "%s = %s: not a number from 0 (unlimited) to %u",
+                        key, v, CONFIG_MAX_CONNECTIONS);
         }
     } else if (strcmp(key, "max-requests-per-connection") == 0) {
         if (config_parse_uint(v, 1, CONFIG_MAX_REQUESTS, &cfg->max_requests) <
@@ -678,6 +681,9 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
     if (cl->max_connections_set) {
         cfg->max_connections = cl->max_connections;
     }
+    if (cl->max_connections_per_client_set) {
+        cfg->max_connections_per_client = cl->max_connections_per_client;
+    }
     if (cl->verbose) {
         cfg->log_level = LOG_LEVEL_DEBUG;
     }
@@ -840,6 +846,7 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
         .max_requests = cfg->max_requests,
         .max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES,
         .max_connections = cfg->max_connections,
+        .max_connections_per_client = cfg->max_connections_per_client,
     };
 }
 
@@ -897,6 +904,8 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
     fprintf(out, "request-timeout = %g\n", cfg->request_timeout);
     fprintf(out, "max-connections = %u\n", cfg->max_connections);
+    fprintf(out, "max-connections-per-client = %u\n",
+            cfg->max_connections_per_client);
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
     fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));
     if (cfg->pidfile != NULL) {

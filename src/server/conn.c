@@ -188,6 +188,9 @@ static void conn_free(struct conn *conn)
         conn->next->prev = conn->prev;
     }
     pthread_mutex_unlock(&srv->lock);
+    /* Before the socket closes: a client that sees it close may connect
+     * again at once and must find its place free. */
+    server_admit_release(srv, &conn->peer_addr);
 
     for (unsigned i = 0; i < srv->loops->count; i++) {
         bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
@@ -237,15 +240,13 @@ void conn_set_chan_take(struct conn *conn, struct chan *tls)
 /*
  * Adds the connection to the server's list and copies the current limits
  * and TLS policy (with a reference to the credentials); false once
- * stopping or when the connection is one too many (max_over tells which).
+ * stopping.  (The acceptor has counted it against the connection limits.)
  */
-static bool conn_register(struct conn *conn, bool *max_over)
+static bool conn_register(struct conn *conn)
 {
     struct server *srv = conn->srv;
     pthread_mutex_lock(&srv->lock);
     conn->limits = srv->limits;
-    *max_over = conn->limits.max_connections != 0 &&
-                srv->nr_conns >= conn->limits.max_connections;
     conn->tls_mode = srv->tls_mode;
     conn->tls_creds =
         srv->tls_creds != NULL ? tls_creds_ref(srv->tls_creds) : NULL;
@@ -259,7 +260,7 @@ static bool conn_register(struct conn *conn, bool *max_over)
     pthread_mutex_unlock(&srv->lock);
     /* server_stop sets `stopping` before it walks the list: a connection
      * added after the walk sees the flag here (both seq_cst). */
-    return !atomic_load(&srv->stopping) && !*max_over;
+    return !atomic_load(&srv->stopping);
 }
 
 struct handshake_deadline {
@@ -599,15 +600,18 @@ static void receive_requests(struct conn *conn)
 void conn_run(struct server *srv, int fd, const char *peer,
               const struct sockaddr_storage *peer_addr)
 {
+    /* Until conn_register, leaving must release the admission too. */
     struct conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
         log_error("%s: out of memory for a connection", peer);
+        server_admit_release(srv, peer_addr);
         close(fd);
         return;
     }
     conn->ch = chan_sock_new_take(fd);
     if (conn->ch == NULL) {
         log_error("%s: cannot set up the socket: %s", peer, strerror(errno));
+        server_admit_release(srv, peer_addr);
         free(conn);
         return;
     }
@@ -616,6 +620,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     conn->push = calloc(srv->loops->count, sizeof *conn->push);
     if (conn->push == NULL) {
         log_error("%s: out of memory for a connection", peer);
+        server_admit_release(srv, peer_addr);
         chan_unref(conn->ch);
         free(conn);
         return;
@@ -630,13 +635,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     co_mutex_init(&conn->send_lock);
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);
-    bool max_over;
-    if (!conn_register(conn, &max_over)) {
-        if (max_over) {
-            log_warning("%s: refused: already %u connections "
-                        "(max-connections)",
-                        conn->peer, conn->limits.max_connections);
-        }
+    if (!conn_register(conn)) {
         conn_unref(conn);
         return;
     }

@@ -17,6 +17,7 @@
 #include "nbdsrv/chan.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
+#include "nbdsrv/log.h"
 #include "nbdsrv/proto.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-creds.h"
@@ -76,6 +77,42 @@ struct export_table {
 struct listener;
 
 /*
+ * A client address as admission counts it (admit.c): an IPv4 address
+ * (also when it reaches an IPv6 listener as ::ffff:a.b.c.d), an IPv6
+ * address, or AF_UNIX for every unix-socket client.  Unused bytes are
+ * zero, so keys compare with memcmp.
+ */
+struct client_key {
+    uint8_t family; /* AF_INET, AF_INET6 or AF_UNIX */
+    uint8_t addr[16];
+};
+
+/*
+ * Connections per client address: a chained hash table holding an entry
+ * for each address that has connections.  Embedded in the server,
+ * GUARDED_BY(srv->lock).
+ */
+struct client_count;
+struct client_table {
+    struct client_count **buckets; /* nr_buckets (a power of two), or NULL */
+    unsigned nr_buckets;
+    unsigned nr;   /* entries */
+    uint64_t seed; /* immutable after init: hash seed */
+};
+
+/* Why server_admit took or refused a connection. */
+enum server_admit {
+    SERVER_ADMIT_OK,
+    SERVER_ADMIT_FULL,       /* limits.max_connections reached */
+    SERVER_ADMIT_PER_CLIENT, /* limits.max_connections_per_client reached */
+    SERVER_ADMIT_NO_MEMORY,  /* no memory to count the address */
+    SERVER_ADMIT_NR,
+};
+
+/* At most one log line per refusal reason in this time. */
+#define SERVER_REFUSAL_LOG_NS (10ull * 1000000000u)
+
+/*
  * Requests dispatched to a loop and not finished yet.  One per loop, each
  * on its own cache line.  Relaxed atomics: a stale count only makes a
  * less even choice.
@@ -101,11 +138,16 @@ struct server {
     struct server_limits limits; /* GUARDED_BY(lock) */
     struct export_table *table;  /* GUARDED_BY(lock); we hold a ref */
     struct conn *conns;          /* GUARDED_BY(lock): doubly linked */
-    unsigned nr_conns;           /* GUARDED_BY(lock) */
+    unsigned nr_conns;           /* GUARDED_BY(lock): until sockets close */
+    unsigned nr_admitted;        /* GUARDED_BY(lock): server_admit's count */
+    struct client_table clients; /* GUARDED_BY(lock): per address */
     unsigned nr_acceptors;       /* GUARDED_BY(lock) */
     enum tls_mode tls_mode;      /* GUARDED_BY(lock) */
     struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
                                     when mode is off */
+
+    /* One rate limit per refusal reason (enum server_admit); atomic. */
+    struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
 };
 
 /*
@@ -241,6 +283,38 @@ struct shutdown_window {
 CORO_FN void conn_shutdown_window_start(struct conn *conn,
                                         struct shutdown_window *w);
 CORO_FN void conn_shutdown_window_stop(struct shutdown_window *w);
+
+/* admit.c (see there) */
+ANY_THREAD void client_key_from(struct client_key *key,
+                                const struct sockaddr_storage *peer);
+ANY_THREAD void client_table_init(struct client_table *t);
+ANY_THREAD void client_table_fini(struct client_table *t);
+/*
+ * Counts one more connection of `key`, unless it already has `limit` (0:
+ * no limit).  Returns 0, -EUSERS at the limit, or -ENOMEM.
+ */
+ANY_THREAD int client_table_add(struct client_table *t,
+                                const struct client_key *key, unsigned limit);
+/* One connection of `key` is gone (it must have been counted). */
+ANY_THREAD void client_table_remove(struct client_table *t,
+                                    const struct client_key *key);
+ANY_THREAD unsigned client_table_count(const struct client_table *t,
+                                       const struct client_key *key);
+/*
+ * Counts a new connection from `peer` against the current limits
+ * (srv->limits) and returns SERVER_ADMIT_OK, or the reason it is refused;
+ * then nothing is counted, and *count is the count that is at its limit.
+ * Takes srv->lock.  ANY_THREAD.
+ */
+ANY_THREAD enum server_admit server_admit(struct server *srv,
+                                          const struct sockaddr_storage *peer,
+                                          unsigned *count);
+/* A connection server_admit counted is gone.  Takes srv->lock. */
+ANY_THREAD void server_admit_release(struct server *srv,
+                                     const struct sockaddr_storage *peer);
+/* Logs a refusal of `peer`, rate-limited per reason.  ANY_THREAD. */
+ANY_THREAD void server_log_refusal(struct server *srv, enum server_admit why,
+                                   const char *peer, unsigned count);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

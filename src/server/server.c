@@ -3,8 +3,10 @@
  * The server: exports, listeners and the orderly stop.
  *
  * Each listening socket has an acceptor coroutine on the main loop (the
- * first loop of the group) that accepts with io_uring and starts each
- * connection's coroutine on a home loop chosen round robin.
+ * first loop of the group) that accepts with io_uring, counts the client
+ * against the connection limits (admit.c; one over a limit is closed at
+ * once) and starts each connection's coroutine on a home loop chosen
+ * round robin.
  *
  * Stop, in order: set `stopping`; cancel the pending accepts (a task on
  * the main loop submits IORING_OP_ASYNC_CANCEL for each listening fd);
@@ -49,6 +51,7 @@ struct server *server_new(const struct server_limits *limits)
         return NULL;
     }
     pthread_mutex_init(&srv->lock, NULL);
+    client_table_init(&srv->clients);
     server_set_limits(srv, limits);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
@@ -248,20 +251,29 @@ static void acceptor_entry(void *opaque)
             }
             continue;
         }
+        char peer[sizeof((struct conn_start *)NULL)->peer];
+        sock_addr_format((struct sockaddr *)&ss, len, peer, sizeof peer);
+        unsigned count = 0;
+        enum server_admit admitted = server_admit(srv, &ss, &count);
+        if (admitted != SERVER_ADMIT_OK) {
+            close(fd);
+            server_log_refusal(srv, admitted, peer, count);
+            continue;
+        }
         struct conn_start *cs = calloc(1, sizeof *cs);
         struct loop *home = server_pick_loop(srv);
         struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
         if (co == NULL) {
             log_error("no memory for a new connection");
             free(cs);
+            server_admit_release(srv, &ss);
             close(fd);
             continue;
         }
         cs->srv = srv;
         cs->fd = fd;
         cs->addr = ss;
-        sock_addr_format((struct sockaddr *)&ss, len, cs->peer,
-                         sizeof cs->peer);
+        memcpy(cs->peer, peer, sizeof cs->peer);
         coro_schedule(home, co);
     }
     pthread_mutex_lock(&srv->lock);
@@ -438,6 +450,7 @@ void server_free(struct server *srv)
     free(srv->load);
     export_table_unref(srv->table);
     srv->table = NULL;
+    client_table_fini(&srv->clients);
     pthread_cond_destroy(&srv->changed);
     pthread_mutex_destroy(&srv->lock);
     free(srv);

@@ -4,7 +4,13 @@
 # request-timeout drops a client that stops half way through a request
 # header or a WRITE payload (its time counted from when the server had to
 # wait for the rest), while an idle client, a slow but whole request and
-# a client with nothing half sent stay served.
+# a client with nothing half sent stay served.  max-connections and
+# max-connections-per-client (unix clients are one address) are held
+# open by idle clients: the next client is closed at once, the refusals
+# are logged once per reason, a well-behaved client (nbdinfo) is served
+# as soon as a place frees, also when the place frees because a stalled
+# half-request was dropped, and a reload changes the limits for new
+# clients only.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -19,8 +25,11 @@ make_image "$disk" 64M
 
 # Raw-socket clients.  argv: ACTION ARGS...
 cat >"$T/raw.py" <<'EOF'
+import os
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -42,7 +51,9 @@ def fail(msg):
     failures.append(msg)
 
 
-def connect(addr, timeout=10.0):
+def connect(addr, timeout=10.0, src=None):
+    """Connects to ADDR ("HOST:PORT" or "unix:PATH"), from source address
+    src if given (127.0.0.0/8 is all loopback)."""
     if addr.startswith("unix:"):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target = addr[5:]
@@ -50,6 +61,8 @@ def connect(addr, timeout=10.0):
         host, port = addr.rsplit(":", 1)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         target = (host, int(port))
+        if src is not None:
+            s.bind((src, 0))
     s.settimeout(timeout)
     s.connect(target)
     return s
@@ -216,8 +229,159 @@ def stall(addr, limit):
     idle.sendall(header(CMD_DISC, 8, 0, 0))
 
 
+def refused(addr, src=None):
+    """Connects; True if the server closes the connection without a
+    greeting, False if it greets (the client is served)."""
+    s = connect(addr, src=src)
+    try:
+        data = s.recv(18)
+    except ConnectionResetError:
+        data = b""
+    s.close()
+    return data == b""
+
+
+def served(addr, src=None, what="client"):
+    """A client that is served: handshake and one READ."""
+    s = connect(addr, src=src)
+    export_name(s)
+    if not read_ok(s, 1, what):
+        raise SystemExit("  FAIL: %s: READ failed" % what)
+    return s
+
+
+def served_retrying(addr, src, what, limit=20.0):
+    """The connection that a place has just been freed for.  The server
+    frees a place before it closes the socket, but the start-up probe of
+    the test library may still hold one for a moment: retry a refusal."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return served(addr, src, what)
+        except (EOFError, ConnectionResetError):
+            if time.monotonic() > deadline:
+                raise SystemExit("  FAIL: %s: refused for %.0f s" %
+                                 (what, limit))
+            time.sleep(0.05)
+
+
+def nbdinfo(uri):
+    r = subprocess.run(["nbdinfo", "--size", uri], capture_output=True,
+                       text=True, timeout=60)
+    return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+def log_count(path, text):
+    with open(path, errors="replace") as f:
+        return f.read().count(text)
+
+
+def reload(conf, pid, log_path, text):
+    before = log_count(log_path, "reloaded: ")
+    with open(conf, "w") as f:
+        f.write(text)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while log_count(log_path, "reloaded: ") == before:
+        if time.monotonic() > deadline:
+            raise SystemExit("  FAIL: the reload was not logged")
+        time.sleep(0.05)
+
+
+def limits(tcp, unix, per, total, limit, conf, pid, log_path, counts):
+    """Fills max-connections-per-client from 127.0.0.1 and
+    max-connections with unix clients (TOTAL = PER from 127.0.0.1, 1 from
+    127.0.0.2, the rest over unix), all idle, and checks what the next
+    clients get."""
+    per, total, limit, pid = int(per), int(total), float(limit), int(pid)
+    unix_uri = "nbd+unix:///disk?socket=" + unix[5:]
+    tcp_uri = "nbd://%s/disk" % tcp
+    n_per = n_full = 0
+    held = [served_retrying(tcp, "127.0.0.1", "client %d from 127.0.0.1" % i)
+            for i in range(per)]
+    log("%d idle clients from 127.0.0.1" % per)
+    for i in range(20):
+        if not refused(tcp, "127.0.0.1"):
+            raise SystemExit("  FAIL: client %d from 127.0.0.1 served over "
+                             "max-connections-per-client" % (per + 1))
+        n_per += 1
+    log("20 more from 127.0.0.1: each closed without a greeting")
+    other = served(tcp, "127.0.0.2", "a client from 127.0.0.2")
+    log("a client from 127.0.0.2 is served")
+    held_unix = [served(unix, what="unix client %d" % i)
+                 for i in range(total - per - 1)]
+    log("%d unix clients: %d connections in all" % (len(held_unix), total))
+    for i in range(10):
+        if not refused(tcp, "127.0.0.3") or not refused(unix):
+            raise SystemExit("  FAIL: a client served over max-connections")
+        n_full += 2
+    ok, out = nbdinfo(unix_uri)
+    if ok:
+        raise SystemExit("  FAIL: nbdinfo served over max-connections")
+    n_full += 1
+    log("at max-connections: 20 raw clients and nbdinfo are closed at once")
+
+    # A place frees when a client leaves: once the client has seen its
+    # connection close, the next client is served at the first attempt.
+    other.sendall(header(CMD_DISC, 9, 0, 0))
+    if closed_within(other, 10) is None:
+        raise SystemExit("  FAIL: NBD_CMD_DISC did not close the connection")
+    ok, out = nbdinfo(unix_uri)
+    if not ok:
+        raise SystemExit("  FAIL: nbdinfo refused after a place freed: " + out)
+    log("a client sent NBD_CMD_DISC: nbdinfo is served at once (size %s)"
+        % out)
+
+    # A client stalled half way through a request holds its place only
+    # until request-timeout drops it.
+    t0 = time.monotonic()
+    held[0].sendall(header(CMD_WRITE, 10, 0, 1 << 20) + b"\x11" * 100)
+    if not refused(tcp, "127.0.0.1"):
+        raise SystemExit("  FAIL: served over max-connections-per-client")
+    n_per += 1
+    expect_dropped("a client stalled in a payload", held[0], t0, limit,
+                   limit + 30)
+    deadline = time.monotonic() + 30
+    while True:
+        ok, out = nbdinfo(tcp_uri)
+        if ok:
+            break
+        n_per += 1
+        if time.monotonic() > deadline:
+            raise SystemExit("  FAIL: nbdinfo not served after the stalled "
+                             "client was dropped: " + out)
+        time.sleep(0.05)
+    log("the stalled client's place went to nbdinfo")
+
+    # A reload: lower limits apply to new clients; connected ones stay.
+    reload(conf, pid, log_path, "[server]\nmax-connections = %d\n"
+           "max-connections-per-client = 1\nrequest-timeout = %g\n"
+           % (total, limit))
+    for what, addr in (("127.0.0.1", tcp), ("unix", unix)):
+        if not refused(addr, "127.0.0.1" if addr == tcp else None):
+            raise SystemExit("  FAIL: %s served over the reloaded "
+                             "max-connections-per-client = 1" % what)
+        n_per += 1
+    for i, s in enumerate(held[1:] + held_unix):
+        if not read_ok(s, 20 + i, "a client connected before the reload"):
+            raise SystemExit(1)
+    log("after a reload to max-connections-per-client = 1: new clients "
+        "from 127.0.0.1 and unix are closed, the %d connected ones are "
+        "served" % (len(held) - 1 + len(held_unix)))
+    reload(conf, pid, log_path, "[server]\nmax-connections = 0\n"
+           "max-connections-per-client = 0\n")
+    extra = [served(tcp, "127.0.0.1", "a client after the limits went")
+             for i in range(total)]
+    log("after a reload to no limits: %d more clients served" % len(extra))
+    for s in held[1:] + held_unix + extra:
+        s.sendall(header(CMD_DISC, 99, 0, 0))
+        s.close()
+    with open(counts, "w") as f:
+        f.write("%d %d\n" % (n_full, n_per))
+
+
 action = sys.argv[1]
-{"stall": stall}[action](*sys.argv[2:])
+{"stall": stall, "limits": limits}[action](*sys.argv[2:])
 sys.exit(1 if failures else 0)
 EOF
 
@@ -235,6 +399,28 @@ tmo python3 "$T/raw.py" stall "127.0.0.1:$port" 2 ||
 server_alive
 n=$(count_log "did not arrive whole within 2 s (request-timeout)")
 [ "$n" = 3 ] || fail "want 3 request-timeout log lines, found $n"
+stop_server
+
+step "max-connections and max-connections-per-client, held by idle clients"
+conf=$T/limits.conf
+printf '[server]\nmax-connections = 6\nmax-connections-per-client = 3\nrequest-timeout = 2\n' >"$conf"
+port=$(free_port)
+start_server -c "$conf" -l "127.0.0.1:$port" -l "unix:$T/nbd.sock" \
+    -e "disk=$disk"
+tmo python3 "$T/raw.py" limits "127.0.0.1:$port" "unix:$T/nbd.sock" 3 6 2 \
+    "$conf" "$SERVER_PID" "$SERVER_LOG" "$T/counts" ||
+    fail "connection limit checks failed"
+server_alive
+read -r n_full n_per <"$T/counts"
+full=$(count_log "refused: already 6 connections (max-connections)")
+per=$(count_log "connections from this address (max-connections-per-client)")
+step "refusals: $n_full over max-connections logged in $full lines, $n_per over max-connections-per-client in $per lines"
+# One line per reason and 10 s; the test takes a few seconds (more
+# under a sanitizer), so allow for one more window.
+[ "$full" -ge 1 ] && [ "$full" -le 2 ] ||
+    fail "max-connections refusals: $full log lines for $n_full refusals"
+[ "$per" -ge 1 ] && [ "$per" -le 3 ] ||
+    fail "max-connections-per-client refusals: $per log lines for $n_per refusals"
 stop_server
 
 step "pass"

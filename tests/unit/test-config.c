@@ -147,6 +147,11 @@ static const struct {
     {"[server]\nrequest-timeout = forever\n", "test.conf:2: request-timeout"},
     {"[server]\nrequest-timeout = 86401\n", "test.conf:2: request-timeout"},
     {"[server]\nmax-connections = -3\n", "test.conf:2: max-connections"},
+    {"[server]\nmax-connections-per-client = 1000001\n",
+     "test.conf:2: max-connections-per-client = 1000001: not a number from 0"},
+    {"[server]\nmax-connections-per-client = 2\n"
+     "max-connections-per-client = 3\n",
+     "test.conf:3: 'max-connections-per-client' is given twice"},
     {"[server]\nmax-requests-per-connection = 0\n",
      "test.conf:2: max-requests-per-connection"},
     {"[server]\nlog-level = loud\n", "test.conf:2: log-level = loud"},
@@ -212,6 +217,7 @@ START_TEST(test_config_file_good)
                    "shutdown-timeout = 0\n"
                    "request-timeout = 7.5\n"
                    "max-connections = 7\n"
+                   "max-connections-per-client = 5\n"
                    "max-requests-per-connection = 16\n"
                    "log-level = debug\n"
                    "pidfile = run/x.pid\n"
@@ -244,6 +250,7 @@ START_TEST(test_config_file_good)
     ck_assert(cfg->shutdown_timeout == 0);
     ck_assert(cfg->request_timeout == 7.5);
     ck_assert_uint_eq(cfg->max_connections, 7);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 5);
     ck_assert_uint_eq(cfg->max_requests, 16);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
     ck_assert_ptr_nonnull(strstr(cfg->pidfile, "/run/x.pid"));
@@ -282,6 +289,7 @@ START_TEST(test_config_file_good)
     ck_assert_uint_eq(again->exports[0].ec.nr_allow, 4);
     ck_assert_uint_eq(again->max_connections, 7);
     ck_assert(again->request_timeout == 7.5);
+    ck_assert_uint_eq(again->max_connections_per_client, 5);
     ck_assert_str_eq(again->exports[0].ec.path, a->ec.path);
     config_unref(again);
     finish(&cl2);
@@ -337,9 +345,13 @@ START_TEST(test_config_defaults)
         config_parse_string("[export a]\npath = /a.img\n", "d.conf", &err);
     ck_assert_msg(cfg != NULL, "%s", err.msg);
     ck_assert(cfg->request_timeout == 30);
+    ck_assert_uint_eq(cfg->max_connections, 1024);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 0);
     struct server_limits limits;
     config_limits(cfg, &limits);
     ck_assert_uint_eq(limits.request_timeout_ns, 30ull * 1000000000);
+    ck_assert_uint_eq(limits.max_connections, 1024);
+    ck_assert_uint_eq(limits.max_connections_per_client, 0);
     ck_assert_uint_eq(limits.handshake_timeout_ns, 10ull * 1000000000);
 
     char *text = NULL;
@@ -349,6 +361,8 @@ START_TEST(test_config_defaults)
     config_print(cfg, f);
     ck_assert_int_eq(fclose(f), 0);
     ck_assert_ptr_nonnull(strstr(text, "\nrequest-timeout = 30\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nmax-connections = 1024\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nmax-connections-per-client = 0\n"));
     free(text);
     config_unref(cfg);
 }
@@ -377,6 +391,8 @@ START_TEST(test_config_cmdline_overrides_file)
                           "4",
                           "--request-timeout",
                           "0",
+                          "--max-connections-per-client",
+                          "9",
                           "-r",
                           "-e",
                           img,
@@ -392,6 +408,7 @@ START_TEST(test_config_cmdline_overrides_file)
     ck_assert_uint_eq(cfg->max_connections, 0);
     ck_assert(cfg->shutdown_timeout == 4);
     ck_assert(cfg->request_timeout == 0);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 9);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
     ck_assert_uint_eq(cfg->nr_exports, 2);
     ck_assert(!cfg->exports[0].ec.read_only); /* -r: only -e exports */
@@ -426,6 +443,8 @@ static const struct {
     {{"extra", NULL}, "unexpected argument 'extra'"},
     {{"--handshake-timeout", "x", NULL}, "--handshake-timeout: 'x'"},
     {{"--request-timeout", "-1", NULL}, "--request-timeout: '-1'"},
+    {{"--max-connections-per-client", "x", NULL},
+     "--max-connections-per-client: 'x' is not a number"},
     {{"-e", "a=/nonexistent/x.img", NULL}, "--export: [export a]: image"},
     {{"-e", "a=/dev/null", NULL}, "not a regular file or block device"},
     {{NULL}, "no export"},
@@ -467,6 +486,7 @@ START_TEST(test_config_help_and_version)
     ck_assert_ptr_nonnull(strstr(buf, "--check-config"));
     ck_assert_ptr_nonnull(strstr(buf, "--shutdown-timeout"));
     ck_assert_ptr_nonnull(strstr(buf, "--request-timeout"));
+    ck_assert_ptr_nonnull(strstr(buf, "--max-connections-per-client"));
 }
 END_TEST
 
