@@ -39,8 +39,10 @@
 #define CONFIG_MAX_CONNECTIONS 1000000u
 /*
  * Clients served at once unless configured: a connection costs one file
- * descriptor and a few KiB, so the server can afford many; 1024 still
- * bounds what a flood of clients can take.
+ * descriptor and a few KiB, so the server can afford many; 1024 fits the
+ * open-file limit the daemon raises itself to (the hard limit: 4096 or
+ * more on current systems, 65536 in our unit) with room to spare, and
+ * still bounds what a flood of clients can take.
  */
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024u
 

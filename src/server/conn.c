@@ -205,6 +205,9 @@ static void conn_free(struct conn *conn)
     co_mutex_fini(&conn->flow_lock);
     co_mutex_fini(&conn->send_lock);
     free(conn);
+    /* Before nr_conns drops: once it is 0, server_stop may go on to free
+     * the server. */
+    server_conn_closed(srv);
 
     pthread_mutex_lock(&srv->lock);
     srv->nr_conns--;

@@ -109,6 +109,14 @@ enum server_admit {
     SERVER_ADMIT_NR,
 };
 
+/* What the acceptor logs, one rate limit each (server.c). */
+enum accept_log {
+    ACCEPT_LOG_NOFILE, /* EMFILE, ENFILE */
+    ACCEPT_LOG_NOMEM,  /* ENOBUFS, ENOMEM, a broken listening socket */
+    ACCEPT_LOG_OTHER,  /* an error of one connection, passed on */
+    ACCEPT_LOG_NR,
+};
+
 /* At most one log line per refusal reason in this time. */
 #define SERVER_REFUSAL_LOG_NS (10ull * 1000000000u)
 
@@ -131,6 +139,12 @@ struct server {
 
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
+    /* Acceptors pausing for want of descriptors (server.c): how many
+     * (seq_cst, see server_conn_closed), and the main-loop task that
+     * ends their pause when a connection closes. */
+    atomic_uint nr_paused;
+    atomic_bool resume_queued; /* resume_task is posted */
+    struct loop_task resume_task;
 
     pthread_mutex_t lock;        /* protects the fields below; leaf */
     pthread_cond_t changed;      /* signalled when nr_conns or
@@ -146,8 +160,10 @@ struct server {
     struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
                                     when mode is off */
 
-    /* One rate limit per refusal reason (enum server_admit); atomic. */
+    /* One rate limit per refusal reason (enum server_admit), and per
+     * kind of accept failure (server.c); atomic. */
     struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
+    struct log_ratelimit accept_log[ACCEPT_LOG_NR];
 };
 
 /*
@@ -248,6 +264,9 @@ ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and payload bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
+/* server.c: a connection's socket has closed; an acceptor that paused for
+ * want of descriptors may try again. */
+ANY_THREAD void server_conn_closed(struct server *srv);
 /* Units of work by which the home loop must lead another loop before a
  * request leaves it (why this value: conn.c). */
 #define SERVER_HOME_SLACK 64u

@@ -10,7 +10,10 @@
 # are logged once per reason, a well-behaved client (nbdinfo) is served
 # as soon as a place frees, also when the place frees because a stalled
 # half-request was dropped, and a reload changes the limits for new
-# clients only.
+# clients only.  The open file limit: the server raises its soft limit to
+# the hard one at start, and when it runs out of descriptors it logs once
+# and pauses accepting (no retry loop) until a connection closes; the
+# clients waiting in the backlog are then served.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -26,6 +29,7 @@ make_image "$disk" 64M
 # Raw-socket clients.  argv: ACTION ARGS...
 cat >"$T/raw.py" <<'EOF'
 import os
+import select
 import signal
 import socket
 import struct
@@ -380,8 +384,94 @@ def limits(tcp, unix, per, total, limit, conf, pid, log_path, counts):
         f.write("%d %d\n" % (n_full, n_per))
 
 
+def nofile(addr, room, log_path):
+    """The server has descriptors for about ROOM more clients: clients
+    connect one at a time until one is not greeted because accept failed
+    (the warning is logged); the next ones wait in the backlog too, and
+    each connection that closes lets one waiting client in."""
+    room = int(room)
+    held = []
+    first_waiting = None
+    while first_waiting is None:
+        if len(held) > room + 20:
+            raise SystemExit("  FAIL: %d clients served, no EMFILE" %
+                             len(held))
+        s = connect(addr)
+        deadline = time.monotonic() + 30
+        while True:
+            readable, _, _ = select.select([s], [], [], 0.05)
+            if readable:
+                export_name(s)
+                if not read_ok(s, 1, "client %d" % len(held)):
+                    raise SystemExit(1)
+                held.append(s)
+                break
+            if log_count(log_path, "accept: Too many open files") > 0:
+                first_waiting = s
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("  FAIL: neither served nor an EMFILE "
+                                 "warning")
+    if len(held) < 3:
+        raise SystemExit("  FAIL: only %d clients served" % len(held))
+    log("%d clients served, then accept ran out of descriptors" % len(held))
+    waiting = []
+    greeted = []
+
+    def wait_greeting(s, i):
+        try:
+            s.settimeout(60)
+            recv_exact(s, 18)
+            greeted.append(i)
+        except (OSError, EOFError) as e:
+            fail("waiting client %d: %s" % (i, e))
+
+    threads = []
+    for i in range(3):
+        s = first_waiting if i == 0 else connect(addr)
+        waiting.append(s)
+        t = threading.Thread(target=wait_greeting, args=(s, i))
+        t.start()
+        threads.append(t)
+    # A retry loop would fail and log again and again in this time.
+    time.sleep(3)
+    lines = log_count(log_path, "accept: Too many open files")
+    if lines > 2:
+        raise SystemExit("  FAIL: %d EMFILE warnings in 3 s: the acceptor "
+                         "retries instead of pausing" % lines)
+    if greeted:
+        raise SystemExit("  FAIL: a client over the descriptor limit was "
+                         "served")
+    log("out of descriptors: %d warning logged in 3 s, 3 clients wait"
+        % lines)
+    for n in range(1, 4):
+        held[n - 1].sendall(header(CMD_DISC, 50, 0, 0))
+        if closed_within(held[n - 1], 10) is None:
+            raise SystemExit("  FAIL: NBD_CMD_DISC did not close")
+        deadline = time.monotonic() + 30
+        while len(greeted) < n:
+            if time.monotonic() > deadline:
+                raise SystemExit("  FAIL: no waiting client served after "
+                                 "%d connections closed" % n)
+            time.sleep(0.01)
+    log("each connection that closed let one waiting client in")
+    for t in threads:
+        t.join()
+    for s in waiting:
+        s.sendall(struct.pack(">I", 1 | 2))
+        s.sendall(struct.pack(">QII", IHAVEOPT, OPT_EXPORT_NAME, 4) +
+                  b"disk")
+        recv_exact(s, 10)
+        if not read_ok(s, 60, "a client that waited in the backlog"):
+            raise SystemExit(1)
+        s.sendall(header(CMD_DISC, 61, 0, 0))
+    for s in held[3:]:
+        s.sendall(header(CMD_DISC, 62, 0, 0))
+    log("the clients that waited are served")
+
+
 action = sys.argv[1]
-{"stall": stall, "limits": limits}[action](*sys.argv[2:])
+{"stall": stall, "limits": limits, "nofile": nofile}[action](*sys.argv[2:])
 sys.exit(1 if failures else 0)
 EOF
 
@@ -421,6 +511,44 @@ step "refusals: $n_full over max-connections logged in $full lines, $n_per over 
     fail "max-connections refusals: $full log lines for $n_full refusals"
 [ "$per" -ge 1 ] && [ "$per" -le 3 ] ||
     fail "max-connections-per-client refusals: $per log lines for $n_per refusals"
+stop_server
+
+step "the open file limit: raised to the hard limit, then exhausted"
+requires prlimit
+hard=$(ulimit -Hn)
+soft=$((hard > 512 ? 256 : hard / 2))
+printf '[server]\n' >"$conf"
+ulimit -Sn "$soft"
+port=$(free_port)
+start_server -c "$conf" -l "127.0.0.1:$port" -t 1 -e "disk=$disk"
+ulimit -Sn "$hard"
+got=$(awk '/^Max open files/ {print $4 " " $5}' "/proc/$SERVER_PID/limits")
+[ "$got" = "$hard $hard" ] ||
+    fail "started with a soft limit of $soft and a hard one of $hard, the server has $got"
+step "started with the soft limit at $soft: the server raised it to $hard"
+if [ "$hard" -gt 1200 ] &&
+    grep -q "but the open file limit" "$SERVER_LOG"; then
+    fail "a warning about the open file limit with $hard descriptors"
+fi
+# Leave room for 5 clients.
+nfd=$(find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
+limit=$((nfd + 5))
+prlimit --pid "$SERVER_PID" --nofile=$limit:$limit
+tmo python3 "$T/raw.py" nofile "127.0.0.1:$port" 5 "$SERVER_LOG" ||
+    fail "open file limit checks failed"
+tmo nbdinfo --size "$(uri disk)" >/dev/null ||
+    fail "nbdinfo fails after the descriptors ran out"
+# max-connections beyond what the limit allows is reported (at start, and
+# here on a reload that changes it).
+printf '[server]\nmax-connections = 100\n' >"$conf"
+kill -HUP "$SERVER_PID"
+for ((i = 0; i < 300; i++)); do
+    grep -q "reloaded: " "$SERVER_LOG" && break
+    sleep 0.1
+done
+grep -q "max-connections = 100, but the open file limit ($limit) leaves room" \
+    "$SERVER_LOG" ||
+    fail "no warning that max-connections = 100 exceeds the open file limit"
 stop_server
 
 step "pass"

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -646,6 +647,52 @@ START_TEST(test_daemon_listen_fds)
 }
 END_TEST
 
+/* In a child: lower the soft limit, raise it again.  Exit 0 or a step. */
+static int raise_nofile_steps(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return 1;
+    }
+    rlim_t hard = rl.rlim_max;
+    struct rlimit low = {.rlim_cur = hard > 64 ? 64 : hard / 2,
+                         .rlim_max = hard};
+    if (setrlimit(RLIMIT_NOFILE, &low) < 0) {
+        return 2;
+    }
+    uint64_t limit = 0;
+    struct err err;
+    err_clear(&err);
+    if (daemon_raise_nofile(&limit, &err) != 0) {
+        return 3;
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur != hard ||
+        rl.rlim_max != hard || limit != (uint64_t)hard) {
+        return 4;
+    }
+    /* At the hard limit already: nothing to do, the same answer. */
+    limit = 0;
+    if (daemon_raise_nofile(&limit, &err) != 0 || limit != (uint64_t)hard) {
+        return 5;
+    }
+    return 0;
+}
+
+START_TEST(test_daemon_raise_nofile)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(raise_nofile_steps());
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_msg(WEXITSTATUS(status) == 0, "step %d failed",
+                  WEXITSTATUS(status));
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -669,6 +716,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_daemon_notify);
     tcase_add_test(tc, test_daemon_pidfile_lock);
     tcase_add_test(tc, test_daemon_listen_fds);
+    tcase_add_test(tc, test_daemon_raise_nofile);
     suite_add_tcase(s, tc);
     return s;
 }
