@@ -39,6 +39,14 @@
 #define CONFIG_MAX_CONNECTIONS 1000000u
 #define CONFIG_MIN_BUFFER_MEMORY (1ull * 1024 * 1024)
 #define CONFIG_MAX_BUFFER_MEMORY (1ull << 40)
+/*
+ * Clients served at once unless configured: a connection costs one file
+ * descriptor and a few KiB, so the server can afford many; 1024 fits the
+ * open-file limit the daemon raises itself to (the hard limit: 4096 or
+ * more on current systems, 65536 in our unit) with room to spare, and
+ * still bounds what a flood of clients can take.
+ */
+#define CONFIG_DEFAULT_MAX_CONNECTIONS 1024u
 
 /* One command-line export (-e NAME=PATH).  Strings point into argv. */
 struct cmdline_export {
@@ -64,10 +72,10 @@ struct cmdline {
     unsigned nr_exports;
     unsigned threads;
     bool threads_set;
-    double handshake_timeout, shutdown_timeout, poll_us, request_timeout;
+    double handshake_timeout, shutdown_timeout, request_timeout, poll_us;
     bool handshake_timeout_set, shutdown_timeout_set, request_timeout_set;
-    unsigned max_connections;
-    bool max_connections_set;
+    unsigned max_connections, max_connections_per_client;
+    bool max_connections_set, max_connections_per_client_set;
     uint64_t max_payload, max_buffer_memory, max_conn_buffer;
     bool max_payload_set, max_buffer_memory_set, max_conn_buffer_set;
     const char *pidfile;
@@ -122,15 +130,16 @@ struct config {
     char *file; /* absolute path of the file read, or NULL */
     char **listen;
     unsigned nr_listen;
-    unsigned threads;           /* 0: one per CPU */
-    struct tls_config tls;      /* strings owned (cast away const to free) */
-    double handshake_timeout;   /* seconds; 0: none */
-    double shutdown_timeout;    /* seconds */
-    double request_timeout;     /* seconds; 0: none */
-    double poll_us;             /* command line only */
-    unsigned max_connections;   /* 0: unlimited */
-    unsigned max_requests;      /* in flight per connection */
-    uint64_t max_payload;       /* max-payload: bytes */
+    unsigned threads;         /* 0: one per CPU */
+    struct tls_config tls;    /* strings owned (cast away const to free) */
+    double handshake_timeout; /* seconds; 0: none */
+    double shutdown_timeout;  /* seconds */
+    double request_timeout;   /* seconds; 0: none */
+    double poll_us;           /* command line only */
+    unsigned max_connections; /* 0: unlimited */
+    unsigned max_connections_per_client; /* 0: unlimited */
+    unsigned max_requests;               /* in flight per connection */
+    uint64_t max_payload;                /* max-payload: bytes */
     uint64_t max_buffer_memory; /* max-buffer-memory: bytes, server-wide */
     uint64_t max_conn_buffer;   /* max-buffer-memory-per-connection */
     enum log_level log_level;

@@ -85,8 +85,19 @@ CORO_FN void coro_timer_start(struct coro_timer *timer, uint64_t ns,
                               coro_timer_fn *fire);
 
 /*
+ * From the timer's own `fire` callback: arms it again for `ns` from now,
+ * on the same loop, with the same callback.  A callback that finds its
+ * deadline moved uses it instead of a second timer.  Returns false, and
+ * leaves the timer disarmed, when a coroutine is waiting in
+ * coro_timer_stop for it (the stop wins) or the timer is still armed.
+ * LOOP_FN, on the timer's loop.
+ */
+LOOP_FN bool coro_timer_rearm(struct coro_timer *timer, uint64_t ns);
+
+/*
  * Disarms the timer (if it has not fired) and waits until the kernel has
- * let go of it.  Returns whether it fired.  CORO_FN, same loop as start.
+ * let go of it.  Returns whether it fired (since it was last armed).  CORO_FN,
+ * same loop as start.
  */
 CORO_FN bool coro_timer_stop(struct coro_timer *timer);
 

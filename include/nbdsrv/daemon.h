@@ -12,6 +12,7 @@
 #include "nbdsrv/err.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* The first descriptor systemd passes (SD_LISTEN_FDS_START). */
 #define DAEMON_LISTEN_FDS_START 3
@@ -51,6 +52,17 @@ ANY_THREAD int daemon_pidfile_write(int fd, struct err *err);
 
 /* Removes the pidfile and closes its fd (dropping the lock). */
 ANY_THREAD void daemon_pidfile_remove(const char *path, int fd);
+
+/*
+ * Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit.
+ * The soft limit is commonly 1024 for the sake of programs that use
+ * select(2), which the daemon does not; each client costs it a
+ * descriptor.  Never lowers it.  Sets *limit to the soft limit in force
+ * afterwards and returns 0, or returns -errno with err set (the limit
+ * unchanged, *limit still set when it could be read).  ANY_THREAD
+ * (start-up).
+ */
+ANY_THREAD int daemon_raise_nofile(uint64_t *limit, struct err *err);
 
 /*
  * Whether stderr is the stream systemd's journal gave us ($JOURNAL_STREAM

@@ -10,6 +10,10 @@
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/compiler.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
 enum log_level {
     LOG_LEVEL_ERROR = 3,
     LOG_LEVEL_WARNING = 4,
@@ -43,6 +47,34 @@ void log_use_prefixes(void);
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+/*
+ * A rate limit for one recurring message, such as one reason for refusing
+ * clients: at most one line per interval, and that line can say how many
+ * were held back since the previous one.  Zero-initialised; embedded in
+ * its owner.  ANY_THREAD.
+ */
+struct log_ratelimit {
+    _Atomic uint64_t next_ns; /* relaxed: CLOCK_MONOTONIC time from which
+                                 the next line may go out; a CAS decides
+                                 which caller logs */
+    atomic_uint held;         /* relaxed: lines held back since */
+};
+
+/*
+ * Whether a line may go out now: true for the first call and then once
+ * `interval_ns` has passed since the last line that went out.  On true,
+ * *held is the number of calls that returned false since that line (the
+ * count starts again).  One caller wins when several threads ask at
+ * once.  ANY_THREAD.
+ */
+ANY_THREAD bool log_ratelimit_pass(struct log_ratelimit *rl,
+                                   uint64_t interval_ns, unsigned *held);
+
+/* log_ratelimit_pass at CLOCK_MONOTONIC time `now_ns` (for tests). */
+ANY_THREAD bool log_ratelimit_pass_at(struct log_ratelimit *rl,
+                                      uint64_t interval_ns, uint64_t now_ns,
+                                      unsigned *held);
 
 /* Logs file:line and the message, then aborts.  For impossible states. */
 NORETURN void bug_at(const char *file, int line, const char *what);

@@ -54,17 +54,25 @@ struct export_config {
 
 /*
  * Limits.  A connection takes a copy of the limits current when it is
- * accepted: server_set_limits applies to new connections only.
+ * accepted: server_set_limits applies to new connections only.  The
+ * connection counts are checked when a client is accepted; one over a
+ * limit is closed at once, and lowering a limit closes nobody.
  */
 struct server_limits {
     uint64_t handshake_timeout_ns; /* 0: no deadline */
-    uint64_t shutdown_timeout_ns;  /* bound on the drain of server_stop */
-    unsigned max_requests;         /* in flight per connection */
+    /* 0: none.  A started request's header, then its payload, must
+     * arrive within it; a reply that moves no byte for this long (the
+     * client stopped reading) closes the connection too. */
+    uint64_t request_timeout_ns;
+    uint64_t shutdown_timeout_ns; /* bound on the drain of server_stop */
+    unsigned max_requests;        /* in flight per connection */
     /* Buffer bytes (as the pools allocate them) that the requests in
      * flight of one connection may hold: WRITE payloads, READ and
      * BLOCK_STATUS replies. */
     uint64_t max_inflight_bytes;
-    unsigned max_connections; /* 0: unlimited */
+    unsigned max_connections;            /* 0: unlimited */
+    unsigned max_connections_per_client; /* per address, every unix
+                                            client one; 0: unlimited */
     /* Largest READ or WRITE of a client that did not ask for block
      * sizes; those that asked are held to what was advertised,
      * min(SERVER_ADVERTISED_MAX_PAYLOAD, max_payload). */
@@ -72,20 +80,17 @@ struct server_limits {
     /* The same buffer bytes over every connection: server-wide, so a
      * change applies at once, to every connection. */
     uint64_t max_buffer_memory;
-    /* A reply that moves no byte for this long (the client stopped
-     * reading) closes the connection; 0: never. */
-    uint64_t request_timeout_ns;
 };
 
 #define SERVER_DEFAULT_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
 #define SERVER_DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000000000ull)
+#define SERVER_DEFAULT_REQUEST_TIMEOUT_NS (30ull * 1000000000ull)
 #define SERVER_DEFAULT_MAX_REQUESTS 128u
 #define SERVER_DEFAULT_MAX_INFLIGHT_BYTES (64ull * 1024 * 1024)
 #define SERVER_ADVERTISED_MAX_PAYLOAD (32u * 1024 * 1024)
 #define SERVER_DEFAULT_MAX_PAYLOAD (64u * 1024 * 1024)
 #define SERVER_MIN_MAX_PAYLOAD (1u * 1024 * 1024)
 #define SERVER_DEFAULT_MAX_BUFFER_MEMORY (1ull * 1024 * 1024 * 1024)
-#define SERVER_DEFAULT_REQUEST_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* Creates an empty server.  ANY_THREAD (start-up). */
 ANY_THREAD struct server *server_new(const struct server_limits *limits);

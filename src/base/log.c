@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Relaxed: the level is a filter, not a synchronisation point. */
@@ -95,6 +96,34 @@ void log_msg(enum log_level level, const char *fmt, ...)
     /* One write() keeps lines from different threads whole. */
     ssize_t r = write(STDERR_FILENO, line, n);
     (void)r;
+}
+
+bool log_ratelimit_pass_at(struct log_ratelimit *rl, uint64_t interval_ns,
+                           uint64_t now_ns, unsigned *held)
+{
+    uint64_t next = atomic_load_explicit(&rl->next_ns, memory_order_relaxed);
+    /*
+     * Relaxed is enough: the count is a statistic and next_ns only
+     * decides which caller logs; the CAS lets exactly one caller per
+     * window through.
+     */
+    if (now_ns < next || !atomic_compare_exchange_strong_explicit(
+                             &rl->next_ns, &next, now_ns + interval_ns,
+                             memory_order_relaxed, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&rl->held, 1, memory_order_relaxed);
+        return false;
+    }
+    *held = atomic_exchange_explicit(&rl->held, 0, memory_order_relaxed);
+    return true;
+}
+
+bool log_ratelimit_pass(struct log_ratelimit *rl, uint64_t interval_ns,
+                        unsigned *held)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return log_ratelimit_pass_at(rl, interval_ns, now, held);
 }
 
 void bug_at(const char *file, int line, const char *what)

@@ -30,11 +30,12 @@ enum {
     OPT_CHECK_CONFIG,
     OPT_HANDSHAKE_TIMEOUT,
     OPT_SHUTDOWN_TIMEOUT,
-    OPT_MAX_CONNECTIONS,
     OPT_REQUEST_TIMEOUT,
+    OPT_MAX_CONNECTIONS,
     OPT_MAX_PAYLOAD,
     OPT_MAX_BUFFER_MEMORY,
     OPT_MAX_CONN_BUFFER,
+    OPT_MAX_CONNECTIONS_PER_CLIENT,
     OPT_POLL_US,
 };
 
@@ -54,8 +55,10 @@ static const struct option long_options[] = {
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-connections-per-client", required_argument, NULL,
+     OPT_MAX_CONNECTIONS_PER_CLIENT},
     {"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},
     {"max-buffer-memory", required_argument, NULL, OPT_MAX_BUFFER_MEMORY},
     {"max-buffer-memory-per-connection", required_argument, NULL,
@@ -105,12 +108,20 @@ void cmdline_usage(FILE *out)
         "      --shutdown-timeout S  on SIGTERM, wait at most S seconds for "
         "clients\n"
         "                            (default 30)\n"
+        "      --request-timeout S   drop clients whose request header or "
+        "payload,\n"
+        "                            once begun, is not complete within S "
+        "seconds,\n"
+        "                            or whose reply stalls as long (default "
+        "30; 0: never)\n"
         "      --max-connections N   refuse clients beyond N at once (default "
-        "0:\n"
-        "                            unlimited)\n"
-        "      --request-timeout S   drop a client whose reply has not "
-        "moved for S\n"
-        "                            seconds (default 30; 0: never)\n"
+        "1024;\n"
+        "                            0: unlimited)\n"
+        "      --max-connections-per-client N\n"
+        "                            refuse clients beyond N at once from one "
+        "address;\n"
+        "                            unix clients are one address (default 0: "
+        "unlimited)\n"
         "      --max-payload SIZE    largest READ/WRITE of clients that did "
         "not ask for\n"
         "                            block sizes (default 64M; 32M is "
@@ -287,16 +298,16 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
                               &cl->shutdown_timeout, err);
             cl->shutdown_timeout_set = true;
             break;
+        case OPT_REQUEST_TIMEOUT:
+            r = parse_seconds("--request-timeout", optarg, &cl->request_timeout,
+                              err);
+            cl->request_timeout_set = true;
+            break;
         case OPT_MAX_CONNECTIONS:
             r = parse_unsigned("--max-connections", optarg, 0,
                                CONFIG_MAX_CONNECTIONS, &cl->max_connections,
                                err);
             cl->max_connections_set = true;
-            break;
-        case OPT_REQUEST_TIMEOUT:
-            r = parse_seconds("--request-timeout", optarg, &cl->request_timeout,
-                              err);
-            cl->request_timeout_set = true;
             break;
         case OPT_MAX_PAYLOAD:
             r = parse_size("--max-payload", optarg, SERVER_MIN_MAX_PAYLOAD,
@@ -314,6 +325,12 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
                            CONFIG_MIN_BUFFER_MEMORY, CONFIG_MAX_BUFFER_MEMORY,
                            &cl->max_conn_buffer, err);
             cl->max_conn_buffer_set = true;
+            break;
+        case OPT_MAX_CONNECTIONS_PER_CLIENT:
+            r = parse_unsigned("--max-connections-per-client", optarg, 0,
+                               CONFIG_MAX_CONNECTIONS,
+                               &cl->max_connections_per_client, err);
+            cl->max_connections_per_client_set = true;
             break;
         case OPT_POLL_US:
             r = parse_seconds("--poll-us", optarg, &cl->poll_us, err);

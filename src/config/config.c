@@ -40,12 +40,25 @@ enum section_kind {
 
 /* Keys of [server]; bit positions in parse_ctx.seen. */
 static const char *const server_keys[] = {
-    "listen",          "threads",           "tls",
-    "tls-certs",       "tls-psk",           "tls-verify-peer",
-    "tls-priority",    "handshake-timeout", "shutdown-timeout",
-    "request-timeout", "max-connections",   "max-requests-per-connection",
-    "max-payload",     "max-buffer-memory", "max-buffer-memory-per-connection",
-    "log-level",       "pidfile",           NULL,
+    "listen",
+    "threads",
+    "tls",
+    "tls-certs",
+    "tls-psk",
+    "tls-verify-peer",
+    "tls-priority",
+    "handshake-timeout",
+    "shutdown-timeout",
+    "request-timeout",
+    "max-connections",
+    "max-connections-per-client",
+    "max-requests-per-connection",
+    "max-payload",
+    "max-buffer-memory",
+    "max-buffer-memory-per-connection",
+    "log-level",
+    "pidfile",
+    NULL, /* (this comment keeps clang-format to one key a line) */
 };
 
 static const char *const export_keys[] = {
@@ -105,7 +118,8 @@ static struct config *config_new_defaults(void)
     atomic_init(&cfg->refs, 1);
     cfg->handshake_timeout = 10;
     cfg->shutdown_timeout = 30;
-    cfg->request_timeout = SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
+    cfg->request_timeout = (double)SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
+    cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
     cfg->max_requests = SERVER_DEFAULT_MAX_REQUESTS;
     cfg->max_payload = SERVER_DEFAULT_MAX_PAYLOAD;
     cfg->max_buffer_memory = SERVER_DEFAULT_MAX_BUFFER_MEMORY;
@@ -410,13 +424,14 @@ static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
                         "86400",
                         key, v);
         }
-    } else if (strcmp(key, "max-connections") == 0) {
-        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS,
-                              &cfg->max_connections) < 0) {
-            return fail(ctx,
-                        "max-connections = %s: not a number from 0 "
-                        "(unlimited) to %u",
-                        v, CONFIG_MAX_CONNECTIONS);
+    } else if (strcmp(key, "max-connections") == 0 ||
+               strcmp(key, "max-connections-per-client") == 0) {
+        unsigned *field = strcmp(key, "max-connections") == 0
+                              ? &cfg->max_connections
+                              : &cfg->max_connections_per_client;
+        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS, field) < 0) {
+            return fail(ctx, "%s = %s: not a number from 0 (unlimited) to %u",
+                        key, v, CONFIG_MAX_CONNECTIONS);
         }
     } else if (strcmp(key, "max-requests-per-connection") == 0) {
         if (config_parse_uint(v, 1, CONFIG_MAX_REQUESTS, &cfg->max_requests) <
@@ -702,6 +717,9 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
     if (cl->max_conn_buffer_set) {
         cfg->max_conn_buffer = cl->max_conn_buffer;
     }
+    if (cl->max_connections_per_client_set) {
+        cfg->max_connections_per_client = cl->max_connections_per_client;
+    }
     if (cl->verbose) {
         cfg->log_level = LOG_LEVEL_DEBUG;
     }
@@ -879,12 +897,13 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
     *limits = (struct server_limits){
         .handshake_timeout_ns = (uint64_t)(cfg->handshake_timeout * 1e9),
         .shutdown_timeout_ns = (uint64_t)(cfg->shutdown_timeout * 1e9),
+        .request_timeout_ns = (uint64_t)(cfg->request_timeout * 1e9),
         .max_requests = cfg->max_requests,
         .max_inflight_bytes = cfg->max_conn_buffer,
         .max_connections = cfg->max_connections,
         .max_payload = (uint32_t)cfg->max_payload,
         .max_buffer_memory = cfg->max_buffer_memory,
-        .request_timeout_ns = (uint64_t)(cfg->request_timeout * 1e9),
+        .max_connections_per_client = cfg->max_connections_per_client,
     };
 }
 
@@ -942,6 +961,8 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
     fprintf(out, "request-timeout = %g\n", cfg->request_timeout);
     fprintf(out, "max-connections = %u\n", cfg->max_connections);
+    fprintf(out, "max-connections-per-client = %u\n",
+            cfg->max_connections_per_client);
     fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
     char size[32];
     config_format_size(cfg->max_payload, size, sizeof size);

@@ -226,20 +226,38 @@ static void timer_complete(struct loop_op *op, int res, uint32_t flags)
     }
 }
 
-void coro_timer_start(struct coro_timer *t, uint64_t ns, coro_timer_fn *fire)
+/* Arms t (its loop and callback already set) for `ns` from now. */
+static void timer_arm(struct coro_timer *t, uint64_t ns)
 {
-    struct coro *co = coro_self();
-    t->loop = coro_loop(co);
-    t->op.complete = timer_complete;
     t->ts.tv_sec = (long long)(ns / 1000000000u);
     t->ts.tv_nsec = (long long)(ns % 1000000000u);
-    t->fire = fire;
-    t->waiter = NULL;
     t->fired = false;
     t->armed = true;
     struct io_uring_sqe *sqe = loop_get_sqe(t->loop);
     io_uring_prep_timeout(sqe, &t->ts, 0, 0);
     io_uring_sqe_set_data(sqe, &t->op);
+}
+
+void coro_timer_start(struct coro_timer *t, uint64_t ns, coro_timer_fn *fire)
+{
+    struct coro *co = coro_self();
+    t->loop = coro_loop(co);
+    t->op.complete = timer_complete;
+    t->fire = fire;
+    t->waiter = NULL;
+    timer_arm(t, ns);
+}
+
+bool coro_timer_rearm(struct coro_timer *t, uint64_t ns)
+{
+    loop_assert_owner(t->loop);
+    if (t->armed || t->waiter != NULL) {
+        /* Not from its callback, or coro_timer_stop is waiting for it:
+         * the stop must find the timer quiet when it wakes. */
+        return false;
+    }
+    timer_arm(t, ns);
+    return true;
 }
 
 bool coro_timer_stop(struct coro_timer *t)

@@ -12,6 +12,9 @@
  * second daemon finds it locked and refuses to start instead of
  * overwriting a live daemon's pid; a file left by a crashed daemon has
  * no lock and is reused.
+ *
+ * The open-file limit: the soft limit goes up to the hard one at start,
+ * since every client costs a descriptor.
  */
 #include "nbdsrv/daemon.h"
 
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -189,4 +193,25 @@ bool daemon_stderr_is_journal(void)
     }
     return (unsigned long long)st.st_dev == dev &&
            (unsigned long long)st.st_ino == ino;
+}
+
+int daemon_raise_nofile(uint64_t *limit, struct err *err)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return err_set_errno(err, errno, "getrlimit(RLIMIT_NOFILE)");
+    }
+    *limit = (uint64_t)rl.rlim_cur;
+    if (rl.rlim_cur == RLIM_INFINITY ||
+        (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur >= rl.rlim_max)) {
+        return 0;
+    }
+    struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &raised) < 0) {
+        return err_set_errno(
+            err, errno, "raising the open file limit from %llu to %llu",
+            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+    }
+    *limit = (uint64_t)raised.rlim_cur;
+    return 0;
 }

@@ -17,9 +17,10 @@
  * loop's batch (unsent_replies).
  *
  * The receive side stops on end of file, on a framing error, on
- * NBD_CMD_DISC, or when the server stops (chan_wake of the read side).
- * It then waits until every request in flight has sent its reply and
- * drops its reference; the last reference closes the socket.
+ * NBD_CMD_DISC, when the server stops (chan_wake of the read side), or
+ * when a request stalls half way (the request timeout, below).  It then
+ * waits until every request in flight has sent its reply and drops its
+ * reference; the last reference closes the socket.
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 struct loop *server_pick_loop(struct server *srv)
@@ -202,6 +204,9 @@ static void conn_free(struct conn *conn)
         conn->next->prev = conn->prev;
     }
     pthread_mutex_unlock(&srv->lock);
+    /* Before the socket closes: a client that sees it close may connect
+     * again at once and must find its place free. */
+    server_admit_release(srv, &conn->peer_addr);
 
     for (unsigned i = 0; i < srv->loops->count; i++) {
         bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
@@ -216,6 +221,9 @@ static void conn_free(struct conn *conn)
     co_mutex_fini(&conn->flow_lock);
     co_mutex_fini(&conn->send_lock);
     free(conn);
+    /* Before nr_conns drops: once it is 0, server_stop may go on to free
+     * the server. */
+    server_conn_closed(srv);
 
     pthread_mutex_lock(&srv->lock);
     srv->nr_conns--;
@@ -251,15 +259,13 @@ void conn_set_chan_take(struct conn *conn, struct chan *tls)
 /*
  * Adds the connection to the server's list and copies the current limits
  * and TLS policy (with a reference to the credentials); false once
- * stopping or when the connection is one too many (max_over tells which).
+ * stopping.  (The acceptor has counted it against the connection limits.)
  */
-static bool conn_register(struct conn *conn, bool *max_over)
+static bool conn_register(struct conn *conn)
 {
     struct server *srv = conn->srv;
     pthread_mutex_lock(&srv->lock);
     conn->limits = srv->limits;
-    *max_over = conn->limits.max_connections != 0 &&
-                srv->nr_conns >= conn->limits.max_connections;
     conn->tls_mode = srv->tls_mode;
     conn->tls_creds =
         srv->tls_creds != NULL ? tls_creds_ref(srv->tls_creds) : NULL;
@@ -273,7 +279,7 @@ static bool conn_register(struct conn *conn, bool *max_over)
     pthread_mutex_unlock(&srv->lock);
     /* server_stop sets `stopping` before it walks the list: a connection
      * added after the walk sees the flag here (both seq_cst). */
-    return !atomic_load(&srv->stopping) && !*max_over;
+    return !atomic_load(&srv->stopping);
 }
 
 struct handshake_deadline {
@@ -354,13 +360,83 @@ static void dispatch(struct conn *conn, struct request *rq)
 }
 
 /*
+ * Request timeout.  A message (a request header, or a WRITE's payload)
+ * that has started to arrive must be complete within
+ * limits.request_timeout_ns of the receive side going back to the socket
+ * for the rest of it; otherwise the client has stopped half way and holds
+ * its place (and a payload buffer) for nothing, so the socket is shut.
+ * A read at a message boundary never counts: an idle client waits as long
+ * as it likes.  Neither does the receive side's own wait for flow
+ * control between a header and its payload: the payload's time starts
+ * when it is read.
+ *
+ * Cost on the hot path: a request that arrives whole in the receive
+ * buffer touches no timer and reads no clock.  A message that must go
+ * back to the socket reads the clock once (rx_partial_since).  The
+ * connection has one timer: the first such message arms it; when it
+ * expires, it cuts the connection if the message it finds pending has
+ * waited its full time, re-arms itself for the rest of that message's
+ * time if a later message is pending, and lapses if none is.  So a busy
+ * connection keeps at most one timer in flight, and there is no timer
+ * operation per request.
+ */
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void request_timer_fired(struct coro_timer *timer)
+{
+    struct conn *conn = container_of(timer, struct conn, rq_timer);
+    conn->rq_timer_armed = false;
+    if (!conn->rx_partial) {
+        return; /* the next message that waits arms it again */
+    }
+    uint64_t limit = conn->limits.request_timeout_ns;
+    uint64_t waited = monotonic_ns() - conn->rx_partial_since;
+    if (waited < limit) {
+        conn->rq_timer_armed = coro_timer_rearm(timer, limit - waited);
+        return;
+    }
+    log_info("%s: a request did not arrive whole within %g s "
+             "(request-timeout), disconnecting",
+             conn->peer, (double)limit / 1e9);
+    conn->rx_timed_out = true;
+    /* The receive side's read ends; replies still owed cannot go out
+     * either, so nothing waits on a client that stopped reading too. */
+    chan_shutdown(conn->ch, SHUT_RDWR);
+}
+
+/* The receive side goes back to the socket in the middle of a message. */
+static void message_wait_begins(struct conn *conn)
+{
+    conn->rx_partial = true;
+    conn->rx_partial_since = monotonic_ns();
+    if (!conn->rq_timer_armed) {
+        conn->rq_timer_armed = true;
+        coro_timer_start(&conn->rq_timer, conn->limits.request_timeout_ns,
+                         request_timer_fired);
+    }
+}
+
+/* The message being received is complete. */
+static inline void message_done(struct conn *conn)
+{
+    conn->rx_partial = false;
+}
+
+/*
  * Reads exactly `len` bytes through the receive buffer: one recvmsg
  * fetches as many request headers (and small payloads) as the client has
  * sent.  Large reads go straight to `dst` once the buffer is drained.
  * Returns 1 when done, 0 at end of file before the first byte, -errno.
  * A chan_wake (server stopping) interrupts only a read at a message
  * boundary (`boundary` and nothing read yet): -ECANCELED.  Elsewhere the
- * read goes on, so a message is never cut in two.
+ * read goes on, so a message is never cut in two.  A read that goes back
+ * to the socket anywhere but at a boundary starts the message's request
+ * timeout; the caller ends it with message_done.
  */
 static int conn_read(struct conn *conn, void *dst, size_t len, bool boundary)
 {
@@ -376,6 +452,10 @@ static int conn_read(struct conn *conn, void *dst, size_t len, bool boundary)
             continue;
         }
         conn->rbuf_start = conn->rbuf_end = 0;
+        if (!conn->rx_partial && (done > 0 || !boundary) &&
+            conn->limits.request_timeout_ns != 0) {
+            message_wait_begins(conn);
+        }
         /* Big payloads go straight to their buffer, small reads ahead. */
         bool direct = len - done >= CONN_RBUF_SIZE / 2;
         ssize_t n = direct
@@ -478,6 +558,7 @@ static void receive_requests(struct conn *conn)
             log_debug("%s: read: %s", conn->peer, strerror(-r));
             break;
         }
+        message_done(conn);
         struct proto_request req;
         r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
         if (r == -EBADMSG) {
@@ -516,6 +597,7 @@ static void receive_requests(struct conn *conn)
             if (discard_payload(conn, payload) < 0) {
                 break;
             }
+            message_done(conn);
             early_error = EINVAL;
             payload = 0;
         }
@@ -543,31 +625,40 @@ static void receive_requests(struct conn *conn)
         if (payload > 0) {
             r = conn_read(conn, buf, payload, false);
             if (r <= 0) {
-                log_info("%s: connection lost in a %llu-byte write payload",
-                         conn->peer, (unsigned long long)payload);
+                if (!conn->rx_timed_out) {
+                    log_info("%s: connection lost in a %llu-byte write "
+                             "payload",
+                             conn->peer, (unsigned long long)payload);
+                }
                 bufpool_put(buf, payload);
                 bufpool_put(rq, sizeof *rq);
                 conn_flow_release(conn, held);
                 break;
             }
+            message_done(conn);
         }
         dispatch(conn, rq);
     }
     conn_shutdown_window_stop(&window);
+    coro_timer_stop(&conn->rq_timer);
+    conn->rq_timer_armed = false;
 }
 
 void conn_run(struct server *srv, int fd, const char *peer,
               const struct sockaddr_storage *peer_addr)
 {
+    /* Until conn_register, leaving must release the admission too. */
     struct conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
         log_error("%s: out of memory for a connection", peer);
+        server_admit_release(srv, peer_addr);
         close(fd);
         return;
     }
     conn->ch = chan_sock_new_take(fd);
     if (conn->ch == NULL) {
         log_error("%s: cannot set up the socket: %s", peer, strerror(errno));
+        server_admit_release(srv, peer_addr);
         free(conn);
         return;
     }
@@ -576,6 +667,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     conn->push = calloc(srv->loops->count, sizeof *conn->push);
     if (conn->push == NULL) {
         log_error("%s: out of memory for a connection", peer);
+        server_admit_release(srv, peer_addr);
         chan_unref(conn->ch);
         free(conn);
         return;
@@ -591,13 +683,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);
     atomic_init(&conn->unsent_replies, 0);
-    bool max_over;
-    if (!conn_register(conn, &max_over)) {
-        if (max_over) {
-            log_warning("%s: refused: already %u connections "
-                        "(max-connections)",
-                        conn->peer, conn->limits.max_connections);
-        }
+    if (!conn_register(conn)) {
         conn_unref(conn);
         return;
     }

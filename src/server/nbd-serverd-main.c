@@ -4,8 +4,9 @@
  *
  * Order of start-up: parse the command line and build the configuration
  * (config_build: every mistake is reported before anything starts, exit
- * status 2), take the socket-activated listeners or bind our own, lock
- * the pidfile, open every export, daemonize unless -f, write the pid,
+ * status 2), raise the open-file soft limit to the hard limit (each
+ * client costs a descriptor), take the socket-activated listeners or bind our
+ * own, lock the pidfile, open every export, daemonize unless -f, write the pid,
  * start the loops, start serving, and only then report readiness (to
  * systemd with READY=1, to the parent of a daemon through a pipe).
  *
@@ -36,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -138,6 +140,36 @@ static bool same_string(const char *a, const char *b)
 }
 
 /*
+ * Warns when max-connections is more than the open-file limit leaves room
+ * for: past that point accept fails and new clients wait in the listen
+ * backlog until a connection closes.  The server's own descriptors (a
+ * ring and an eventfd per thread, images, listeners, logs) are
+ * estimated.
+ */
+static void warn_nofile(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (cfg->max_connections == 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0 ||
+        rl.rlim_cur == RLIM_INFINITY) {
+        return;
+    }
+    long threads =
+        cfg->threads != 0 ? (long)cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t own = 32 + 2 * (uint64_t)(threads > 0 ? threads : 1) +
+                   2 * (uint64_t)cfg->nr_exports + cfg->nr_listen;
+    uint64_t room = rl.rlim_cur > own ? rl.rlim_cur - own : 0;
+    if (cfg->max_connections > room) {
+        log_warning("max-connections = %u, but the open file limit (%llu) "
+                    "leaves room for about %llu clients: beyond that, new "
+                    "clients wait until a connection closes (raise the "
+                    "hard limit, LimitNOFILE= under systemd, or lower "
+                    "max-connections)",
+                    cfg->max_connections, (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)room);
+    }
+}
+
+/*
  * SIGHUP: rebuilds the configuration and applies what can change while
  * running.  On any failure the running configuration stays as it was.
  */
@@ -175,6 +207,9 @@ static void reload(struct server *srv, struct config **current,
     struct server_limits limits;
     config_limits(cfg, &limits);
     server_set_limits(srv, &limits);
+    if (cfg->max_connections != old->max_connections) {
+        warn_nofile(cfg);
+    }
     log_set_level(cfg->log_level);
     *current = cfg;
     log_info("reloaded: %u export%s", cfg->nr_exports,
@@ -279,6 +314,16 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     char *pidfile = NULL;
     struct loop_group loops;
     bool loops_started = false;
+
+    /* Each client costs a descriptor: take what the hard limit allows. */
+    uint64_t nofile;
+    if (daemon_raise_nofile(&nofile, &err) < 0) {
+        log_warning("%s", err.msg);
+        err_clear(&err);
+    } else {
+        log_debug("open file limit: %llu", (unsigned long long)nofile);
+    }
+    warn_nofile(cfg);
 
     struct server_limits limits;
     config_limits(cfg, &limits);

@@ -17,6 +17,7 @@
 #include "nbdsrv/chan.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
+#include "nbdsrv/log.h"
 #include "nbdsrv/proto.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-creds.h"
@@ -76,6 +77,50 @@ struct export_table {
 struct listener;
 
 /*
+ * A client address as admission counts it (admit.c): an IPv4 address
+ * (also when it reaches an IPv6 listener as ::ffff:a.b.c.d), an IPv6
+ * address, or AF_UNIX for every unix-socket client.  Unused bytes are
+ * zero, so keys compare with memcmp.
+ */
+struct client_key {
+    uint8_t family; /* AF_INET, AF_INET6 or AF_UNIX */
+    uint8_t addr[16];
+};
+
+/*
+ * Connections per client address: a chained hash table holding an entry
+ * for each address that has connections.  Embedded in the server,
+ * GUARDED_BY(srv->lock).
+ */
+struct client_count;
+struct client_table {
+    struct client_count **buckets; /* nr_buckets (a power of two), or NULL */
+    unsigned nr_buckets;
+    unsigned nr;   /* entries */
+    uint64_t seed; /* immutable after init: hash seed */
+};
+
+/* Why server_admit took or refused a connection. */
+enum server_admit {
+    SERVER_ADMIT_OK,
+    SERVER_ADMIT_FULL,       /* limits.max_connections reached */
+    SERVER_ADMIT_PER_CLIENT, /* limits.max_connections_per_client reached */
+    SERVER_ADMIT_NO_MEMORY,  /* no memory to count the address */
+    SERVER_ADMIT_NR,
+};
+
+/* What the acceptor logs, one rate limit each (server.c). */
+enum accept_log {
+    ACCEPT_LOG_NOFILE, /* EMFILE, ENFILE */
+    ACCEPT_LOG_NOMEM,  /* ENOBUFS, ENOMEM, a broken listening socket */
+    ACCEPT_LOG_OTHER,  /* an error of one connection, passed on */
+    ACCEPT_LOG_NR,
+};
+
+/* At most one log line per refusal reason in this time. */
+#define SERVER_REFUSAL_LOG_NS (10ull * 1000000000u)
+
+/*
  * Requests dispatched to a loop and not finished yet.  One per loop, each
  * on its own cache line.  Relaxed atomics: a stale count only makes a
  * less even choice.
@@ -118,6 +163,12 @@ struct server {
 
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
+    /* Acceptors pausing for want of descriptors (server.c): how many
+     * (seq_cst, see server_conn_closed), and the main-loop task that
+     * ends their pause when a connection closes. */
+    atomic_uint nr_paused;
+    atomic_bool resume_queued; /* resume_task is posted */
+    struct loop_task resume_task;
 
     pthread_mutex_t lock;        /* protects the fields below; leaf */
     pthread_cond_t changed;      /* signalled when nr_conns or
@@ -125,11 +176,18 @@ struct server {
     struct server_limits limits; /* GUARDED_BY(lock) */
     struct export_table *table;  /* GUARDED_BY(lock); we hold a ref */
     struct conn *conns;          /* GUARDED_BY(lock): doubly linked */
-    unsigned nr_conns;           /* GUARDED_BY(lock) */
+    unsigned nr_conns;           /* GUARDED_BY(lock): until sockets close */
+    unsigned nr_admitted;        /* GUARDED_BY(lock): server_admit's count */
+    struct client_table clients; /* GUARDED_BY(lock): per address */
     unsigned nr_acceptors;       /* GUARDED_BY(lock) */
     enum tls_mode tls_mode;      /* GUARDED_BY(lock) */
     struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
                                     when mode is off */
+
+    /* One rate limit per refusal reason (enum server_admit), and per
+     * kind of accept failure (server.c); atomic. */
+    struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
+    struct log_ratelimit accept_log[ACCEPT_LOG_NR];
 };
 
 /*
@@ -177,6 +235,14 @@ struct conn {
      * Touched only by the receive coroutine. */
     uint8_t *rbuf;
     size_t rbuf_start, rbuf_end;
+
+    /* The request timeout (conn.c, "Request timeout").  Loop-local to
+     * the home loop: the receive coroutine and the timer's callback. */
+    bool rx_partial;           /* waiting for the rest of a message... */
+    uint64_t rx_partial_since; /* ...since (CLOCK_MONOTONIC ns) */
+    bool rx_timed_out;         /* the timeout shut the socket */
+    bool rq_timer_armed;
+    struct coro_timer rq_timer;
 
     struct co_mutex send_lock; /* serialises replies; before flow_lock */
     struct conn_push *push;    /* one per loop; immutable pointer */
@@ -238,6 +304,9 @@ ANY_THREAD uint64_t request_memory(const struct conn *conn,
                                    const struct proto_request *req,
                                    uint64_t payload);
 ANY_THREAD struct loop *server_pick_loop(struct server *srv);
+/* server.c: a connection's socket has closed; an acceptor that paused for
+ * want of descriptors may try again. */
+ANY_THREAD void server_conn_closed(struct server *srv);
 /* Units of work by which the home loop must lead another loop before a
  * request leaves it (why this value: conn.c). */
 #define SERVER_HOME_SLACK 64u
@@ -273,6 +342,38 @@ struct shutdown_window {
 CORO_FN void conn_shutdown_window_start(struct conn *conn,
                                         struct shutdown_window *w);
 CORO_FN void conn_shutdown_window_stop(struct shutdown_window *w);
+
+/* admit.c (see there) */
+ANY_THREAD void client_key_from(struct client_key *key,
+                                const struct sockaddr_storage *peer);
+ANY_THREAD void client_table_init(struct client_table *t);
+ANY_THREAD void client_table_fini(struct client_table *t);
+/*
+ * Counts one more connection of `key`, unless it already has `limit` (0:
+ * no limit).  Returns 0, -EUSERS at the limit, or -ENOMEM.
+ */
+ANY_THREAD int client_table_add(struct client_table *t,
+                                const struct client_key *key, unsigned limit);
+/* One connection of `key` is gone (it must have been counted). */
+ANY_THREAD void client_table_remove(struct client_table *t,
+                                    const struct client_key *key);
+ANY_THREAD unsigned client_table_count(const struct client_table *t,
+                                       const struct client_key *key);
+/*
+ * Counts a new connection from `peer` against the current limits
+ * (srv->limits) and returns SERVER_ADMIT_OK, or the reason it is refused;
+ * then nothing is counted, and *count is the count that is at its limit.
+ * Takes srv->lock.  ANY_THREAD.
+ */
+ANY_THREAD enum server_admit server_admit(struct server *srv,
+                                          const struct sockaddr_storage *peer,
+                                          unsigned *count);
+/* A connection server_admit counted is gone.  Takes srv->lock. */
+ANY_THREAD void server_admit_release(struct server *srv,
+                                     const struct sockaddr_storage *peer);
+/* Logs a refusal of `peer`, rate-limited per reason.  ANY_THREAD. */
+ANY_THREAD void server_log_refusal(struct server *srv, enum server_admit why,
+                                   const char *peer, unsigned count);
 
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */

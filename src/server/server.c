@@ -3,8 +3,10 @@
  * The server: exports, listeners and the orderly stop.
  *
  * Each listening socket has an acceptor coroutine on the main loop (the
- * first loop of the group) that accepts with io_uring and starts each
- * connection's coroutine on a home loop chosen round robin.
+ * first loop of the group) that accepts with io_uring, counts the client
+ * against the connection limits (admit.c; one over a limit is closed at
+ * once) and starts each connection's coroutine on a home loop chosen
+ * round robin.
  *
  * Stop, in order: set `stopping`; cancel the pending accepts (a task on
  * the main loop submits IORING_OP_ASYNC_CANCEL for each listening fd);
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,7 +39,22 @@
 struct listener {
     struct server *srv;
     int fd;
+    /* While its acceptor pauses (accept_pause): the parked coroutine,
+     * and the timer that ends the pause.  Loop-local to the main loop. */
+    struct coro *paused;
+    struct coro_timer backoff;
 };
+
+/*
+ * Out of descriptors (or memory), accept fails at once, and retrying at
+ * once would spin: the acceptor pauses until a connection closes (which
+ * frees a descriptor) or ACCEPT_BACKOFF_NS has passed (for a shortage
+ * that is not ours: ENFILE, memory).  Clients meanwhile wait in the
+ * listen backlog and are served in turn.
+ */
+#define ACCEPT_BACKOFF_NS (1000ull * 1000 * 1000)
+
+static void resume_task_run(struct loop_task *task);
 
 struct server *server_new(const struct server_limits *limits)
 {
@@ -51,10 +69,14 @@ struct server *server_new(const struct server_limits *limits)
     }
     pthread_mutex_init(&srv->lock, NULL);
     buffer_budget_init(&srv->budget, SERVER_DEFAULT_MAX_BUFFER_MEMORY);
+    client_table_init(&srv->clients);
     server_set_limits(srv, limits);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
     atomic_init(&srv->stopping, false);
+    atomic_init(&srv->nr_paused, 0);
+    atomic_init(&srv->resume_queued, false);
+    srv->resume_task.fn = resume_task_run;
     return srv;
 }
 
@@ -252,6 +274,137 @@ static void conn_entry(void *opaque)
     conn_run(cs.srv, cs.fd, cs.peer, &cs.addr);
 }
 
+/* On the main loop: wakes every pausing acceptor. */
+static void resume_acceptors(struct server *srv)
+{
+    for (unsigned i = 0; i < srv->nr_listeners; i++) {
+        struct listener *l = &srv->listeners[i];
+        struct coro *co = l->paused;
+        if (co != NULL) {
+            l->paused = NULL;
+            coro_wake(co);
+        }
+    }
+}
+
+static void resume_task_run(struct loop_task *task)
+{
+    struct server *srv = container_of(task, struct server, resume_task);
+    atomic_store(&srv->resume_queued, false);
+    resume_acceptors(srv);
+}
+
+void server_conn_closed(struct server *srv)
+{
+    /* seq_cst, pairs with the increment in accept_pause: an acceptor
+     * that starts to pause after this load waits for its backoff. */
+    if (atomic_load(&srv->nr_paused) > 0 &&
+        !atomic_exchange(&srv->resume_queued, true)) {
+        loop_post(srv->loops->loops[0], &srv->resume_task);
+    }
+}
+
+static void backoff_over(struct coro_timer *timer)
+{
+    struct listener *l = container_of(timer, struct listener, backoff);
+    struct coro *co = l->paused;
+    if (co != NULL) {
+        l->paused = NULL;
+        coro_wake(co);
+    }
+}
+
+/*
+ * Parks the acceptor until a connection closes, the backoff passes or
+ * the server stops.  The main loop's thread is the only one that touches
+ * l->paused, so the wakers (resume_acceptors, backoff_over) cannot race.
+ */
+static void accept_pause(struct listener *l)
+{
+    struct server *srv = l->srv;
+    atomic_fetch_add(&srv->nr_paused, 1);
+    coro_timer_start(&l->backoff, ACCEPT_BACKOFF_NS, backoff_over);
+    /* server_stop sets `stopping` before it posts the task that wakes us:
+     * seen here, or the task comes after we park. */
+    if (!atomic_load(&srv->stopping)) {
+        l->paused = coro_self();
+        coro_yield();
+    }
+    coro_timer_stop(&l->backoff);
+    atomic_fetch_sub(&srv->nr_paused, 1);
+}
+
+/* The soft limit on open files, for messages; 0 if unknown. */
+static unsigned long long nofile_limit(void)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur
+                                              : 0;
+}
+
+/*
+ * accept failed with -err: logs (rate-limited) and pauses when retrying
+ * at once would fail the same way.  Errors of one connection that the
+ * kernel passes on (accept(2): "treat them like EAGAIN") just retry.
+ */
+static void accept_failed(struct listener *l, int err)
+{
+    struct server *srv = l->srv;
+    unsigned held;
+    char more[80] = "";
+    switch (err) {
+    case EAGAIN:
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        if (log_ratelimit_pass(&srv->accept_log[ACCEPT_LOG_OTHER],
+                               SERVER_REFUSAL_LOG_NS, &held)) {
+            log_debug("accept: %s (%u more errors like it held back)",
+                      strerror(err), held);
+        }
+        return;
+    case EMFILE:
+    case ENFILE:
+        if (log_ratelimit_pass(&srv->accept_log[ACCEPT_LOG_NOFILE],
+                               SERVER_REFUSAL_LOG_NS, &held)) {
+            if (held > 0) {
+                snprintf(more, sizeof more,
+                         "; %u more pauses since the last message", held);
+            }
+            log_warning("accept: %s (open file limit %llu): accepting "
+                        "pauses until a connection closes (%llu s at "
+                        "most)%s; logged at most every %u s",
+                        strerror(err), nofile_limit(),
+                        ACCEPT_BACKOFF_NS / 1000000000u, more,
+                        (unsigned)(SERVER_REFUSAL_LOG_NS / 1000000000u));
+        }
+        break;
+    default:
+        /* ENOBUFS, ENOMEM, and errors of the listening socket itself. */
+        if (log_ratelimit_pass(&srv->accept_log[ACCEPT_LOG_NOMEM],
+                               SERVER_REFUSAL_LOG_NS, &held)) {
+            if (held > 0) {
+                snprintf(more, sizeof more,
+                         "; %u more pauses since the last message", held);
+            }
+            log_warning("accept: %s: accepting pauses for %llu s%s; logged "
+                        "at most every %u s",
+                        strerror(err), ACCEPT_BACKOFF_NS / 1000000000u, more,
+                        (unsigned)(SERVER_REFUSAL_LOG_NS / 1000000000u));
+        }
+        break;
+    }
+    accept_pause(l);
+}
+
 static void acceptor_entry(void *opaque)
 {
     struct listener *l = opaque;
@@ -264,12 +417,16 @@ static void acceptor_entry(void *opaque)
             if (fd == -ECANCELED || atomic_load(&srv->stopping)) {
                 break;
             }
-            log_warning("accept: %s", strerror(-fd));
-            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS ||
-                fd == -ENOMEM) {
-                /* Out of descriptors: let some connections go first. */
-                coro_sleep_ns(100 * 1000 * 1000);
-            }
+            accept_failed(l, -fd);
+            continue;
+        }
+        char peer[sizeof((struct conn_start *)NULL)->peer];
+        sock_addr_format((struct sockaddr *)&ss, len, peer, sizeof peer);
+        unsigned count = 0;
+        enum server_admit admitted = server_admit(srv, &ss, &count);
+        if (admitted != SERVER_ADMIT_OK) {
+            close(fd);
+            server_log_refusal(srv, admitted, peer, count);
             continue;
         }
         struct conn_start *cs = calloc(1, sizeof *cs);
@@ -278,14 +435,14 @@ static void acceptor_entry(void *opaque)
         if (co == NULL) {
             log_error("no memory for a new connection");
             free(cs);
+            server_admit_release(srv, &ss);
             close(fd);
             continue;
         }
         cs->srv = srv;
         cs->fd = fd;
         cs->addr = ss;
-        sock_addr_format((struct sockaddr *)&ss, len, cs->peer,
-                         sizeof cs->peer);
+        memcpy(cs->peer, peer, sizeof cs->peer);
         coro_schedule(home, co);
     }
     pthread_mutex_lock(&srv->lock);
@@ -334,6 +491,7 @@ static void cancel_accepts_run(struct loop_task *task)
 {
     struct cancel_accepts *c = container_of(task, struct cancel_accepts, task);
     struct loop *loop = loop_current();
+    resume_acceptors(c->srv); /* a pausing acceptor sees `stopping` */
     for (unsigned i = 0; i < c->srv->nr_listeners; i++) {
         struct io_uring_sqe *sqe = loop_get_sqe(loop);
         io_uring_prep_cancel_fd(sqe, c->srv->listeners[i].fd,
@@ -486,6 +644,7 @@ void server_free(struct server *srv)
     free(srv->load);
     export_table_unref(srv->table);
     srv->table = NULL;
+    client_table_fini(&srv->clients);
     pthread_cond_destroy(&srv->changed);
     pthread_mutex_destroy(&srv->lock);
     buffer_budget_fini(&srv->budget);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -144,7 +145,14 @@ static const struct {
     {"[server]\ntls-verify-peer = perhaps\n", "test.conf:2: tls-verify-peer"},
     {"[server]\nhandshake-timeout = -1\n", "test.conf:2: handshake-timeout"},
     {"[server]\nshutdown-timeout = soon\n", "test.conf:2: shutdown-timeout"},
+    {"[server]\nrequest-timeout = forever\n", "test.conf:2: request-timeout"},
+    {"[server]\nrequest-timeout = 86401\n", "test.conf:2: request-timeout"},
     {"[server]\nmax-connections = -3\n", "test.conf:2: max-connections"},
+    {"[server]\nmax-connections-per-client = 1000001\n",
+     "test.conf:2: max-connections-per-client = 1000001: not a number from 0"},
+    {"[server]\nmax-connections-per-client = 2\n"
+     "max-connections-per-client = 3\n",
+     "test.conf:3: 'max-connections-per-client' is given twice"},
     {"[server]\nmax-requests-per-connection = 0\n",
      "test.conf:2: max-requests-per-connection"},
     {"[server]\nlog-level = loud\n", "test.conf:2: log-level = loud"},
@@ -208,7 +216,9 @@ START_TEST(test_config_file_good)
                    "tls-priority = NORMAL\n"
                    "handshake-timeout = 2.5\n"
                    "shutdown-timeout = 0\n"
+                   "request-timeout = 7.5\n"
                    "max-connections = 7\n"
+                   "max-connections-per-client = 5\n"
                    "max-requests-per-connection = 16\n"
                    "log-level = debug\n"
                    "pidfile = run/x.pid\n"
@@ -239,7 +249,9 @@ START_TEST(test_config_file_good)
     ck_assert_str_eq(cfg->tls.priority, "NORMAL");
     ck_assert(cfg->handshake_timeout == 2.5);
     ck_assert(cfg->shutdown_timeout == 0);
+    ck_assert(cfg->request_timeout == 7.5);
     ck_assert_uint_eq(cfg->max_connections, 7);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 5);
     ck_assert_uint_eq(cfg->max_requests, 16);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
     ck_assert_ptr_nonnull(strstr(cfg->pidfile, "/run/x.pid"));
@@ -277,6 +289,8 @@ START_TEST(test_config_file_good)
     ck_assert_msg(again != NULL, "%s", err.msg);
     ck_assert_uint_eq(again->exports[0].ec.nr_allow, 4);
     ck_assert_uint_eq(again->max_connections, 7);
+    ck_assert(again->request_timeout == 7.5);
+    ck_assert_uint_eq(again->max_connections_per_client, 5);
     ck_assert_str_eq(again->exports[0].ec.path, a->ec.path);
     config_unref(again);
     finish(&cl2);
@@ -324,6 +338,37 @@ START_TEST(test_config_print_keeps_leading_semicolon)
 }
 END_TEST
 
+/* What a configuration that sets nothing gives the server. */
+START_TEST(test_config_defaults)
+{
+    struct err err;
+    struct config *cfg =
+        config_parse_string("[export a]\npath = /a.img\n", "d.conf", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert(cfg->request_timeout == 30);
+    ck_assert_uint_eq(cfg->max_connections, 1024);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 0);
+    struct server_limits limits;
+    config_limits(cfg, &limits);
+    ck_assert_uint_eq(limits.request_timeout_ns, 30ull * 1000000000);
+    ck_assert_uint_eq(limits.max_connections, 1024);
+    ck_assert_uint_eq(limits.max_connections_per_client, 0);
+    ck_assert_uint_eq(limits.handshake_timeout_ns, 10ull * 1000000000);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_ptr_nonnull(strstr(text, "\nrequest-timeout = 30\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nmax-connections = 1024\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nmax-connections-per-client = 0\n"));
+    free(text);
+    config_unref(cfg);
+}
+END_TEST
+
 START_TEST(test_config_cmdline_overrides_file)
 {
     make_dir();
@@ -345,6 +390,10 @@ START_TEST(test_config_cmdline_overrides_file)
                           "0",
                           "--shutdown-timeout",
                           "4",
+                          "--request-timeout",
+                          "0",
+                          "--max-connections-per-client",
+                          "9",
                           "-r",
                           "-e",
                           img,
@@ -359,6 +408,8 @@ START_TEST(test_config_cmdline_overrides_file)
     ck_assert_uint_eq(cfg->threads, 1);
     ck_assert_uint_eq(cfg->max_connections, 0);
     ck_assert(cfg->shutdown_timeout == 4);
+    ck_assert(cfg->request_timeout == 0);
+    ck_assert_uint_eq(cfg->max_connections_per_client, 9);
     ck_assert_int_eq(cfg->log_level, LOG_LEVEL_DEBUG);
     ck_assert_uint_eq(cfg->nr_exports, 2);
     ck_assert(!cfg->exports[0].ec.read_only); /* -r: only -e exports */
@@ -392,6 +443,9 @@ static const struct {
     {{"-l", NULL}, "needs an argument"},
     {{"extra", NULL}, "unexpected argument 'extra'"},
     {{"--handshake-timeout", "x", NULL}, "--handshake-timeout: 'x'"},
+    {{"--request-timeout", "-1", NULL}, "--request-timeout: '-1'"},
+    {{"--max-connections-per-client", "x", NULL},
+     "--max-connections-per-client: 'x' is not a number"},
     {{"-e", "a=/nonexistent/x.img", NULL}, "--export: [export a]: image"},
     {{"-e", "a=/dev/null", NULL}, "not a regular file or block device"},
     {{NULL}, "no export"},
@@ -432,6 +486,8 @@ START_TEST(test_config_help_and_version)
     ck_assert_ptr_nonnull(strstr(buf, "nbd-serverd 0."));
     ck_assert_ptr_nonnull(strstr(buf, "--check-config"));
     ck_assert_ptr_nonnull(strstr(buf, "--shutdown-timeout"));
+    ck_assert_ptr_nonnull(strstr(buf, "--request-timeout"));
+    ck_assert_ptr_nonnull(strstr(buf, "--max-connections-per-client"));
 }
 END_TEST
 
@@ -591,6 +647,52 @@ START_TEST(test_daemon_listen_fds)
 }
 END_TEST
 
+/* In a child: lower the soft limit, raise it again.  Exit 0 or a step. */
+static int raise_nofile_steps(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return 1;
+    }
+    rlim_t hard = rl.rlim_max;
+    struct rlimit low = {.rlim_cur = hard > 64 ? 64 : hard / 2,
+                         .rlim_max = hard};
+    if (setrlimit(RLIMIT_NOFILE, &low) < 0) {
+        return 2;
+    }
+    uint64_t limit = 0;
+    struct err err;
+    err_clear(&err);
+    if (daemon_raise_nofile(&limit, &err) != 0) {
+        return 3;
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur != hard ||
+        rl.rlim_max != hard || limit != (uint64_t)hard) {
+        return 4;
+    }
+    /* At the hard limit already: nothing to do, the same answer. */
+    limit = 0;
+    if (daemon_raise_nofile(&limit, &err) != 0 || limit != (uint64_t)hard) {
+        return 5;
+    }
+    return 0;
+}
+
+START_TEST(test_daemon_raise_nofile)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(raise_nofile_steps());
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_msg(WEXITSTATUS(status) == 0, "step %d failed",
+                  WEXITSTATUS(status));
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -600,6 +702,7 @@ static Suite *config_suite(void)
                         (int)(sizeof bad_files / sizeof bad_files[0]));
     tcase_add_test(tc, test_config_file_good);
     tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
+    tcase_add_test(tc, test_config_defaults);
     suite_add_tcase(s, tc);
     tc = tcase_create("cmdline");
     tcase_set_timeout(tc, 30);
@@ -613,6 +716,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_daemon_notify);
     tcase_add_test(tc, test_daemon_pidfile_lock);
     tcase_add_test(tc, test_daemon_listen_fds);
+    tcase_add_test(tc, test_daemon_raise_nofile);
     suite_add_tcase(s, tc);
     return s;
 }

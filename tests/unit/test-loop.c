@@ -245,6 +245,58 @@ static void file_io_entry(void *arg)
     close(fd);
 }
 
+/* A timer whose callback re-arms it until it has fired `want` times. */
+struct rearming {
+    struct coro_timer timer;
+    unsigned fires;
+    unsigned want;
+    unsigned refused; /* rearms that returned false */
+    int failures;
+};
+
+static void rearming_fire(struct coro_timer *timer)
+{
+    struct rearming *r = container_of(timer, struct rearming, timer);
+    r->fires++;
+    if (r->fires < r->want && !coro_timer_rearm(timer, 2 * 1000 * 1000)) {
+        r->refused++;
+    }
+}
+
+static void rearming_entry(void *arg)
+{
+    struct rearming *r = arg;
+    coro_timer_start(&r->timer, 1000 * 1000, rearming_fire);
+    /* Armed, and not from its callback: a rearm is refused. */
+    r->failures += coro_timer_rearm(&r->timer, 1000) != false;
+    for (unsigned i = 0; i < 10000 && r->fires < r->want; i++) {
+        coro_sleep_ns(1000 * 1000);
+    }
+    r->failures += r->fires != r->want;
+    /* The last fire did not re-arm: stop has nothing to wait for. */
+    r->failures += coro_timer_stop(&r->timer) != true;
+    r->failures += r->fires != r->want;
+
+    /* Stopped before it expires: the callback never runs. */
+    unsigned before = r->fires;
+    coro_timer_start(&r->timer, 3600ull * 1000 * 1000 * 1000, rearming_fire);
+    r->failures += coro_timer_stop(&r->timer) != false;
+    coro_sleep_ns(1000 * 1000);
+    r->failures += r->fires != before;
+}
+
+START_TEST(test_loop_timer_rearms_from_its_callback)
+{
+    fixture_loops_start(1, 0);
+    struct rearming r = {.want = 4};
+    fixture_run_on(0, rearming_entry, &r);
+    ck_assert_int_eq(r.failures, 0);
+    ck_assert_uint_eq(r.fires, 4);
+    ck_assert_uint_eq(r.refused, 0);
+    fixture_loops_stop();
+}
+END_TEST
+
 START_TEST(test_loop_file_operations)
 {
     fixture_loops_start(1, 0);
@@ -479,6 +531,7 @@ Suite *loop_suite(void)
     tc = tcase_create("io");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_loop_file_operations);
+    tcase_add_test(tc, test_loop_timer_rearms_from_its_callback);
     tcase_add_test(tc, test_loop_socket_operations_v4_v6_unix);
     tcase_add_test(tc, test_loop_full_submission_queue_completes_everything);
     suite_add_tcase(s, tc);
