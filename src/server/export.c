@@ -14,6 +14,7 @@
  * not see it at all (LIST leaves it out, INFO and GO say
  * NBD_REP_ERR_UNKNOWN), so a refused client learns nothing about it.
  */
+#include "nbdsrv/backends.h"
 #include "nbdsrv/log.h"
 #include "server-int.h"
 
@@ -266,8 +267,11 @@ bool conn_may_use_export(const struct conn *conn, const struct export *exp)
 uint16_t export_tx_flags(const struct export *exp, bool structured)
 {
     const struct backend *be = exp->be;
-    uint16_t flags = PROTO_FLAG_HAS_FLAGS | PROTO_FLAG_SEND_FLUSH |
-                     PROTO_FLAG_SEND_FUA | PROTO_FLAG_CAN_MULTI_CONN;
+    uint16_t flags =
+        PROTO_FLAG_HAS_FLAGS | PROTO_FLAG_SEND_FLUSH | PROTO_FLAG_SEND_FUA;
+    if (backend_can_multi_conn(be)) {
+        flags |= PROTO_FLAG_CAN_MULTI_CONN;
+    }
     if (exp->read_only) {
         flags |= PROTO_FLAG_READ_ONLY;
     } else {
