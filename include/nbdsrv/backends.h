@@ -44,4 +44,23 @@ backend_file_open_flags(const char *path, unsigned flags, struct err *err);
 /* Whether `be`, a file backend, was opened for cache=none.  ANY_THREAD. */
 ANY_THREAD bool backend_file_is_direct(const struct backend *be);
 
+/* ---- The memory backend (backend-mem.c): BACKEND_PARALLEL ---- */
+
+/* The largest memory export: 16 TiB. */
+#define BACKEND_MEMORY_MAX_SIZE (16ull << 40)
+
+/*
+ * A sparse export of `size` bytes held in memory, empty (all zeroes) at
+ * first: pages are allocated on first write and given back by trims and
+ * zeroes, and extents report pages never written as holes.  read_only
+ * makes an export of zeroes.  NULL with err set (-EFBIG beyond
+ * BACKEND_MEMORY_MAX_SIZE, -ENOMEM).  ANY_THREAD.
+ */
+ANY_THREAD struct backend *backend_memory_new(uint64_t size, bool read_only,
+                                              struct err *err);
+
+/* Bytes of data pages a memory backend holds now (0 for another kind of
+ * layer).  ANY_THREAD. */
+ANY_THREAD uint64_t backend_memory_allocated(const struct backend *be);
+
 #endif

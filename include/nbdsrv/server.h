@@ -39,7 +39,9 @@ struct server_allow {
  */
 struct export_config {
     const char *name;
-    const char *path;
+    const char *path; /* the image; NULL for a memory export */
+    bool memory;      /* a memory export of memory_size bytes */
+    uint64_t memory_size;
     const char *description; /* may be NULL */
     bool read_only;
     bool direct;  /* cache=none: O_DIRECT for aligned I/O */
@@ -103,7 +105,9 @@ ANY_THREAD int server_add_export(struct server *srv,
 /*
  * Replaces the whole export table, before or after server_start (a
  * reload).  An export whose name, path, read-only and cache settings are
- * unchanged keeps its open image; the others are opened anew.  Either
+ * unchanged keeps its open image (a memory export: whose size and
+ * read-only setting are unchanged keeps its data); the others are opened
+ * anew.  Either
  * every export is in place or, on failure (err names the export), the
  * old table stays untouched.  Connections keep the export they entered
  * transmission with (a reference) until they end; a removed export only

@@ -63,6 +63,8 @@ struct export *export_new(const struct export_config *config,
     exp->path = strdup_or_null(config->path, &failed);
     exp->description = strdup_or_null(config->description, &failed);
     exp->direct = config->direct;
+    exp->memory = config->memory;
+    exp->memory_size = config->memory_size;
     exp->no_trim = config->no_trim;
     if (config->nr_allow > 0) {
         exp->allow = calloc(config->nr_allow, sizeof *exp->allow);
@@ -93,6 +95,12 @@ struct export *export_new(const struct export_config *config,
     }
     if (reuse != NULL) {
         exp->be = backend_ref(reuse);
+    } else if (config->memory) {
+        exp->be =
+            backend_memory_new(config->memory_size, config->read_only, err);
+        if (exp->be == NULL) {
+            goto out_free;
+        }
     } else {
         unsigned flags = (config->read_only ? BACKEND_OPEN_READ_ONLY : 0) |
                          (config->direct ? BACKEND_OPEN_DIRECT : 0);
@@ -130,6 +138,12 @@ void export_unref(struct export *exp)
 bool export_same_image(const struct export *exp,
                        const struct export_config *config)
 {
+    if (exp->memory || config->memory) {
+        /* A memory export keeps its data while its shape stays. */
+        return exp->memory && config->memory &&
+               exp->memory_size == config->memory_size &&
+               backend_read_only(exp->be) == config->read_only;
+    }
     /* A file replaced under the same name (a new inode) is reopened. */
     return strcmp(exp->path, config->path) == 0 &&
            backend_read_only(exp->be) == config->read_only &&
