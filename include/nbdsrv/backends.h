@@ -63,4 +63,61 @@ ANY_THREAD struct backend *backend_memory_new(uint64_t size, bool read_only,
  * layer).  ANY_THREAD. */
 ANY_THREAD uint64_t backend_memory_allocated(const struct backend *be);
 
+/*
+ * ---- The fault-injection filter (backend-fault.c): a test facility ----
+ *
+ * For the test suite only: the unit tests use it directly, the interop
+ * tests through the test daemon (build/tests/nbd-serverd-test, see
+ * tests/support/fault-hook.c).  The daemon users run cannot enable it,
+ * and the manual does not describe it.
+ */
+
+/* Operations a rule applies to (a mask). */
+#define BACKEND_FAULT_READ 0x01u
+#define BACKEND_FAULT_WRITE 0x02u
+#define BACKEND_FAULT_FLUSH 0x04u
+#define BACKEND_FAULT_TRIM 0x08u
+#define BACKEND_FAULT_ZERO 0x10u
+#define BACKEND_FAULT_CACHE 0x20u
+#define BACKEND_FAULT_EXTENTS 0x40u
+#define BACKEND_FAULT_ALL 0x7fu
+
+/*
+ * One rule: a call of an operation in `ops` whose range overlaps
+ * [start, end) (flush: any) sleeps delay_ns on its loop, then fails with
+ * -error, or passes down when error is 0.  The first match wins.
+ */
+struct backend_fault_rule {
+    unsigned ops;
+    uint64_t start, end;
+    int error;         /* positive errno, or 0 */
+    uint64_t delay_ns; /* 0: none */
+};
+
+/*
+ * Wraps `lower_take` (its reference passes to the filter, and is dropped
+ * on failure too) in a fault filter with a copy of `rules`.  Same size
+ * and capabilities as the layer below; BACKEND_PARALLEL.  NULL with err
+ * set on ENOMEM.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+backend_fault_new(struct backend *lower_take,
+                  const struct backend_fault_rule *rules, unsigned nr,
+                  struct err *err);
+
+/*
+ * Parses rules written as RULE[,RULE]..., each OPS[@START-END]:ACTION
+ * with OPS operation names joined by '+' (read, write, flush, trim,
+ * zero, cache, extents, all), START and END byte offsets (K, M, G, T
+ * suffixes; END may be left out for "to the end"), and ACTION an errno
+ * name (EIO, ENOSPC, EPERM, EROFS, EDQUOT, EFBIG, ENOMEM, EINVAL,
+ * ENOTSUP), delay=MS, or both joined by '/'.  Example:
+ * "write@1M-2M:ENOSPC,read:delay=200/EIO".  On success *rules (malloc'd,
+ * the caller frees it) and *nr; else -EINVAL with err naming the rule.
+ * ANY_THREAD.
+ */
+ANY_THREAD int backend_fault_parse(const char *text,
+                                   struct backend_fault_rule **rules,
+                                   unsigned *nr, struct err *err);
+
 #endif

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct server;
+struct backend;
 
 /*
  * One entry of an export's allow list: clients whose address lies in
@@ -157,6 +158,18 @@ ANY_THREAD int server_set_tls(struct server *srv, const struct tls_config *cfg,
  * then).  ANY_THREAD, not from a loop thread.
  */
 ANY_THREAD void server_tick(struct server *srv);
+
+/*
+ * A test seam: called with the storage chain of each export as it is
+ * opened (not when a reload keeps it); returns the chain to serve,
+ * taking `be`, or NULL with err set (having dropped `be`).  The daemon's
+ * definition, a weak one in export.c, returns `be`.  The test daemon
+ * (build/tests/nbd-serverd-test) links tests/support/fault-hook.c, whose
+ * definition adds the fault-injection filter.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+server_export_test_hook(const struct export_config *config, struct backend *be,
+                        struct err *err);
 
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);
