@@ -115,7 +115,12 @@ MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
+# The daemon with the test suite's fault-injection hook: the interop
+# tests' only way to make an export's storage fail or stall (see
+# tests/support/fault-hook.c).  Never installed.
+TEST_DAEMON := $(BUILD)/tests/nbd-serverd-test
+
+all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS) $(TEST_DAEMON)
 
 # Every object and link depends on a stamp holding the compiler and flags,
 # rewritten only when they change, so that a build directory never mixes
@@ -151,6 +156,10 @@ $(BUILD)/tests/unit/test-%: $(BUILD)/tests/unit/test-%.o $(FIXTURE_OBJS) $(LIB) 
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(CHECK_LIBS) $(LIBS)
 
 $(BUILD)/tests/unit/%.o: ALL_CFLAGS += $(CHECK_CFLAGS)
+
+$(TEST_DAEMON): $(BUILD)/src/server/nbd-serverd-main.o \
+                $(BUILD)/tests/support/fault-hook.o $(LIB) $(FLAGS_STAMP)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LIBS)
 
 $(BUILD)/tests/bench/bench-%: $(BUILD)/tests/bench/bench-%.o $(LIB) $(FLAGS_STAMP)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LIBS)

@@ -48,10 +48,13 @@
  */
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024u
 
-/* One command-line export (-e NAME=PATH).  Strings point into argv. */
+/* One command-line export (-e NAME=PATH or -e NAME=memory:SIZE).
+ * Strings point into argv. */
 struct cmdline_export {
     const char *name;
-    const char *path;
+    const char *path; /* NULL for memory */
+    bool memory;
+    uint64_t memory_size;
 };
 
 /*
@@ -111,7 +114,7 @@ ANY_THREAD void cmdline_usage(FILE *out);
  */
 struct config_export {
     struct export_config ec;
-    char *name, *path, *description;
+    char *name, *path, *description; /* path NULL: memory (ec.memory) */
     struct server_allow *allow;
     unsigned nr_allow;
     char **tls_identities;

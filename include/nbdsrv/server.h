@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct server;
+struct backend;
 
 /*
  * One entry of an export's allow list: clients whose address lies in
@@ -39,7 +40,9 @@ struct server_allow {
  */
 struct export_config {
     const char *name;
-    const char *path;
+    const char *path; /* the image; NULL for a memory export */
+    bool memory;      /* a memory export of memory_size bytes */
+    uint64_t memory_size;
     const char *description; /* may be NULL */
     bool read_only;
     bool direct;  /* cache=none: O_DIRECT for aligned I/O */
@@ -108,7 +111,9 @@ ANY_THREAD int server_add_export(struct server *srv,
 /*
  * Replaces the whole export table, before or after server_start (a
  * reload).  An export whose name, path, read-only and cache settings are
- * unchanged keeps its open image; the others are opened anew.  Either
+ * unchanged keeps its open image (a memory export: whose size and
+ * read-only setting are unchanged keeps its data); the others are opened
+ * anew.  Either
  * every export is in place or, on failure (err names the export), the
  * old table stays untouched.  Connections keep the export they entered
  * transmission with (a reference) until they end; a removed export only
@@ -158,6 +163,18 @@ ANY_THREAD int server_set_tls(struct server *srv, const struct tls_config *cfg,
  * then).  ANY_THREAD, not from a loop thread.
  */
 ANY_THREAD void server_tick(struct server *srv);
+
+/*
+ * A test seam: called with the storage chain of each export as it is
+ * opened (not when a reload keeps it); returns the chain to serve,
+ * taking `be`, or NULL with err set (having dropped `be`).  The daemon's
+ * definition, a weak one in export.c, returns `be`.  The test daemon
+ * (build/tests/nbd-serverd-test) links tests/support/fault-hook.c, whose
+ * definition adds the fault-injection filter.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+server_export_test_hook(const struct export_config *config, struct backend *be,
+                        struct err *err);
 
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);

@@ -2,11 +2,14 @@
 /* The file backend: a raw image file or a block device behind io_uring. */
 
 /*
- * Design.  One struct backend per export, shared by every connection on
- * every loop.  Everything learned at open (fd, size, kind, capabilities)
- * is immutable afterwards and read without locks; the only mutable state
- * is the reference count and a few "this file system said EOPNOTSUPP"
- * hints, all C11 atomics.  Data moves through the ring of the loop the
+ * Design.  A bottom layer of the storage interface (backend.h): one
+ * struct file_backend per export, shared by every connection on every
+ * loop.  The common code (backend.c) has checked ranges, read-only-ness
+ * and empty requests before any operation here runs.  Everything learned
+ * at open (fd, size, kind, capabilities) is immutable afterwards and read
+ * without locks; the only mutable state is the reference count (in the
+ * common part) and a few "this file system said EOPNOTSUPP" hints, all
+ * C11 atomics.  Data moves through the ring of the loop the
  * calling coroutine is on (coro_read, coro_write, coro_fallocate, ...),
  * so requests from many loops run in parallel with no lock
  * (BACKEND_PARALLEL).  The allocation map is read with plain lseek
@@ -36,7 +39,8 @@
  * request is answered correctly, and the common aligned case uses no
  * bounce buffer (payload buffers of 4 KiB and up are page-aligned).
  */
-#include "nbdsrv/backend.h"
+#include "nbdsrv/backends.h"
+#include "nbdsrv/compiler.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro.h"
 
@@ -66,20 +70,23 @@
 /* Never written: the source of every zero-filling write. */
 static const char zero_buf[ZERO_CHUNK];
 
+static const struct backend_ops file_ops;
+
 /*
- * Owned jointly by its references (refs); the last backend_unref frees it.
- * Fields not marked otherwise are immutable after init.
+ * A file backend: the common part (its references, size and capabilities)
+ * and what it learned at open.  Freed by file_close with the last
+ * reference.  Fields not marked otherwise are immutable after init.
  */
-struct backend {
-    atomic_uint refs;      /* atomic; see backend_unref for the ordering */
+struct file_backend {
+    struct backend be;     /* the common part; must stay first for calloc */
     int fd;                /* O_CLOEXEC, O_RDWR or O_RDONLY */
     int dfd;               /* the same with O_DIRECT (cache=none), or -1 */
     uint32_t direct_align; /* alignment of I/O through dfd */
     char *path;            /* as given to backend_file_open; owned */
-    uint64_t size;
+    uint64_t size;         /* as be.size; set by the probe */
     uint32_t align; /* fallocate granularity: 1, or the logical block size
                        of a block device */
-    bool read_only;
+    bool read_only; /* as BACKEND_CAP_READ_ONLY in be.caps */
     bool is_block;
     bool rotational; /* block devices only; files say false */
     bool can_trim;
@@ -154,7 +161,7 @@ static bool probe_punch_hole(int fd, uint64_t size)
 }
 
 /* Fills in size, kind and capabilities from an open fd.  0 or -errno. */
-static int backend_probe(struct backend *be, const struct stat *st,
+static int backend_probe(struct file_backend *be, const struct stat *st,
                          struct err *err)
 {
     uint64_t v;
@@ -204,7 +211,7 @@ struct backend *backend_file_open(const char *path, bool read_only,
 }
 
 /* Opens the O_DIRECT descriptor of cache=none.  0 or -errno. */
-static int open_direct(struct backend *be, struct err *err)
+static int open_direct(struct file_backend *be, struct err *err)
 {
     int flags =
         (be->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_DIRECT;
@@ -229,12 +236,11 @@ struct backend *backend_file_open_flags(const char *path, unsigned open_flags,
                                         struct err *err)
 {
     bool read_only = (open_flags & BACKEND_OPEN_READ_ONLY) != 0;
-    struct backend *be = calloc(1, sizeof *be);
+    struct file_backend *be = calloc(1, sizeof *be);
     if (be == NULL) {
         err_set_errno(err, ENOMEM, "%s", path);
         return NULL;
     }
-    atomic_init(&be->refs, 1);
     be->dfd = -1;
     atomic_init(&be->no_punch, false);
     atomic_init(&be->no_zero_range, false);
@@ -280,7 +286,16 @@ struct backend *backend_file_open_flags(const char *path, unsigned open_flags,
     if ((open_flags & BACKEND_OPEN_DIRECT) && open_direct(be, err) < 0) {
         goto out_close;
     }
-    return be;
+    /* Writing zeroes always works on a writable file; the page cache
+     * serves every connection alike, so a flush covers them all. */
+    unsigned caps = BACKEND_CAP_CACHE | BACKEND_CAP_EXTENTS |
+                    BACKEND_CAP_MULTI_CONN |
+                    (be->read_only ? BACKEND_CAP_READ_ONLY : BACKEND_CAP_ZERO) |
+                    (be->can_trim ? BACKEND_CAP_TRIM : 0) |
+                    (be->can_fast_zero ? BACKEND_CAP_FAST_ZERO : 0) |
+                    (be->rotational ? BACKEND_CAP_ROTATIONAL : 0);
+    backend_init(&be->be, &file_ops, NULL, be->size, caps, BACKEND_PARALLEL);
+    return &be->be;
 
 out_close:
     close(be->fd);
@@ -291,29 +306,19 @@ out_free:
     return NULL;
 }
 
-struct backend *backend_ref(struct backend *be)
+static struct file_backend *to_file(struct backend *b)
 {
-    /* Relaxed: the caller already holds a reference that keeps be alive. */
-    atomic_fetch_add_explicit(&be->refs, 1, memory_order_relaxed);
-    return be;
+    return container_of(b, struct file_backend, be);
 }
 
-void backend_unref(struct backend *be)
+static const struct file_backend *to_file_const(const struct backend *b)
 {
-    if (be == NULL) {
-        return;
-    }
-    /*
-     * acq_rel: the release half orders this holder's use of be before the
-     * decrement; the acquire half, on the final decrement, makes every
-     * other holder's release visible before the close and free below.
-     * (A fence would do the same, but TSan does not model fences.)
-     */
-    unsigned old =
-        atomic_fetch_sub_explicit(&be->refs, 1, memory_order_acq_rel);
-    if (old != 1) {
-        return;
-    }
+    return container_of(b, const struct file_backend, be);
+}
+
+static void file_close(struct backend *b)
+{
+    struct file_backend *be = to_file(b);
     close(be->fd);
     be->fd = -1;
     if (be->dfd >= 0) {
@@ -325,74 +330,21 @@ void backend_unref(struct backend *be)
     free(be);
 }
 
-uint64_t backend_size(const struct backend *be)
+static bool file_same_file(const struct backend *b, const char *path)
 {
-    return be->size;
+    const struct file_backend *be = to_file_const(b);
+    struct stat a, st;
+    return stat(path, &a) == 0 && fstat(be->fd, &st) == 0 &&
+           a.st_dev == st.st_dev && a.st_ino == st.st_ino;
 }
 
-bool backend_read_only(const struct backend *be)
+bool backend_file_is_direct(const struct backend *b)
 {
-    return be->read_only;
-}
-
-bool backend_can_trim(const struct backend *be)
-{
-    return be->can_trim;
-}
-
-bool backend_can_zero(const struct backend *be)
-{
-    /* Writing zeroes always works on a writable file. */
-    return !be->read_only;
-}
-
-bool backend_can_fast_zero(const struct backend *be)
-{
-    return be->can_fast_zero;
-}
-
-bool backend_can_cache(const struct backend *be)
-{
-    (void)be;
-    return true;
-}
-
-bool backend_can_extents(const struct backend *be)
-{
-    (void)be;
-    return true;
-}
-
-bool backend_is_rotational(const struct backend *be)
-{
-    return be->rotational;
-}
-
-enum backend_concurrency backend_concurrency(const struct backend *be)
-{
-    (void)be;
-    return BACKEND_PARALLEL;
-}
-
-const char *backend_path(const struct backend *be)
-{
-    return be->path;
-}
-
-bool backend_same_file(const struct backend *be, const char *path)
-{
-    struct stat a, b;
-    return stat(path, &a) == 0 && fstat(be->fd, &b) == 0 &&
-           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
-bool backend_is_direct(const struct backend *be)
-{
-    return be->dfd >= 0;
+    return b->ops == &file_ops && to_file_const(b)->dfd >= 0;
 }
 
 /* The descriptor for this piece of I/O: O_DIRECT when all is aligned. */
-static int io_fd(const struct backend *be, const void *p, uint32_t len,
+static int io_fd(const struct file_backend *be, const void *p, uint32_t len,
                  uint64_t offset)
 {
     if (be->dfd < 0) {
@@ -405,18 +357,10 @@ static int io_fd(const struct backend *be, const void *p, uint32_t len,
     return be->fd;
 }
 
-/* Whether [offset, offset+len) lies inside the export. */
-static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
+static int file_pread(struct backend *b, void *buf, uint32_t len,
+                      uint64_t offset)
 {
-    return offset <= be->size && len <= be->size - offset;
-}
-
-int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
-{
-    coro_assert_in_coroutine();
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
-    }
+    struct file_backend *be = to_file(b);
     char *p = buf;
     uint32_t done = 0;
     while (done < len) {
@@ -448,7 +392,7 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
  * Falls back to a plain write (the caller then syncs) when the ring does
  * not take RWF_DSYNC; *synced says which happened.
  */
-static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
+static ssize_t write_some(struct file_backend *be, const char *p, uint32_t len,
                           uint64_t offset, bool dsync, bool *synced)
 {
     int fd = io_fd(be, p, len, offset);
@@ -476,16 +420,10 @@ static ssize_t write_some(struct backend *be, const char *p, uint32_t len,
     return coro_write(fd, p, len, offset);
 }
 
-int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
-                   uint64_t offset, bool fua)
+static int file_pwrite(struct backend *b, const void *buf, uint32_t len,
+                       uint64_t offset, bool fua)
 {
-    coro_assert_in_coroutine();
-    if (be->read_only) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
-    }
+    struct file_backend *be = to_file(b);
     const char *p = buf;
     uint32_t done = 0;
     bool need_sync = false;
@@ -508,14 +446,14 @@ int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
     return need_sync ? coro_fdatasync(be->fd) : 0;
 }
 
-int backend_flush(struct backend *be)
+static int file_flush(struct backend *b)
 {
-    coro_assert_in_coroutine();
+    struct file_backend *be = to_file(b);
     return coro_fdatasync(be->fd);
 }
 
 /* Writes zeroes over [offset, offset+len) from the shared zero buffer. */
-static int write_zeroes(struct backend *be, uint64_t offset, uint64_t len)
+static int write_zeroes(struct file_backend *be, uint64_t offset, uint64_t len)
 {
     struct iovec iov[ZERO_IOVS];
     while (len > 0) {
@@ -549,7 +487,7 @@ static int write_zeroes(struct backend *be, uint64_t offset, uint64_t len)
  * fallocate on the ring, remembering a mode the file system refuses in
  * `hint` so that later calls skip it.  Returns 0, -EOPNOTSUPP or -errno.
  */
-static int try_fallocate(struct backend *be, atomic_bool *hint, int mode,
+static int try_fallocate(struct file_backend *be, atomic_bool *hint, int mode,
                          uint64_t offset, uint64_t len)
 {
     if (atomic_load_explicit(hint, memory_order_relaxed)) {
@@ -563,7 +501,7 @@ static int try_fallocate(struct backend *be, atomic_bool *hint, int mode,
 }
 
 /* Rounds [*offset, *offset+*len) inwards to be->align; false if empty. */
-static bool align_inwards(const struct backend *be, uint64_t *offset,
+static bool align_inwards(const struct file_backend *be, uint64_t *offset,
                           uint64_t *len)
 {
     uint64_t a = be->align;
@@ -577,15 +515,9 @@ static bool align_inwards(const struct backend *be, uint64_t *offset,
     return true;
 }
 
-int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
+static int file_trim(struct backend *b, uint64_t offset, uint64_t len, bool fua)
 {
-    coro_assert_in_coroutine();
-    if (be->read_only) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
-    }
+    struct file_backend *be = to_file(b);
     if (!align_inwards(be, &offset, &len)) {
         return 0;
     }
@@ -606,8 +538,8 @@ int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
  * Zeroes an aligned range with fallocate alone.  Returns 0, -EOPNOTSUPP
  * when no mode fits the flags on this file, or another -errno.
  */
-static int zero_fallocate(struct backend *be, uint64_t offset, uint64_t len,
-                          unsigned flags)
+static int zero_fallocate(struct file_backend *be, uint64_t offset,
+                          uint64_t len, unsigned flags)
 {
     int r;
     if (flags & BACKEND_ZERO_MAY_TRIM) {
@@ -645,19 +577,10 @@ static int zero_fallocate(struct backend *be, uint64_t offset, uint64_t len,
     return r;
 }
 
-int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
-                 unsigned flags, bool fua)
+static int file_zero(struct backend *b, uint64_t offset, uint64_t len,
+                     unsigned flags, bool fua)
 {
-    coro_assert_in_coroutine();
-    if (be->read_only) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
-    }
-    if (len == 0) {
-        return 0;
-    }
+    struct file_backend *be = to_file(b);
     if ((flags & BACKEND_ZERO_FAST) && be->is_block && !be->can_fast_zero) {
         return -ENOTSUP;
     }
@@ -689,12 +612,9 @@ int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
     return fua ? coro_fdatasync(be->fd) : 0;
 }
 
-int backend_cache(struct backend *be, uint64_t offset, uint64_t len)
+static int file_cache(struct backend *b, uint64_t offset, uint64_t len)
 {
-    coro_assert_in_coroutine();
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
-    }
+    struct file_backend *be = to_file(b);
     /* Chunks never have length 0, which would mean "to the end". */
     while (len > 0) {
         uint32_t chunk = len < CACHE_CHUNK ? (uint32_t)len : CACHE_CHUNK;
@@ -713,8 +633,8 @@ int backend_cache(struct backend *be, uint64_t offset, uint64_t len)
  * (want_hole) or the next data.  Returns the position, `end` for "none
  * before the end of the file", or -errno.
  */
-static int64_t seek_next(const struct backend *be, uint64_t pos, bool want_hole,
-                         uint64_t end)
+static int64_t seek_next(const struct file_backend *be, uint64_t pos,
+                         bool want_hole, uint64_t end)
 {
     off_t r = lseek(be->fd, (off_t)pos, want_hole ? SEEK_HOLE : SEEK_DATA);
     if (r < 0) {
@@ -727,14 +647,16 @@ static int64_t seek_next(const struct backend *be, uint64_t pos, bool want_hole,
     return (uint64_t)r < end ? (int64_t)r : (int64_t)end;
 }
 
-int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
-                    struct backend_extent *out, unsigned max)
+static int file_extents(struct backend *b, enum backend_meta meta,
+                        uint64_t offset, uint64_t len,
+                        struct backend_extent *out, unsigned max)
 {
-    coro_assert_in_coroutine();
-    if (max == 0 || len == 0 || offset >= be->size) {
-        return -EINVAL;
+    struct file_backend *be = to_file(b);
+    if (meta != BACKEND_META_ALLOCATION) {
+        return -ENOTSUP;
     }
-    uint64_t end = offset + (len < be->size - offset ? len : be->size - offset);
+    /* The common code clipped len to the end of the export. */
+    uint64_t end = offset + len;
 
     /*
      * Runs alternate, so each needs one lseek: from a hole, SEEK_DATA
@@ -778,11 +700,9 @@ int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
     return (int)n;
 }
 
-int backend_range_is_hole(struct backend *be, uint64_t offset, uint64_t len)
+static int file_range_is_hole(struct backend *b, uint64_t offset, uint64_t len)
 {
-    if (len == 0 || offset >= be->size || len > be->size - offset) {
-        return -EINVAL;
-    }
+    struct file_backend *be = to_file(b);
     /* One SEEK_DATA: it answers at once when offset is data, the usual
      * case, where SEEK_HOLE could walk a whole fully written file. */
     int64_t next = seek_next(be, offset, false, offset + len);
@@ -791,3 +711,17 @@ int backend_range_is_hole(struct backend *be, uint64_t offset, uint64_t len)
     }
     return (uint64_t)next >= offset + len;
 }
+
+static const struct backend_ops file_ops = {
+    .name = "file",
+    .close = file_close,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .flush = file_flush,
+    .trim = file_trim,
+    .zero = file_zero,
+    .cache = file_cache,
+    .extents = file_extents,
+    .range_is_hole = file_range_is_hole,
+    .same_file = file_same_file,
+};

@@ -7,6 +7,7 @@
  * exit-worthy mistakes come back as -EINVAL with the message in err.
  */
 #include "config-int.h"
+#include "nbdsrv/backends.h"
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/config.h"
 
@@ -85,6 +86,9 @@ void cmdline_usage(FILE *out)
         "repeatable;\n"
         "                            the first export also answers to the "
         "empty name\n"
+        "  -e, --export NAME=memory:SIZE\n"
+        "                            export SIZE bytes of memory (a sparse "
+        "scratch disk)\n"
         "  -r, --read-only           all exports given with -e are read-only\n"
         "  -t, --threads N           event-loop threads (default: number of "
         "CPUs)\n"
@@ -214,13 +218,24 @@ static int parse_export(struct cmdline *cl, char *arg, struct err *err)
         return err_set(err, EINVAL, "--export %s=: the path after '=' is empty",
                        arg);
     }
+    struct cmdline_export x = {.name = arg, .path = eq + 1};
+    if (strncmp(x.path, CONFIG_MEMORY_PREFIX, strlen(CONFIG_MEMORY_PREFIX)) ==
+        0) {
+        const char *size = x.path + strlen(CONFIG_MEMORY_PREFIX);
+        if (config_parse_size(size, 0, BACKEND_MEMORY_MAX_SIZE,
+                              &x.memory_size) < 0) {
+            return err_set(err, EINVAL,
+                           "--export %s=memory:%s: expected a size up to 16T "
+                           "(a number with an optional K, M, G or T suffix)",
+                           arg, size);
+        }
+        x.memory = true;
+        x.path = NULL;
+    }
     if (grow(&cl->exports, cl->nr_exports, sizeof *cl->exports) < 0) {
         return err_set(err, ENOMEM, "out of memory");
     }
-    cl->exports[cl->nr_exports++] = (struct cmdline_export){
-        .name = arg,
-        .path = eq + 1,
-    };
+    cl->exports[cl->nr_exports++] = x;
     return 0;
 }
 

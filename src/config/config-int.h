@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* -e NAME=memory:SIZE */
+#define CONFIG_MEMORY_PREFIX "memory:"
+
 /* Strips blanks (and a trailing newline) in place; returns the start. */
 ANY_THREAD char *config_trim(char *s);
 /* yes/true/on/1 or no/false/off/0.  0 or -EINVAL. */

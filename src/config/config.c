@@ -17,6 +17,7 @@
 #include "nbdsrv/config.h"
 
 #include "config-int.h"
+#include "nbdsrv/backends.h"
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
 
@@ -62,8 +63,8 @@ static const char *const server_keys[] = {
 };
 
 static const char *const export_keys[] = {
-    "path", "read-only", "description",    "cache",
-    "trim", "allow",     "tls-identities", NULL,
+    "path",  "read-only",      "description", "cache", "trim",
+    "allow", "tls-identities", "memory",      NULL,
 };
 
 /* Keys that may be repeated (their values accumulate). */
@@ -234,19 +235,27 @@ static struct config_export *current_export(struct parse_ctx *ctx)
     return &ctx->cfg->exports[ctx->cfg->nr_exports - 1];
 }
 
-/* The section that just ended: an export must have had a path. */
+/*
+ * The section that just ended: an export must have had a path or a
+ * memory size, not both, and cache = none needs a file.
+ */
 static void finish_section(struct parse_ctx *ctx)
 {
     if (ctx->failed || ctx->kind != SECTION_EXPORT) {
         return;
     }
     struct config_export *ce = current_export(ctx);
-    if (ce->path == NULL) {
-        unsigned line = ctx->line;
-        ctx->line = ctx->section_line;
-        fail(ctx, "[export %s] has no path", ce->name);
-        ctx->line = line;
+    unsigned line = ctx->line;
+    ctx->line = ctx->section_line;
+    if (ce->path == NULL && !ce->ec.memory) {
+        fail(ctx, "[export %s] has no path (or memory = SIZE)", ce->name);
+    } else if (ce->path != NULL && ce->ec.memory) {
+        fail(ctx, "[export %s] has both a path and memory: give one", ce->name);
+    } else if (ce->ec.memory && ce->ec.direct) {
+        fail(ctx, "[export %s]: cache = none needs a file (path), not memory",
+             ce->name);
     }
+    ctx->line = line;
 }
 
 /* A section header "[...]" on the current line; `text` is inside. */
@@ -499,6 +508,15 @@ static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
             ce->path_origin = NULL;
             return fail(ctx, "out of memory");
         }
+    } else if (strcmp(key, "memory") == 0) {
+        if (config_parse_size(v, 0, BACKEND_MEMORY_MAX_SIZE,
+                              &ce->ec.memory_size) < 0) {
+            return fail(ctx,
+                        "memory = %s: expected a size up to 16T (a number "
+                        "with an optional K, M, G or T suffix)",
+                        v);
+        }
+        ce->ec.memory = true;
     } else if (strcmp(key, "read-only") == 0) {
         if (config_parse_bool(v, &ce->ec.read_only) < 0) {
             return fail(ctx, "read-only = %s: expected yes or no", v);
@@ -781,12 +799,19 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
                            x->name, prev->origin);
         }
         struct config_export *ce = new_export(cfg, x->name, "--export");
-        char *path = ce != NULL ? config_make_absolute(cl->cwd, x->path) : NULL;
-        if (path == NULL) {
+        if (ce == NULL) {
             return err_set(err, ENOMEM, "out of memory");
         }
-        ce->path = path;
         ce->ec.read_only = cl->read_only;
+        if (x->memory) {
+            ce->ec.memory = true;
+            ce->ec.memory_size = x->memory_size;
+            continue;
+        }
+        ce->path = config_make_absolute(cl->cwd, x->path);
+        if (ce->path == NULL) {
+            return err_set(err, ENOMEM, "out of memory");
+        }
     }
     link_exports(cfg);
     return 0;
@@ -847,6 +872,9 @@ static int final_checks(struct config *cfg, struct err *err)
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         struct config_export *ce = &cfg->exports[i];
         char msg[ERR_MSG_MAX];
+        if (ce->ec.memory) {
+            continue;
+        }
         if (config_check_image(ce->path, ce->ec.read_only, msg, sizeof msg) <
             0) {
             return err_set(err, EINVAL, "%s: [export %s]: %s",
@@ -979,12 +1007,19 @@ void config_print(const struct config *cfg, FILE *out)
         const struct config_export *ce = &cfg->exports[i];
         fprintf(out, "\n# %s%s\n[export %s]\n", ce->origin,
                 i == 0 ? "; also the default export \"\"" : "", ce->name);
-        print_value(out, "path", ce->path);
+        if (ce->ec.memory) {
+            config_format_size(ce->ec.memory_size, size, sizeof size);
+            fprintf(out, "memory = %s\n", size);
+        } else {
+            print_value(out, "path", ce->path);
+        }
         fprintf(out, "read-only = %s\n", ce->ec.read_only ? "yes" : "no");
         if (ce->description != NULL) {
             print_value(out, "description", ce->description);
         }
-        fprintf(out, "cache = %s\n", ce->ec.direct ? "none" : "writeback");
+        if (!ce->ec.memory) {
+            fprintf(out, "cache = %s\n", ce->ec.direct ? "none" : "writeback");
+        }
         fprintf(out, "trim = %s\n", ce->ec.no_trim ? "off" : "on");
         if (ce->nr_allow > 0) {
             fprintf(out, "allow = ");

@@ -4,7 +4,7 @@
 #define NBDSRV_NBDC_INT_H
 
 #include "nbdsrv/affinity.h"
-#include "nbdsrv/backend.h"
+#include "nbdsrv/backends.h"
 #include "nbdsrv/client.h"
 #include "nbdsrv/loop.h"
 

@@ -242,6 +242,8 @@ int server_add_export(struct server *srv, const struct export_config *config,
         all[i] = (struct export_config){
             .name = exp->name,
             .path = exp->path,
+            .memory = exp->memory,
+            .memory_size = exp->memory_size,
             .description = exp->description,
             .read_only = backend_read_only(exp->be),
             .direct = exp->direct,

@@ -100,7 +100,8 @@ diff "$T/help.opts" "$T/man.opts" >&2 ||
 step "the example configuration is valid once it has an export"
 truncate -s 1M "$T/disk.img"
 cp conf/nbd-serverd.conf "$T/example.conf"
-printf '[export disk]\npath = disk.img\n' >>"$T/example.conf"
+printf '[export disk]\npath = disk.img\n[export mem]\nmemory = 1M\n' \
+    >>"$T/example.conf"
 "$BUILD/nbd-serverd" -c "$T/example.conf" --check-config >"$T/example.out" ||
     fail "the example configuration is rejected"
 # Every key of the example (commented out) is documented in the

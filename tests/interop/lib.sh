@@ -19,10 +19,14 @@
 #
 # Other knobs: NBDSRV_TEST_KEEP=1 keeps the temporary directory,
 # NBDSRV_TEST_TIMEOUT bounds each client command (seconds, default 60).
+# A script sets SERVER_BIN=$BUILD/tests/nbd-serverd-test (the daemon with
+# the fault-injection hook, see tests/support/fault-hook.c) before
+# start_server to make storage fail on purpose.
 
 set -euo pipefail
 
 BUILD=${BUILD:-build}
+SERVER_BIN=$BUILD/nbd-serverd
 NBDSRV_TEST_SERVER=${NBDSRV_TEST_SERVER:-nbd-serverd}
 NBDSRV_TEST_TIMEOUT=${NBDSRV_TEST_TIMEOUT:-60}
 TEST_NAME=$(basename "$0" .sh)
@@ -256,9 +260,9 @@ start_server()
     rm -f "$pidfile"
 
     if is_our_server; then
-        [ -x "$BUILD/nbd-serverd" ] ||
-            fail "$BUILD/nbd-serverd does not exist (run make first)"
-        argv=("$BUILD/nbd-serverd" -f --pidfile "$pidfile" "$@")
+        [ -x "$SERVER_BIN" ] ||
+            fail "$SERVER_BIN does not exist (run make first)"
+        argv=("$SERVER_BIN" -f --pidfile "$pidfile" "$@")
         parse_listen_addrs "$@"
     else
         requires nbdkit

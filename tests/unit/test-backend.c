@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of the file backend: open errors, data round trips, FUA,
+ * Unit tests of the file backend: the conformance suite (fixture-backend.c)
+ * over files on ext4 under /tmp and tmpfs under /dev/shm, then what only
+ * the file backend promises: open errors, data round trips, FUA,
  * trim and zeroes (on ext4 under /tmp and tmpfs under /dev/shm), the
  * allocation map, readahead, references, and a loop block device when
  * the test runs as root.
@@ -10,8 +12,9 @@
  * test body itself stays on the main thread, where ck_assert is safe.
  * Temporary files are unlinked as soon as the backend has them open.
  */
+#include "fixture-backend.h"
 #include "fixture-loops.h"
-#include "nbdsrv/backend.h"
+#include "nbdsrv/backends.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -30,153 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KiB (1024u)
-#define MiB (1024u * 1024)
-#define GiB (1024ull * 1024 * 1024)
-#define TiB (1024ull * 1024 * 1024 * 1024)
-
-/* ---- Running backend calls on the loops ---- */
-
-enum call_op {
-    CALL_PREAD,
-    CALL_PWRITE,
-    CALL_FLUSH,
-    CALL_TRIM,
-    CALL_ZERO,
-    CALL_CACHE,
-    CALL_EXTENTS,
-    CALL_IS_HOLE,
-};
-
-struct call {
-    enum call_op op;
-    struct backend *be;
-    void *buf;
-    uint64_t offset;
-    uint64_t len;
-    unsigned flags;
-    bool fua;
-    struct backend_extent *ext;
-    unsigned max;
-    int r;
-};
-
-static void call_entry(void *arg)
-{
-    struct call *c = arg;
-    switch (c->op) {
-    case CALL_PREAD:
-        c->r = backend_pread(c->be, c->buf, (uint32_t)c->len, c->offset);
-        break;
-    case CALL_PWRITE:
-        c->r =
-            backend_pwrite(c->be, c->buf, (uint32_t)c->len, c->offset, c->fua);
-        break;
-    case CALL_FLUSH:
-        c->r = backend_flush(c->be);
-        break;
-    case CALL_TRIM:
-        c->r = backend_trim(c->be, c->offset, c->len, c->fua);
-        break;
-    case CALL_ZERO:
-        c->r = backend_zero(c->be, c->offset, c->len, c->flags, c->fua);
-        break;
-    case CALL_CACHE:
-        c->r = backend_cache(c->be, c->offset, c->len);
-        break;
-    case CALL_EXTENTS:
-        c->r = backend_extents(c->be, c->offset, c->len, c->ext, c->max);
-        break;
-    case CALL_IS_HOLE:
-        c->r = backend_range_is_hole(c->be, c->offset, c->len);
-        break;
-    }
-}
-
-static unsigned next_loop;
-
-/* Runs one call in a coroutine, on loop 0 and loop 1 in turn. */
-static int call_run(struct call *c)
-{
-    fixture_run_on(next_loop, call_entry, c);
-    next_loop ^= 1;
-    return c->r;
-}
-
-static int t_pread(struct backend *be, void *buf, uint64_t len, uint64_t offset)
-{
-    struct call c = {
-        .op = CALL_PREAD, .be = be, .buf = buf, .len = len, .offset = offset};
-    return call_run(&c);
-}
-
-static int t_pwrite(struct backend *be, const void *buf, uint64_t len,
-                    uint64_t offset, bool fua)
-{
-    struct call c = {.op = CALL_PWRITE,
-                     .be = be,
-                     .buf = (void *)buf,
-                     .len = len,
-                     .offset = offset,
-                     .fua = fua};
-    return call_run(&c);
-}
-
-static int t_flush(struct backend *be)
-{
-    struct call c = {.op = CALL_FLUSH, .be = be};
-    return call_run(&c);
-}
-
-static int t_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
-{
-    struct call c = {
-        .op = CALL_TRIM, .be = be, .offset = offset, .len = len, .fua = fua};
-    return call_run(&c);
-}
-
-static int t_zero(struct backend *be, uint64_t offset, uint64_t len,
-                  unsigned flags, bool fua)
-{
-    struct call c = {.op = CALL_ZERO,
-                     .be = be,
-                     .offset = offset,
-                     .len = len,
-                     .flags = flags,
-                     .fua = fua};
-    return call_run(&c);
-}
-
-static int t_cache(struct backend *be, uint64_t offset, uint64_t len)
-{
-    struct call c = {.op = CALL_CACHE, .be = be, .offset = offset, .len = len};
-    return call_run(&c);
-}
-
-static int t_extents(struct backend *be, uint64_t offset, uint64_t len,
-                     struct backend_extent *ext, unsigned max)
-{
-    struct call c = {.op = CALL_EXTENTS,
-                     .be = be,
-                     .offset = offset,
-                     .len = len,
-                     .ext = ext,
-                     .max = max};
-    return call_run(&c);
-}
-
-static int t_is_hole(struct backend *be, uint64_t offset, uint64_t len)
-{
-    struct call c = {
-        .op = CALL_IS_HOLE, .be = be, .offset = offset, .len = len};
-    return call_run(&c);
-}
-
 /* ---- Files ---- */
 
 static void setup(void)
 {
-    next_loop = 0;
+    t_reset();
     fixture_loops_start(2, 0);
 }
 
@@ -217,13 +78,6 @@ static struct backend *temp_backend(const char *dir, uint64_t size,
     return be;
 }
 
-static void fill_pattern(unsigned char *buf, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++) {
-        buf[i] = (unsigned char)((i * 31 + seed) % 251 + 1);
-    }
-}
-
 static void raw_write(int fd, const void *buf, size_t len, uint64_t offset)
 {
     ck_assert_int_eq(pwrite(fd, buf, len, (off_t)offset), (ssize_t)len);
@@ -236,22 +90,6 @@ static void raw_fill(int fd, uint64_t offset, size_t len)
     ck_assert_ptr_nonnull(buf);
     fill_pattern(buf, len, 7);
     raw_write(fd, buf, len, offset);
-    free(buf);
-}
-
-/* Asserts that the backend reads [offset, offset+len) as zeroes. */
-static void assert_reads_zero(struct backend *be, uint64_t offset, size_t len)
-{
-    unsigned char *buf = malloc(len);
-    ck_assert_ptr_nonnull(buf);
-    memset(buf, 0xaa, len);
-    ck_assert_int_eq(t_pread(be, buf, len, offset), 0);
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] != 0) {
-            ck_abort_msg("byte %zu of [%llu, +%zu) is %u", i,
-                         (unsigned long long)offset, len, buf[i]);
-        }
-    }
     free(buf);
 }
 
@@ -339,8 +177,8 @@ START_TEST(test_backend_size_of_sparse_file)
     ck_assert(backend_can_extents(be));
     ck_assert(!backend_is_rotational(be));
     ck_assert_int_eq(backend_concurrency(be), BACKEND_PARALLEL);
-    ck_assert_str_eq(strstr(backend_path(be), "/tmp/nbdsrv-backend-"),
-                     backend_path(be));
+    ck_assert(backend_can_multi_conn(be));
+    ck_assert_str_eq(backend_name(be), "file");
     ck_assert_int_eq(blocks_of(raw), 0); /* opening allocated nothing */
     backend_unref(be);
     close(raw);
@@ -850,72 +688,6 @@ START_TEST(test_backend_refcount)
 }
 END_TEST
 
-#define PAR_LOOPS 4
-#define PAR_WORKERS 16
-#define PAR_REGION (64 * KiB)
-
-struct par {
-    struct backend *be;
-    atomic_int done;
-    atomic_int failures;
-};
-
-struct par_worker {
-    struct par *par;
-    unsigned id;
-};
-
-/* Each worker owns one region: writes, zeroes and reads it back. */
-static void par_entry(void *arg)
-{
-    struct par_worker *w = arg;
-    struct backend *be = backend_ref(w->par->be);
-    uint64_t base = (uint64_t)w->id * PAR_REGION;
-    static unsigned char zeroes[PAR_REGION];
-    unsigned char *out = malloc(PAR_REGION);
-    unsigned char *in = malloc(PAR_REGION);
-    int bad = out == NULL || in == NULL;
-    for (unsigned round = 0; !bad && round < 20; round++) {
-        fill_pattern(out, PAR_REGION, w->id * 100 + round);
-        bad |= backend_pwrite(be, out, PAR_REGION, base, round % 4 == 0) != 0;
-        bad |= backend_pread(be, in, PAR_REGION, base) != 0;
-        bad |= memcmp(in, out, PAR_REGION) != 0;
-        unsigned flags = round % 2 ? BACKEND_ZERO_MAY_TRIM : 0;
-        bad |= backend_zero(be, base, PAR_REGION, flags, false) != 0;
-        bad |= backend_pread(be, in, PAR_REGION, base) != 0;
-        bad |= memcmp(in, zeroes, PAR_REGION) != 0;
-    }
-    free(in);
-    free(out);
-    backend_unref(be);
-    atomic_fetch_add(&w->par->failures, bad);
-    atomic_fetch_add(&w->par->done, 1);
-}
-
-static bool par_done(void *arg)
-{
-    return atomic_load(&((struct par *)arg)->done) == PAR_WORKERS;
-}
-
-START_TEST(test_backend_parallel_from_many_loops)
-{
-    fixture_loops_stop();
-    fixture_loops_start(PAR_LOOPS, 0);
-    int raw;
-    struct par par = {.done = 0, .failures = 0};
-    par.be = temp_backend("/tmp", PAR_WORKERS * PAR_REGION, false, &raw);
-    struct par_worker workers[PAR_WORKERS];
-    for (unsigned i = 0; i < PAR_WORKERS; i++) {
-        workers[i] = (struct par_worker){.par = &par, .id = i};
-        fixture_spawn_on(i % PAR_LOOPS, par_entry, &workers[i]);
-    }
-    ck_assert(fixture_wait_until(par_done, &par, 30000));
-    ck_assert_int_eq(atomic_load(&par.failures), 0);
-    backend_unref(par.be);
-    close(raw);
-}
-END_TEST
-
 /* ---- block devices ---- */
 
 /*
@@ -1043,7 +815,7 @@ START_TEST(test_backend_direct_roundtrip)
         backend_file_open_flags(path, BACKEND_OPEN_DIRECT, &err);
     unlink(path);
     ck_assert_msg(be != NULL, "%s", err.msg);
-    ck_assert(backend_is_direct(be));
+    ck_assert(backend_file_is_direct(be));
     const struct {
         uint64_t offset;
         uint32_t len;
@@ -1087,10 +859,37 @@ START_TEST(test_backend_direct_roundtrip)
 }
 END_TEST
 
+/* A conformance layer: a new sparse file in `dir`, already unlinked. */
+static struct backend *conformance_file(const char *dir, uint64_t size,
+                                        bool read_only)
+{
+    int raw;
+    struct backend *be = temp_backend(dir, size, read_only, &raw);
+    close(raw);
+    return be;
+}
+
+static struct backend *conformance_tmp(uint64_t size, bool read_only)
+{
+    return conformance_file("/tmp", size, read_only);
+}
+
+static struct backend *conformance_shm(uint64_t size, bool read_only)
+{
+    return conformance_file("/dev/shm", size, read_only);
+}
+
+static const struct backend_impl conformance_impls[] = {
+    {.name = "file on /tmp", .open = conformance_tmp, .holes = true},
+    {.name = "file on /dev/shm", .open = conformance_shm, .holes = true},
+};
+
 Suite *backend_suite(void);
 Suite *backend_suite(void)
 {
     Suite *s = suite_create("backend");
+    fixture_backend_conformance(s, conformance_impls,
+                                ARRAY_SIZE(conformance_impls));
     TCase *tc = tcase_create("open");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
@@ -1109,7 +908,6 @@ Suite *backend_suite(void)
     tcase_add_test(tc, test_backend_flush);
     tcase_add_test(tc, test_backend_read_only_refuses_writes);
     tcase_add_test(tc, test_backend_cache);
-    tcase_add_test(tc, test_backend_parallel_from_many_loops);
     tcase_add_test(tc, test_backend_direct_roundtrip);
     suite_add_tcase(s, tc);
 

@@ -161,6 +161,14 @@ static const struct {
     {"[export a]\nread-only = yes\n", "test.conf:1: [export a] has no path"},
     {"[export a]\n[export b]\npath = a.img\n",
      "test.conf:1: [export a] has no path"},
+    {"[export a]\nmemory = 1G\npath = a.img\n",
+     "test.conf:1: [export a] has both a path and memory"},
+    {"[export a]\nmemory = lots\n", "test.conf:2: memory = lots: expected"},
+    {"[export a]\nmemory = 17T\n", "test.conf:2: memory = 17T: expected"},
+    {"[export a]\nmemory = 1G\nmemory = 2G\n",
+     "test.conf:3: 'memory' is given twice"},
+    {"[export a]\nmemory = 1G\ncache = none\n",
+     "test.conf:1: [export a]: cache = none needs a file"},
     {"[export]\npath = a.img\n", "test.conf:1: [export] needs a name"},
     {"[export   ]\npath = a.img\n", "test.conf:1: [export] needs a name"},
     {"[export a]\npath = missing.img\n",
@@ -439,6 +447,9 @@ static const struct {
     {{"-e", "noequals", NULL}, "--export: 'noequals' is not NAME=PATH"},
     {{"-e", "=x", NULL}, "export name before '=' is empty"},
     {{"-e", "a=", NULL}, "path after '=' is empty"},
+    {{"-e", "a=memory:", NULL}, "--export a=memory:: expected a size"},
+    {{"-e", "a=memory:1Q", NULL}, "--export a=memory:1Q: expected a size"},
+    {{"-e", "a=memory:20T", NULL}, "--export a=memory:20T: expected a size"},
     {{"--bogus", NULL}, "unknown option '--bogus'"},
     {{"-l", NULL}, "needs an argument"},
     {{"extra", NULL}, "unexpected argument 'extra'"},
@@ -464,6 +475,52 @@ START_TEST(test_config_cmdline_errors)
         ck_abort_msg("error '%s' lacks '%s'", err.msg, bad_cmdlines[_i].error);
     }
     finish(&cl);
+}
+END_TEST
+
+/* Memory exports from the file and the command line, and their print. */
+START_TEST(test_config_memory_exports)
+{
+    make_dir();
+    const char *path = write_conf("[export m]\n"
+                                  "memory = 64M\n"
+                                  "read-only = yes\n");
+    const char *args[] = {"-c", path, "-e", "n=memory:1000001", NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_uint_eq(cfg->nr_exports, 2);
+    const struct export_config *m = &cfg->exports[0].ec;
+    ck_assert(m->memory);
+    ck_assert_uint_eq(m->memory_size, 64 * 1024 * 1024);
+    ck_assert_ptr_null(m->path);
+    ck_assert(m->read_only);
+    const struct export_config *n = &cfg->exports[1].ec;
+    ck_assert(n->memory);
+    ck_assert_uint_eq(n->memory_size, 1000001);
+    ck_assert_ptr_null(n->path);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "[export m]\nmemory = 64M\n"));
+    ck_assert_ptr_nonnull(strstr(text, "[export n]\nmemory = 1000001\n"));
+    ck_assert_ptr_null(strstr(text, "path ="));
+    ck_assert_ptr_null(strstr(text, "cache ="));
+    /* What it prints parses back to the same exports. */
+    struct config *again = config_parse_string(text, "printed.conf", &err);
+    ck_assert_msg(again != NULL, "%s", err.msg);
+    ck_assert(again->exports[1].ec.memory);
+    ck_assert_uint_eq(again->exports[1].ec.memory_size, 1000001);
+    config_unref(again);
+    free(text);
+    config_unref(cfg);
+    finish(&cl);
+    remove_dir();
 }
 END_TEST
 
@@ -710,6 +767,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_config_cmdline_errors, 0,
                         (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]));
     tcase_add_test(tc, test_config_help_and_version);
+    tcase_add_test(tc, test_config_memory_exports);
     suite_add_tcase(s, tc);
     tc = tcase_create("daemon");
     tcase_set_timeout(tc, 30);

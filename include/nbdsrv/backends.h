@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The layers this tree ships, and how to open each: one file per layer
+ * under src/backend/.  What a layer is, and what every layer promises,
+ * is in backend.h; this header only names the constructors and the few
+ * facts that belong to one kind of layer.
+ */
+#ifndef NBDSRV_BACKENDS_H
+#define NBDSRV_BACKENDS_H
+
+#include "nbdsrv/affinity.h"
+#include "nbdsrv/backend.h"
+#include "nbdsrv/err.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---- The file backend (backend-file.c): BACKEND_PARALLEL ---- */
+
+/*
+ * Opens a raw image file or a block device.  read_only opens it O_RDONLY.
+ * The size comes from fstat (regular files) or BLKGETSIZE64 (block
+ * devices); anything else is refused.  Returns NULL with err naming the
+ * path and the cause.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *backend_file_open(const char *path, bool read_only,
+                                             struct err *err);
+
+/* Flags of backend_file_open_flags. */
+#define BACKEND_OPEN_READ_ONLY 0x1u
+#define BACKEND_OPEN_DIRECT 0x2u /* cache=none: aligned I/O uses O_DIRECT */
+
+/*
+ * backend_file_open with flags.  With BACKEND_OPEN_DIRECT, reads and
+ * writes aligned to 4096 bytes (offset, length and buffer) bypass the
+ * page cache; others stay buffered, so any request works.  A file system
+ * that refuses O_DIRECT (tmpfs before Linux 6.6) fails the open with a
+ * message saying so.
+ * ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+backend_file_open_flags(const char *path, unsigned flags, struct err *err);
+
+/* Whether `be`, a file backend, was opened for cache=none.  ANY_THREAD. */
+ANY_THREAD bool backend_file_is_direct(const struct backend *be);
+
+/* ---- The memory backend (backend-mem.c): BACKEND_PARALLEL ---- */
+
+/* The largest memory export: 16 TiB. */
+#define BACKEND_MEMORY_MAX_SIZE (16ull << 40)
+
+/*
+ * A sparse export of `size` bytes held in memory, empty (all zeroes) at
+ * first: pages are allocated on first write and given back by trims and
+ * zeroes, and extents report pages never written as holes.  read_only
+ * makes an export of zeroes.  NULL with err set (-EFBIG beyond
+ * BACKEND_MEMORY_MAX_SIZE, -ENOMEM).  ANY_THREAD.
+ */
+ANY_THREAD struct backend *backend_memory_new(uint64_t size, bool read_only,
+                                              struct err *err);
+
+/* Bytes of data pages a memory backend holds now (0 for another kind of
+ * layer).  ANY_THREAD. */
+ANY_THREAD uint64_t backend_memory_allocated(const struct backend *be);
+
+/*
+ * ---- The fault-injection filter (backend-fault.c): a test facility ----
+ *
+ * For the test suite only: the unit tests use it directly, the interop
+ * tests through the test daemon (build/tests/nbd-serverd-test, see
+ * tests/support/fault-hook.c).  The daemon users run cannot enable it,
+ * and the manual does not describe it.
+ */
+
+/* Operations a rule applies to (a mask). */
+#define BACKEND_FAULT_READ 0x01u
+#define BACKEND_FAULT_WRITE 0x02u
+#define BACKEND_FAULT_FLUSH 0x04u
+#define BACKEND_FAULT_TRIM 0x08u
+#define BACKEND_FAULT_ZERO 0x10u
+#define BACKEND_FAULT_CACHE 0x20u
+#define BACKEND_FAULT_EXTENTS 0x40u
+#define BACKEND_FAULT_ALL 0x7fu
+
+/*
+ * One rule: a call of an operation in `ops` whose range overlaps
+ * [start, end) (flush: any) sleeps delay_ns on its loop, then fails with
+ * -error, or passes down when error is 0.  The first match wins.
+ */
+struct backend_fault_rule {
+    unsigned ops;
+    uint64_t start, end;
+    int error;         /* positive errno, or 0 */
+    uint64_t delay_ns; /* 0: none */
+};
+
+/*
+ * Wraps `lower_take` (its reference passes to the filter, and is dropped
+ * on failure too) in a fault filter with a copy of `rules`.  Same size
+ * and capabilities as the layer below; BACKEND_PARALLEL.  NULL with err
+ * set on ENOMEM.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *
+backend_fault_new(struct backend *lower_take,
+                  const struct backend_fault_rule *rules, unsigned nr,
+                  struct err *err);
+
+/*
+ * Parses rules written as RULE[,RULE]..., each OPS[@START-END]:ACTION
+ * with OPS operation names joined by '+' (read, write, flush, trim,
+ * zero, cache, extents, all), START and END byte offsets (K, M, G, T
+ * suffixes; END may be left out for "to the end"), and ACTION an errno
+ * name (EIO, ENOSPC, EPERM, EROFS, EDQUOT, EFBIG, ENOMEM, EINVAL,
+ * ENOTSUP), delay=MS, or both joined by '/'.  Example:
+ * "write@1M-2M:ENOSPC,read:delay=200/EIO".  On success *rules (malloc'd,
+ * the caller frees it) and *nr; else -EINVAL with err naming the rule.
+ * ANY_THREAD.
+ */
+ANY_THREAD int backend_fault_parse(const char *text,
+                                   struct backend_fault_rule **rules,
+                                   unsigned *nr, struct err *err);
+
+#endif
