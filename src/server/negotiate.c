@@ -221,18 +221,47 @@ static enum opt_result opt_flag(struct haggle *h, uint32_t option, uint32_t len,
     return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
-static bool query_matches_base_allocation(struct proto_string q)
+/*
+ * Whether query `q` names base:allocation, our only context.  The
+ * namespace-only query "base:" is a wildcard in LIST ("MUST support this
+ * as a wildcard during NBD_OPT_LIST_META_CONTEXT") but selects nothing in
+ * SET ("the server MUST ignore this form during
+ * NBD_OPT_SET_META_CONTEXT").  Queries of other namespaces, and other
+ * leaf names of base:, are ignored.
+ */
+static bool query_matches_base_allocation(struct proto_string q, bool set)
 {
     static const char full[] = SERVER_META_BASE_ALLOCATION;
-    /* "base:" asks for every context of the namespace: ours is one. */
-    return (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) ||
-           (q.len == 5 && memcmp(q.ptr, "base:", 5) == 0);
+    static const char ns[] = "base:";
+    if (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) {
+        return true;
+    }
+    return !set && q.len == sizeof ns - 1 && memcmp(q.ptr, ns, q.len) == 0;
 }
 
+/* No meta context is selected any more. */
+static void meta_select_none(struct conn *conn)
+{
+    conn->meta_base_allocation = false;
+    free(conn->meta_export);
+    conn->meta_export = NULL;
+}
+
+/*
+ * LIST_META_CONTEXT and SET_META_CONTEXT ("Metadata querying").  SET
+ * replaces the selection whatever its outcome: "Issuing this command
+ * replaces all previously-set metadata contexts (including when this
+ * command fails)", so the old selection is dropped before anything can
+ * fail, and a failed SET leaves none.
+ */
 static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
 {
     struct conn *conn = h->conn;
+    bool set = option == PROTO_OPT_SET_META_CONTEXT;
     int r;
+    if (set) {
+        meta_select_none(conn);
+    }
     if (!conn->structured) {
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "structured replies must be negotiated first");
@@ -246,25 +275,21 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
-    bool match = false;
-    if (meta.nr_queries == 0) {
-        /* LIST with no query lists everything; SET with none clears. */
-        match = option == PROTO_OPT_LIST_META_CONTEXT;
-    }
+    /* LIST with no query lists everything; SET with none selects none. */
+    bool match = meta.nr_queries == 0 && !set;
     size_t pos = 0;
     struct proto_string q;
     while (proto_opt_meta_next(&meta, &pos, &q)) {
-        if (query_matches_base_allocation(q)) {
+        if (query_matches_base_allocation(q, set)) {
             match = true;
         }
     }
-    if (option == PROTO_OPT_SET_META_CONTEXT) {
-        conn->meta_base_allocation = match;
-        free(conn->meta_export);
+    if (set && match) {
         conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
         if (conn->meta_export == NULL) {
             return OPT_CLOSE;
         }
+        conn->meta_base_allocation = true;
     }
     if (match) {
         r = send_reply(h, proto_build_rep_meta_context(
@@ -359,9 +384,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
     /* State negotiated in plain text does not survive STARTTLS. */
     conn->structured = false;
     conn->extended = false;
-    conn->meta_base_allocation = false;
-    free(conn->meta_export);
-    conn->meta_export = NULL;
+    meta_select_none(conn);
     if (log_get_level() >= LOG_LEVEL_DEBUG) {
         char desc[256];
         chan_tls_describe(conn->ch, desc, sizeof desc);

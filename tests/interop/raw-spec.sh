@@ -5,6 +5,10 @@
 #  - fua: with NBD_FLAG_SEND_FUA advertised, NBD_CMD_FLAG_FUA is accepted
 #    on every command (compact requests, structured replies, extended
 #    headers).
+#  - meta-set: NBD_OPT_SET_META_CONTEXT with the namespace-only query
+#    "base:" selects nothing, and a SET that fails (unknown export,
+#    malformed data) leaves no context selected, not the earlier one:
+#    NBD_CMD_BLOCK_STATUS then fails with EINVAL.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -65,22 +69,102 @@ def fua(addr):
         c.disconnect()
 
 
+def block_status_error(c):
+    """NBD_CMD_BLOCK_STATUS of the first MiB: its error (0: success)."""
+    err, _ = c.command(CMD_BLOCK_STATUS, 0xB5, 0, MiB)
+    return err
+
+
+def meta_set(addr):
+    # SET base:allocation selects it; a later SET of "base:" alone must
+    # select nothing ("the server MUST ignore this form during
+    # NBD_OPT_SET_META_CONTEXT") and replace the earlier selection.
+    c = Conn(addr).handshake()
+    c.structured_reply()
+    got = meta_contexts(c.expect_option(
+        OPT_SET_META_CONTEXT, meta_data("disk", ["base:allocation"]),
+        REP_ACK, "SET base:allocation"))
+    if [n for _, n in got] != ["base:allocation"]:
+        fail("SET base:allocation selected %r" % got)
+    got = meta_contexts(c.expect_option(
+        OPT_SET_META_CONTEXT, meta_data("disk", ["base:"]), REP_ACK,
+        "SET base:"))
+    if got:
+        fail("SET with the query 'base:' selected %r; it must select "
+             "nothing" % got)
+    c.go("disk")
+    err = block_status_error(c)
+    if err != EINVAL:
+        fail("BLOCK_STATUS after SET 'base:': error %d, want EINVAL" % err)
+    log("after SET 'base:' no context is selected: BLOCK_STATUS fails "
+        "with EINVAL")
+    c.disconnect()
+
+    # "Issuing this command replaces all previously-set metadata contexts
+    # (including when this command fails)".
+    failing = (("an unknown export", meta_data("nosuch", ["base:allocation"]),
+                REP_ERR_UNKNOWN),
+               ("malformed data", meta_data("disk", ["base:allocation"])[:-3],
+                REP_ERR_INVALID))
+    for what, data, want in failing:
+        c = Conn(addr).handshake()
+        c.structured_reply()
+        c.expect_option(OPT_SET_META_CONTEXT,
+                        meta_data("disk", ["base:allocation"]), REP_ACK,
+                        "SET base:allocation")
+        c.expect_option(OPT_SET_META_CONTEXT, data, want,
+                        "SET naming " + what)
+        c.go("disk")
+        err = block_status_error(c)
+        if err != EINVAL:
+            fail("BLOCK_STATUS after a failed SET (%s): error %d, want "
+                 "EINVAL: the failed SET kept the earlier selection"
+                 % (what, err))
+        log("a failed SET (%s) left no context selected" % what)
+        c.disconnect()
+
+    # The selection that counts is the last one, made for the export
+    # that GO chooses.
+    c = Conn(addr).handshake()
+    c.structured_reply()
+    c.expect_option(OPT_SET_META_CONTEXT, meta_data("disk", ["base:"]),
+                    REP_ACK, "SET base:")
+    c.expect_option(OPT_SET_META_CONTEXT,
+                    meta_data("disk", ["x-other:thing", "base:allocation"]),
+                    REP_ACK, "SET x-other:thing, base:allocation")
+    c.go("disk")
+    err = block_status_error(c)
+    if err:
+        fail("BLOCK_STATUS after SET base:allocation: error %d" % err)
+    log("BLOCK_STATUS works after the last SET selected base:allocation")
+    c.disconnect()
+
+
 action = sys.argv[1]
 globals()[action](*sys.argv[2:])
 EOF
 
-raw()
+# check WHAT ACTION ARGS...: run one action; a failure is reported at
+# the end, after the other actions have run.
+FAILED=()
+check()
 {
-    tmo python3 "$T/raw-spec.py" "$@"
+    local what=$1
+    shift
+    step "$what"
+    tmo python3 "$T/raw-spec.py" "$@" || FAILED+=("$1: $what")
 }
 
 port=$(free_port)
 addr=127.0.0.1:$port
 start_server -l "$addr" -t 2 -e "disk=$disk"
 
-step "FUA on every command"
-raw fua "$addr" || fail "FUA refused on some command"
+check "FUA on every command" fua "$addr"
+
+check "SET_META_CONTEXT: 'base:' selects nothing; a failed SET leaves none" \
+    meta_set "$addr"
 
 server_alive
 stop_server
+[ "${#FAILED[@]}" = 0 ] || fail "failed: $(printf '[%s] ' "${FAILED[@]}")"
 step pass
