@@ -292,9 +292,11 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         conn->meta_base_allocation = true;
     }
     if (match) {
+        /* In LIST replies "the metadata context ID ... is reserved and
+         * SHOULD be set to zero": ids exist only for a selection. */
+        uint32_t id = set ? SERVER_META_BASE_ALLOCATION_ID : 0;
         r = send_reply(h, proto_build_rep_meta_context(
-                              h->reply, REPLY_BUF_SIZE, option,
-                              SERVER_META_BASE_ALLOCATION_ID,
+                              h->reply, REPLY_BUF_SIZE, option, id,
                               SERVER_META_BASE_ALLOCATION,
                               strlen(SERVER_META_BASE_ALLOCATION)));
         if (r < 0) {

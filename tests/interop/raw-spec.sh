@@ -9,6 +9,8 @@
 #    "base:" selects nothing, and a SET that fails (unknown export,
 #    malformed data) leaves no context selected, not the earlier one:
 #    NBD_CMD_BLOCK_STATUS then fails with EINVAL.
+#  - meta-list: NBD_REP_META_CONTEXT replies to LIST_META_CONTEXT carry
+#    context id 0, whatever the query (none, "base:", "base:allocation").
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -140,6 +142,32 @@ def meta_set(addr):
     c.disconnect()
 
 
+def meta_list(addr):
+    """LIST_META_CONTEXT: "The metadata context ID in these replies is
+    reserved and SHOULD be set to zero"."""
+    c = Conn(addr).handshake()
+    c.structured_reply()
+    for queries in ([], ["base:"], ["base:allocation"]):
+        got = meta_contexts(c.expect_option(
+            OPT_LIST_META_CONTEXT, meta_data("disk", queries), REP_ACK,
+            "LIST %r" % queries))
+        if got != [(0, "base:allocation")]:
+            fail("LIST %r: replies %r, want [(0, 'base:allocation')]"
+                 % (queries, got))
+    log("LIST replies name base:allocation with context id 0")
+    # A SET after the LISTs still selects base:allocation.
+    got = meta_contexts(c.expect_option(
+        OPT_SET_META_CONTEXT, meta_data("disk", ["base:allocation"]),
+        REP_ACK, "SET base:allocation"))
+    if [n for _, n in got] != ["base:allocation"]:
+        fail("SET after LIST selected %r" % got)
+    c.go("disk")
+    err = block_status_error(c)
+    if err:
+        fail("BLOCK_STATUS after LIST and SET: error %d" % err)
+    c.disconnect()
+
+
 action = sys.argv[1]
 globals()[action](*sys.argv[2:])
 EOF
@@ -163,6 +191,7 @@ check "FUA on every command" fua "$addr"
 
 check "SET_META_CONTEXT: 'base:' selects nothing; a failed SET leaves none" \
     meta_set "$addr"
+check "LIST_META_CONTEXT replies carry context id 0" meta_list "$addr"
 
 server_alive
 stop_server
