@@ -440,6 +440,14 @@ static enum opt_result handle_option(struct haggle *h,
     case PROTO_OPT_GO:
         return opt_info_go(h, option, len);
     case PROTO_OPT_STRUCTURED_REPLY:
+        if (len == 0 && conn->extended) {
+            /* The extended-headers text names this error: the client
+             * "has already successfully negotiated extended headers,
+             * which takes precedence over this option". */
+            return refuse(h, option, PROTO_REP_ERR_EXT_HEADER_REQD,
+                          "extended headers are negotiated already and "
+                          "take precedence");
+        }
         return opt_flag(h, option, len, &conn->structured,
                         "structured replies already negotiated");
     case PROTO_OPT_EXTENDED_HEADERS: {

@@ -76,8 +76,8 @@ FLAG_SEND_WRITE_ZEROES = 1 << 6
 FLAG_SEND_CACHE = 1 << 10
 
 # Commands and their flags
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE = 0, 1, 2, 3, 4, 5
-CMD_WRITE_ZEROES, CMD_BLOCK_STATUS = 6, 7
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
+CMD_TRIM, CMD_CACHE, CMD_WRITE_ZEROES, CMD_BLOCK_STATUS = 4, 5, 6, 7
 CMD_NAMES = {CMD_READ: "READ", CMD_WRITE: "WRITE", CMD_DISC: "DISC",
              CMD_FLUSH: "FLUSH", CMD_TRIM: "TRIM", CMD_CACHE: "CACHE",
              CMD_WRITE_ZEROES: "WRITE_ZEROES",
@@ -253,16 +253,17 @@ class Conn:
         self.send(hdr + payload)
 
     def read_reply(self, read_len=0):
-        """Reads one reply message.  Returns a dict: cookie, error (0 or
-        an NBD error), done (last message of its request), type (chunk
-        type, None for a simple reply) and payload (bytes).  A simple
-        reply to a successful READ of read_len bytes carries its data."""
+        """Reads one reply message.  Returns a dict: magic, cookie, error
+        (0 or an NBD error), done (last message of its request), type
+        (chunk type, None for a simple reply) and payload (bytes).  A
+        simple reply to a successful READ of read_len bytes carries its
+        data."""
         magic = struct.unpack(">I", self.recv_exact(4))[0]
         if magic == SIMPLE_REPLY_MAGIC:
             err, cookie = struct.unpack(">IQ", self.recv_exact(12))
             data = self.recv_exact(read_len) if err == 0 and read_len else b""
-            return {"cookie": cookie, "error": err, "done": True,
-                    "type": None, "payload": data}
+            return {"magic": magic, "cookie": cookie, "error": err,
+                    "done": True, "type": None, "payload": data}
         if magic == STRUCTURED_REPLY_MAGIC:
             flags, rtype, cookie, ln = struct.unpack(">HHQI",
                                                      self.recv_exact(16))
@@ -275,7 +276,7 @@ class Conn:
         err = 0
         if rtype & (1 << 15):
             err = struct.unpack(">I", payload[:4])[0]
-        return {"cookie": cookie, "error": err,
+        return {"magic": magic, "cookie": cookie, "error": err,
                 "done": bool(flags & REPLY_FLAG_DONE), "type": rtype,
                 "payload": payload}
 

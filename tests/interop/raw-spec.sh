@@ -11,6 +11,10 @@
 #    NBD_CMD_BLOCK_STATUS then fails with EINVAL.
 #  - meta-list: NBD_REP_META_CONTEXT replies to LIST_META_CONTEXT carry
 #    context id 0, whatever the query (none, "base:", "base:allocation").
+#  - sr-after-eh: NBD_OPT_STRUCTURED_REPLY once extended headers are
+#    negotiated gets NBD_REP_ERR_EXT_HEADER_REQD, and the haggling goes
+#    on with extended headers; the other orders and repeats get ACK or
+#    NBD_REP_ERR_INVALID.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -168,6 +172,31 @@ def meta_list(addr):
     c.disconnect()
 
 
+def sr_after_eh(addr):
+    c = Conn(addr).handshake()
+    c.extended_headers()
+    c.expect_option(OPT_STRUCTURED_REPLY, b"", REP_ERR_EXT_HEADER_REQD,
+                    "STRUCTURED_REPLY after EXTENDED_HEADERS")
+    c.expect_option(OPT_STRUCTURED_REPLY, b"x", REP_ERR_INVALID,
+                    "STRUCTURED_REPLY with data")
+    c.expect_option(OPT_EXTENDED_HEADERS, b"", REP_ERR_INVALID,
+                    "EXTENDED_HEADERS twice")
+    c.go("disk")
+    err, chunks = c.command(CMD_READ, 0xE1, 0, 512)
+    if err or chunks[0]["magic"] != EXTENDED_REPLY_MAGIC:
+        fail("READ: error %d, reply magic %#x, want the extended reply"
+             % (err, chunks[0]["magic"]))
+    log("transmission uses extended headers")
+    c.disconnect()
+    c = Conn(addr).handshake()
+    c.structured_reply()
+    c.expect_option(OPT_STRUCTURED_REPLY, b"", REP_ERR_INVALID,
+                    "STRUCTURED_REPLY twice")
+    c.extended_headers()
+    c.expect_option(OPT_ABORT, b"", REP_ACK, "ABORT")
+    c.close()
+
+
 action = sys.argv[1]
 globals()[action](*sys.argv[2:])
 EOF
@@ -192,6 +221,7 @@ check "FUA on every command" fua "$addr"
 check "SET_META_CONTEXT: 'base:' selects nothing; a failed SET leaves none" \
     meta_set "$addr"
 check "LIST_META_CONTEXT replies carry context id 0" meta_list "$addr"
+check "STRUCTURED_REPLY after EXTENDED_HEADERS" sr_after_eh "$addr"
 
 server_alive
 stop_server
