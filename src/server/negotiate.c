@@ -8,8 +8,9 @@
  * request coroutine exists, so it writes the negotiated fields of the
  * connection without locks.  Option data is read into a buffer of at most
  * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
- * and refused with NBD_REP_ERR_TOO_BIG, or, past OPTION_DRAIN_MAX, ends
- * the connection.  The handshake deadline (conn.c) bounds the whole
+ * and refused with NBD_REP_ERR_TOO_BIG (after the TLS policy has had its
+ * say; EXPORT_NAME, which has no error reply, ends the connection and
+ * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.  The handshake deadline (conn.c) bounds the whole
  * exchange, the TLS handshake included.
  *
  * STARTTLS ("TLS support" in the spec): with --tls=off it is unsupported;
@@ -76,10 +77,20 @@ static int reply_error(struct haggle *h, uint32_t option, uint32_t type,
                                                type, msg, strlen(msg)));
 }
 
-/* Refuses an option with an error reply; haggling goes on if it was sent. */
+/*
+ * Refuses an option with an error reply; haggling goes on if it was sent.
+ * NBD_OPT_EXPORT_NAME has no error reply (its only reply is the export's
+ * size and flags, which a client would read an option reply as): it is
+ * refused by ending the connection, as the spec asks.
+ */
 static enum opt_result refuse(struct haggle *h, uint32_t option, uint32_t type,
                               const char *msg)
 {
+    if (option == PROTO_OPT_EXPORT_NAME) {
+        log_info("%s: NBD_OPT_EXPORT_NAME refused (%s: %s), disconnecting",
+                 h->conn->peer, proto_rep_name(type), msg);
+        return OPT_CLOSE;
+    }
     return reply_error(h, option, type, msg) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
@@ -411,8 +422,31 @@ static bool tls_allows(struct haggle *h, uint32_t option)
     return false;
 }
 
+/*
+ * An option whose data was over PROTO_OPTION_MAX_LEN (read and thrown
+ * away).  ABORT's data is to be ignored ("a server SHOULD ignore any data
+ * sent by the client"), so it is acknowledged; EXPORT_NAME cannot be
+ * answered with an error and ends the connection (refuse); anything else
+ * gets NBD_REP_ERR_TOO_BIG.
+ */
+static enum opt_result opt_too_big(struct haggle *h, uint32_t option)
+{
+    if (option == PROTO_OPT_ABORT) {
+        reply_ack(h, option);
+        return OPT_CLOSE;
+    }
+    return refuse(h, option, PROTO_REP_ERR_TOO_BIG, "option data too large");
+}
+
+/*
+ * One option whose data is in h->data, or, when `too_big`, was over the
+ * size limit and has been thrown away.  The TLS policy comes first, so
+ * that in require mode every option but STARTTLS and ABORT gets
+ * NBD_REP_ERR_TLS_REQD whatever its size.
+ */
 static enum opt_result handle_option(struct haggle *h,
-                                     const struct proto_option_header *opt)
+                                     const struct proto_option_header *opt,
+                                     bool too_big)
 {
     struct conn *conn = h->conn;
     uint32_t option = opt->option;
@@ -421,11 +455,15 @@ static enum opt_result handle_option(struct haggle *h,
               len);
     if (!tls_allows(h, option)) {
         if (option == PROTO_OPT_EXPORT_NAME) {
-            /* No error reply exists for EXPORT_NAME: disconnect. */
+            /* No error reply exists for EXPORT_NAME: disconnect (the
+             * refusal was logged by tls_allows). */
             return OPT_CLOSE;
         }
         return refuse(h, option, PROTO_REP_ERR_TLS_REQD,
                       "TLS is required on this server: use STARTTLS");
+    }
+    if (too_big) {
+        return opt_too_big(h, option);
     }
     switch (option) {
     case PROTO_OPT_EXPORT_NAME:
@@ -520,24 +558,19 @@ int negotiate(struct conn *conn)
         }
         struct proto_option_header opt;
         r = proto_decode_option_header(hdr_buf, sizeof hdr_buf, &opt);
-        if (r == -E2BIG) {
-            if (opt.length > OPTION_DRAIN_MAX || drain(&h, opt.length) < 0) {
-                log_info("%s: option of %u bytes, disconnecting", conn->peer,
-                         opt.length);
-                goto out;
-            }
-            r = reply_error(&h, opt.option, PROTO_REP_ERR_TOO_BIG,
-                            "option data too large");
-            if (r < 0) {
-                goto out;
-            }
-            continue;
-        }
-        if (r < 0) {
+        bool too_big = r == -E2BIG;
+        if (r < 0 && !too_big) {
             log_info("%s: bad option magic, disconnecting", conn->peer);
             goto out;
         }
-        r = haggle_read(conn, h.data, opt.length, false);
+        if (too_big && opt.length > OPTION_DRAIN_MAX) {
+            log_info("%s: %s with %u bytes of data, disconnecting",
+                     conn->peer, proto_opt_name(opt.option), opt.length);
+            r = -E2BIG;
+            goto out;
+        }
+        r = too_big ? drain(&h, opt.length)
+                    : haggle_read(conn, h.data, opt.length, false);
         if (r < 0) {
             goto out;
         }
@@ -545,12 +578,12 @@ int negotiate(struct conn *conn)
             opt.option != PROTO_OPT_ABORT) {
             log_debug("%s: %s while stopping: NBD_REP_ERR_SHUTDOWN", conn->peer,
                       proto_opt_name(opt.option));
-            reply_error(&h, opt.option, PROTO_REP_ERR_SHUTDOWN,
-                        "the server is shutting down");
+            refuse(&h, opt.option, PROTO_REP_ERR_SHUTDOWN,
+                   "the server is shutting down");
             r = -ESHUTDOWN;
             goto out;
         }
-        switch (handle_option(&h, &opt)) {
+        switch (handle_option(&h, &opt, too_big)) {
         case OPT_CONTINUE:
             continue;
         case OPT_TRANSMISSION:

@@ -15,11 +15,18 @@
 #    negotiated gets NBD_REP_ERR_EXT_HEADER_REQD, and the haggling goes
 #    on with extended headers; the other orders and repeats get ACK or
 #    NBD_REP_ERR_INVALID.
+#  - big-options: an option with more data than the server takes
+#    (64 KiB): NBD_OPT_EXPORT_NAME, which has no error reply, ends the
+#    connection without a byte sent (an option reply would be read as
+#    the export's size and flags); ABORT is acknowledged; others get
+#    NBD_REP_ERR_TOO_BIG and the haggling goes on.  With --tls=require,
+#    before STARTTLS, every option but STARTTLS and ABORT gets
+#    NBD_REP_ERR_TLS_REQD whatever its size (EXPORT_NAME: a disconnect).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-requires python3 truncate
+requires python3 truncate certtool
 is_our_server || skip "the raw checks are written against nbd-serverd"
 
 export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
@@ -197,6 +204,37 @@ def sr_after_eh(addr):
     c.close()
 
 
+BIG = 64 * 1024 + 1     # one byte over what the server takes
+
+
+def big_options(addr, tls_required="no"):
+    tls = tls_required == "yes"
+    name = b"n" * BIG
+    c = Conn(addr).handshake()
+    c.send_option(OPT_EXPORT_NAME, name)
+    c.expect_closed("EXPORT_NAME with %d bytes" % BIG)
+    c = Conn(addr).handshake()
+    other = REP_ERR_TLS_REQD if tls else REP_ERR_TOO_BIG
+    for opt, what in ((OPT_INFO, "INFO"), (OPT_GO, "GO"), (OPT_LIST, "LIST"),
+                      (OPT_STRUCTURED_REPLY, "STRUCTURED_REPLY"),
+                      (OPT_SET_META_CONTEXT, "SET_META_CONTEXT"),
+                      (0x4242, "an unknown option")):
+        c.expect_option(opt, info_data("disk") + b"\0" * BIG, other,
+                        "%s with %d bytes" % (what, BIG))
+    c.expect_option(OPT_STARTTLS, b"\0" * BIG, REP_ERR_TOO_BIG,
+                    "STARTTLS with %d bytes" % BIG)
+    if not tls:
+        # The haggling went on: the export is still there.
+        c.go("disk")
+        c.disconnect()
+    else:
+        c.close()
+    c = Conn(addr).handshake()
+    c.expect_option(OPT_ABORT, b"\0" * BIG, REP_ACK,
+                    "ABORT with %d bytes" % BIG)
+    c.expect_closed("after ABORT")
+
+
 action = sys.argv[1]
 globals()[action](*sys.argv[2:])
 EOF
@@ -222,6 +260,20 @@ check "SET_META_CONTEXT: 'base:' selects nothing; a failed SET leaves none" \
     meta_set "$addr"
 check "LIST_META_CONTEXT replies carry context id 0" meta_list "$addr"
 check "STRUCTURED_REPLY after EXTENDED_HEADERS" sr_after_eh "$addr"
+
+check "options over the size limit" big_options "$addr"
+
+server_alive
+stop_server
+
+pki=$T/pki
+make_pki "$pki"
+port=$(free_port)
+addr=127.0.0.1:$port
+start_server -l "$addr" -t 2 -e "disk=$disk" --tls=require \
+    --tls-certs "$pki/server"
+check "--tls=require: options over the size limit before STARTTLS" \
+    big_options "$addr" yes
 
 server_alive
 stop_server
