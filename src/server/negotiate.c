@@ -10,8 +10,9 @@
  * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
  * and refused with NBD_REP_ERR_TOO_BIG (after the TLS policy has had its
  * say; EXPORT_NAME, which has no error reply, ends the connection and
- * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.  The handshake deadline (conn.c) bounds the whole
- * exchange, the TLS handshake included.
+ * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.  The
+ * handshake deadline (conn.c) bounds the whole exchange, the TLS handshake
+ * included.
  *
  * STARTTLS ("TLS support" in the spec): with --tls=off it is unsupported;
  * otherwise the server ACKs, runs the TLS handshake on this coroutine
@@ -564,8 +565,8 @@ int negotiate(struct conn *conn)
             goto out;
         }
         if (too_big && opt.length > OPTION_DRAIN_MAX) {
-            log_info("%s: %s with %u bytes of data, disconnecting",
-                     conn->peer, proto_opt_name(opt.option), opt.length);
+            log_info("%s: %s with %u bytes of data, disconnecting", conn->peer,
+                     proto_opt_name(opt.option), opt.length);
             r = -E2BIG;
             goto out;
         }
