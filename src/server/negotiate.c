@@ -88,11 +88,32 @@ static enum opt_result refuse(struct haggle *h, uint32_t option, uint32_t type,
                               const char *msg)
 {
     if (option == PROTO_OPT_EXPORT_NAME) {
-        log_info("%s: NBD_OPT_EXPORT_NAME refused (%s: %s), disconnecting",
-                 h->conn->peer, proto_rep_name(type), msg);
+        conn_log(h->conn, LOG_LEVEL_INFO,
+                 "NBD_OPT_EXPORT_NAME refused (%s: %s), disconnecting",
+                 proto_rep_name(type), msg);
         return OPT_CLOSE;
     }
     return reply_error(h, option, type, msg) < 0 ? OPT_CLOSE : OPT_CONTINUE;
+}
+
+/*
+ * The export an option names, as this client may see it (NULL: unknown
+ * to it).  A hidden one (allow list, TLS identities) is logged, within
+ * the connection's log budget: a client may ask for it in a loop.
+ */
+static struct export *find_export(struct haggle *h, struct proto_string name)
+{
+    struct conn *conn = h->conn;
+    bool hidden = false;
+    struct export *exp = conn_find_export(conn, name.ptr, name.len, &hidden);
+    if (hidden) {
+        conn_log(conn, LOG_LEVEL_INFO,
+                 "export '%.*s' is not allowed to this client%s%s",
+                 (int)name.len, name.ptr,
+                 conn->tls_identity[0] != '\0' ? ", TLS identity " : "",
+                 conn->tls_identity);
+    }
+    return exp;
 }
 
 static int send_info(struct haggle *h, uint32_t option,
@@ -151,8 +172,7 @@ static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed INFO/GO request");
     }
-    struct export *exp =
-        conn_find_export(h->conn, info.name.ptr, info.name.len);
+    struct export *exp = find_export(h, info.name);
     if (exp == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
@@ -175,13 +195,13 @@ static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
     struct conn *conn = h->conn;
     struct proto_string name;
     if (proto_parse_opt_export_name(h->data, len, &name) < 0) {
-        log_info("%s: malformed export name, disconnecting", conn->peer);
+        conn_log(conn, LOG_LEVEL_INFO, "malformed export name, disconnecting");
         return OPT_CLOSE;
     }
-    struct export *exp = conn_find_export(conn, name.ptr, name.len);
+    struct export *exp = find_export(h, name);
     if (exp == NULL) {
         /* EXPORT_NAME has no error reply: the spec says disconnect. */
-        log_info("%s: unknown export '%.*s', disconnecting", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "unknown export '%.*s', disconnecting",
                  (int)name.len, name.ptr);
         return OPT_CLOSE;
     }
@@ -283,8 +303,7 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed meta context request");
     }
-    if (conn_find_export(conn, meta.export_name.ptr, meta.export_name.len) ==
-        NULL) {
+    if (find_export(h, meta.export_name) == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     /* LIST with no query lists everything; SET with none selects none. */
@@ -385,7 +404,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
         return OPT_CLOSE;
     }
     if (chan_tls_handshake(tls, &err) < 0) {
-        log_info("%s: TLS handshake failed: %s", conn->peer, err.msg);
+        conn_log(conn, LOG_LEVEL_INFO, "TLS handshake failed: %s", err.msg);
         chan_unref(tls);
         return OPT_CLOSE;
     }
@@ -417,7 +436,7 @@ static bool tls_allows(struct haggle *h, uint32_t option)
     }
     if (!conn->tls_reqd_logged) {
         conn->tls_reqd_logged = true;
-        log_info("%s: plain-text %s refused: TLS is required", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "plain-text %s refused: TLS is required",
                  proto_opt_name(option));
     }
     return false;
@@ -534,12 +553,12 @@ int negotiate(struct conn *conn)
     r = proto_decode_client_flags(cflags_buf, sizeof cflags_buf, hs_flags,
                                   &cflags);
     if (r < 0) {
-        log_info("%s: bad client flags 0x%x, disconnecting", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "bad client flags 0x%x, disconnecting",
                  cflags);
         goto out;
     }
     if (!(cflags & PROTO_FLAG_C_FIXED_NEWSTYLE)) {
-        log_info("%s: client does not speak fixed newstyle", conn->peer);
+        conn_log(conn, LOG_LEVEL_INFO, "client does not speak fixed newstyle");
         r = -EPROTO;
         goto out;
     }
@@ -561,11 +580,12 @@ int negotiate(struct conn *conn)
         r = proto_decode_option_header(hdr_buf, sizeof hdr_buf, &opt);
         bool too_big = r == -E2BIG;
         if (r < 0 && !too_big) {
-            log_info("%s: bad option magic, disconnecting", conn->peer);
+            conn_log(conn, LOG_LEVEL_INFO, "bad option magic, disconnecting");
             goto out;
         }
         if (too_big && opt.length > OPTION_DRAIN_MAX) {
-            log_info("%s: %s with %u bytes of data, disconnecting", conn->peer,
+            conn_log(conn, LOG_LEVEL_INFO,
+                     "%s with %u bytes of data, disconnecting",
                      proto_opt_name(opt.option), opt.length);
             r = -E2BIG;
             goto out;
@@ -597,6 +617,7 @@ int negotiate(struct conn *conn)
     }
 
 out:
+    conn_log_flush(conn);
     conn_shutdown_window_stop(&window);
     bufpool_put(h.reply, REPLY_BUF_SIZE);
     bufpool_put(h.data, PROTO_OPTION_MAX_LEN);

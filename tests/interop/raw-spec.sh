@@ -22,6 +22,10 @@
 #    NBD_REP_ERR_TOO_BIG and the haggling goes on.  With --tls=require,
 #    before STARTTLS, every option but STARTTLS and ABORT gets
 #    NBD_REP_ERR_TLS_REQD whatever its size (EXPORT_NAME: a disconnect).
+#  - log-flood: log lines a client causes are rate-limited per
+#    connection: 2,000 NBD_OPT_INFO options naming an export hidden from
+#    it (allow list) write a handful of lines, and the ones held back
+#    are counted in a line of their own (logged + counted = 2,000).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -235,6 +239,25 @@ def big_options(addr, tls_required="no"):
     c.expect_closed("after ABORT")
 
 
+def log_flood(addr, count, name_file):
+    """`count` INFO options for the hidden export on one connection."""
+    c = Conn(addr).handshake()
+    host, port = c.sock.getsockname()[:2]
+    with open(name_file, "w") as f:
+        f.write("%s:%d\n" % (host, port))
+    data = info_data("hidden")
+    for _ in range(int(count)):
+        c.send_option(OPT_INFO, data)
+        final, _ = c.replies(OPT_INFO)
+        if final != REP_ERR_UNKNOWN:
+            fail("INFO of the hidden export: %s, want ERR_UNKNOWN"
+                 % rep_name(final))
+    c.expect_option(OPT_ABORT, b"", REP_ACK, "ABORT")
+    c.expect_closed("after ABORT")
+    log("%s INFO options for the hidden export: NBD_REP_ERR_UNKNOWN each"
+        % count)
+
+
 action = sys.argv[1]
 globals()[action](*sys.argv[2:])
 EOF
@@ -274,6 +297,46 @@ start_server -l "$addr" -t 2 -e "disk=$disk" --tls=require \
     --tls-certs "$pki/server"
 check "--tls=require: options over the size limit before STARTTLS" \
     big_options "$addr" yes
+
+server_alive
+stop_server
+
+conf=$T/hidden.conf
+port=$(free_port)
+addr=127.0.0.1:$port
+printf '[export disk]\npath = %s\n[export hidden]\npath = %s\nallow = 10.0.0.0/8\n' \
+    "$disk" "$disk" >"$conf"
+start_server -c "$conf" -l "$addr" -t 2
+log_start=$(wc -l <"$SERVER_LOG")
+FLOOD=2000
+if check "$FLOOD INFO options naming a hidden export" log_flood "$addr" \
+    "$FLOOD" "$T/flood.peer"; then
+    peer=$(cat "$T/flood.peer")
+    # The count of held-back lines is logged when the haggling ends.
+    for ((i = 0; i < 100; i++)); do
+        tail -n +"$log_start" "$SERVER_LOG" | grep -q "^nbd-serverd: info: $peer: .* held back" &&
+            break
+        sleep 0.05
+    done
+    tail -n +"$log_start" "$SERVER_LOG" | grep "^nbd-serverd: [a-z]*: $peer: " \
+        >"$T/flood.log" || true
+    lines=$(wc -l <"$T/flood.log")
+    logged=$(grep -c "export 'hidden' is not allowed to this client" \
+        "$T/flood.log" || true)
+    held=$(awk '/ more messages? about this client (was|were) held back$/ {
+        for (i = 1; i < NF; i++) if ($(i + 1) == "more") n += $i
+    } END { print n + 0 }' "$T/flood.log")
+    step "log lines of that connection: $lines ($logged about the export, $held counted as held back)"
+    if [ "$((logged + held))" != "$FLOOD" ]; then
+        FAILED+=("log_flood: $logged lines logged and $held counted as held back, want $FLOOD in all")
+    fi
+    # One window of CONN_LOG_BURST (10) lines, or a few if the client
+    # were slow enough to see a window end; never one line per option.
+    if [ "$lines" -gt 40 ]; then
+        FAILED+=("log_flood: $lines log lines for $FLOOD refused options; the log is not rate-limited")
+        head -n 3 "$T/flood.log" >&2
+    fi
+fi
 
 server_alive
 stop_server
