@@ -91,7 +91,7 @@ struct chan_tls {
     size_t retry_len;       /* its length, 0 when none */
 
     /* Key updates (see the file comment). */
-    struct co_mutex gate;
+    struct co_mutex gate;       /* writer inside a send; reader rekeying */
     struct co_queue rekey_done; /* writers waiting for the reader */
     bool rekey_wanted;          /* GUARDED_BY(gate) */
     bool reader_locked;         /* reader side: the reader holds gate */
