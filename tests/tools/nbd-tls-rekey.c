@@ -59,6 +59,7 @@
 #define CMD_DISC 2u
 
 static gnutls_session_t session;
+static gnutls_certificate_credentials_t cred;
 static int sock = -1;
 static unsigned server_key_updates;
 
@@ -221,7 +222,6 @@ static void starttls(const char *ca_file)
         plain_read(buf, 1);
     }
 
-    gnutls_certificate_credentials_t cred;
     int rc = gnutls_certificate_allocate_credentials(&cred);
     if (rc >= 0) {
         rc = gnutls_certificate_set_x509_trust_file(cred, ca_file,
@@ -416,5 +416,6 @@ int main(int argc, char **argv)
     free(got);
     free(want);
     gnutls_deinit(session);
+    gnutls_certificate_free_credentials(cred);
     return 0;
 }
