@@ -9,10 +9,12 @@
  * connection without locks.  Option data is read into a buffer of at most
  * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
  * and refused with NBD_REP_ERR_TOO_BIG (after the TLS policy has had its
- * say; EXPORT_NAME, which has no error reply, ends the connection and
- * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.  The
- * handshake deadline (conn.c) bounds the whole exchange, the TLS handshake
- * included.
+ * say; EXPORT_NAME, which has no error reply, ends the connection, and
+ * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.
+ * The handshake deadline (conn.c) bounds the whole exchange, the TLS
+ * handshake included.  refuse() is where every error reply goes out, and
+ * it refuses EXPORT_NAME by disconnecting.  Log lines the client causes go
+ * through conn_log, rate-limited per connection.
  *
  * STARTTLS ("TLS support" in the spec): with --tls=off it is unsupported;
  * otherwise the server ACKs, runs the TLS handshake on this coroutine
@@ -108,8 +110,8 @@ static struct export *find_export(struct haggle *h, struct proto_string name)
     struct export *exp = conn_find_export(conn, name.ptr, name.len, &hidden);
     if (hidden) {
         conn_log(conn, LOG_LEVEL_INFO,
-                 "export '%.*s' is not allowed to this client%s%s",
-                 (int)name.len, name.ptr,
+                 "export '%.*s'%s is not allowed to this client%s%s",
+                 (int)name.len, name.ptr, name.len == 0 ? " (the default)" : "",
                  conn->tls_identity[0] != '\0' ? ", TLS identity " : "",
                  conn->tls_identity);
     }
