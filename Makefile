@@ -90,6 +90,10 @@ FIXTURE_OBJS := $(FIXTURE_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 BENCH_SRCS := $(wildcard tests/bench/bench-*.c)
 BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
+# Stand-alone test programs the interop scripts run (tests/tools/NAME.c
+# -> $(BUILD)/tests/tools/NAME); they use GnuTLS, not our library.
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
@@ -120,7 +124,8 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 # tests/support/fault-hook.c).  Never installed.
 TEST_DAEMON := $(BUILD)/tests/nbd-serverd-test
 
-all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS) $(TEST_DAEMON)
+all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS) \
+     $(TEST_DAEMON)
 
 # Every object and link depends on a stamp holding the compiler and flags,
 # rewritten only when they change, so that a build directory never mixes
@@ -163,6 +168,9 @@ $(TEST_DAEMON): $(BUILD)/src/server/nbd-serverd-main.o \
 
 $(BUILD)/tests/bench/bench-%: $(BUILD)/tests/bench/bench-%.o $(LIB) $(FLAGS_STAMP)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LIBS)
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(FLAGS_STAMP)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS)
 
 check: check-unit check-interop
 

@@ -24,11 +24,16 @@
  * nothing re-handshakes: sessions are made without false start, session
  * tickets or automatic rekeying, and a TLS 1.2 renegotiation request from
  * the peer is a read error (-EPROTO) that ends the connection.  A TLS 1.3
- * KeyUpdate asking us to update too would make the reader send: no NBD
- * client sends one.  The handshake and chan_tls_bye need the other
- * direction idle.  Data GnuTLS has already decrypted, and ciphertext the
- * channel has read ahead, are consumed before the socket is polled again,
- * so a reader never waits for bytes that are already here.
+ * KeyUpdate from the peer (a GnuTLS peer sends one by itself after 2^24
+ * records) changes the sending side's state too, so the channel
+ * serialises it with the writer: the reader waits until no record is
+ * half sent and holds writers off while GnuTLS processes it, and when
+ * the peer asks us to update as well, the writer's next send (which does
+ * that) and the reader's receives do not overlap (see chan-tls.c).  The
+ * handshake and chan_tls_bye need the other direction idle.  Data GnuTLS has
+ * already decrypted, and ciphertext the channel has read ahead, are consumed
+ * before the socket is polled again, so a reader never waits for bytes that are
+ * already here.
  *
  * chan_shutdown and chan_push act on the socket underneath (no alert is
  * sent); chan_wake interrupts waits on the TLS channel.

@@ -21,6 +21,8 @@
 
 struct server;
 struct backend;
+struct export_table;
+struct tls_creds;
 
 /*
  * One entry of an export's allow list: clients whose address lies in
@@ -127,6 +129,61 @@ ANY_THREAD int server_set_exports(struct server *srv,
 /* Replaces the limits for connections accepted from now on. */
 ANY_THREAD void server_set_limits(struct server *srv,
                                   const struct server_limits *limits);
+
+/*
+ * A change of settings prepared in full before any of it takes effect,
+ * so that a reload is all or nothing: stage each part with the
+ * server_update_* calls below (those that can fail do all their work,
+ * opening images and loading credentials, and on failure leave the
+ * update as it was), then put everything staged in force at once with
+ * server_update_commit, which cannot fail.  A part not staged keeps its
+ * current value.  Owned by its creator: declare it zeroed
+ * (struct server_update up = {0};) and end it with server_update_fini,
+ * committed or not.  One thread at a time uses a given update.  Only the
+ * server code reads the fields.
+ */
+struct server_update {
+    struct export_table *table; /* staged exports (a reference) or NULL */
+    bool set_tls;               /* tls_mode and tls_creds are staged */
+    enum tls_mode tls_mode;
+    struct tls_creds *tls_creds; /* a reference; NULL with mode off */
+    bool set_limits;
+    struct server_limits limits;
+};
+
+/*
+ * Stages the export table for `configs`, as server_set_exports describes
+ * (unchanged exports keep their open images).  0, or -errno with err
+ * naming the export.  ANY_THREAD (not a loop thread: it opens files).
+ */
+ANY_THREAD int server_update_exports(struct server *srv,
+                                     struct server_update *up,
+                                     const struct export_config *configs,
+                                     unsigned nr, struct err *err);
+
+/*
+ * Stages the TLS policy of `cfg` and loads its credentials (none for mode
+ * off).  0, or -errno with err naming the file (and line) at fault.
+ * ANY_THREAD (not a loop thread: it reads files).
+ */
+ANY_THREAD int server_update_tls(struct server_update *up,
+                                 const struct tls_config *cfg, struct err *err);
+
+/* Stages the limits for connections accepted after the commit. */
+ANY_THREAD void server_update_limits(struct server_update *up,
+                                     const struct server_limits *limits);
+
+/*
+ * Puts every staged part in force at once (one hold of the server's
+ * lock: a connection accepted meanwhile copies all old or all new
+ * settings) and logs what the export table changes.  The update is left
+ * empty.  ANY_THREAD, not from a loop thread.
+ */
+ANY_THREAD void server_update_commit(struct server *srv,
+                                     struct server_update *up);
+
+/* Drops what is staged and not committed.  ANY_THREAD. */
+ANY_THREAD void server_update_fini(struct server_update *up);
 
 /*
  * Starts accepting on each listening fd (taken: closed by the server),

@@ -17,6 +17,34 @@
  * marked writer-side are touched only by whoever holds the write
  * direction (chan.c asserts there is one at a time).
  *
+ * Key updates (TLS 1.3 KeyUpdate, RFC 8446 4.6.3).  GnuTLS processes a
+ * KeyUpdate inside gnutls_record_recv, on the reader, and it changes
+ * state the writer uses: the epochs (copied with the write sequence
+ * number, and switched for both directions), and, when the peer asks us
+ * to update too, the send state, so that the next gnutls_record_send
+ * first sends our KeyUpdate and updates our keys, which again copies and
+ * switches the read side.  GnuTLS allows one sending and one receiving
+ * thread only as long as neither does that, so the two are serialised
+ * around key updates with `gate`, a co_mutex (lock order: before the
+ * internal locks of co_mutex and co_queue; nothing else is taken with it
+ * held):
+ *  - a writer holds it inside each gnutls_record_send and gnutls_bye
+ *    call (never across a wait, so an idle writer never blocks a reader);
+ *  - a received KeyUpdate reaches `key_update_hook` (a GnuTLS handshake
+ *    hook, called before the message is processed) on the reader, which
+ *    takes the gate, waits until the writer has no record half sent
+ *    (`record_pending`: gnutls_record_send said GNUTLS_E_AGAIN and must
+ *    be called again with the same data; a send state changed in
+ *    between made GnuTLS send that record twice), and keeps the gate
+ *    until gnutls_record_recv returns; a writer about to start a record
+ *    meanwhile waits on `rekey_done` (`rekey_wanted`);
+ *  - after a KeyUpdate that asks us to update too, the reader also takes
+ *    the gate around each gnutls_record_recv until the writer's next
+ *    successful gnutls_record_send, which is the one that updates our
+ *    keys (`update_pending`).
+ * A writer in the middle of a record finishes it once the socket takes
+ * it or fails; chan_shutdown also ends the reader's wait (`broken`).
+ *
  * Writes: a reply is a small header followed by data.  Sending each iovec
  * as its own record would make a record of 16 bytes for every header, so
  * short leading pieces are gathered into `wbuf` (one record's worth) and
@@ -27,12 +55,14 @@
  */
 #include "nbdsrv/chan-tls.h"
 
+#include "nbdsrv/coro-lock.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +89,20 @@ struct chan_tls {
     unsigned char *wbuf;    /* TLS_WBUF_SIZE bytes, gathered pieces */
     const void *retry_data; /* a send that returned GNUTLS_E_AGAIN */
     size_t retry_len;       /* its length, 0 when none */
+
+    /* Key updates (see the file comment). */
+    struct co_mutex gate;       /* writer inside a send; reader rekeying */
+    struct co_queue rekey_done; /* writers waiting for the reader */
+    bool rekey_wanted;          /* GUARDED_BY(gate) */
+    bool reader_locked;         /* reader side: the reader holds gate */
+    atomic_bool record_pending; /* seq_cst: retry_len > 0, for the reader;
+                                   pairs with idle_waiter */
+    _Atomic(struct coro *) idle_waiter; /* the reader waiting for
+                                           record_pending to clear */
+    atomic_bool update_pending; /* set (gate held) by the reader, cleared
+                                   (gate held) by the writer */
+    atomic_bool broken;         /* seq_cst: chan_shutdown was called */
+    bool hook_set;              /* key_update_hook is installed */
 };
 
 static const struct chan_ops chan_tls_ops;
@@ -159,6 +203,87 @@ static ssize_t map_error(struct chan_tls *t, ssize_t rc, const char *what)
     }
 }
 
+/* Wakes the reader waiting for the writer's record, if it waits. */
+static void wake_idle_waiter(struct chan_tls *t)
+{
+    struct coro *co = atomic_exchange(&t->idle_waiter, NULL);
+    if (co != NULL) {
+        coro_wake(co);
+    }
+}
+
+/*
+ * Reader, holding the gate: waits until no record is half sent.  The
+ * gate is released meanwhile and held again on return.  Returns false
+ * when the channel was shut down instead.
+ */
+static bool wait_record_done(struct chan_tls *t)
+{
+    while (atomic_load(&t->record_pending)) {
+        struct coro *self = coro_self();
+        atomic_store(&t->idle_waiter, self);
+        co_mutex_unlock(&t->gate);
+        /* Stored the slot, now look again (seq_cst): the writer stores
+         * record_pending and then takes the slot, so one of us sees the
+         * other.  If the slot is gone, its taker wakes us. */
+        bool wait = atomic_load(&t->record_pending) && !atomic_load(&t->broken);
+        if (wait || atomic_exchange(&t->idle_waiter, NULL) != self) {
+            coro_yield();
+        }
+        co_mutex_lock(&t->gate);
+        if (atomic_load(&t->broken)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * GnuTLS calls this on the reader before it processes a KeyUpdate from
+ * the peer (and on the writer before it sends ours: nothing to do).  A
+ * non-zero return fails gnutls_record_recv.
+ */
+static int key_update_hook(gnutls_session_t session, unsigned htype,
+                           unsigned when, unsigned incoming,
+                           const gnutls_datum_t *msg)
+{
+    (void)when;
+    struct chan_tls *t = gnutls_transport_get_ptr(session);
+    if (!incoming || htype != GNUTLS_HANDSHAKE_KEY_UPDATE) {
+        return 0;
+    }
+    if (!t->reader_locked) {
+        co_mutex_lock(&t->gate);
+        t->reader_locked = true;
+    }
+    t->rekey_wanted = true;
+    if (!wait_record_done(t)) {
+        errno = EPIPE;
+        return GNUTLS_E_PULL_ERROR;
+    }
+    bool asks = msg->size == 1 && msg->data[0] == 1;
+    if (asks) {
+        atomic_store(&t->update_pending, true);
+    }
+    log_debug("TLS: the peer updates its keys%s",
+              asks ? " and asks us to update ours" : "");
+    return 0;
+}
+
+/* Reader: lets writers go on after a gnutls_record_recv with the gate. */
+static void reader_unlock(struct chan_tls *t)
+{
+    if (!t->reader_locked) {
+        return;
+    }
+    t->reader_locked = false;
+    if (t->rekey_wanted) {
+        t->rekey_wanted = false;
+        co_queue_restart_all(&t->rekey_done);
+    }
+    co_mutex_unlock(&t->gate);
+}
+
 static ssize_t tls_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
 {
     struct chan_tls *t = to_tls(ch);
@@ -168,8 +293,17 @@ static ssize_t tls_readv(struct chan *ch, const struct iovec *iov, int iovcnt)
         size_t off = 0;
         while (off < iov[i].iov_len) {
             errno = 0;
+            if (atomic_load(&t->update_pending)) {
+                /* Our key update, which the writer makes, changes the
+                 * read side too: not while we decrypt. */
+                co_mutex_lock(&t->gate);
+                t->reader_locked = true;
+            }
             ssize_t n = gnutls_record_recv(t->session, base + off,
                                            iov[i].iov_len - off);
+            int saved = errno;
+            reader_unlock(t);
+            errno = saved;
             if (n > 0) {
                 off += (size_t)n;
                 total += (size_t)n;
@@ -241,18 +375,37 @@ static ssize_t tls_writev(struct chan *ch, const struct iovec *iov, int iovcnt,
         len = gather(t, iov, iovcnt, &data);
     }
     t->more = (flags & CHAN_WRITE_MORE) != 0;
+    co_mutex_lock(&t->gate);
+    /* A new record waits while the reader processes a key update (the
+     * retry of a half-sent one is what the reader waits for). */
+    while (t->retry_len == 0 && t->rekey_wanted) {
+        co_queue_wait(&t->rekey_done, &t->gate);
+    }
     ssize_t n;
     do {
         errno = 0;
         n = gnutls_record_send(t->session, data, len);
     } while (n == GNUTLS_E_INTERRUPTED);
+    int saved = errno;
     if (n == GNUTLS_E_AGAIN) {
         t->retry_data = data;
         t->retry_len = len;
+        atomic_store(&t->record_pending, true);
+        co_mutex_unlock(&t->gate);
         return -EAGAIN;
     }
     t->retry_len = 0;
     t->retry_data = NULL;
+    if (atomic_load(&t->record_pending)) {
+        atomic_store(&t->record_pending, false);
+        wake_idle_waiter(t);
+    }
+    if (n >= 0 && atomic_load(&t->update_pending)) {
+        /* This send began with our own key update. */
+        atomic_store(&t->update_pending, false);
+    }
+    co_mutex_unlock(&t->gate);
+    errno = saved;
     if (n < 0) {
         return map_error(t, n, "send");
     }
@@ -268,12 +421,18 @@ static int tls_push(struct chan *ch)
 static int tls_shutdown(struct chan *ch, int how)
 {
     struct chan_tls *t = to_tls(ch);
-    return chan_shutdown(t->sock, how);
+    int r = chan_shutdown(t->sock, how);
+    /* A reader waiting for a half-sent record stops waiting. */
+    atomic_store(&t->broken, true);
+    wake_idle_waiter(t);
+    return r;
 }
 
 static void tls_free(struct chan *ch)
 {
     struct chan_tls *t = to_tls(ch);
+    co_queue_fini(&t->rekey_done);
+    co_mutex_fini(&t->gate);
     gnutls_deinit(t->session);
     tls_creds_unref(t->creds);
     chan_unref(t->sock);
@@ -310,6 +469,12 @@ struct chan *chan_tls_new(struct chan *sock_take, struct tls_creds *creds,
     }
     t->sock = sock_take;
     t->creds = tls_creds_ref(creds);
+    co_mutex_init(&t->gate);
+    co_queue_init(&t->rekey_done);
+    atomic_init(&t->record_pending, false);
+    atomic_init(&t->idle_waiter, NULL);
+    atomic_init(&t->update_pending, false);
+    atomic_init(&t->broken, false);
     gnutls_transport_set_ptr(t->session, t);
     gnutls_transport_set_pull_function(t->session, tls_pull);
     gnutls_transport_set_vec_push_function(t->session, tls_vec_push);
@@ -363,6 +528,13 @@ int chan_tls_handshake(struct chan *ch, struct err *err)
         errno = 0;
         int rc = gnutls_handshake(t->session);
         if (rc == 0) {
+            if (!t->hook_set) {
+                /* From now on both directions may be busy at once. */
+                gnutls_handshake_set_hook_function(
+                    t->session, GNUTLS_HANDSHAKE_KEY_UPDATE, GNUTLS_HOOK_PRE,
+                    key_update_hook);
+                t->hook_set = true;
+            }
             return 0;
         }
         if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
@@ -395,7 +567,9 @@ int chan_tls_bye(struct chan *ch, bool wait)
     struct chan_tls *t = to_tls(ch);
     for (;;) {
         t->more = false;
+        co_mutex_lock(&t->gate);
         int rc = gnutls_bye(t->session, GNUTLS_SHUT_WR);
+        co_mutex_unlock(&t->gate);
         if (rc == 0) {
             return 0;
         }

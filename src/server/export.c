@@ -249,7 +249,7 @@ bool export_allows(const struct export *exp,
 }
 
 struct export *conn_find_export(const struct conn *conn, const char *name,
-                                size_t len)
+                                size_t len, bool *hidden)
 {
     const struct export_table *t = conn->table;
     struct export *exp = NULL;
@@ -262,14 +262,11 @@ struct export *conn_find_export(const struct conn *conn, const char *name,
             exp = t->exps[i];
         }
     }
-    if (exp != NULL && !conn_may_use_export(conn, exp)) {
-        log_info("%s: export '%s' is not allowed to this client%s%s",
-                 conn->peer, exp->name,
-                 conn->tls_identity[0] != '\0' ? ", TLS identity " : "",
-                 conn->tls_identity);
-        return NULL;
+    bool refused = exp != NULL && !conn_may_use_export(conn, exp);
+    if (hidden != NULL) {
+        *hidden = refused;
     }
-    return exp;
+    return refused ? NULL : exp;
 }
 
 bool export_allows_identity(const struct export *exp, const char *identity)

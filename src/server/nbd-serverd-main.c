@@ -12,12 +12,15 @@
  *
  * The main thread then waits for signals (it is not a loop thread, so
  * it may block), and once a second gives the buffer pools' idle memory
- * back to the system (bufpool_trim): SIGHUP rebuilds the configuration with the
- * same command line and applies it (exports, limits, log level; listeners and
- * threads need a restart), keeping the running configuration if the new one is
- * wrong; SIGINT and SIGTERM drain and stop.
+ * back to the system (bufpool_trim).  SIGHUP rebuilds the configuration
+ * with the same command line and applies it (TLS, exports, limits, log
+ * level; listeners and threads need a restart) all or nothing: every
+ * part is prepared first (credentials loaded, images opened) in a
+ * struct server_update, and only when all of it succeeded is it put in
+ * force, in one step; otherwise the running configuration stays
+ * untouched.  SIGINT and SIGTERM drain and stop.
  *
- * TLS: apply_tls is the one place that receives the struct tls_config,
+ * TLS: stage_tls is the one place that receives the struct tls_config,
  * at start-up and on every reload.
  */
 #include "nbdsrv/bufpool.h"
@@ -94,19 +97,20 @@ static int daemonize(void)
 }
 
 /*
- * Puts TLS settings in force: loads the credentials and hands them to
- * the server for new connections (connections already open keep theirs).
- * At start-up and on every reload.
+ * Prepares TLS settings in `up`: loads the credentials, which the commit
+ * hands to the server for new connections (connections already open keep
+ * theirs).  At start-up and on every reload.  0 or -errno with err set.
  */
-static int apply_tls(struct server *srv, const struct tls_config *tls,
+static int stage_tls(struct server_update *up, const struct tls_config *tls,
                      struct err *err)
 {
-    return server_set_tls(srv, tls, err);
+    return server_update_tls(up, tls, err);
 }
 
-/* Gives the server the exports of `cfg`.  0 or -errno with err set. */
-static int apply_exports(struct server *srv, const struct config *cfg,
-                         struct err *err)
+/* Prepares the exports of `cfg` in `up` (opens the images).  0 or -errno
+ * with err set. */
+static int stage_exports(struct server *srv, struct server_update *up,
+                         const struct config *cfg, struct err *err)
 {
     struct export_config *ecs = calloc(cfg->nr_exports, sizeof *ecs);
     if (ecs == NULL) {
@@ -115,9 +119,16 @@ static int apply_exports(struct server *srv, const struct config *cfg,
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         ecs[i] = cfg->exports[i].ec;
     }
-    int r = server_set_exports(srv, ecs, cfg->nr_exports, err);
+    int r = server_update_exports(srv, up, ecs, cfg->nr_exports, err);
     free(ecs);
     return r;
+}
+
+/* Puts what `up` holds in force and empties it. */
+static void commit(struct server *srv, struct server_update *up)
+{
+    server_update_commit(srv, up);
+    server_update_fini(up);
 }
 
 static bool same_listen(const struct config *a, const struct config *b)
@@ -171,7 +182,8 @@ static void warn_nofile(const struct config *cfg)
 
 /*
  * SIGHUP: rebuilds the configuration and applies what can change while
- * running.  On any failure the running configuration stays as it was.
+ * running.  On any failure nothing changes: every part is staged before
+ * any is committed.
  */
 static void reload(struct server *srv, struct config **current,
                    const struct cmdline *cl)
@@ -184,11 +196,13 @@ static void reload(struct server *srv, struct config **current,
              old->file != NULL ? old->file : "");
     struct err err;
     err_clear(&err);
+    struct server_update up = {0};
     struct config *cfg = config_build(cl, &err);
-    if (cfg == NULL || apply_tls(srv, &cfg->tls, &err) < 0 ||
-        apply_exports(srv, cfg, &err) < 0) {
+    if (cfg == NULL || stage_tls(&up, &cfg->tls, &err) < 0 ||
+        stage_exports(srv, &up, cfg, &err) < 0) {
         log_error("reload failed, the running configuration stays: %s",
                   err.msg);
+        server_update_fini(&up);
         config_unref(cfg);
         goto out;
     }
@@ -206,7 +220,8 @@ static void reload(struct server *srv, struct config **current,
     }
     struct server_limits limits;
     config_limits(cfg, &limits);
-    server_set_limits(srv, &limits);
+    server_update_limits(&up, &limits);
+    commit(srv, &up);
     if (cfg->max_connections != old->max_connections) {
         warn_nofile(cfg);
     }
@@ -332,11 +347,15 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         log_error("out of memory");
         goto out;
     }
-    if (apply_tls(srv, &cfg->tls, &err) < 0) {
+    /* At start-up each part is committed as soon as it is ready: a
+     * failure ends the daemon anyway, with the status of its part. */
+    struct server_update up = {0};
+    if (stage_tls(&up, &cfg->tls, &err) < 0) {
         log_error("%s", err.msg);
         status = CONFIG_EXIT_USAGE;
         goto out;
     }
+    commit(srv, &up);
     bool activated = false;
     if (open_listeners(cfg, &fds, &nr_fds, &activated, &err) < 0) {
         log_error("%s", err.msg);
@@ -352,10 +371,11 @@ static int serve(const struct cmdline *cl, struct config *cfg,
             goto out;
         }
     }
-    if (apply_exports(srv, cfg, &err) < 0) {
+    if (stage_exports(srv, &up, cfg, &err) < 0) {
         log_error("%s", err.msg);
         goto out;
     }
+    commit(srv, &up);
 
     int ready_fd = -1;
     if (!cl->foreground) {

@@ -8,9 +8,13 @@
  * request coroutine exists, so it writes the negotiated fields of the
  * connection without locks.  Option data is read into a buffer of at most
  * PROTO_OPTION_MAX_LEN bytes; a longer option is drained in small pieces
- * and refused with NBD_REP_ERR_TOO_BIG, or, past OPTION_DRAIN_MAX, ends
- * the connection.  The handshake deadline (conn.c) bounds the whole
- * exchange, the TLS handshake included.
+ * and refused with NBD_REP_ERR_TOO_BIG (after the TLS policy has had its
+ * say; EXPORT_NAME, which has no error reply, ends the connection, and
+ * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.
+ * The handshake deadline (conn.c) bounds the whole exchange, the TLS
+ * handshake included.  refuse() is where every error reply goes out, and
+ * it refuses EXPORT_NAME by disconnecting.  Log lines the client causes go
+ * through conn_log, rate-limited per connection.
  *
  * STARTTLS ("TLS support" in the spec): with --tls=off it is unsupported;
  * otherwise the server ACKs, runs the TLS handshake on this coroutine
@@ -76,10 +80,21 @@ static int reply_error(struct haggle *h, uint32_t option, uint32_t type,
                                                type, msg, strlen(msg)));
 }
 
-/* Refuses an option with an error reply; haggling goes on if it was sent. */
+/*
+ * Refuses an option with an error reply; haggling goes on if it was sent.
+ * NBD_OPT_EXPORT_NAME has no error reply (its only reply is the export's
+ * size and flags, which a client would read an option reply as): it is
+ * refused by ending the connection, as the spec asks.
+ */
 static enum opt_result refuse(struct haggle *h, uint32_t option, uint32_t type,
                               const char *msg)
 {
+    if (option == PROTO_OPT_EXPORT_NAME) {
+        conn_log(h->conn, LOG_LEVEL_INFO,
+                 "NBD_OPT_EXPORT_NAME refused (%s: %s), disconnecting",
+                 proto_rep_name(type), msg);
+        return OPT_CLOSE;
+    }
     return reply_error(h, option, type, msg) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
@@ -100,6 +115,26 @@ static bool asks_block_size(const struct proto_opt_info *info)
         }
     }
     return false;
+}
+
+/*
+ * The export an option names, as this client may see it (NULL: unknown
+ * to it).  A hidden one (allow list, TLS identities) is logged, within
+ * the connection's log budget: a client may ask for it in a loop.
+ */
+static struct export *find_export(struct haggle *h, struct proto_string name)
+{
+    struct conn *conn = h->conn;
+    bool hidden = false;
+    struct export *exp = conn_find_export(conn, name.ptr, name.len, &hidden);
+    if (hidden) {
+        conn_log(conn, LOG_LEVEL_INFO,
+                 "export '%.*s'%s is not allowed to this client%s%s",
+                 (int)name.len, name.ptr, name.len == 0 ? " (the default)" : "",
+                 conn->tls_identity[0] != '\0' ? ", TLS identity " : "",
+                 conn->tls_identity);
+    }
+    return exp;
 }
 
 static int send_info(struct haggle *h, uint32_t option,
@@ -166,8 +201,7 @@ static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed INFO/GO request");
     }
-    struct export *exp =
-        conn_find_export(h->conn, info.name.ptr, info.name.len);
+    struct export *exp = find_export(h, info.name);
     if (exp == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
@@ -190,13 +224,13 @@ static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
     struct conn *conn = h->conn;
     struct proto_string name;
     if (proto_parse_opt_export_name(h->data, len, &name) < 0) {
-        log_info("%s: malformed export name, disconnecting", conn->peer);
+        conn_log(conn, LOG_LEVEL_INFO, "malformed export name, disconnecting");
         return OPT_CLOSE;
     }
-    struct export *exp = conn_find_export(conn, name.ptr, name.len);
+    struct export *exp = find_export(h, name);
     if (exp == NULL) {
         /* EXPORT_NAME has no error reply: the spec says disconnect. */
-        log_info("%s: unknown export '%.*s', disconnecting", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "unknown export '%.*s', disconnecting",
                  (int)name.len, name.ptr);
         return OPT_CLOSE;
     }
@@ -248,18 +282,47 @@ static enum opt_result opt_flag(struct haggle *h, uint32_t option, uint32_t len,
     return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
-static bool query_matches_base_allocation(struct proto_string q)
+/*
+ * Whether query `q` names base:allocation, our only context.  The
+ * namespace-only query "base:" is a wildcard in LIST ("MUST support this
+ * as a wildcard during NBD_OPT_LIST_META_CONTEXT") but selects nothing in
+ * SET ("the server MUST ignore this form during
+ * NBD_OPT_SET_META_CONTEXT").  Queries of other namespaces, and other
+ * leaf names of base:, are ignored.
+ */
+static bool query_matches_base_allocation(struct proto_string q, bool set)
 {
     static const char full[] = SERVER_META_BASE_ALLOCATION;
-    /* "base:" asks for every context of the namespace: ours is one. */
-    return (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) ||
-           (q.len == 5 && memcmp(q.ptr, "base:", 5) == 0);
+    static const char ns[] = "base:";
+    if (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) {
+        return true;
+    }
+    return !set && q.len == sizeof ns - 1 && memcmp(q.ptr, ns, q.len) == 0;
 }
 
+/* No meta context is selected any more. */
+static void meta_select_none(struct conn *conn)
+{
+    conn->meta_base_allocation = false;
+    free(conn->meta_export);
+    conn->meta_export = NULL;
+}
+
+/*
+ * LIST_META_CONTEXT and SET_META_CONTEXT ("Metadata querying").  SET
+ * replaces the selection whatever its outcome: "Issuing this command
+ * replaces all previously-set metadata contexts (including when this
+ * command fails)", so the old selection is dropped before anything can
+ * fail, and a failed SET leaves none.
+ */
 static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
 {
     struct conn *conn = h->conn;
+    bool set = option == PROTO_OPT_SET_META_CONTEXT;
     int r;
+    if (set) {
+        meta_select_none(conn);
+    }
     if (!conn->structured) {
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "structured replies must be negotiated first");
@@ -269,34 +332,31 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed meta context request");
     }
-    if (conn_find_export(conn, meta.export_name.ptr, meta.export_name.len) ==
-        NULL) {
+    if (find_export(h, meta.export_name) == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
-    bool match = false;
-    if (meta.nr_queries == 0) {
-        /* LIST with no query lists everything; SET with none clears. */
-        match = option == PROTO_OPT_LIST_META_CONTEXT;
-    }
+    /* LIST with no query lists everything; SET with none selects none. */
+    bool match = meta.nr_queries == 0 && !set;
     size_t pos = 0;
     struct proto_string q;
     while (proto_opt_meta_next(&meta, &pos, &q)) {
-        if (query_matches_base_allocation(q)) {
+        if (query_matches_base_allocation(q, set)) {
             match = true;
         }
     }
-    if (option == PROTO_OPT_SET_META_CONTEXT) {
-        conn->meta_base_allocation = match;
-        free(conn->meta_export);
+    if (set && match) {
         conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
         if (conn->meta_export == NULL) {
             return OPT_CLOSE;
         }
+        conn->meta_base_allocation = true;
     }
     if (match) {
+        /* In LIST replies "the metadata context ID ... is reserved and
+         * SHOULD be set to zero": ids exist only for a selection. */
+        uint32_t id = set ? SERVER_META_BASE_ALLOCATION_ID : 0;
         r = send_reply(h, proto_build_rep_meta_context(
-                              h->reply, REPLY_BUF_SIZE, option,
-                              SERVER_META_BASE_ALLOCATION_ID,
+                              h->reply, REPLY_BUF_SIZE, option, id,
                               SERVER_META_BASE_ALLOCATION,
                               strlen(SERVER_META_BASE_ALLOCATION)));
         if (r < 0) {
@@ -373,7 +433,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
         return OPT_CLOSE;
     }
     if (chan_tls_handshake(tls, &err) < 0) {
-        log_info("%s: TLS handshake failed: %s", conn->peer, err.msg);
+        conn_log(conn, LOG_LEVEL_INFO, "TLS handshake failed: %s", err.msg);
         chan_unref(tls);
         return OPT_CLOSE;
     }
@@ -386,9 +446,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
     /* State negotiated in plain text does not survive STARTTLS. */
     conn->structured = false;
     conn->extended = false;
-    conn->meta_base_allocation = false;
-    free(conn->meta_export);
-    conn->meta_export = NULL;
+    meta_select_none(conn);
     if (log_get_level() >= LOG_LEVEL_DEBUG) {
         char desc[256];
         chan_tls_describe(conn->ch, desc, sizeof desc);
@@ -407,14 +465,37 @@ static bool tls_allows(struct haggle *h, uint32_t option)
     }
     if (!conn->tls_reqd_logged) {
         conn->tls_reqd_logged = true;
-        log_info("%s: plain-text %s refused: TLS is required", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "plain-text %s refused: TLS is required",
                  proto_opt_name(option));
     }
     return false;
 }
 
+/*
+ * An option whose data was over PROTO_OPTION_MAX_LEN (read and thrown
+ * away).  ABORT's data is to be ignored ("a server SHOULD ignore any data
+ * sent by the client"), so it is acknowledged; EXPORT_NAME cannot be
+ * answered with an error and ends the connection (refuse); anything else
+ * gets NBD_REP_ERR_TOO_BIG.
+ */
+static enum opt_result opt_too_big(struct haggle *h, uint32_t option)
+{
+    if (option == PROTO_OPT_ABORT) {
+        reply_ack(h, option);
+        return OPT_CLOSE;
+    }
+    return refuse(h, option, PROTO_REP_ERR_TOO_BIG, "option data too large");
+}
+
+/*
+ * One option whose data is in h->data, or, when `too_big`, was over the
+ * size limit and has been thrown away.  The TLS policy comes first, so
+ * that in require mode every option but STARTTLS and ABORT gets
+ * NBD_REP_ERR_TLS_REQD whatever its size.
+ */
 static enum opt_result handle_option(struct haggle *h,
-                                     const struct proto_option_header *opt)
+                                     const struct proto_option_header *opt,
+                                     bool too_big)
 {
     struct conn *conn = h->conn;
     uint32_t option = opt->option;
@@ -423,11 +504,15 @@ static enum opt_result handle_option(struct haggle *h,
               len);
     if (!tls_allows(h, option)) {
         if (option == PROTO_OPT_EXPORT_NAME) {
-            /* No error reply exists for EXPORT_NAME: disconnect. */
+            /* No error reply exists for EXPORT_NAME: disconnect (the
+             * refusal was logged by tls_allows). */
             return OPT_CLOSE;
         }
         return refuse(h, option, PROTO_REP_ERR_TLS_REQD,
                       "TLS is required on this server: use STARTTLS");
+    }
+    if (too_big) {
+        return opt_too_big(h, option);
     }
     switch (option) {
     case PROTO_OPT_EXPORT_NAME:
@@ -442,6 +527,14 @@ static enum opt_result handle_option(struct haggle *h,
     case PROTO_OPT_GO:
         return opt_info_go(h, option, len);
     case PROTO_OPT_STRUCTURED_REPLY:
+        if (len == 0 && conn->extended) {
+            /* The extended-headers text names this error: the client
+             * "has already successfully negotiated extended headers,
+             * which takes precedence over this option". */
+            return refuse(h, option, PROTO_REP_ERR_EXT_HEADER_REQD,
+                          "extended headers are negotiated already and "
+                          "take precedence");
+        }
         return opt_flag(h, option, len, &conn->structured,
                         "structured replies already negotiated");
     case PROTO_OPT_EXTENDED_HEADERS: {
@@ -489,12 +582,12 @@ int negotiate(struct conn *conn)
     r = proto_decode_client_flags(cflags_buf, sizeof cflags_buf, hs_flags,
                                   &cflags);
     if (r < 0) {
-        log_info("%s: bad client flags 0x%x, disconnecting", conn->peer,
+        conn_log(conn, LOG_LEVEL_INFO, "bad client flags 0x%x, disconnecting",
                  cflags);
         goto out;
     }
     if (!(cflags & PROTO_FLAG_C_FIXED_NEWSTYLE)) {
-        log_info("%s: client does not speak fixed newstyle", conn->peer);
+        conn_log(conn, LOG_LEVEL_INFO, "client does not speak fixed newstyle");
         r = -EPROTO;
         goto out;
     }
@@ -514,24 +607,20 @@ int negotiate(struct conn *conn)
         }
         struct proto_option_header opt;
         r = proto_decode_option_header(hdr_buf, sizeof hdr_buf, &opt);
-        if (r == -E2BIG) {
-            if (opt.length > OPTION_DRAIN_MAX || drain(&h, opt.length) < 0) {
-                log_info("%s: option of %u bytes, disconnecting", conn->peer,
-                         opt.length);
-                goto out;
-            }
-            r = reply_error(&h, opt.option, PROTO_REP_ERR_TOO_BIG,
-                            "option data too large");
-            if (r < 0) {
-                goto out;
-            }
-            continue;
-        }
-        if (r < 0) {
-            log_info("%s: bad option magic, disconnecting", conn->peer);
+        bool too_big = r == -E2BIG;
+        if (r < 0 && !too_big) {
+            conn_log(conn, LOG_LEVEL_INFO, "bad option magic, disconnecting");
             goto out;
         }
-        r = haggle_read(conn, h.data, opt.length, false);
+        if (too_big && opt.length > OPTION_DRAIN_MAX) {
+            conn_log(conn, LOG_LEVEL_INFO,
+                     "%s with %u bytes of data, disconnecting",
+                     proto_opt_name(opt.option), opt.length);
+            r = -E2BIG;
+            goto out;
+        }
+        r = too_big ? drain(&h, opt.length)
+                    : haggle_read(conn, h.data, opt.length, false);
         if (r < 0) {
             goto out;
         }
@@ -539,12 +628,12 @@ int negotiate(struct conn *conn)
             opt.option != PROTO_OPT_ABORT) {
             log_debug("%s: %s while stopping: NBD_REP_ERR_SHUTDOWN", conn->peer,
                       proto_opt_name(opt.option));
-            reply_error(&h, opt.option, PROTO_REP_ERR_SHUTDOWN,
-                        "the server is shutting down");
+            refuse(&h, opt.option, PROTO_REP_ERR_SHUTDOWN,
+                   "the server is shutting down");
             r = -ESHUTDOWN;
             goto out;
         }
-        switch (handle_option(&h, &opt)) {
+        switch (handle_option(&h, &opt, too_big)) {
         case OPT_CONTINUE:
             continue;
         case OPT_TRANSMISSION:
@@ -557,6 +646,7 @@ int negotiate(struct conn *conn)
     }
 
 out:
+    conn_log_flush(conn);
     conn_shutdown_window_stop(&window);
     bufpool_put(h.reply, REPLY_BUF_SIZE);
     bufpool_put(h.data, PROTO_OPTION_MAX_LEN);

@@ -78,6 +78,17 @@ struct export_table {
 
 struct listener;
 
+/* Client-triggered log lines let through per connection in a window. */
+#define CONN_LOG_BURST 10u
+#define CONN_LOG_WINDOW_NS (60ull * 1000 * 1000 * 1000)
+
+/* A connection's log budget (conn-log.c).  Receive coroutine only. */
+struct conn_log_limit {
+    uint64_t window_start_ns; /* CLOCK_MONOTONIC start of the window */
+    unsigned lines;           /* let through in this window */
+    unsigned suppressed;      /* held back, not reported yet */
+};
+
 /*
  * A client address as admission counts it (admit.c): an IPv4 address
  * (also when it reaches an IPv6 listener as ::ffff:a.b.c.d), an IPv6
@@ -222,6 +233,7 @@ struct conn {
     char tls_identity[256]; /* PSK identity or certificate DN the client
                                proved, "" for none */
     bool tls_reqd_logged;   /* a TLS_REQD refusal was logged */
+    struct conn_log_limit log_limit; /* receive coroutine only */
     bool no_zeroes;
     bool structured;
     bool extended;
@@ -377,6 +389,17 @@ ANY_THREAD void server_admit_release(struct server *srv,
 ANY_THREAD void server_log_refusal(struct server *srv, enum server_admit why,
                                    const char *peer, unsigned count);
 
+/*
+ * conn-log.c: logs a line the client's behaviour caused, "PEER: " and
+ * the message, within the connection's budget (CONN_LOG_BURST lines per
+ * CONN_LOG_WINDOW_NS; debug lines always pass); the rest are counted.
+ * From the connection's receive coroutine only.
+ */
+CORO_FN void conn_log(struct conn *conn, enum log_level level, const char *fmt,
+                      ...) PRINTF_FMT(3, 4);
+/* Reports the lines held back and not reported yet, if any. */
+CORO_FN void conn_log_flush(struct conn *conn);
+
 /* negotiate.c: option haggling; 0 to enter transmission, or -errno to
  * close the connection. */
 CORO_FN int negotiate(struct conn *conn);
@@ -409,11 +432,13 @@ ANY_THREAD void export_table_unref(struct export_table *t); /* NULL ok */
 ANY_THREAD struct export_table *server_get_table(struct server *srv);
 /*
  * Looks `name` up among the exports `conn` is offered, as this client
- * may see them: an export whose allow list excludes the client's address
- * is not found (NULL), exactly like an unknown name.
+ * may see them: an export whose allow list or TLS identities exclude the
+ * client is not found (NULL), exactly like an unknown name; *hidden
+ * (when not NULL) then tells the two apart, for the log.
  */
 ANY_THREAD struct export *conn_find_export(const struct conn *conn,
-                                           const char *name, size_t len);
+                                           const char *name, size_t len,
+                                           bool *hidden);
 /* Whether the client of `conn` may use `exp` (its allow list). */
 ANY_THREAD bool export_allows(const struct export *exp,
                               const struct sockaddr_storage *peer);

@@ -15,9 +15,14 @@
  * requests in flight and go (shutting the stragglers' sockets down once
  * limits.shutdown_timeout_ns has passed); flush every export.
  *
- * Reload: server_set_exports builds a new export table (sharing the open
- * images of unchanged exports) and swaps it in under srv->lock;
- * server_set_limits replaces the limits that new connections copy.
+ * Reload, in two steps so that it is all or nothing: a struct
+ * server_update collects what is to change, prepared by the calls that
+ * can fail (server_update_exports builds a new export table, sharing the
+ * open images of unchanged exports; server_update_tls loads the
+ * credentials); server_update_commit, which cannot fail, then swaps
+ * every part in under one hold of srv->lock, so a new connection sees
+ * either the old settings or the new ones, never a mix.  server_set_*
+ * are updates of one part.
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
@@ -56,31 +61,10 @@ struct listener {
 
 static void resume_task_run(struct loop_task *task);
 
-struct server *server_new(const struct server_limits *limits)
-{
-    struct server *srv = calloc(1, sizeof *srv);
-    if (srv == NULL) {
-        return NULL;
-    }
-    srv->table = export_table_new(0);
-    if (srv->table == NULL) {
-        free(srv);
-        return NULL;
-    }
-    pthread_mutex_init(&srv->lock, NULL);
-    buffer_budget_init(&srv->budget, SERVER_DEFAULT_MAX_BUFFER_MEMORY);
-    client_table_init(&srv->clients);
-    server_set_limits(srv, limits);
-    pthread_cond_init(&srv->changed, NULL);
-    atomic_init(&srv->next_loop, 0);
-    atomic_init(&srv->stopping, false);
-    atomic_init(&srv->nr_paused, 0);
-    atomic_init(&srv->resume_queued, false);
-    srv->resume_task.fn = resume_task_run;
-    return srv;
-}
-
-void server_set_limits(struct server *srv, const struct server_limits *limits)
+/* The limits as connections use them: zeroes and nonsense get defaults,
+ * and one request of the largest kind always fits a connection's cap
+ * and the server's. */
+static struct server_limits normal_limits(const struct server_limits *limits)
 {
     struct server_limits l = *limits;
     if (l.max_requests == 0) {
@@ -95,8 +79,6 @@ void server_set_limits(struct server *srv, const struct server_limits *limits)
     if (l.max_payload > BUFPOOL_MAX_SIZE) {
         l.max_payload = BUFPOOL_MAX_SIZE;
     }
-    /* One request of the largest kind always fits a connection's cap,
-     * and the server's. */
     uint64_t largest = bufpool_alloc_size(l.max_payload);
     if (l.max_inflight_bytes == 0) {
         l.max_inflight_bytes = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
@@ -110,10 +92,38 @@ void server_set_limits(struct server *srv, const struct server_limits *limits)
     if (l.max_buffer_memory < l.max_inflight_bytes) {
         l.max_buffer_memory = l.max_inflight_bytes;
     }
-    pthread_mutex_lock(&srv->lock);
-    srv->limits = l;
-    pthread_mutex_unlock(&srv->lock);
-    buffer_budget_set_limit(&srv->budget, l.max_buffer_memory);
+    return l;
+}
+
+struct server *server_new(const struct server_limits *limits)
+{
+    struct server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        return NULL;
+    }
+    srv->table = export_table_new(0);
+    if (srv->table == NULL) {
+        free(srv);
+        return NULL;
+    }
+    pthread_mutex_init(&srv->lock, NULL);
+    srv->limits = normal_limits(limits);
+    buffer_budget_init(&srv->budget, srv->limits.max_buffer_memory);
+    client_table_init(&srv->clients);
+    pthread_cond_init(&srv->changed, NULL);
+    atomic_init(&srv->next_loop, 0);
+    atomic_init(&srv->stopping, false);
+    atomic_init(&srv->nr_paused, 0);
+    atomic_init(&srv->resume_queued, false);
+    srv->resume_task.fn = resume_task_run;
+    return srv;
+}
+
+void server_set_limits(struct server *srv, const struct server_limits *limits)
+{
+    struct server_update up = {0};
+    server_update_limits(&up, limits);
+    server_update_commit(srv, &up);
 }
 
 /* The export of `t` named `name`, or NULL. */
@@ -175,55 +185,162 @@ static void log_changes(const struct export_table *old,
     }
 }
 
-int server_set_exports(struct server *srv, const struct export_config *configs,
-                       unsigned nr, struct err *err)
+/*
+ * Builds the export table for `configs`, sharing the open image of each
+ * export of `old` whose image settings are unchanged.  NULL with err set
+ * (naming the export) on failure.
+ */
+static struct export_table *table_build(const struct export_table *old,
+                                        const struct export_config *configs,
+                                        unsigned nr, struct err *err)
 {
-    struct export_table *old = server_get_table(srv);
     struct export_table *t = export_table_new(nr);
-    int r = 0;
     if (t == NULL) {
-        r = err_set(err, ENOMEM, "out of memory");
-        goto out;
+        err_set(err, ENOMEM, "out of memory");
+        return NULL;
     }
     for (unsigned i = 0; i < nr; i++) {
         const struct export_config *c = &configs[i];
         size_t name_len = strlen(c->name);
         if (proto_check_string(c->name, name_len) < 0) {
-            r = err_set(err, EINVAL, "export name '%.40s...' is too long",
-                        c->name);
-            goto out;
+            err_set(err, EINVAL, "export name '%.40s...' is too long", c->name);
+            goto fail;
         }
         if (name_len == 0) {
-            r = err_set(err, EINVAL, "an export name is empty");
-            goto out;
+            err_set(err, EINVAL, "an export name is empty");
+            goto fail;
         }
         if (table_lookup(t, c->name) != NULL) {
-            r = err_set(err, EEXIST, "export '%s' is given twice", c->name);
-            goto out;
+            err_set(err, EEXIST, "export '%s' is given twice", c->name);
+            goto fail;
         }
-        struct export *prev = table_lookup(old, c->name);
+        const struct export *prev = table_lookup(old, c->name);
         struct backend *reuse =
             prev != NULL && export_same_image(prev, c) ? prev->be : NULL;
         struct err e;
         err_clear(&e);
         t->exps[t->nr] = export_new(c, reuse, &e);
         if (t->exps[t->nr] == NULL) {
-            r = err_set(err, e.errnum != 0 ? e.errnum : EINVAL,
-                        "export '%s': %s", c->name, e.msg);
-            goto out;
+            err_set(err, e.errnum != 0 ? e.errnum : EINVAL, "export '%s': %s",
+                    c->name, e.msg);
+            goto fail;
         }
         t->nr++;
     }
-    log_changes(old, t);
-    pthread_mutex_lock(&srv->lock);
-    struct export_table *replaced = srv->table;
-    srv->table = t;
-    pthread_mutex_unlock(&srv->lock);
-    t = NULL;
-    export_table_unref(replaced);
-out:
+    return t;
+
+fail:
     export_table_unref(t);
+    return NULL;
+}
+
+/* Passes a callee's error on to err; returns -errno (EINVAL if none). */
+static int pass_err(struct err *err, const struct err *e)
+{
+    return err_set(err, e->errnum != 0 ? e->errnum : EINVAL, "%s", e->msg);
+}
+
+int server_update_exports(struct server *srv, struct server_update *up,
+                          const struct export_config *configs, unsigned nr,
+                          struct err *err)
+{
+    struct err e;
+    err_clear(&e);
+    struct export_table *old = server_get_table(srv);
+    struct export_table *t = table_build(old, configs, nr, &e);
     export_table_unref(old);
+    if (t == NULL) {
+        return pass_err(err, &e);
+    }
+    export_table_unref(up->table);
+    up->table = t;
+    return 0;
+}
+
+int server_update_tls(struct server_update *up, const struct tls_config *cfg,
+                      struct err *err)
+{
+    struct tls_creds *creds = NULL;
+    if (cfg->mode != TLS_MODE_OFF) {
+        struct err e;
+        err_clear(&e);
+        creds = tls_creds_new_server(cfg, &e);
+        if (creds == NULL) {
+            return pass_err(err, &e);
+        }
+    }
+    tls_creds_unref(up->tls_creds);
+    up->tls_creds = creds;
+    up->tls_mode = cfg->mode;
+    up->set_tls = true;
+    return 0;
+}
+
+void server_update_limits(struct server_update *up,
+                          const struct server_limits *limits)
+{
+    up->limits = normal_limits(limits);
+    up->set_limits = true;
+}
+
+void server_update_commit(struct server *srv, struct server_update *up)
+{
+    /* The new table keeps up's reference until it has been logged; the
+     * server takes one of its own. */
+    struct export_table *new_table = up->table;
+    struct export_table *old_table = NULL;
+    struct tls_creds *old_creds = NULL;
+    pthread_mutex_lock(&srv->lock);
+    if (new_table != NULL) {
+        old_table = srv->table;
+        /* Relaxed: srv->lock orders this against a later swap's unref. */
+        atomic_fetch_add_explicit(&new_table->refs, 1, memory_order_relaxed);
+        srv->table = new_table;
+        up->table = NULL;
+    }
+    if (up->set_tls) {
+        old_creds = srv->tls_creds;
+        srv->tls_creds = up->tls_creds;
+        srv->tls_mode = up->tls_mode;
+        up->tls_creds = NULL;
+        up->set_tls = false;
+    }
+    bool set_limits = up->set_limits;
+    if (up->set_limits) {
+        srv->limits = up->limits;
+        up->set_limits = false;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (set_limits) {
+        buffer_budget_set_limit(&srv->budget, up->limits.max_buffer_memory);
+    }
+    if (new_table != NULL) {
+        log_changes(old_table, new_table);
+        export_table_unref(old_table);
+        export_table_unref(new_table);
+    }
+    tls_creds_unref(old_creds);
+}
+
+void server_update_fini(struct server_update *up)
+{
+    export_table_unref(up->table);
+    up->table = NULL;
+    tls_creds_unref(up->tls_creds);
+    up->tls_creds = NULL;
+    up->set_tls = false;
+    up->set_limits = false;
+}
+
+int server_set_exports(struct server *srv, const struct export_config *configs,
+                       unsigned nr, struct err *err)
+{
+    struct server_update up = {0};
+    int r = server_update_exports(srv, &up, configs, nr, err);
+    if (r == 0) {
+        server_update_commit(srv, &up);
+    }
+    server_update_fini(&up);
     return r;
 }
 
@@ -590,20 +707,13 @@ int server_stop(struct server *srv)
 int server_set_tls(struct server *srv, const struct tls_config *cfg,
                    struct err *err)
 {
-    struct tls_creds *creds = NULL;
-    if (cfg->mode != TLS_MODE_OFF) {
-        creds = tls_creds_new_server(cfg, err);
-        if (creds == NULL) {
-            return -(err != NULL && err->errnum != 0 ? err->errnum : EINVAL);
-        }
+    struct server_update up = {0};
+    int r = server_update_tls(&up, cfg, err);
+    if (r == 0) {
+        server_update_commit(srv, &up);
     }
-    pthread_mutex_lock(&srv->lock);
-    struct tls_creds *old = srv->tls_creds;
-    srv->tls_creds = creds;
-    srv->tls_mode = cfg->mode;
-    pthread_mutex_unlock(&srv->lock);
-    tls_creds_unref(old);
-    return 0;
+    server_update_fini(&up);
+    return r;
 }
 
 void server_tick(struct server *srv)

@@ -177,25 +177,32 @@ static int storage_errno(int r)
     }
 }
 
+/*
+ * The command flags a request of `type` may carry.  NBD_CMD_FLAG_FUA is
+ * valid on every command once NBD_FLAG_SEND_FUA is advertised ("the
+ * server MUST accept all commands with this bit set (even by ignoring
+ * the bit)"): it only matters for commands that write, and the others
+ * ignore it.
+ */
 static uint16_t allowed_flags(const struct conn *conn, uint16_t type)
 {
+    uint16_t fua =
+        (conn->tx_flags & PROTO_FLAG_SEND_FUA) ? PROTO_CMD_FLAG_FUA : 0;
     switch (type) {
     case PROTO_CMD_READ:
-        return conn->structured ? PROTO_CMD_FLAG_DF : 0;
+        return fua | (conn->structured ? PROTO_CMD_FLAG_DF : 0);
     case PROTO_CMD_WRITE:
-        return PROTO_CMD_FLAG_FUA |
-               (conn->extended ? PROTO_CMD_FLAG_PAYLOAD_LEN : 0);
-    case PROTO_CMD_TRIM:
-        return PROTO_CMD_FLAG_FUA;
+        return fua | (conn->extended ? PROTO_CMD_FLAG_PAYLOAD_LEN : 0);
     case PROTO_CMD_WRITE_ZEROES:
-        return PROTO_CMD_FLAG_FUA | PROTO_CMD_FLAG_NO_HOLE |
+        return fua | PROTO_CMD_FLAG_NO_HOLE |
                ((conn->tx_flags & PROTO_FLAG_SEND_FAST_ZERO)
                     ? PROTO_CMD_FLAG_FAST_ZERO
                     : 0);
     case PROTO_CMD_BLOCK_STATUS:
-        return PROTO_CMD_FLAG_REQ_ONE;
+        return fua | PROTO_CMD_FLAG_REQ_ONE;
     default:
-        return 0;
+        /* FLUSH, TRIM, CACHE; DISC never gets here. */
+        return fua;
     }
 }
 

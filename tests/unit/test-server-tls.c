@@ -4,7 +4,9 @@
  * our own TLS channel, and server_set_tls replacing the credentials while
  * serving (a configuration reload): new connections get the new keys,
  * a connection that started before keeps its session, a failed reload
- * changes nothing, and mode off answers STARTTLS with NBD_REP_ERR_UNSUP.
+ * changes nothing, and mode off answers STARTTLS with NBD_REP_ERR_UNSUP;
+ * a server_update is all or nothing (credentials staged with exports
+ * that fail are never used).
  */
 #include "fixture-files.h"
 #include "nbdsrv/chan-sock.h"
@@ -191,6 +193,51 @@ START_TEST(test_server_tls_reload_keeps_old_sessions)
 }
 END_TEST
 
+/* Connects with `psk` and ends politely; whether the handshake worked. */
+static bool client_works(const char *psk)
+{
+    struct client c;
+    client_run(&c, psk);
+    if (c.rep_type != PROTO_REP_ACK || c.handshake != 0) {
+        return false;
+    }
+    ck_assert_int_eq(coro_run_sync(loops.loops[0], abort_entry, &c), 0);
+    return c.abort_rep == PROTO_REP_ACK;
+}
+
+START_TEST(test_server_update_is_all_or_nothing)
+{
+    struct err err;
+    err_clear(&err);
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nosuch.img", tmpdir);
+    struct export_config bad = {.name = "disk", .path = missing};
+    struct export_config good = {.name = "disk", .path = image};
+    struct tls_config tls_b = {.mode = TLS_MODE_REQUIRE, .psk_file = key_b};
+
+    /* New credentials staged, then exports that fail: nothing changes. */
+    struct server_update up = {0};
+    ck_assert_msg(server_update_tls(&up, &tls_b, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(server_update_exports(srv, &up, &bad, 1, &err), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "export 'disk'"));
+    server_update_fini(&up);
+    ck_assert(client_works(key_a));
+    ck_assert(!client_works(key_b));
+
+    /* Staged but not committed: still nothing. */
+    ck_assert_msg(server_update_tls(&up, &tls_b, &err) == 0, "%s", err.msg);
+    ck_assert_msg(server_update_exports(srv, &up, &good, 1, &err) == 0, "%s",
+                  err.msg);
+    ck_assert(client_works(key_a));
+
+    /* The commit puts both parts in force. */
+    server_update_commit(srv, &up);
+    server_update_fini(&up);
+    ck_assert(client_works(key_b));
+    ck_assert(!client_works(key_a));
+}
+END_TEST
+
 START_TEST(test_server_tls_off_answers_starttls_unsup)
 {
     struct err err;
@@ -211,6 +258,7 @@ static Suite *server_tls_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_server_tls_reload_keeps_old_sessions);
     tcase_add_test(tc, test_server_tls_off_answers_starttls_unsup);
+    tcase_add_test(tc, test_server_update_is_all_or_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
