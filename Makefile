@@ -98,7 +98,8 @@ TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
-            python3-libnbd fio systemd groff-base man-db clang valgrind
+            python3-libnbd fio systemd groff-base man-db clang valgrind \
+            codespell clang-format
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 # Only for the libFuzzer targets: clang, and the runtime that links
 # -fsanitize=fuzzer (merely recommended by clang's packages).
@@ -107,7 +108,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .SECONDARY:
 
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
-        check-clang check-valgrind analyze bench bench-threads bench-client \
+        check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress check-faults check-load
 
@@ -316,6 +317,11 @@ format:
 
 check-format:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+# Spelling of code, comments, tests and documents (settings: .codespellrc).
+check-spelling:
+	codespell src include tests man docs conf systemd bench README.md \
+	    SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the

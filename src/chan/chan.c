@@ -228,7 +228,7 @@ uint64_t chan_stalled_ns(const struct chan *ch, enum chan_dir dir,
 }
 
 /* Marks the direction as moving again (only a store when it waited). */
-static void unstall(struct chan_waiter *w)
+static void mark_moving(struct chan_waiter *w)
 {
     if (atomic_load_explicit(&w->stalled_since, memory_order_relaxed) != 0) {
         atomic_store_explicit(&w->stalled_since, 0, memory_order_relaxed);
@@ -283,7 +283,7 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
             r = moved == 0 ? 0 : -ECONNRESET;
             break;
         }
-        unstall(&ch->waiters[dir]);
+        mark_moving(&ch->waiters[dir]);
         moved += (size_t)n;
         while (left > 0 && (size_t)n >= cur->iov_len) {
             n -= (ssize_t)cur->iov_len;
@@ -299,7 +299,7 @@ static int transfer_all(struct chan *ch, enum chan_dir dir,
             left--;
         }
     }
-    unstall(&ch->waiters[dir]);
+    mark_moving(&ch->waiters[dir]);
     direction_leave(&ch->waiters[dir]);
     return r;
 }

@@ -460,15 +460,16 @@ int client_list_exports(const struct client_uri *uri,
                 0) {
                 r = err_set(err, EPROTO, "bad NBD_REP_SERVER");
             } else {
-                char **nn = realloc(names, (n + 1) * sizeof *nn);
-                char **nd = nn ? realloc(descs, (n + 1) * sizeof *nd) : NULL;
-                if (nn != NULL) {
-                    names = nn;
+                char **new_names = realloc(names, (n + 1) * sizeof *names);
+                char **new_descs =
+                    new_names ? realloc(descs, (n + 1) * sizeof *descs) : NULL;
+                if (new_names != NULL) {
+                    names = new_names;
                 }
-                if (nd != NULL) {
-                    descs = nd;
+                if (new_descs != NULL) {
+                    descs = new_descs;
                 }
-                if (nn == NULL || nd == NULL) {
+                if (new_names == NULL || new_descs == NULL) {
                     r = err_set(err, ENOMEM, "out of memory");
                 } else {
                     names[n] = strndup(nm.ptr, nm.len);
