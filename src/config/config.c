@@ -10,8 +10,8 @@
  * handler (on_key) finds each key in the table (config-keys.def), hands
  * the value to config_set_key, which checks it as it arrives, and stops
  * at the first mistake; later inih calls are ignored.  What is left here
- * is what is not per key (sections, the checks across keys) and the
- * merge with the command line.
+ * is what is not per key: sections, the command line's -e exports, and
+ * the checks across keys (final_checks).
  *
  * Sections: [server] (at most once) and [export NAME] (once per NAME).
  * Keys may appear once per section, except the list keys (LIST in the
@@ -21,7 +21,6 @@
 
 #include "config-int.h"
 #include "nbdsrv/bufpool.h"
-#include "nbdsrv/chan-sock.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -432,107 +431,32 @@ struct config *config_parse_string(const char *text, const char *name,
 /* ------------------------------------------------------------------ */
 /* The command line over the file, and the final checks */
 
+/*
+ * Lays the command line over the file: each option that sets a key goes
+ * through config_set_key like a line of the file (a list option's first
+ * value replaces the file's list), then the -e exports are added.
+ */
 static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
                          struct err *err)
 {
-    char msg[ERR_MSG_MAX];
-    if (cl->nr_listen > 0) {
-        for (unsigned i = 0; i < cfg->nr_listen; i++) {
-            free(cfg->listen[i]);
+    uint64_t cleared = 0; /* bit i: config_keys[i]'s list was cleared */
+    for (unsigned i = 0; i < cl->nr_settings; i++) {
+        const struct config_key *k = cl->settings[i].key;
+        uint64_t bit = 1ull << (k - config_keys);
+        if (k->type == CONFIG_LIST && !(cleared & bit)) {
+            k->clear(cfg, NULL);
+            cleared |= bit;
         }
-        cfg->nr_listen = 0;
-        for (unsigned i = 0; i < cl->nr_listen; i++) {
-            struct sock_addr addr;
-            struct err e;
-            err_clear(&e);
-            if (sock_addr_parse(cl->listen[i], &addr, &e) < 0) {
-                return err_set(err, EINVAL, "--listen %s", e.msg);
-            }
-            if (config_push_string(&cfg->listen, &cfg->nr_listen,
-                                   cl->listen[i]) < 0) {
-                return err_set(err, ENOMEM, "out of memory");
-            }
+        char option[64];
+        snprintf(option, sizeof option, "--%s", k->option);
+        struct config_origin origin = {.option = option, .base = cl->cwd};
+        int r =
+            config_set_key(k, cfg, NULL, cl->settings[i].value, &origin, err);
+        if (r < 0) {
+            return r;
         }
-    }
-    if (cl->threads_set) {
-        cfg->threads = cl->threads;
-    }
-    if (cl->handshake_timeout_set) {
-        cfg->handshake_timeout = cl->handshake_timeout;
-    }
-    if (cl->shutdown_timeout_set) {
-        cfg->shutdown_timeout = cl->shutdown_timeout;
-    }
-    if (cl->request_timeout_set) {
-        cfg->request_timeout = cl->request_timeout;
     }
     cfg->poll_us = cl->poll_us;
-    if (cl->max_connections_set) {
-        cfg->max_connections = cl->max_connections;
-    }
-    if (cl->max_payload_set) {
-        cfg->max_payload = cl->max_payload;
-    }
-    if (cl->max_buffer_memory_set) {
-        cfg->max_buffer_memory = cl->max_buffer_memory;
-    }
-    if (cl->max_conn_buffer_set) {
-        cfg->max_conn_buffer = cl->max_conn_buffer;
-    }
-    if (cl->max_connections_per_client_set) {
-        cfg->max_connections_per_client = cl->max_connections_per_client;
-    }
-    if (cl->verbose) {
-        cfg->log_level = LOG_LEVEL_DEBUG;
-    }
-    if (cl->pidfile != NULL) {
-        char *p = config_make_absolute(cl->cwd, cl->pidfile);
-        if (p == NULL || config_set_string(&cfg->pidfile, p) < 0) {
-            free(p);
-            return err_set(err, ENOMEM, "out of memory");
-        }
-        free(p);
-    }
-    if (cl->tls_mode != NULL &&
-        tls_mode_parse(cl->tls_mode, &cfg->tls.mode) < 0) {
-        return err_set(err, EINVAL, "--tls=%s: expected off, on or require",
-                       cl->tls_mode);
-    }
-    if (cl->tls_verify_peer) {
-        cfg->tls.verify_peer = true;
-    }
-    if (cl->tls_priority != NULL) {
-        if (cl->tls_priority[0] == '\0') {
-            return err_set(err, EINVAL, "--tls-priority: empty");
-        }
-        if (config_set_const_string(&cfg->tls.priority, cl->tls_priority) < 0) {
-            return err_set(err, ENOMEM, "out of memory");
-        }
-    }
-    for (int certs = 0; certs < 2; certs++) {
-        const char *given = certs ? cl->tls_certs : cl->tls_psk;
-        if (given == NULL) {
-            continue;
-        }
-        char *p = config_make_absolute(cl->cwd, given);
-        if (p == NULL) {
-            return err_set(err, ENOMEM, "out of memory");
-        }
-        int r = certs ? config_check_certs_dir(p, msg, sizeof msg)
-                      : config_check_readable_file("TLS PSK file", p, msg,
-                                                   sizeof msg);
-        if (r == 0 && config_set_const_string(certs ? &cfg->tls.certs_dir
-                                                    : &cfg->tls.psk_file,
-                                              p) < 0) {
-            r = -ENOMEM;
-            snprintf(msg, sizeof msg, "out of memory");
-        }
-        free(p);
-        if (r < 0) {
-            return err_set(err, -r, "%s: %s",
-                           certs ? "--tls-certs" : "--tls-psk", msg);
-        }
-    }
     for (unsigned i = 0; i < cl->nr_exports; i++) {
         const struct cmdline_export *x = &cl->exports[i];
         struct config_export *prev = find_export(cfg, x->name);
