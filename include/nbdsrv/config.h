@@ -57,10 +57,24 @@ struct cmdline_export {
     uint64_t memory_size;
 };
 
+struct config_key; /* one row of src/config/config-keys.def */
+
+/*
+ * A command-line option that sets a configuration key: "set key to
+ * value", applied over the file like a line of it.  `value` points into
+ * argv, or is the table's value for an option without argument.
+ */
+struct cmdline_setting {
+    const struct config_key *key;
+    const char *value;
+};
+
 /*
  * The command line as given.  Strings point into argv and are borrowed
- * for the program's life.  `*_set` says an option was given, and so
- * overrides the file.  Owned by main; immutable after cmdline_parse.
+ * for the program's life.  Options that set a configuration key are
+ * kept as `settings`, in argv order; a later one replaces an earlier one
+ * for the same key, except for a list (-l), whose values add up.  Owned
+ * by main; immutable after cmdline_parse.
  */
 struct cmdline {
     const char *config_file; /* -c */
@@ -68,22 +82,11 @@ struct cmdline {
     bool foreground;
     bool check_config;
     bool read_only; /* -r: the -e exports are read-only */
-    bool verbose;
-    const char **listen; /* owned array */
-    unsigned nr_listen;
+    double poll_us;
     struct cmdline_export *exports; /* owned array */
     unsigned nr_exports;
-    unsigned threads;
-    bool threads_set;
-    double handshake_timeout, shutdown_timeout, request_timeout, poll_us;
-    bool handshake_timeout_set, shutdown_timeout_set, request_timeout_set;
-    unsigned max_connections, max_connections_per_client;
-    bool max_connections_set, max_connections_per_client_set;
-    uint64_t max_payload, max_buffer_memory, max_conn_buffer;
-    bool max_payload_set, max_buffer_memory_set, max_conn_buffer_set;
-    const char *pidfile;
-    const char *tls_mode, *tls_certs, *tls_psk, *tls_priority;
-    bool tls_verify_peer;
+    struct cmdline_setting *settings; /* owned array */
+    unsigned nr_settings;
 };
 
 /* What cmdline_parse found. */

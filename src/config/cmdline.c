@@ -3,17 +3,21 @@
  * The command line (man/nbd-serverd.8; the tests rely on it), parsed
  * into a struct cmdline that config_build lays over the configuration
  * file.
- * Values are checked here as far as they can be without the file;
- * exit-worthy mistakes come back as -EINVAL with the message in err.
+ *
+ * The options that set a configuration key come from config-keys.def
+ * (its option column) and are kept as "set key to value" for
+ * config_set_key; only the rest (-c, -e, -f, -r, --check-config,
+ * --poll-us, -V, -h) is parsed here.  Numbers, booleans and enums are
+ * checked here already (config_check_key), strings and paths when
+ * config_build applies them.  Exit-worthy mistakes come back as -EINVAL
+ * with the message in err.
  */
 #include "config-int.h"
 #include "nbdsrv/backends.h"
-#include "nbdsrv/bufpool.h"
 #include "nbdsrv/config.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,54 +26,66 @@
 #define VERSION "0.2.0"
 
 enum {
-    OPT_TLS = 256,
-    OPT_TLS_CERTS,
-    OPT_TLS_PSK,
-    OPT_TLS_VERIFY_PEER,
-    OPT_TLS_PRIORITY,
-    OPT_PIDFILE,
-    OPT_CHECK_CONFIG,
-    OPT_HANDSHAKE_TIMEOUT,
-    OPT_SHUTDOWN_TIMEOUT,
-    OPT_REQUEST_TIMEOUT,
-    OPT_MAX_CONNECTIONS,
-    OPT_MAX_PAYLOAD,
-    OPT_MAX_BUFFER_MEMORY,
-    OPT_MAX_CONN_BUFFER,
-    OPT_MAX_CONNECTIONS_PER_CLIENT,
+    OPT_CHECK_CONFIG = 256,
     OPT_POLL_US,
+    OPT_KEY, /* OPT_KEY + i: config_keys[i]'s option */
 };
 
-static const struct option long_options[] = {
+/* The options that set no configuration key. */
+static const struct option other_options[] = {
     {"foreground", no_argument, NULL, 'f'},
-    {"listen", required_argument, NULL, 'l'},
     {"export", required_argument, NULL, 'e'},
     {"read-only", no_argument, NULL, 'r'},
-    {"threads", required_argument, NULL, 't'},
     {"config", required_argument, NULL, 'c'},
-    {"tls", required_argument, NULL, OPT_TLS},
-    {"tls-certs", required_argument, NULL, OPT_TLS_CERTS},
-    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
-    {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER},
-    {"tls-priority", required_argument, NULL, OPT_TLS_PRIORITY},
-    {"pidfile", required_argument, NULL, OPT_PIDFILE},
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
-    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
-    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"max-connections-per-client", required_argument, NULL,
-     OPT_MAX_CONNECTIONS_PER_CLIENT},
-    {"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},
-    {"max-buffer-memory", required_argument, NULL, OPT_MAX_BUFFER_MEMORY},
-    {"max-buffer-memory-per-connection", required_argument, NULL,
-     OPT_MAX_CONN_BUFFER},
     {"poll-us", required_argument, NULL, OPT_POLL_US},
-    {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
 };
+#define OTHER_SHORT_OPTIONS ":fe:rc:Vh"
+
+/* The key whose option getopt returned as `c`, or NULL. */
+static const struct config_key *option_key(int c)
+{
+    if (c >= OPT_KEY && c < OPT_KEY + (int)config_nr_keys) {
+        return &config_keys[c - OPT_KEY];
+    }
+    for (unsigned i = 0; i < config_nr_keys && c > 0; i++) {
+        if (config_keys[i].option != NULL && config_keys[i].short_option == c) {
+            return &config_keys[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Fills `opts` (other_options plus one option per key that has one, then
+ * the terminator) and `shorts` (getopt's short options).
+ */
+static void make_options(struct option *opts, char *shorts)
+{
+    unsigned n = 0;
+    for (; n < ARRAY_SIZE(other_options); n++) {
+        opts[n] = other_options[n];
+    }
+    char *s = shorts + sprintf(shorts, "%s", OTHER_SHORT_OPTIONS);
+    for (unsigned i = 0; i < config_nr_keys; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (k->option == NULL) {
+            continue;
+        }
+        int arg = k->flag_value != NULL ? no_argument : required_argument;
+        opts[n++] = (struct option){k->option, arg, NULL, OPT_KEY + (int)i};
+        if (k->short_option != 0) {
+            *s++ = (char)k->short_option;
+            if (arg == required_argument) {
+                *s++ = ':';
+            }
+        }
+    }
+    *s = '\0';
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+}
 
 void cmdline_usage(FILE *out)
 {
@@ -159,47 +175,34 @@ static int grow(void *array_ptr, unsigned count, size_t size)
     return 0;
 }
 
-static int parse_seconds(const char *opt, const char *text, double *out,
-                         struct err *err)
+/*
+ * Records "set k to value" for an option, checking what can be checked
+ * without the file.  A later value of a key that is not a list replaces
+ * the earlier one, which is then never checked or applied.
+ */
+static int add_setting(struct cmdline *cl, const struct config_key *k,
+                       const char *value, struct err *err)
 {
-    char *end;
-    errno = 0;
-    double s = strtod(text, &end);
-    if (*text == '\0' || *end != '\0' || errno != 0 || !(s >= 0) || s > 86400) {
-        return err_set(err, EINVAL, "%s: '%s' is not a number from 0 to 86400",
-                       opt, text);
+    char option[64];
+    snprintf(option, sizeof option, "--%s", k->option);
+    struct config_origin origin = {.option = option, .base = cl->cwd};
+    int r = config_check_key(k, value, &origin, err);
+    if (r < 0) {
+        return r;
     }
-    *out = s;
-    return 0;
-}
-
-static int parse_unsigned(const char *opt, const char *text, unsigned min,
-                          unsigned max, unsigned *out, struct err *err)
-{
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(text, &end, 10);
-    if (*text < '0' || *text > '9' || *end != '\0' || errno != 0 || n < min ||
-        n > max) {
-        return err_set(err, EINVAL, "%s: '%s' is not a number from %u to %u",
-                       opt, text, min, max);
+    if (k->type != CONFIG_LIST) {
+        unsigned kept = 0;
+        for (unsigned i = 0; i < cl->nr_settings; i++) {
+            if (cl->settings[i].key != k) {
+                cl->settings[kept++] = cl->settings[i];
+            }
+        }
+        cl->nr_settings = kept;
     }
-    *out = (unsigned)n;
-    return 0;
-}
-
-static int parse_size(const char *opt, const char *text, uint64_t min,
-                      uint64_t max, uint64_t *out, struct err *err)
-{
-    if (config_parse_size(text, min, max, out) < 0) {
-        char lo[32], hi[32];
-        config_format_size(min, lo, sizeof lo);
-        config_format_size(max, hi, sizeof hi);
-        return err_set(err, EINVAL,
-                       "%s: '%s' is not a size from %s to %s (bytes, or "
-                       "with a K, M, G or T suffix)",
-                       opt, text, lo, hi);
+    if (grow(&cl->settings, cl->nr_settings, sizeof *cl->settings) < 0) {
+        return err_set(err, ENOMEM, "out of memory");
     }
+    cl->settings[cl->nr_settings++] = (struct cmdline_setting){k, value};
     return 0;
 }
 
@@ -225,8 +228,7 @@ static int parse_export(struct cmdline *cl, char *arg, struct err *err)
         if (config_parse_size(size, 0, BACKEND_MEMORY_MAX_SIZE,
                               &x.memory_size) < 0) {
             return err_set(err, EINVAL,
-                           "--export %s=memory:%s: expected a size up to 16T "
-                           "(a number with an optional K, M, G or T suffix)",
+                           "--export %s=memory:%s: " CONFIG_MEMORY_EXPECTED,
                            arg, size);
         }
         x.memory = true;
@@ -247,21 +249,26 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
     if (cl->cwd == NULL) {
         return err_set_errno(err, errno, "getcwd");
     }
+    struct option opts[ARRAY_SIZE(other_options) + CONFIG_MAX_KEYS + 1];
+    char shorts[sizeof OTHER_SHORT_OPTIONS + 2 * CONFIG_MAX_KEYS];
+    make_options(opts, shorts);
     optind = 0; /* a full re-initialisation (GNU), for the unit tests */
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":fl:e:rt:c:vVh", long_options,
-                            NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+        const struct config_key *k = option_key(c);
         int r = 0;
+        if (k != NULL) {
+            r = add_setting(
+                cl, k, k->flag_value != NULL ? k->flag_value : optarg, err);
+            if (r < 0) {
+                return r;
+            }
+            continue;
+        }
         switch (c) {
         case 'f':
             cl->foreground = true;
-            break;
-        case 'l':
-            if (grow(&cl->listen, cl->nr_listen, sizeof *cl->listen) < 0) {
-                return err_set(err, ENOMEM, "out of memory");
-            }
-            cl->listen[cl->nr_listen++] = optarg;
             break;
         case 'e':
             r = parse_export(cl, optarg, err);
@@ -269,89 +276,18 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
         case 'r':
             cl->read_only = true;
             break;
-        case 't':
-            r = parse_unsigned("--threads", optarg, 1, CONFIG_MAX_THREADS,
-                               &cl->threads, err);
-            cl->threads_set = true;
-            break;
         case 'c':
             cl->config_file = optarg;
-            break;
-        case OPT_TLS:
-            cl->tls_mode = optarg;
-            if (strcmp(optarg, "off") != 0 && strcmp(optarg, "on") != 0 &&
-                strcmp(optarg, "require") != 0) {
-                r = err_set(err, EINVAL,
-                            "--tls=%s: expected off, on or require", optarg);
-            }
-            break;
-        case OPT_TLS_CERTS:
-            cl->tls_certs = optarg;
-            break;
-        case OPT_TLS_PSK:
-            cl->tls_psk = optarg;
-            break;
-        case OPT_TLS_VERIFY_PEER:
-            cl->tls_verify_peer = true;
-            break;
-        case OPT_TLS_PRIORITY:
-            cl->tls_priority = optarg;
-            break;
-        case OPT_PIDFILE:
-            cl->pidfile = optarg;
             break;
         case OPT_CHECK_CONFIG:
             cl->check_config = true;
             break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            r = parse_seconds("--handshake-timeout", optarg,
-                              &cl->handshake_timeout, err);
-            cl->handshake_timeout_set = true;
-            break;
-        case OPT_SHUTDOWN_TIMEOUT:
-            r = parse_seconds("--shutdown-timeout", optarg,
-                              &cl->shutdown_timeout, err);
-            cl->shutdown_timeout_set = true;
-            break;
-        case OPT_REQUEST_TIMEOUT:
-            r = parse_seconds("--request-timeout", optarg, &cl->request_timeout,
-                              err);
-            cl->request_timeout_set = true;
-            break;
-        case OPT_MAX_CONNECTIONS:
-            r = parse_unsigned("--max-connections", optarg, 0,
-                               CONFIG_MAX_CONNECTIONS, &cl->max_connections,
-                               err);
-            cl->max_connections_set = true;
-            break;
-        case OPT_MAX_PAYLOAD:
-            r = parse_size("--max-payload", optarg, SERVER_MIN_MAX_PAYLOAD,
-                           BUFPOOL_MAX_SIZE, &cl->max_payload, err);
-            cl->max_payload_set = true;
-            break;
-        case OPT_MAX_BUFFER_MEMORY:
-            r = parse_size("--max-buffer-memory", optarg,
-                           CONFIG_MIN_BUFFER_MEMORY, CONFIG_MAX_BUFFER_MEMORY,
-                           &cl->max_buffer_memory, err);
-            cl->max_buffer_memory_set = true;
-            break;
-        case OPT_MAX_CONN_BUFFER:
-            r = parse_size("--max-buffer-memory-per-connection", optarg,
-                           CONFIG_MIN_BUFFER_MEMORY, CONFIG_MAX_BUFFER_MEMORY,
-                           &cl->max_conn_buffer, err);
-            cl->max_conn_buffer_set = true;
-            break;
-        case OPT_MAX_CONNECTIONS_PER_CLIENT:
-            r = parse_unsigned("--max-connections-per-client", optarg, 0,
-                               CONFIG_MAX_CONNECTIONS,
-                               &cl->max_connections_per_client, err);
-            cl->max_connections_per_client_set = true;
-            break;
         case OPT_POLL_US:
-            r = parse_seconds("--poll-us", optarg, &cl->poll_us, err);
-            break;
-        case 'v':
-            cl->verbose = true;
+            if (config_parse_seconds(optarg, &cl->poll_us) < 0) {
+                r = err_set(err, EINVAL,
+                            "--poll-us: '%s' is not a number from 0 to 86400",
+                            optarg);
+            }
             break;
         case 'V':
             fprintf(out, PROGRAM " " VERSION "\n");
@@ -379,7 +315,7 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
 void cmdline_fini(struct cmdline *cl)
 {
     free(cl->cwd);
-    free(cl->listen);
     free(cl->exports);
+    free(cl->settings);
     memset(cl, 0, sizeof *cl);
 }

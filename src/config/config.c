@@ -7,30 +7,27 @@
  * counts lines, so that every message names FILE:LINE, and notices
  * section headers itself: inih reports a section only with its first
  * key, and we must also catch an empty or repeated [export NAME].  The
- * handler (on_key) checks each value as it arrives and stops at the first
- * mistake; later inih calls are ignored.
+ * handler (on_key) finds each key in the table (config-keys.def), hands
+ * the value to config_set_key, which checks it as it arrives, and stops
+ * at the first mistake; later inih calls are ignored.  What is left here
+ * is what is not per key: sections, the command line's -e exports, and
+ * the checks across keys (final_checks).
  *
  * Sections: [server] (at most once) and [export NAME] (once per NAME).
- * Keys may appear once per section, except the list keys listen, allow
- * and tls-identities, which accumulate.
+ * Keys may appear once per section, except the list keys (LIST in the
+ * table: listen, allow and tls-identities), which accumulate.
  */
 #include "nbdsrv/config.h"
 
 #include "config-int.h"
-#include "nbdsrv/backends.h"
 #include "nbdsrv/bufpool.h"
-#include "nbdsrv/chan-sock.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum section_kind {
@@ -38,41 +35,6 @@ enum section_kind {
     SECTION_SERVER, /* [server] */
     SECTION_EXPORT, /* [export NAME] */
 };
-
-/* Keys of [server]; bit positions in parse_ctx.seen. */
-static const char *const server_keys[] = {
-    "listen",
-    "threads",
-    "tls",
-    "tls-certs",
-    "tls-psk",
-    "tls-verify-peer",
-    "tls-priority",
-    "handshake-timeout",
-    "shutdown-timeout",
-    "request-timeout",
-    "max-connections",
-    "max-connections-per-client",
-    "max-requests-per-connection",
-    "max-payload",
-    "max-buffer-memory",
-    "max-buffer-memory-per-connection",
-    "log-level",
-    "pidfile",
-    NULL, /* (this comment keeps clang-format to one key a line) */
-};
-
-static const char *const export_keys[] = {
-    "path",  "read-only",      "description", "cache", "trim",
-    "allow", "tls-identities", "memory",      NULL,
-};
-
-/* Keys that may be repeated (their values accumulate). */
-static bool is_list_key(const char *key)
-{
-    return strcmp(key, "listen") == 0 || strcmp(key, "allow") == 0 ||
-           strcmp(key, "tls-identities") == 0;
-}
 
 /* State of one parse.  Lives on the stack of parse_stream. */
 struct parse_ctx {
@@ -86,8 +48,7 @@ struct parse_ctx {
     unsigned section_line;
     char section[4200]; /* the header's text between [ and ] */
     bool server_seen;
-    unsigned seen; /* bitmask of keys already given in this section */
-    bool tls_mode_set, tls_verify_set, tls_files_set;
+    uint64_t seen; /* bit i: config_keys[i] was given in this section */
     bool failed;
     struct err *err;
 };
@@ -117,16 +78,7 @@ static struct config *config_new_defaults(void)
         return NULL;
     }
     atomic_init(&cfg->refs, 1);
-    cfg->handshake_timeout = 10;
-    cfg->shutdown_timeout = 30;
-    cfg->request_timeout = (double)SERVER_DEFAULT_REQUEST_TIMEOUT_NS / 1e9;
-    cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
-    cfg->max_requests = SERVER_DEFAULT_MAX_REQUESTS;
-    cfg->max_payload = SERVER_DEFAULT_MAX_PAYLOAD;
-    cfg->max_buffer_memory = SERVER_DEFAULT_MAX_BUFFER_MEMORY;
-    cfg->max_conn_buffer = SERVER_DEFAULT_MAX_INFLIGHT_BYTES;
-    cfg->log_level = LOG_LEVEL_INFO;
-    cfg->tls.mode = TLS_MODE_OFF;
+    config_set_defaults(cfg, NULL);
     return cfg;
 }
 
@@ -202,6 +154,7 @@ static struct config_export *new_export(struct config *cfg, const char *name,
     cfg->exports = grown;
     struct config_export *ce = &cfg->exports[cfg->nr_exports];
     memset(ce, 0, sizeof *ce);
+    config_set_defaults(NULL, ce);
     ce->name = strdup(name);
     ce->origin = strdup(origin);
     if (ce->name == NULL || ce->origin == NULL) {
@@ -356,214 +309,6 @@ static char *read_line(char *str, int num, void *stream)
     return s;
 }
 
-/* Index of `key` in `keys`, or -1. */
-static int key_index(const char *const *keys, const char *key)
-{
-    for (int i = 0; keys[i] != NULL; i++) {
-        if (strcmp(keys[i], key) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-static int server_key(struct parse_ctx *ctx, const char *key, const char *v)
-{
-    struct config *cfg = ctx->cfg;
-    char msg[ERR_MSG_MAX];
-    if (strcmp(key, "listen") == 0) {
-        struct sock_addr addr;
-        struct err e;
-        err_clear(&e);
-        if (sock_addr_parse(v, &addr, &e) < 0) {
-            return fail(ctx, "listen = %s: %s", v, e.msg);
-        }
-        if (config_push_string(&cfg->listen, &cfg->nr_listen, v) < 0) {
-            return fail(ctx, "out of memory");
-        }
-    } else if (strcmp(key, "threads") == 0) {
-        if (config_parse_uint(v, 1, CONFIG_MAX_THREADS, &cfg->threads) < 0) {
-            return fail(ctx, "threads = %s: not a number from 1 to %u", v,
-                        CONFIG_MAX_THREADS);
-        }
-    } else if (strcmp(key, "tls") == 0) {
-        if (tls_mode_parse(v, &cfg->tls.mode) < 0) {
-            return fail(ctx, "tls = %s: expected off, on or require", v);
-        }
-    } else if (strcmp(key, "tls-certs") == 0 || strcmp(key, "tls-psk") == 0) {
-        char *path = config_make_absolute(ctx->basedir, v);
-        if (path == NULL) {
-            return fail(ctx, "out of memory");
-        }
-        bool certs = key[4] == 'c';
-        int r = certs ? config_check_certs_dir(path, msg, sizeof msg)
-                      : config_check_readable_file("TLS PSK file", path, msg,
-                                                   sizeof msg);
-        if (r == 0) {
-            r = config_set_const_string(
-                certs ? &cfg->tls.certs_dir : &cfg->tls.psk_file, path);
-            if (r < 0) {
-                snprintf(msg, sizeof msg, "out of memory");
-            }
-        }
-        free(path);
-        if (r < 0) {
-            return fail(ctx, "%s", msg);
-        }
-    } else if (strcmp(key, "tls-verify-peer") == 0) {
-        if (config_parse_bool(v, &cfg->tls.verify_peer) < 0) {
-            return fail(ctx, "tls-verify-peer = %s: expected yes or no", v);
-        }
-    } else if (strcmp(key, "tls-priority") == 0) {
-        if (v[0] == '\0') {
-            return fail(ctx, "tls-priority is empty");
-        }
-        if (config_set_const_string(&cfg->tls.priority, v) < 0) {
-            return fail(ctx, "out of memory");
-        }
-    } else if (strcmp(key, "handshake-timeout") == 0 ||
-               strcmp(key, "shutdown-timeout") == 0 ||
-               strcmp(key, "request-timeout") == 0) {
-        double *field = key[0] == 'h'   ? &cfg->handshake_timeout
-                        : key[0] == 's' ? &cfg->shutdown_timeout
-                                        : &cfg->request_timeout;
-        if (config_parse_seconds(v, field) < 0) {
-            return fail(ctx,
-                        "%s = %s: not a number of seconds from 0 to "
-                        "86400",
-                        key, v);
-        }
-    } else if (strcmp(key, "max-connections") == 0 ||
-               strcmp(key, "max-connections-per-client") == 0) {
-        unsigned *field = strcmp(key, "max-connections") == 0
-                              ? &cfg->max_connections
-                              : &cfg->max_connections_per_client;
-        if (config_parse_uint(v, 0, CONFIG_MAX_CONNECTIONS, field) < 0) {
-            return fail(ctx, "%s = %s: not a number from 0 (unlimited) to %u",
-                        key, v, CONFIG_MAX_CONNECTIONS);
-        }
-    } else if (strcmp(key, "max-requests-per-connection") == 0) {
-        if (config_parse_uint(v, 1, CONFIG_MAX_REQUESTS, &cfg->max_requests) <
-            0) {
-            return fail(ctx,
-                        "max-requests-per-connection = %s: not a number "
-                        "from 1 to %u",
-                        v, CONFIG_MAX_REQUESTS);
-        }
-    } else if (strcmp(key, "max-payload") == 0) {
-        if (config_parse_size(v, SERVER_MIN_MAX_PAYLOAD, BUFPOOL_MAX_SIZE,
-                              &cfg->max_payload) < 0) {
-            return fail(ctx,
-                        "max-payload = %s: not a size from 1M to 64M "
-                        "(a number of bytes, or with K, M suffix)",
-                        v);
-        }
-    } else if (strcmp(key, "max-buffer-memory") == 0 ||
-               strcmp(key, "max-buffer-memory-per-connection") == 0) {
-        uint64_t *field = strcmp(key, "max-buffer-memory") == 0
-                              ? &cfg->max_buffer_memory
-                              : &cfg->max_conn_buffer;
-        if (config_parse_size(v, CONFIG_MIN_BUFFER_MEMORY,
-                              CONFIG_MAX_BUFFER_MEMORY, field) < 0) {
-            return fail(ctx,
-                        "%s = %s: not a size from 1M to 1T (a number of "
-                        "bytes, or with K, M, G, T suffix)",
-                        key, v);
-        }
-    } else if (strcmp(key, "log-level") == 0) {
-        if (config_parse_log_level(v, &cfg->log_level) < 0) {
-            return fail(ctx,
-                        "log-level = %s: expected error, warning, info "
-                        "or debug",
-                        v);
-        }
-    } else if (strcmp(key, "pidfile") == 0) {
-        char *path = config_make_absolute(ctx->basedir, v);
-        if (path == NULL || config_set_string(&cfg->pidfile, path) < 0) {
-            free(path);
-            return fail(ctx, "out of memory");
-        }
-        free(path);
-    }
-    return 0;
-}
-
-static int export_key(struct parse_ctx *ctx, const char *key, const char *v)
-{
-    struct config_export *ce = current_export(ctx);
-    char bad[128];
-    bool b;
-    if (strcmp(key, "path") == 0) {
-        if (v[0] == '\0') {
-            return fail(ctx, "path is empty");
-        }
-        char *path = config_make_absolute(ctx->basedir, v);
-        if (path == NULL) {
-            return fail(ctx, "out of memory");
-        }
-        free(ce->path);
-        ce->path = path;
-        free(ce->path_origin);
-        if (asprintf(&ce->path_origin, "%s:%u", ctx->fname, ctx->line) < 0) {
-            ce->path_origin = NULL;
-            return fail(ctx, "out of memory");
-        }
-    } else if (strcmp(key, "memory") == 0) {
-        if (config_parse_size(v, 0, BACKEND_MEMORY_MAX_SIZE,
-                              &ce->ec.memory_size) < 0) {
-            return fail(ctx,
-                        "memory = %s: expected a size up to 16T (a number "
-                        "with an optional K, M, G or T suffix)",
-                        v);
-        }
-        ce->ec.memory = true;
-    } else if (strcmp(key, "read-only") == 0) {
-        if (config_parse_bool(v, &ce->ec.read_only) < 0) {
-            return fail(ctx, "read-only = %s: expected yes or no", v);
-        }
-    } else if (strcmp(key, "description") == 0) {
-        if (strlen(v) > 4096) {
-            return fail(ctx, "description is longer than 4096 bytes");
-        }
-        if (config_set_string(&ce->description, v) < 0) {
-            return fail(ctx, "out of memory");
-        }
-    } else if (strcmp(key, "cache") == 0) {
-        if (strcmp(v, "writeback") == 0) {
-            ce->ec.direct = false;
-        } else if (strcmp(v, "none") == 0) {
-            ce->ec.direct = true;
-        } else {
-            return fail(ctx, "cache = %s: expected writeback or none", v);
-        }
-    } else if (strcmp(key, "trim") == 0) {
-        if (config_parse_bool(v, &b) < 0) {
-            return fail(ctx, "trim = %s: expected on or off", v);
-        }
-        ce->ec.no_trim = !b;
-    } else if (strcmp(key, "allow") == 0) {
-        int r = config_add_allow(ce, v, bad, sizeof bad);
-        if (r == -ENOMEM) {
-            return fail(ctx, "out of memory");
-        }
-        if (r < 0) {
-            return fail(ctx,
-                        "allow: '%s' is not an address, ADDR/PREFIX or "
-                        "'unix'",
-                        bad);
-        }
-    } else if (strcmp(key, "tls-identities") == 0) {
-        if (v[0] == '\0') {
-            return fail(ctx, "tls-identities is empty");
-        }
-        if (config_push_string(&ce->tls_identities, &ce->nr_tls_identities, v) <
-            0) {
-            return fail(ctx, "out of memory");
-        }
-    }
-    return 0;
-}
-
 /* inih's handler: one "key = value" of section `section`. */
 static int on_key(void *user, const char *section, const char *key,
                   const char *value)
@@ -573,37 +318,35 @@ static int on_key(void *user, const char *section, const char *key,
         return 0;
     }
     (void)section; /* read_line tracked it, with its line */
-    const char *const *keys;
-    switch (ctx->kind) {
-    case SECTION_NONE:
+    if (ctx->kind == SECTION_NONE) {
         fail(ctx, "'%s' is outside any section ([server] or [export NAME])",
              key);
         return 0;
-    case SECTION_SERVER:
-        keys = server_keys;
-        break;
-    case SECTION_EXPORT:
-        keys = export_keys;
-        break;
-    default:
-        return 0;
     }
-    int i = key_index(keys, key);
-    if (i < 0) {
+    const struct config_key *k =
+        config_find_key(ctx->kind == SECTION_EXPORT, key);
+    if (k == NULL) {
         fail(ctx, "unknown key '%s' in [%s]", key, ctx->section);
         return 0;
     }
-    if (!is_list_key(key) && (ctx->seen & (1u << i))) {
+    uint64_t bit = 1ull << (k - config_keys);
+    if (k->type != CONFIG_LIST && (ctx->seen & bit)) {
         fail(ctx, "'%s' is given twice in [%s]", key, ctx->section);
         return 0;
     }
-    ctx->seen |= 1u << i;
-    if (ctx->kind == SECTION_SERVER) {
-        server_key(ctx, key, value);
-    } else {
-        export_key(ctx, key, value);
+    ctx->seen |= bit;
+    struct config_origin origin = {
+        .file = ctx->fname,
+        .line = ctx->line,
+        .base = ctx->basedir,
+    };
+    struct config_export *ce =
+        ctx->kind == SECTION_EXPORT ? current_export(ctx) : NULL;
+    if (config_set_key(k, ctx->cfg, ce, value, &origin, ctx->err) < 0) {
+        ctx->failed = true;
+        return 0;
     }
-    return ctx->failed ? 0 : 1;
+    return 1;
 }
 
 /* The absolute directory holding `fname`. */
@@ -688,107 +431,32 @@ struct config *config_parse_string(const char *text, const char *name,
 /* ------------------------------------------------------------------ */
 /* The command line over the file, and the final checks */
 
+/*
+ * Lays the command line over the file: each option that sets a key goes
+ * through config_set_key like a line of the file (a list option's first
+ * value replaces the file's list), then the -e exports are added.
+ */
 static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
                          struct err *err)
 {
-    char msg[ERR_MSG_MAX];
-    if (cl->nr_listen > 0) {
-        for (unsigned i = 0; i < cfg->nr_listen; i++) {
-            free(cfg->listen[i]);
+    uint64_t cleared = 0; /* bit i: config_keys[i]'s list was cleared */
+    for (unsigned i = 0; i < cl->nr_settings; i++) {
+        const struct config_key *k = cl->settings[i].key;
+        uint64_t bit = 1ull << (k - config_keys);
+        if (k->type == CONFIG_LIST && !(cleared & bit)) {
+            k->clear(cfg, NULL);
+            cleared |= bit;
         }
-        cfg->nr_listen = 0;
-        for (unsigned i = 0; i < cl->nr_listen; i++) {
-            struct sock_addr addr;
-            struct err e;
-            err_clear(&e);
-            if (sock_addr_parse(cl->listen[i], &addr, &e) < 0) {
-                return err_set(err, EINVAL, "--listen %s", e.msg);
-            }
-            if (config_push_string(&cfg->listen, &cfg->nr_listen,
-                                   cl->listen[i]) < 0) {
-                return err_set(err, ENOMEM, "out of memory");
-            }
+        char option[64];
+        snprintf(option, sizeof option, "--%s", k->option);
+        struct config_origin origin = {.option = option, .base = cl->cwd};
+        int r =
+            config_set_key(k, cfg, NULL, cl->settings[i].value, &origin, err);
+        if (r < 0) {
+            return r;
         }
-    }
-    if (cl->threads_set) {
-        cfg->threads = cl->threads;
-    }
-    if (cl->handshake_timeout_set) {
-        cfg->handshake_timeout = cl->handshake_timeout;
-    }
-    if (cl->shutdown_timeout_set) {
-        cfg->shutdown_timeout = cl->shutdown_timeout;
-    }
-    if (cl->request_timeout_set) {
-        cfg->request_timeout = cl->request_timeout;
     }
     cfg->poll_us = cl->poll_us;
-    if (cl->max_connections_set) {
-        cfg->max_connections = cl->max_connections;
-    }
-    if (cl->max_payload_set) {
-        cfg->max_payload = cl->max_payload;
-    }
-    if (cl->max_buffer_memory_set) {
-        cfg->max_buffer_memory = cl->max_buffer_memory;
-    }
-    if (cl->max_conn_buffer_set) {
-        cfg->max_conn_buffer = cl->max_conn_buffer;
-    }
-    if (cl->max_connections_per_client_set) {
-        cfg->max_connections_per_client = cl->max_connections_per_client;
-    }
-    if (cl->verbose) {
-        cfg->log_level = LOG_LEVEL_DEBUG;
-    }
-    if (cl->pidfile != NULL) {
-        char *p = config_make_absolute(cl->cwd, cl->pidfile);
-        if (p == NULL || config_set_string(&cfg->pidfile, p) < 0) {
-            free(p);
-            return err_set(err, ENOMEM, "out of memory");
-        }
-        free(p);
-    }
-    if (cl->tls_mode != NULL &&
-        tls_mode_parse(cl->tls_mode, &cfg->tls.mode) < 0) {
-        return err_set(err, EINVAL, "--tls=%s: expected off, on or require",
-                       cl->tls_mode);
-    }
-    if (cl->tls_verify_peer) {
-        cfg->tls.verify_peer = true;
-    }
-    if (cl->tls_priority != NULL) {
-        if (cl->tls_priority[0] == '\0') {
-            return err_set(err, EINVAL, "--tls-priority: empty");
-        }
-        if (config_set_const_string(&cfg->tls.priority, cl->tls_priority) < 0) {
-            return err_set(err, ENOMEM, "out of memory");
-        }
-    }
-    for (int certs = 0; certs < 2; certs++) {
-        const char *given = certs ? cl->tls_certs : cl->tls_psk;
-        if (given == NULL) {
-            continue;
-        }
-        char *p = config_make_absolute(cl->cwd, given);
-        if (p == NULL) {
-            return err_set(err, ENOMEM, "out of memory");
-        }
-        int r = certs ? config_check_certs_dir(p, msg, sizeof msg)
-                      : config_check_readable_file("TLS PSK file", p, msg,
-                                                   sizeof msg);
-        if (r == 0 && config_set_const_string(certs ? &cfg->tls.certs_dir
-                                                    : &cfg->tls.psk_file,
-                                              p) < 0) {
-            r = -ENOMEM;
-            snprintf(msg, sizeof msg, "out of memory");
-        }
-        free(p);
-        if (r < 0) {
-            return err_set(err, -r, "%s: %s",
-                           certs ? "--tls-certs" : "--tls-psk", msg);
-        }
-    }
     for (unsigned i = 0; i < cl->nr_exports; i++) {
         const struct cmdline_export *x = &cl->exports[i];
         struct config_export *prev = find_export(cfg, x->name);
@@ -933,106 +601,4 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
         .max_buffer_memory = cfg->max_buffer_memory,
         .max_connections_per_client = cfg->max_connections_per_client,
     };
-}
-
-/* ------------------------------------------------------------------ */
-/* --check-config */
-
-static void print_allow(const struct server_allow *a, FILE *out)
-{
-    char buf[INET6_ADDRSTRLEN];
-    if (a->family == AF_UNIX) {
-        fprintf(out, "unix");
-        return;
-    }
-    inet_ntop(a->family, a->addr, buf, sizeof buf);
-    fprintf(out, "%s/%u", buf, a->prefix);
-}
-
-/*
- * Prints "key = value" for a string value.  libinih reads a ';' that
- * follows a blank as the start of an inline comment, so a value that
- * begins with ';' (given as "key =;value") goes right after the '=';
- * "key = ;value" would read back as an empty value.
- */
-static void print_value(FILE *out, const char *key, const char *value)
-{
-    fprintf(out, "%s =%s%s\n", key, value[0] == ';' ? "" : " ", value);
-}
-
-void config_print(const struct config *cfg, FILE *out)
-{
-    fprintf(out, "# effective configuration%s%s\n",
-            cfg->file != NULL ? " from " : " (command line only)",
-            cfg->file != NULL ? cfg->file : "");
-    fprintf(out, "[server]\n");
-    for (unsigned i = 0; i < cfg->nr_listen; i++) {
-        print_value(out, "listen", cfg->listen[i]);
-    }
-    if (cfg->threads != 0) {
-        fprintf(out, "threads = %u\n", cfg->threads);
-    } else {
-        fprintf(out, "# threads = (one per CPU)\n");
-    }
-    fprintf(out, "tls = %s\n", tls_mode_name(cfg->tls.mode));
-    if (cfg->tls.certs_dir != NULL) {
-        print_value(out, "tls-certs", cfg->tls.certs_dir);
-    }
-    if (cfg->tls.psk_file != NULL) {
-        print_value(out, "tls-psk", cfg->tls.psk_file);
-    }
-    fprintf(out, "tls-verify-peer = %s\n", cfg->tls.verify_peer ? "yes" : "no");
-    if (cfg->tls.priority != NULL) {
-        print_value(out, "tls-priority", cfg->tls.priority);
-    }
-    fprintf(out, "handshake-timeout = %g\n", cfg->handshake_timeout);
-    fprintf(out, "shutdown-timeout = %g\n", cfg->shutdown_timeout);
-    fprintf(out, "request-timeout = %g\n", cfg->request_timeout);
-    fprintf(out, "max-connections = %u\n", cfg->max_connections);
-    fprintf(out, "max-connections-per-client = %u\n",
-            cfg->max_connections_per_client);
-    fprintf(out, "max-requests-per-connection = %u\n", cfg->max_requests);
-    char size[32];
-    config_format_size(cfg->max_payload, size, sizeof size);
-    fprintf(out, "max-payload = %s\n", size);
-    config_format_size(cfg->max_buffer_memory, size, sizeof size);
-    fprintf(out, "max-buffer-memory = %s\n", size);
-    config_format_size(cfg->max_conn_buffer, size, sizeof size);
-    fprintf(out, "max-buffer-memory-per-connection = %s\n", size);
-    fprintf(out, "log-level = %s\n", log_level_name(cfg->log_level));
-    if (cfg->pidfile != NULL) {
-        print_value(out, "pidfile", cfg->pidfile);
-    }
-    for (unsigned i = 0; i < cfg->nr_exports; i++) {
-        const struct config_export *ce = &cfg->exports[i];
-        fprintf(out, "\n# %s%s\n[export %s]\n", ce->origin,
-                i == 0 ? "; also the default export \"\"" : "", ce->name);
-        if (ce->ec.memory) {
-            config_format_size(ce->ec.memory_size, size, sizeof size);
-            fprintf(out, "memory = %s\n", size);
-        } else {
-            print_value(out, "path", ce->path);
-        }
-        fprintf(out, "read-only = %s\n", ce->ec.read_only ? "yes" : "no");
-        if (ce->description != NULL) {
-            print_value(out, "description", ce->description);
-        }
-        if (!ce->ec.memory) {
-            fprintf(out, "cache = %s\n", ce->ec.direct ? "none" : "writeback");
-        }
-        fprintf(out, "trim = %s\n", ce->ec.no_trim ? "off" : "on");
-        if (ce->nr_allow > 0) {
-            fprintf(out, "allow = ");
-            for (unsigned j = 0; j < ce->nr_allow; j++) {
-                if (j > 0) {
-                    fprintf(out, ", ");
-                }
-                print_allow(&ce->allow[j], out);
-            }
-            fprintf(out, "\n");
-        }
-        for (unsigned j = 0; j < ce->nr_tls_identities; j++) {
-            print_value(out, "tls-identities", ce->tls_identities[j]);
-        }
-    }
 }

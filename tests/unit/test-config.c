@@ -5,6 +5,7 @@
  * file, and the daemon helpers (sd_notify datagrams, the locked pidfile,
  * socket activation).
  */
+#include "../../src/config/config-int.h"
 #include "nbdsrv/config.h"
 #include "nbdsrv/daemon.h"
 
@@ -374,6 +375,55 @@ START_TEST(test_config_defaults)
     ck_assert_ptr_nonnull(strstr(text, "\nmax-connections-per-client = 0\n"));
     free(text);
     config_unref(cfg);
+}
+END_TEST
+
+/* Each key of config-keys.def, once set, is printed by --check-config. */
+START_TEST(test_config_every_key_printed)
+{
+    make_dir();
+    char path[PATH_MAX + 32];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/certs/server-%s.pem", dir,
+                 i == 0 ? "cert" : "key");
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+    }
+    const char *conf = write_conf("[server]\n"
+                                  "threads = 2\n"
+                                  "tls-certs = certs\n"
+                                  "tls-psk = psk.txt\n"
+                                  "tls-priority = NORMAL\n"
+                                  "pidfile = x.pid\n"
+                                  "[export f]\n"
+                                  "path = a.img\n"
+                                  "description = d\n"
+                                  "allow = unix\n"
+                                  "tls-identities = alice\n"
+                                  "[export m]\n"
+                                  "memory = 1M\n");
+    const char *args[] = {"-c", conf, NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    ck_assert_int_eq(fclose(f), 0);
+    for (unsigned i = 0; i < config_nr_keys; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\n%s = ", config_keys[i].name);
+        ck_assert_msg(strstr(text, want) != NULL, "%s not printed in:\n%s",
+                      config_keys[i].name, text);
+    }
+    free(text);
+    config_unref(cfg);
+    finish(&cl);
+    remove_dir();
 }
 END_TEST
 
@@ -760,6 +810,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_file_good);
     tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
     tcase_add_test(tc, test_config_defaults);
+    tcase_add_test(tc, test_config_every_key_printed);
     suite_add_tcase(s, tc);
     tc = tcase_create("cmdline");
     tcase_set_timeout(tc, 30);
