@@ -8,6 +8,7 @@
  * buffer of exactly its length, so that under ASan a decoder that reads
  * one byte too far fails the test instead of passing by luck.
  */
+#include "fixture-main.h"
 #include "nbdsrv/compiler.h"
 #include "nbdsrv/proto.h"
 
@@ -2365,7 +2366,7 @@ static TCase *tcase(Suite *s, const char *name)
     return tc;
 }
 
-static Suite *proto_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("proto");
     TCase *tc;
@@ -2459,15 +2460,4 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_proto_table_masks);
 
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(proto_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
