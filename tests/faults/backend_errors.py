@@ -35,19 +35,9 @@ import sys
 
 import nbd
 import nbdwire as w
+from nbdwire import EIO, ENOSPC, fail, log
 
 MiB = 1 << 20
-EIO = 5
-ENOSPC = 28
-
-
-def log(msg):
-    print("  " + msg, flush=True)
-
-
-def fail(msg):
-    print("  FAIL: " + msg, file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def expect(r, want, what):

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Helpers for the fault and load scripts (tests/faults/*.sh,
-# tests/load/*.sh), on top of tests/interop/lib.sh: the raw-socket
-# Python module on PYTHONPATH, the server's RSS and fds from /proc,
+# tests/load/*.sh), on top of tests/interop/lib.sh (which puts the
+# raw-socket Python module on PYTHONPATH): the server's RSS from /proc,
 # mounts (tmpfs, FUSE) and helper processes that are undone on exit in
 # the right order (server, then mounts, then the processes behind them),
 # before lib.sh removes the temporary directory.
@@ -12,10 +12,6 @@
 
 # shellcheck source-path=SCRIPTDIR source=../interop/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../interop/lib.sh"
-
-TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PYTHONPATH="$TESTS_DIR/lib${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONDONTWRITEBYTECODE=1
 
 is_our_server || fail "the fault and load tests run nbd-serverd only"
 
@@ -119,29 +115,11 @@ hint_fuse_direct_dsync()
         "after such writes on file systems like FUSE"
 }
 
-# server_rss_kib, server_fds: the running server's VmRSS and open fds.
+# server_rss_kib: the running server's VmRSS (server_fds and
+# wait_fds_at_most are in lib.sh).
 server_rss_kib()
 {
     awk '$1 == "VmRSS:" { print $2 }' "/proc/$SERVER_PID/status"
-}
-
-server_fds()
-{
-    find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l
-}
-
-# wait_fds_at_most N: the server's fd count falls to N or below within
-# 10 s (closing sockets of departed clients takes a loop turn or two).
-wait_fds_at_most()
-{
-    local want=$1 i n
-    for ((i = 0; i < 100; i++)); do
-        n=$(server_fds)
-        [ "$n" -le "$want" ] && return 0
-        sleep 0.1
-    done
-    ls -l "/proc/$SERVER_PID/fd" >&2 || true
-    fail "the server holds $n fds, $want before the test: fds leak"
 }
 
 # has_server_option OPT: the server's --help lists OPT (options that

@@ -29,12 +29,9 @@ import sys
 import time
 
 import nbdwire as w
+from nbdwire import log
 
 MiB = 1 << 20
-
-
-def log(msg):
-    print("  " + msg, flush=True)
 
 
 def rss_mib(pid):

@@ -22,22 +22,13 @@ the first half of the rounds to the end of the second.
 import argparse
 import os
 import random
-import sys
 import time
 
 import nbdwire as w
+from nbdwire import fail, log
 
 MiB = 1 << 20
 KiB = 1 << 10
-
-
-def log(msg):
-    print("  " + msg, flush=True)
-
-
-def fail(msg):
-    print("  FAIL: " + msg, file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def vanish(c, rng):

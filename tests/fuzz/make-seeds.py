@@ -7,17 +7,14 @@
 # files (crash reproducers added later) alone.
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in tests/lib
 
-NBDMAGIC = 0x4E42444D41474943
-IHAVEOPT = 0x49484156454F5054
-REP_MAGIC = 0x3E889045565A9
-REQUEST_MAGIC = 0x25609513
-EXT_REQUEST_MAGIC = 0x21E41C71
-SIMPLE_MAGIC = 0x67446698
-STRUCTURED_MAGIC = 0x668E33EF
-EXT_REPLY_MAGIC = 0x6E8A278C
+import nbdwire as w  # noqa: E402
+
 COOKIE = 0x0102030405060708
 
 
@@ -30,26 +27,19 @@ def write(target, name, data):
         f.write(data)
 
 
-def string32(s):
-    return struct.pack(">I", len(s)) + s
-
-
-def option(opt, data=b""):
-    return struct.pack(">QII", IHAVEOPT, opt, len(data)) + data
-
-
-def opt_reply(opt, rtype, data=b""):
-    return struct.pack(">QIII", REP_MAGIC, opt, rtype, len(data)) + data
+string32 = w.pack_string
+option = w.pack_option
+opt_reply = w.pack_option_reply
 
 
 def handshake():
     t = "fuzz-proto-handshake"
-    write(t, "greeting", struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
-    write(t, "greeting-oldstyle", struct.pack(">QQ", NBDMAGIC, 0x00420281861253))
+    write(t, "greeting", w.pack_greeting(3))
+    write(t, "greeting-oldstyle", struct.pack(">QQ", w.NBDMAGIC, w.CLISERV_MAGIC))
     write(t, "client-flags", struct.pack(">I", 3))
     write(t, "export-name-reply", struct.pack(">QH", 1 << 30, 0x4D))
     write(t, "opt-export-name", option(1, b"disk"))
-    write(t, "opt-too-long", struct.pack(">QII", IHAVEOPT, 3, 0x10001))
+    write(t, "opt-too-long", struct.pack(">QII", w.IHAVEOPT, 3, 0x10001))
     write(t, "opt-go", option(7, string32(b"disk") + struct.pack(">HHH", 2, 1, 3)))
     write(t, "opt-info-empty", option(6, string32(b"") + struct.pack(">H", 0)))
     queries = string32(b"base:allocation") + string32(b"qemu:")
@@ -59,7 +49,7 @@ def handshake():
           option(10, string32(b"") + struct.pack(">I", 1) +
                  string32(b"base:allocation")))
     write(t, "rep-ack", opt_reply(8, 1))
-    write(t, "rep-too-long", struct.pack(">QIII", REP_MAGIC, 3, 2, 0x10001))
+    write(t, "rep-too-long", struct.pack(">QIII", w.OPT_REPLY_MAGIC, 3, 2, 0x10001))
     write(t, "rep-server", opt_reply(3, 2, string32(b"disk") + b"first disk"))
     write(t, "rep-info-export",
           opt_reply(7, 3, struct.pack(">HQH", 0, 1 << 20, 0x4D)))
@@ -73,34 +63,26 @@ def handshake():
 
 def request():
     t = "fuzz-proto-request"
-    write(t, "read", struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 0, COOKIE, 0, 4096))
-    write(t, "write-fua",
-          struct.pack(">IHHQQI", REQUEST_MAGIC, 1, 1, COOKIE, 512, 512))
-    write(t, "disc", struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 2, COOKIE, 0, 0))
-    write(t, "payload-len-compact",
-          struct.pack(">IHHQQI", REQUEST_MAGIC, 0x20, 7, COOKIE, 0, 16))
-    write(t, "ext-trim",
-          struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, 0, 4, COOKIE, 0, 1 << 33))
+    write(t, "read", w.pack_request(0, COOKIE, 0, 4096))
+    write(t, "write-fua", w.pack_request(1, COOKIE, 512, 512, flags=1))
+    write(t, "disc", w.pack_request(2, COOKIE, 0, 0))
+    write(t, "payload-len-compact", w.pack_request(7, COOKIE, 0, 16, flags=0x20))
+    write(t, "ext-trim", w.pack_ext_request(4, COOKIE, 0, 1 << 33))
     write(t, "ext-block-status-payload",
-          struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, 0x28, 7, COOKIE, 0, 16))
+          w.pack_ext_request(7, COOKIE, 0, 16, flags=0x28))
 
 
 def chunk(rtype, payload, flags=0, extended=False, offset=0):
     if extended:
-        hdr = struct.pack(">IHHQQQ", EXT_REPLY_MAGIC, flags, rtype, COOKIE,
-                          offset, len(payload))
-    else:
-        hdr = struct.pack(">IHHQI", STRUCTURED_MAGIC, flags, rtype, COOKIE,
-                          len(payload))
-    return hdr + payload
+        return w.pack_ext_chunk(flags, rtype, COOKIE, offset, payload)
+    return w.pack_chunk(flags, rtype, COOKIE, payload)
 
 
 def reply():
     t = "fuzz-proto-reply"
-    write(t, "simple-ok", struct.pack(">IIQ", SIMPLE_MAGIC, 0, COOKIE))
-    write(t, "simple-eio", struct.pack(">IIQ", SIMPLE_MAGIC, 5, COOKIE))
-    write(t, "simple-unknown-error",
-          struct.pack(">IIQ", SIMPLE_MAGIC, 0x1234, COOKIE))
+    write(t, "simple-ok", w.pack_simple_reply(0, COOKIE))
+    write(t, "simple-eio", w.pack_simple_reply(5, COOKIE))
+    write(t, "simple-unknown-error", w.pack_simple_reply(0x1234, COOKIE))
     write(t, "none-done", chunk(0, b"", flags=1))
     write(t, "offset-data", chunk(1, struct.pack(">Q", 4096) + b"data"))
     write(t, "offset-hole", chunk(2, struct.pack(">QI", 0, 65536), flags=1))

@@ -19,52 +19,24 @@ pki=$T/pki
 make_pki "$pki"
 
 cat >"$T/disc.py" <<'EOF'
-import socket
 import ssl
-import struct
 import sys
 import threading
-import time
+
+import nbdwire as w
+from nbdwire import fail
 
 port, ca, use_tls, rounds = (int(sys.argv[1]), sys.argv[2],
                              sys.argv[3] == "tls", int(sys.argv[4]))
-IHAVEOPT = 0x49484156454F5054
-REQUEST_MAGIC = 0x25609513
-SIMPLE_REPLY_MAGIC = 0x67446698
-OPT_EXPORT_NAME, OPT_STARTTLS, OPT_GO = 1, 5, 7
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
 N = 400
 
 
-def fail(msg):
-    print("  FAIL: " + msg, file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return bytes(buf)
-
-
 def connect():
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    recv_exact(s, 18)
-    s.sendall(struct.pack(">I", 3))
+    s = w.connect("127.0.0.1:%d" % port, timeout=20)
+    hflags = w.handshake(s)
     if use_tls:
-        s.sendall(struct.pack(">QII", IHAVEOPT, OPT_STARTTLS, 0))
-        _, _, rtype, ln = struct.unpack(">QIII", recv_exact(s, 20))
-        recv_exact(s, ln)
-        if rtype != 1:
-            fail("STARTTLS refused: %#x" % rtype)
-        ctx = ssl.create_default_context(cafile=ca)
-        s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
-    s.sendall(struct.pack(">QII", IHAVEOPT, OPT_EXPORT_NAME, 4) + b"disk")
-    recv_exact(s, 10)
+        s = w.starttls(s, ca)
+    w.opt_export_name(s, "disk", hflags)
     return s
 
 
@@ -77,9 +49,8 @@ def busy():
     cookie = 0
     while not stop:
         cookie += 1
-        s.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, cookie,
-                              0, 1 << 20))
-        recv_exact(s, 16 + (1 << 20))
+        w.send_request(s, w.CMD_READ, cookie, 0, 1 << 20)
+        w.recv_exact(s, w.SIMPLE_REPLY_SIZE + (1 << 20))
     s.close()
 
 
@@ -90,20 +61,19 @@ try:
     for r in range(rounds):
         s = connect()
         reqs = b"".join(
-            struct.pack(">IHHQQI", REQUEST_MAGIC, 0,
-                        CMD_FLUSH if i % 2 else CMD_WRITE, i + 1,
-                        (i * 512) % (1 << 20), 0 if i % 2 else 512)
+            w.pack_request(w.CMD_FLUSH if i % 2 else w.CMD_WRITE, i + 1,
+                           (i * 512) % (1 << 20), 0 if i % 2 else 512)
             + (b"" if i % 2 else bytes([i % 256]) * 512)
             for i in range(N))
-        reqs += struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_DISC, 0, 0, 0)
+        reqs += w.pack_request(w.CMD_DISC, 0, 0, 0)
         s.sendall(reqs)
         seen = set()
         try:
             while len(seen) < N:
-                magic, error, cookie = struct.unpack(">IIQ", recv_exact(s, 16))
-                if magic != SIMPLE_REPLY_MAGIC or error != 0:
-                    fail("round %d: bad reply %#x error %d"
-                         % (r, magic, error))
+                error, cookie = w.parse_simple_reply(
+                    w.recv_exact(s, w.SIMPLE_REPLY_SIZE))
+                if error != 0:
+                    fail("round %d: reply error %d" % (r, error))
                 seen.add(cookie)
         except (EOFError, ssl.SSLError, OSError):
             pass

@@ -36,11 +36,12 @@ start_server -l "127.0.0.1:$port" -t 2 -e disk="$disk" \
 cat >"$T/hostile.py" <<'EOF'
 import os
 import socket
-import struct
 import sys
 import time
 
 import nbd
+import nbdwire as w
+from nbdwire import fail, log
 
 pid, port, per_conn, glob, slack = (int(a) for a in sys.argv[1:6])
 server_log = sys.argv[6]
@@ -48,34 +49,10 @@ sanitizer = sys.argv[7]  # none, asan or tsan
 # TSan's shadow memory grows with every buffer touched: no RSS bound.
 bounded = sanitizer != "tsan"
 MiB = 1 << 20
-REQUEST_MAGIC = 0x25609513
-
-
-def log(msg):
-    print("  " + msg, flush=True)
-
-
-def fail(msg):
-    print("  FAIL: " + msg, file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def rss_mib():
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    fail("no VmRSS for pid %d" % pid)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
+    return w.proc_status_kib(pid, "VmRSS") / 1024
 
 
 def hostile(nreads, length):
@@ -83,14 +60,10 @@ def hostile(nreads, length):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", port))
-    recv_exact(s, 18)
-    s.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
-    name = b"disk"
-    s.sendall(struct.pack(">QII", 0x49484156454F5054, 1, len(name)) + name)
-    size, _ = struct.unpack(">QH", recv_exact(s, 10))
+    size, _ = w.export_name(s, "disk")
     reqs = b"".join(
-        struct.pack(">IHHQQI", REQUEST_MAGIC, 0, 0, i + 1,
-                    (i * length) % (size - length), length)
+        w.pack_request(w.CMD_READ, i + 1, (i * length) % (size - length),
+                       length)
         for i in range(nreads))
     s.sendall(reqs)
     return s

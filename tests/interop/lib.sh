@@ -30,6 +30,11 @@ SERVER_BIN=$BUILD/nbd-serverd
 NBDSRV_TEST_SERVER=${NBDSRV_TEST_SERVER:-nbd-serverd}
 NBDSRV_TEST_TIMEOUT=${NBDSRV_TEST_TIMEOUT:-60}
 TEST_NAME=$(basename "$0" .sh)
+# The raw-socket NBD client (tests/lib/nbdwire.py) for every Python the
+# scripts run, without a __pycache__ in the source tree.
+TESTS_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)
+export PYTHONPATH="$TESTS_LIB${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
 
 case $NBDSRV_TEST_SERVER in
 nbd-serverd | nbdkit) ;;
@@ -213,28 +218,13 @@ uri()
 probe()
 {
     python3 - "$1" <<'EOF' >/dev/null 2>&1
-import socket, struct, sys
-addr = sys.argv[1]
-if addr.startswith("unix:"):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    target = addr[5:]
-else:
-    host, port = addr.rsplit(":", 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    target = (host.strip("[]"), int(port))
-s.settimeout(2)
-s.connect(target)
-buf = b""
-while len(buf) < 18:
-    chunk = s.recv(18 - len(buf))
-    if not chunk:
-        sys.exit(1)
-    buf += chunk
-magic, opt_magic, hflags = struct.unpack(">QQH", buf)
-if magic != 0x4E42444D41474943 or opt_magic != 0x49484156454F5054:
-    sys.exit(1)
-s.sendall(struct.pack(">I", hflags & 3))
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 2, 0))  # NBD_OPT_ABORT
+import sys
+
+import nbdwire as w
+
+s = w.connect(sys.argv[1], timeout=2)
+w.handshake(s)
+w.send_option(s, w.OPT_ABORT)
 try:
     s.recv(20)
 except OSError:
@@ -421,6 +411,27 @@ server_alive()
     if [ -z "$SERVER_PID" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
         fail "the server is no longer running"
     fi
+}
+
+# server_fds: how many file descriptors the running server holds.
+server_fds()
+{
+    find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l
+}
+
+# wait_fds_at_most N [SECONDS]: the server's fd count falls to N or below
+# within SECONDS (default 10: closing the sockets of departed clients takes
+# a loop turn or two), or the test fails: fds leak.
+wait_fds_at_most()
+{
+    local want=$1 tenths=$((${2:-10} * 10)) i n
+    for ((i = 0; i < tenths; i++)); do
+        n=$(server_fds)
+        [ "$n" -le "$want" ] && return 0
+        sleep 0.1
+    done
+    ls -l "/proc/$SERVER_PID/fd" >&2 || true
+    fail "the server holds $n fds, more than $want: fds leak"
 }
 
 # ---------------------------------------------------------------------

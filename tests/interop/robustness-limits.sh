@@ -38,16 +38,11 @@ import sys
 import threading
 import time
 
-IHAVEOPT = 0x49484156454F5054
-REQUEST_MAGIC = 0x25609513
-SIMPLE_REPLY_MAGIC = 0x67446698
-OPT_EXPORT_NAME = 1
-CMD_READ, CMD_WRITE, CMD_DISC = 0, 1, 2
+import nbdwire as w
+from nbdwire import (CMD_DISC, CMD_READ, CMD_WRITE, IHAVEOPT, OPT_EXPORT_NAME,
+                     SIMPLE_REPLY_MAGIC, log, recv_exact)
+
 failures = []
-
-
-def log(msg):
-    print("  " + msg, flush=True)
 
 
 def fail(msg):
@@ -72,30 +67,12 @@ def connect(addr, timeout=10.0, src=None):
     return s
 
 
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return buf
-
-
 def export_name(s, name="disk"):
     """Fixed newstyle, NO_ZEROES, NBD_OPT_EXPORT_NAME."""
-    magic, opt_magic, hflags = struct.unpack(">QQH", recv_exact(s, 18))
-    s.sendall(struct.pack(">I", 1 | (hflags & 2)))
-    s.sendall(struct.pack(">QII", IHAVEOPT, OPT_EXPORT_NAME, len(name))
-              + name.encode())
-    recv_exact(s, 10)
-    if not hflags & 2:
-        recv_exact(s, 124)
+    w.export_name(s, name)
 
 
-def header(cmd, cookie, offset, length):
-    return struct.pack(">IHHQQI", REQUEST_MAGIC, 0, cmd, cookie, offset,
-                       length)
+header = w.pack_request
 
 
 def reply_ok(s, cookie, what):

@@ -32,34 +32,11 @@ import struct
 import sys
 import time
 
-NBDMAGIC = 0x4E42444D41474943
-IHAVEOPT = 0x49484156454F5054
-OPT_REPLY_MAGIC = 0x3E889045565A9
-OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS, OPT_INFO, OPT_GO = \
-    1, 2, 3, 5, 6, 7
-OPT_STRUCTURED_REPLY, OPT_LIST_META_CONTEXT = 8, 9
-REP_ACK = 1
-REP_ERR_INVALID = (1 << 31) + 3
-REP_ERR_TLS_REQD = (1 << 31) + 5
-
-
-def log(msg):
-    print("  " + msg, flush=True)
-
-
-def fail(msg):
-    print("  FAIL: " + msg, file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return buf
+from nbdwire import (IHAVEOPT, NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO,
+                     OPT_INFO, OPT_LIST, OPT_LIST_META_CONTEXT,
+                     OPT_REPLY_MAGIC, OPT_STARTTLS, OPT_STRUCTURED_REPLY,
+                     REP_ACK, REP_ERR_INVALID, REP_ERR_TLS_REQD, fail, log,
+                     recv_exact)
 
 
 def connect(addr):

@@ -40,6 +40,7 @@ import sys
 import time
 
 import nbdwire as w
+from nbdwire import log
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -49,10 +50,6 @@ BLOCK = 4096
 REPLY_TIMEOUT = 30
 CHURNERS = 20         # well-formed clients that come and go meanwhile
 HELD_MAX = 200        # half-done hostile connections kept open at once
-
-
-def log(msg):
-    print("  " + msg, flush=True)
 
 
 class Failure(Exception):

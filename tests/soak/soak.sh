@@ -68,9 +68,8 @@ start_server -c "$conf" -l "127.0.0.1:$port" -l "unix:$sock"
 tcp=nbd://127.0.0.1:$port
 unix_uri() { printf 'nbd+unix:///%s?socket=%s\n' "$1" "$sock"; }
 
-fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 status_field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SERVER_PID/status"; }
-fds_before=$(fds)
+fds_before=$(server_fds)
 step "soak for $SOAK_TIME s; server pid $SERVER_PID, $fds_before fds"
 deadline=$((SECONDS + SOAK_TIME))
 results=$T/results
@@ -142,40 +141,32 @@ bench_loop()
 
 cat >"$T/churn.py" <<'PY'
 import random
-import socket
 import struct
 import sys
 import time
 
+import nbdwire as w
+
 port, deadline = int(sys.argv[1]), float(sys.argv[2])
-IHAVEOPT = 0x49484156454F5054
 rounds = 0
 while time.time() < deadline:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = w.connect("127.0.0.1:%d" % port, timeout=10)
     kind = random.randrange(4)
     try:
-        s.recv(18)
+        hflags = w.greeting(s)
         if kind >= 1:
-            s.sendall(struct.pack(">I", 3))
+            w.send_client_flags(s, hflags)
         if kind == 1:
             # Half an NBD_OPT_GO, then gone.
-            s.sendall(struct.pack(">QII", IHAVEOPT, 7, 100) + b"\0\0")
+            s.sendall(struct.pack(">QII", w.IHAVEOPT, w.OPT_GO, 100)
+                      + b"\0\0")
         elif kind >= 2:
-            name = b"verify"
-            s.sendall(struct.pack(">QII", IHAVEOPT, 7, 4 + len(name) + 2) +
-                      struct.pack(">I", len(name)) + name + b"\0\0")
-            while True:
-                hdr = s.recv(20, socket.MSG_WAITALL)
-                magic, opt, rtype, length = struct.unpack(">QIII", hdr)
-                if length:
-                    s.recv(length, socket.MSG_WAITALL)
-                if rtype == 1:
-                    break
+            w.opt_go(s, "verify")
             if kind == 3:
                 # A 64 KiB write with 1 KiB of its payload, then gone.
-                s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 1,
-                                      192 * 1024 * 1024, 65536) + b"x" * 1024)
-    except OSError as e:
+                s.sendall(w.pack_request(w.CMD_WRITE, 1, 192 * 1024 * 1024,
+                                         65536) + b"x" * 1024)
+    except (OSError, EOFError, w.ProtocolError) as e:
         sys.exit("churn: %s" % e)
     s.close()
     rounds += 1
@@ -224,7 +215,7 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     sleep 5
     server_alive
     rss=$(status_field VmRSS)
-    echo "$((SECONDS - start)),$rss,$(fds),$(status_field Threads)" >>"$T/soak.csv"
+    echo "$((SECONDS - start)),$rss,$(server_fds),$(status_field Threads)" >>"$T/soak.csv"
     if [ -z "$quarter_rss" ] && [ $((SECONDS - start)) -ge $((SOAK_TIME / 4)) ]; then
         quarter_rss=$rss
         step "RSS after the warm-up: $rss KiB"
@@ -249,13 +240,8 @@ done
 server_alive
 
 # Clients are gone; the server may still be closing the last ones.
-for _ in $(seq 50); do
-    [ "$(fds)" -le "$fds_before" ] && break
-    sleep 0.1
-done
-fds_after=$(fds)
-[ "$fds_after" -le "$fds_before" ] ||
-    fail "the server holds $fds_after fds after the load, $fds_before before"
+wait_fds_at_most "$fds_before" 5
+fds_after=$(server_fds)
 end_rss=$(status_field VmRSS)
 [ -n "$quarter_rss" ] || quarter_rss=$end_rss
 limit=$((quarter_rss / 4 > 16384 ? quarter_rss / 4 : 16384))

@@ -8,6 +8,7 @@
  */
 #include "fixture-backend.h"
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/backends.h"
 #include "nbdsrv/compiler.h"
 #include "nbdsrv/coro-io.h"
@@ -346,7 +347,7 @@ START_TEST(test_backend_serial_layer_entered_one_call_at_a_time)
 }
 END_TEST
 
-static Suite *backend_fault_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("backend-fault");
     fixture_backend_conformance(s, conformance_impls,
@@ -370,13 +371,4 @@ static Suite *backend_fault_suite(void)
     tcase_add_test(tc, test_backend_serial_layer_entered_one_call_at_a_time);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(backend_fault_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

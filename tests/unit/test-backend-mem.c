@@ -7,6 +7,7 @@
  */
 #include "fixture-backend.h"
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/backends.h"
 #include "nbdsrv/compiler.h"
 
@@ -188,7 +189,7 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "memory", .open = mem_open, .holes = true},
 };
 
-static Suite *backend_mem_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("backend-mem");
     fixture_backend_conformance(s, conformance_impls,
@@ -203,13 +204,4 @@ static Suite *backend_mem_suite(void)
     tcase_add_test(tc, test_backend_mem_extents_by_page);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(backend_mem_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -14,6 +14,7 @@
  */
 #include "fixture-backend.h"
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/backends.h"
 
 #include <check.h>
@@ -884,8 +885,7 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "file on /dev/shm", .open = conformance_shm, .holes = true},
 };
 
-Suite *backend_suite(void);
-Suite *backend_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("backend");
     fixture_backend_conformance(s, conformance_impls,
@@ -936,13 +936,4 @@ Suite *backend_suite(void)
     tcase_add_test(tc, test_backend_block_device);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(backend_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

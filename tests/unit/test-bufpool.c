@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of the payload buffer pools. */
+#include "fixture-main.h"
 #include "nbdsrv/bufpool.h"
 
 #include <check.h>
@@ -130,8 +131,7 @@ START_TEST(test_bufpool_global_list_is_bounded)
 }
 END_TEST
 
-Suite *bufpool_suite(void);
-Suite *bufpool_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("bufpool");
     TCase *tc = tcase_create("pool");
@@ -144,13 +144,4 @@ Suite *bufpool_suite(void)
     tcase_add_test(tc, test_bufpool_global_list_is_bounded);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(bufpool_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -13,6 +13,7 @@
  */
 #include "fixture-files.h"
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/chan-tls.h"
 
@@ -520,7 +521,7 @@ START_TEST(test_chan_tls_x509_server_requires_client_certificate)
 }
 END_TEST
 
-static Suite *chan_tls_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("chan-tls");
     TCase *tc = tcase_create("tls");
@@ -541,13 +542,4 @@ static Suite *chan_tls_suite(void)
     tcase_add_test(tc, test_chan_tls_x509_server_requires_client_certificate);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(chan_tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

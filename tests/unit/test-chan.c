@@ -5,6 +5,7 @@
  * parked sides, cancellation, pinned mode, and address parsing.
  */
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 
 #include <check.h>
@@ -596,8 +597,7 @@ START_TEST(test_chan_addr_parse_good_and_bad)
 }
 END_TEST
 
-Suite *chan_suite(void);
-Suite *chan_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("chan");
     TCase *tc = tcase_create("follow");
@@ -630,13 +630,4 @@ Suite *chan_suite(void)
     tcase_add_test(tc, test_chan_listen_replaces_stale_unix_socket);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(chan_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -4,6 +4,7 @@
  * table-driven good URIs from doc/uri.md with every field checked, and
  * bad URIs whose error message must name the bad part.
  */
+#include "fixture-main.h"
 #include "nbdsrv/client-uri.h"
 #include "nbdsrv/compiler.h"
 
@@ -183,7 +184,7 @@ START_TEST(test_client_uri_address_resolves_tcp)
 }
 END_TEST
 
-static Suite *client_uri_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("client-uri");
     TCase *tc = tcase_create("parse");
@@ -196,13 +197,4 @@ static Suite *client_uri_suite(void)
     tcase_add_test(tc, test_client_uri_address_resolves_tcp);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(client_uri_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -7,6 +7,7 @@
  * reads in reverse order, fail one offset, or hang up after N requests.
  */
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/client.h"
 #include "nbdsrv/proto.h"
@@ -750,7 +751,7 @@ START_TEST(test_client_tls_creds_from_uri)
 }
 END_TEST
 
-static Suite *client_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("client");
     TCase *tc = tcase_create("negotiate");
@@ -776,13 +777,4 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_handshake_timeout_spares_a_prompt_server);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(client_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -6,6 +6,7 @@
  * socket activation).
  */
 #include "../../src/config/config-int.h"
+#include "fixture-main.h"
 #include "nbdsrv/config.h"
 #include "nbdsrv/daemon.h"
 
@@ -800,7 +801,7 @@ START_TEST(test_daemon_raise_nofile)
 }
 END_TEST
 
-static Suite *config_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("file");
@@ -828,13 +829,4 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_daemon_raise_nofile);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

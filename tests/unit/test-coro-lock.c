@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of co_mutex and co_queue with waiters on different loops. */
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/coro-lock.h"
 
 #include <check.h>
@@ -246,8 +247,7 @@ START_TEST(test_coro_lock_queue_next_and_restart_all)
 }
 END_TEST
 
-Suite *coro_lock_suite(void);
-Suite *coro_lock_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("coro-lock");
     TCase *tc = tcase_create("mutex");
@@ -260,13 +260,4 @@ Suite *coro_lock_suite(void)
     tcase_add_test(tc, test_coro_lock_queue_next_and_restart_all);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(coro_lock_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of coroutines: switching, the pool, stacks, loop moves. */
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/coro-io.h"
 
 #include <check.h>
@@ -172,8 +173,7 @@ START_TEST(test_coro_move_between_loops)
 }
 END_TEST
 
-Suite *coro_suite(void);
-Suite *coro_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("coro");
     TCase *tc = tcase_create("switch");
@@ -190,13 +190,4 @@ Suite *coro_suite(void)
     tcase_add_test(tc, test_coro_guard_page_stops_overflow);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(coro_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

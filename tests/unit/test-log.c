@@ -4,6 +4,7 @@
  * recurring message, one line per interval with the count held back, also
  * when several threads ask at once.
  */
+#include "fixture-main.h"
 #include "nbdsrv/log.h"
 
 #include <check.h>
@@ -82,7 +83,7 @@ START_TEST(test_log_ratelimit_one_winner_across_threads)
 }
 END_TEST
 
-static Suite *log_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("log");
     TCase *tc = tcase_create("ratelimit");
@@ -91,13 +92,4 @@ static Suite *log_suite(void)
     tcase_add_test(tc, test_log_ratelimit_one_winner_across_threads);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -4,6 +4,7 @@
  * submission queue, and a clear message when io_uring is unavailable.
  */
 #include "fixture-loops.h"
+#include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/coro-io.h"
 
@@ -516,8 +517,7 @@ START_TEST(test_loop_describes_disabled_sysctl)
 }
 END_TEST
 
-Suite *loop_suite(void);
-Suite *loop_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("loop");
     TCase *tc = tcase_create("tasks");
@@ -542,13 +542,4 @@ Suite *loop_suite(void)
     tcase_add_test(tc, test_loop_describes_disabled_sysctl);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(loop_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

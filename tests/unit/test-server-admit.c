@@ -7,6 +7,7 @@
  * refusal log: one line per reason, however many refusals.
  */
 #include "../../src/server/server-int.h"
+#include "fixture-main.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -227,7 +228,7 @@ START_TEST(test_server_admit_refusals_logged_once_per_reason)
 }
 END_TEST
 
-static Suite *admit_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("server-admit");
     TCase *tc = tcase_create("admit");
@@ -238,13 +239,4 @@ static Suite *admit_suite(void)
     tcase_add_test(tc, test_server_admit_refusals_logged_once_per_reason);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(admit_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -5,6 +5,7 @@
  * without a list.
  */
 #include "../../src/server/server-int.h"
+#include "fixture-main.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -93,7 +94,7 @@ START_TEST(test_server_allow_lists)
 }
 END_TEST
 
-static Suite *server_allow_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("server-allow");
     TCase *tc = tcase_create("allow");
@@ -101,13 +102,4 @@ static Suite *server_allow_suite(void)
     tcase_add_test(tc, test_server_allow_lists);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(server_allow_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -8,6 +8,7 @@
  */
 #include "../../src/server/server-int.h"
 #include "fixture-loops.h"
+#include "fixture-main.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -129,7 +130,7 @@ START_TEST(test_dispatch_large_reads_spread)
 }
 END_TEST
 
-static Suite *server_dispatch_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("server-dispatch");
     TCase *tc = tcase_create("dispatch");
@@ -141,13 +142,4 @@ static Suite *server_dispatch_suite(void)
     tcase_add_test(tc, test_dispatch_large_reads_spread);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(server_dispatch_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -9,6 +9,7 @@
  * that fail are never used).
  */
 #include "fixture-files.h"
+#include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/chan-tls.h"
 #include "nbdsrv/coro.h"
@@ -250,7 +251,7 @@ START_TEST(test_server_tls_off_answers_starttls_unsup)
 }
 END_TEST
 
-static Suite *server_tls_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("server-tls");
     TCase *tc = tcase_create("reload");
@@ -261,13 +262,4 @@ static Suite *server_tls_suite(void)
     tcase_add_test(tc, test_server_update_is_all_or_nothing);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(server_tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

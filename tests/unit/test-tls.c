@@ -4,6 +4,7 @@
  * malformed line reported with its file and line number), credential
  * errors naming the file at fault, and the options that make no sense.
  */
+#include "fixture-main.h"
 #include "nbdsrv/tls-creds.h"
 
 #include <check.h>
@@ -240,8 +241,7 @@ START_TEST(test_tls_mode_names_round_trip)
 }
 END_TEST
 
-Suite *tls_suite(void);
-Suite *tls_suite(void)
+Suite *unit_suite(void)
 {
     Suite *s = suite_create("tls");
     TCase *tc = tcase_create("psk");
@@ -261,13 +261,4 @@ Suite *tls_suite(void)
     tcase_add_test(tc, test_tls_mode_names_round_trip);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(tls_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
