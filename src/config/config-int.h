@@ -14,6 +14,8 @@
 
 /* -e NAME=memory:SIZE */
 #define CONFIG_MEMORY_PREFIX "memory:"
+/* -e NAME=PATH,overlay=FILE */
+#define CONFIG_OVERLAY_SUFFIX ",overlay="
 
 /* Strips blanks (and a trailing newline) in place; returns the start. */
 ANY_THREAD char *config_trim(char *s);
