@@ -97,12 +97,19 @@ enum backend_concurrency {
 #define BACKEND_ZERO_FAST 0x2u /* fail with -ENOTSUP unless it is fast */
 
 /*
- * The metadata contexts a layer describes with extents.  Only the
- * allocation map (NBD's base:allocation) so far; a context a layer does
- * not know is -ENOTSUP.
+ * The metadata contexts a layer describes with extents; a context a
+ * layer does not know is -ENOTSUP.
+ *  - BACKEND_META_ALLOCATION: the allocation map (NBD's base:allocation):
+ *    `hole` is a range that reads as zeroes and takes no space.
+ *  - BACKEND_META_OVERLAY: which layer holds the data, known only to a
+ *    copy-on-write overlay (backend-overlay.c): `hole` false is a range
+ *    the overlay holds itself (written, zeroed or trimmed there), `hole`
+ *    true one it reads through to the layer below.  (What
+ *    qemu:allocation-depth reports is this plus the base's allocation.)
  */
 enum backend_meta {
     BACKEND_META_ALLOCATION,
+    BACKEND_META_OVERLAY,
 };
 
 /* One run of the allocation map: `length` bytes that are all holes or all

@@ -64,6 +64,44 @@ ANY_THREAD struct backend *backend_memory_new(uint64_t size, bool read_only,
 ANY_THREAD uint64_t backend_memory_allocated(const struct backend *be);
 
 /*
+ * ---- The copy-on-write overlay (backend-overlay.c): BACKEND_PARALLEL ----
+ *
+ * A filter over a read-only base (any layer) that keeps every write,
+ * trim and zero in an overlay file, block by block, and reads the blocks
+ * it never held from the base.  The file's format is in
+ * man/nbd-serverd.conf.5 (OVERLAY FILES) and backend-overlay.c.
+ */
+
+/* The block size of overlays this build creates. */
+#define BACKEND_OVERLAY_GRANULARITY (64u * 1024)
+
+/*
+ * Opens the overlay file `path` over `base_take` (its reference passes to
+ * the filter, and is dropped on failure too), creating the file if it
+ * does not exist (not with BACKEND_OPEN_READ_ONLY).  The base is only
+ * read, so open it read-only.  flags: BACKEND_OPEN_READ_ONLY (serve the
+ * overlay as it is, read-only), BACKEND_OPEN_DIRECT (cache=none for the
+ * overlay file).  The file is locked (flock, exclusive, or shared when
+ * read-only): a second open while the first lives fails with EBUSY.
+ * NULL with err naming the file and the cause: not an overlay, made over
+ * a base of another size, truncated, in use.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *backend_overlay_open(struct backend *base_take,
+                                                const char *path,
+                                                unsigned flags,
+                                                struct err *err);
+
+/*
+ * What --check-config asks without opening anything for writing: 0 when
+ * the overlay `path` is a valid overlay made over a base of `base_size`
+ * bytes, or does not exist yet and could be created there (not when
+ * read_only); else -errno with err saying why (err's text does not name
+ * the path).  ANY_THREAD.
+ */
+ANY_THREAD int backend_overlay_check(const char *path, uint64_t base_size,
+                                     bool read_only, struct err *err);
+
+/*
  * ---- The fault-injection filter (backend-fault.c): a test facility ----
  *
  * For the test suite only: the unit tests use it directly, the interop

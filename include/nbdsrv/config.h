@@ -48,13 +48,14 @@
  */
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024u
 
-/* One command-line export (-e NAME=PATH or -e NAME=memory:SIZE).
- * Strings point into argv. */
+/* One command-line export (-e NAME=PATH or -e NAME=memory:SIZE, either
+ * followed by ,overlay=FILE).  Strings point into argv. */
 struct cmdline_export {
     const char *name;
     const char *path; /* NULL for memory */
     bool memory;
     uint64_t memory_size;
+    const char *overlay; /* NULL: none */
 };
 
 struct config_key; /* one row of src/config/config-keys.def */
@@ -118,12 +119,14 @@ ANY_THREAD void cmdline_usage(FILE *out);
 struct config_export {
     struct export_config ec;
     char *name, *path, *description; /* path NULL: memory (ec.memory) */
+    char *overlay;                   /* NULL: none */
     struct server_allow *allow;
     unsigned nr_allow;
     char **tls_identities;
     unsigned nr_tls_identities;
-    char *origin;      /* "FILE:LINE" of its section, or "--export" */
-    char *path_origin; /* "FILE:LINE" of its path, or "--export" */
+    char *origin;         /* "FILE:LINE" of its section, or "--export" */
+    char *path_origin;    /* "FILE:LINE" of its path, or "--export" */
+    char *overlay_origin; /* "FILE:LINE" of its overlay, or "--export" */
 };
 
 /*

@@ -45,6 +45,9 @@ struct export_config {
     const char *path; /* the image; NULL for a memory export */
     bool memory;      /* a memory export of memory_size bytes */
     uint64_t memory_size;
+    /* NULL, or an overlay file: the image (or memory) is then a base,
+     * opened read-only, and writes go to the overlay. */
+    const char *overlay;
     const char *description; /* may be NULL */
     bool read_only;
     bool direct;  /* cache=none: O_DIRECT for aligned I/O */
@@ -112,10 +115,11 @@ ANY_THREAD int server_add_export(struct server *srv,
 
 /*
  * Replaces the whole export table, before or after server_start (a
- * reload).  An export whose name, path, read-only and cache settings are
- * unchanged keeps its open image (a memory export: whose size and
- * read-only setting are unchanged keeps its data); the others are opened
- * anew.  Either
+ * reload).  An export whose name, path, read-only, cache and overlay
+ * settings are unchanged keeps its open image (a memory export: whose
+ * size and read-only setting are unchanged keeps its data); the others
+ * are opened anew (an overlay that is still open for clients of the old
+ * export then fails to open: it is locked).  Either
  * every export is in place or, on failure (err names the export), the
  * old table stays untouched.  Connections keep the export they entered
  * transmission with (a reference) until they end; a removed export only

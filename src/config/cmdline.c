@@ -105,6 +105,11 @@ void cmdline_usage(FILE *out)
         "  -e, --export NAME=memory:SIZE\n"
         "                            export SIZE bytes of memory (a sparse "
         "scratch disk)\n"
+        "  -e, --export NAME=PATH,overlay=FILE\n"
+        "                            PATH (or memory:SIZE) is a base that "
+        "is never written;\n"
+        "                            writes go to the overlay file FILE "
+        "(made if missing)\n"
         "  -r, --read-only           all exports given with -e are read-only\n"
         "  -t, --threads N           event-loop threads (default: number of "
         "CPUs)\n"
@@ -222,6 +227,18 @@ static int parse_export(struct cmdline *cl, char *arg, struct err *err)
                        arg);
     }
     struct cmdline_export x = {.name = arg, .path = eq + 1};
+    char *ovl = strstr(eq + 1, CONFIG_OVERLAY_SUFFIX);
+    if (ovl != NULL) {
+        *ovl = '\0';
+        x.overlay = ovl + strlen(CONFIG_OVERLAY_SUFFIX);
+        if (x.overlay[0] == '\0' || x.path[0] == '\0') {
+            return err_set(err, EINVAL,
+                           "--export %s=%s" CONFIG_OVERLAY_SUFFIX
+                           "%s: expected NAME=PATH" CONFIG_OVERLAY_SUFFIX
+                           "FILE",
+                           arg, x.path, x.overlay);
+        }
+    }
     if (strncmp(x.path, CONFIG_MEMORY_PREFIX, strlen(CONFIG_MEMORY_PREFIX)) ==
         0) {
         const char *size = x.path + strlen(CONFIG_MEMORY_PREFIX);

@@ -17,6 +17,8 @@
 
 /* -e NAME=memory:SIZE */
 #define CONFIG_MEMORY_PREFIX "memory:"
+/* -e NAME=PATH,overlay=FILE */
+#define CONFIG_OVERLAY_SUFFIX ",overlay="
 /* What a bad memory size (memory = SIZE, -e NAME=memory:SIZE) lacks. */
 #define CONFIG_MEMORY_EXPECTED                                                 \
     "expected a size up to 16T (a number with an optional K, M, G or T "       \

@@ -489,6 +489,39 @@ static void path_print(const struct config_key *k, const struct config *cfg,
     }
 }
 
+static int overlay_set(const struct config_key *k, struct config *cfg,
+                       struct config_export *ce, const char *v,
+                       const struct config_origin *o, struct err *err)
+{
+    (void)cfg;
+    if (v[0] == '\0') {
+        return fail(o, err, EINVAL, "%s is empty", k->name);
+    }
+    char *path = config_make_absolute(o->base, v);
+    if (path == NULL) {
+        return fail_oom(o, err);
+    }
+    free(ce->overlay);
+    ce->overlay = path;
+    free(ce->overlay_origin);
+    ce->overlay_origin = NULL;
+    if (o->file != NULL &&
+        asprintf(&ce->overlay_origin, "%s:%u", o->file, o->line) < 0) {
+        ce->overlay_origin = NULL;
+        return fail_oom(o, err);
+    }
+    return 0;
+}
+
+static void overlay_print(const struct config_key *k, const struct config *cfg,
+                          const struct config_export *ce, FILE *out)
+{
+    (void)cfg;
+    if (ce->overlay != NULL) {
+        print_value(out, k->name, ce->overlay);
+    }
+}
+
 static int memory_set(const struct config_key *k, struct config *cfg,
                       struct config_export *ce, const char *v,
                       const struct config_origin *o, struct err *err)

@@ -20,6 +20,7 @@
 #include "nbdsrv/config.h"
 
 #include "config-int.h"
+#include "nbdsrv/backends.h"
 #include "nbdsrv/bufpool.h"
 
 #include <errno.h>
@@ -94,6 +95,8 @@ static void export_fini(struct config_export *ce)
     free(ce->tls_identities);
     free(ce->origin);
     free(ce->path_origin);
+    free(ce->overlay);
+    free(ce->overlay_origin);
 }
 
 static void config_free(struct config *cfg)
@@ -172,6 +175,7 @@ static void link_exports(struct config *cfg)
         struct config_export *ce = &cfg->exports[i];
         ce->ec.name = ce->name;
         ce->ec.path = ce->path;
+        ce->ec.overlay = ce->overlay;
         ce->ec.description = ce->description;
         ce->ec.allow = ce->allow;
         ce->ec.nr_allow = ce->nr_allow;
@@ -471,6 +475,12 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
             return err_set(err, ENOMEM, "out of memory");
         }
         ce->ec.read_only = cl->read_only;
+        if (x->overlay != NULL &&
+            ((ce->overlay = config_make_absolute(cl->cwd, x->overlay)) ==
+                 NULL ||
+             (ce->overlay_origin = strdup("--export")) == NULL)) {
+            return err_set(err, ENOMEM, "out of memory");
+        }
         if (x->memory) {
             ce->ec.memory = true;
             ce->ec.memory_size = x->memory_size;
@@ -482,6 +492,32 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
         }
     }
     link_exports(cfg);
+    return 0;
+}
+
+/*
+ * An export's overlay: a valid overlay over a base of the base's size
+ * now, or one that can be created.  0, or -EINVAL with err set.
+ */
+static int check_overlay(const struct config_export *ce, struct err *err)
+{
+    struct err e;
+    err_clear(&e);
+    uint64_t base_size = ce->ec.memory_size;
+    if (!ce->ec.memory) {
+        struct backend *base = backend_file_open(ce->path, true, &e);
+        if (base == NULL) {
+            return err_set(err, EINVAL, "%s: [export %s]: %s",
+                           ce->overlay_origin, ce->name, e.msg);
+        }
+        base_size = backend_size(base);
+        backend_unref(base);
+    }
+    if (backend_overlay_check(ce->overlay, base_size, ce->ec.read_only, &e) <
+        0) {
+        return err_set(err, EINVAL, "%s: [export %s]: overlay %s: %s",
+                       ce->overlay_origin, ce->name, ce->overlay, e.msg);
+    }
     return 0;
 }
 
@@ -540,15 +576,17 @@ static int final_checks(struct config *cfg, struct err *err)
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         struct config_export *ce = &cfg->exports[i];
         char msg[ERR_MSG_MAX];
-        if (ce->ec.memory) {
-            continue;
-        }
-        if (config_check_image(ce->path, ce->ec.read_only, msg, sizeof msg) <
-            0) {
+        /* Under an overlay the image is only read. */
+        if (!ce->ec.memory &&
+            config_check_image(ce->path, ce->ec.read_only || ce->overlay, msg,
+                               sizeof msg) < 0) {
             return err_set(err, EINVAL, "%s: [export %s]: %s",
                            ce->path_origin != NULL ? ce->path_origin
                                                    : ce->origin,
                            ce->name, msg);
+        }
+        if (ce->overlay != NULL && check_overlay(ce, err) < 0) {
+            return -EINVAL;
         }
     }
     return 0;

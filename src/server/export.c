@@ -39,6 +39,7 @@ static void export_free(struct export *exp)
 {
     free(exp->name);
     free(exp->path);
+    free(exp->overlay);
     free(exp->description);
     free(exp->allow);
     for (unsigned i = 0; i < exp->nr_tls_identities; i++) {
@@ -61,6 +62,7 @@ struct export *export_new(const struct export_config *config,
     bool failed = false;
     exp->name = strdup_or_null(config->name, &failed);
     exp->path = strdup_or_null(config->path, &failed);
+    exp->overlay = strdup_or_null(config->overlay, &failed);
     exp->description = strdup_or_null(config->description, &failed);
     exp->direct = config->direct;
     exp->memory = config->memory;
@@ -93,18 +95,26 @@ struct export *export_new(const struct export_config *config,
         err_set(err, ENOMEM, "out of memory");
         goto out_free;
     }
+    /* Under an overlay the image is a base: read, never written. */
+    bool base_ro = config->read_only || config->overlay != NULL;
+    unsigned flags = (config->read_only ? BACKEND_OPEN_READ_ONLY : 0) |
+                     (config->direct ? BACKEND_OPEN_DIRECT : 0);
     if (reuse != NULL) {
         exp->be = backend_ref(reuse);
     } else if (config->memory) {
-        exp->be =
-            backend_memory_new(config->memory_size, config->read_only, err);
+        exp->be = backend_memory_new(config->memory_size, base_ro, err);
         if (exp->be == NULL) {
             goto out_free;
         }
     } else {
-        unsigned flags = (config->read_only ? BACKEND_OPEN_READ_ONLY : 0) |
-                         (config->direct ? BACKEND_OPEN_DIRECT : 0);
-        exp->be = backend_file_open_flags(config->path, flags, err);
+        exp->be = backend_file_open_flags(
+            config->path, flags | (base_ro ? BACKEND_OPEN_READ_ONLY : 0), err);
+        if (exp->be == NULL) {
+            goto out_free;
+        }
+    }
+    if (reuse == NULL && config->overlay != NULL) {
+        exp->be = backend_overlay_open(exp->be, config->overlay, flags, err);
         if (exp->be == NULL) {
             goto out_free;
         }
@@ -154,6 +164,11 @@ void export_unref(struct export *exp)
 bool export_same_image(const struct export *exp,
                        const struct export_config *config)
 {
+    /* An overlay is part of the image: the same one, or none. */
+    if ((exp->overlay == NULL) != (config->overlay == NULL) ||
+        (exp->overlay != NULL && strcmp(exp->overlay, config->overlay) != 0)) {
+        return false;
+    }
     if (exp->memory || config->memory) {
         /* A memory export keeps its data while its shape stays. */
         return exp->memory && config->memory &&

@@ -56,6 +56,7 @@ struct export
     bool read_only;
     bool memory;          /* a memory export (path NULL) */
     uint64_t memory_size; /* its size */
+    char *overlay;        /* the overlay file, or NULL */
     bool direct;
     bool no_trim;
     struct server_allow *allow; /* NULL: every client */
@@ -423,7 +424,8 @@ ANY_THREAD struct export *export_ref(struct export *exp);
 ANY_THREAD void export_unref(struct export *exp); /* NULL allowed */
 /* Whether the export's image settings match and its file is still the one
  * at that path, or both are memory exports of one size and read-only
- * setting (its backend can be kept). */
+ * setting, with the same overlay file or none (its backend can be
+ * kept). */
 ANY_THREAD bool export_same_image(const struct export *exp,
                                   const struct export_config *config);
 ANY_THREAD struct export_table *export_table_new(unsigned nr);

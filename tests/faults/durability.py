@@ -4,7 +4,7 @@
 the middle, then a check of what the image holds after a restart.
 
     durability.py write URI JOURNAL --kill PID[,PID...] [options]
-    durability.py check URI JOURNAL
+    durability.py check URI JOURNAL [--base FILE]
 
 "write" opens --conns libnbd connections and keeps --depth writes in
 flight on each: 1 to 4 pages (4 KiB) at random page offsets, a fraction
@@ -34,6 +34,11 @@ last persistent one or a write sent after it (later writes may or may
 not have reached the disk); if none is, it may also still hold zeroes,
 its state before the run.  Anything else, an older write, another
 page's write, a torn or unknown pattern, fails.
+
+With --base FILE (a copy-on-write overlay over FILE), a page's state
+before the run is FILE's bytes at that page instead of zeroes: a page
+never written must read exactly them, and a page whose writes were
+never persistent may read them or one of its writes.
 
 Exit status: 0 the image is consistent, 3 a persistent write was lost
 or a page holds garbage (the output says which), 1 any other failure
@@ -310,11 +315,24 @@ def run_check(args):
 
     h = nbd.NBD()
     h.connect_uri(args.uri)
-    chunk = 256 * PAGE
     zero_page = bytes(PAGE)
+    base_bytes = None
+    if args.base:
+        with open(args.base, "rb") as f:
+            base_bytes = f.read(pages * PAGE)
+        if len(base_bytes) < pages * PAGE:
+            die("--base %s is shorter than %d pages" % (args.base, pages))
+
+    def before(p):
+        """What page p held before the run."""
+        if base_bytes is None:
+            return zero_page
+        return base_bytes[p * PAGE:(p + 1) * PAGE]
+
     problems = []
+    what = "zeroes" if base_bytes is None else "the base"
     stats = {"last persistent": 0, "later than the last persistent": 0,
-             "zeroes (never persistent)": 0, "untouched": 0}
+             what + " (never persistent)": 0, "untouched": 0}
     for base in range(0, pages, 256):
         n = min(256, pages - base)
         data = h.pread(n * PAGE, base * PAGE)
@@ -323,22 +341,23 @@ def run_check(args):
             got = data[i * PAGE:(i + 1) * PAGE]
             seq = by_page[p]
             if not seq:
-                if got != zero_page:
-                    problems.append("page %d: never written, holds data" % p)
+                if got != before(p):
+                    problems.append("page %d: never written, but does not "
+                                    "hold %s" % (p, what))
                 else:
                     stats["untouched"] += 1
                 continue
             last_durable = max((k for k, wid in enumerate(seq)
                                 if wid in durable), default=None)
             allowed = seq if last_durable is None else seq[last_durable:]
-            if got == zero_page:
+            if got == before(p):
                 if last_durable is None:
-                    stats["zeroes (never persistent)"] += 1
+                    stats[what + " (never persistent)"] += 1
                     continue
                 wid = seq[last_durable]
                 problems.append(
-                    "page %d: zeroes, but write %d (persistent by %s) "
-                    "covered it" % (p, wid, durable[wid]))
+                    "page %d: %s, but write %d (persistent by %s) "
+                    "covered it" % (p, what, wid, durable[wid]))
                 continue
             magic, wid, page = HEADER.unpack_from(got)
             if magic != MAGIC or page != p or wid not in seq or \
@@ -387,6 +406,8 @@ def main():
                     help="which durability requests the writes carry")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--time-limit", type=int, default=120)
+    ap.add_argument("--base", default=None,
+                    help="check mode: the base file of an overlay export")
     args = ap.parse_args()
     args.fua_ratio, args.flush_ratio = MIXES[args.mix]
     if args.seed is None:

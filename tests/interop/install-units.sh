@@ -102,6 +102,7 @@ truncate -s 1M "$T/disk.img"
 cp conf/nbd-serverd.conf "$T/example.conf"
 printf '[export disk]\npath = disk.img\n[export mem]\nmemory = 1M\n' \
     >>"$T/example.conf"
+printf '[export cow]\npath = disk.img\noverlay = cow.ovl\n' >>"$T/example.conf"
 "$BUILD/nbd-serverd" -c "$T/example.conf" --check-config >"$T/example.out" ||
     fail "the example configuration is rejected"
 # Every key of the example (commented out) is documented in the

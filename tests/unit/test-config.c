@@ -7,6 +7,7 @@
  */
 #include "../../src/config/config-int.h"
 #include "fixture-main.h"
+#include "nbdsrv/backends.h"
 #include "nbdsrv/config.h"
 #include "nbdsrv/daemon.h"
 
@@ -403,7 +404,8 @@ START_TEST(test_config_every_key_printed)
                                   "allow = unix\n"
                                   "tls-identities = alice\n"
                                   "[export m]\n"
-                                  "memory = 1M\n");
+                                  "memory = 1M\n"
+                                  "overlay = m.ovl\n");
     const char *args[] = {"-c", conf, NULL};
     struct cmdline cl;
     struct err err;
@@ -501,6 +503,9 @@ static const struct {
     {{"-e", "a=memory:", NULL}, "--export a=memory:: expected a size"},
     {{"-e", "a=memory:1Q", NULL}, "--export a=memory:1Q: expected a size"},
     {{"-e", "a=memory:20T", NULL}, "--export a=memory:20T: expected a size"},
+    {{"-e", "a=x.img,overlay=", NULL},
+     "--export a=x.img,overlay=: expected NAME=PATH,overlay=FILE"},
+    {{"-e", "a=,overlay=o.img", NULL}, "expected NAME=PATH,overlay=FILE"},
     {{"--bogus", NULL}, "unknown option '--bogus'"},
     {{"-l", NULL}, "needs an argument"},
     {{"extra", NULL}, "unexpected argument 'extra'"},
@@ -569,6 +574,79 @@ START_TEST(test_config_memory_exports)
     ck_assert_uint_eq(again->exports[1].ec.memory_size, 1000001);
     config_unref(again);
     free(text);
+    config_unref(cfg);
+    finish(&cl);
+    remove_dir();
+}
+END_TEST
+
+/*
+ * Overlays: the key (relative to the file's directory) and the -e form,
+ * printed and parsed back; a read-only export's missing overlay, one
+ * made over a base of another size, a key without a value.
+ */
+START_TEST(test_config_overlay)
+{
+    make_dir();
+    char ovl[PATH_MAX + 16], cl_arg[2 * PATH_MAX + 32];
+    snprintf(ovl, sizeof ovl, "%s/o.img", dir);
+    const char *path = write_conf("[export f]\n"
+                                  "path = a.img\n"
+                                  "overlay = o.img\n");
+    snprintf(cl_arg, sizeof cl_arg, "m=memory:1M,overlay=%s/m.ovl", dir);
+    const char *args[] = {"-c", path, "-e", cl_arg, NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_str_eq(cfg->exports[0].ec.overlay, ovl);
+    ck_assert(!cfg->exports[0].ec.read_only);
+    ck_assert(cfg->exports[1].ec.memory);
+    ck_assert_ptr_nonnull(strstr(cfg->exports[1].ec.overlay, "/m.ovl"));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_print(cfg, f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "overlay = "));
+    struct config *again = config_parse_string(text, "printed.conf", &err);
+    ck_assert_msg(again != NULL, "%s", err.msg);
+    ck_assert_str_eq(again->exports[0].ec.overlay, ovl);
+    config_unref(again);
+    free(text);
+    config_unref(cfg);
+    finish(&cl);
+
+    expect_error("[export f]\npath = a.img\noverlay =\n",
+                 "test.conf:3: overlay is empty");
+    expect_error("[export f]\npath = a.img\nread-only = yes\n"
+                 "overlay = o.img\n",
+                 "test.conf:4: [export f]: overlay ");
+    expect_error("[export f]\npath = a.img\nread-only = yes\n"
+                 "overlay = o.img\n",
+                 "o.img: does not exist (a read-only export cannot "
+                 "create it)");
+    /* An overlay made over 1 MiB of memory, then used over 2 MiB. */
+    struct backend *base = backend_memory_new(1 << 20, true, NULL);
+    ck_assert_ptr_nonnull(base);
+    struct backend *be = backend_overlay_open(base, ovl, 0, &err);
+    ck_assert_msg(be != NULL, "%s", err.msg);
+    backend_unref(be);
+    expect_error("[export f]\nmemory = 2M\noverlay = o.img\n",
+                 "test.conf:3: [export f]: overlay ");
+    expect_error("[export f]\nmemory = 2M\noverlay = o.img\n",
+                 "made over a base of 1048576 bytes, but the base now has "
+                 "2097152: the base changed size");
+    /* The base file of the same size (a.img is 1 MiB) is fine. */
+    cfg = build(&cl,
+                (const char *[]){"-c",
+                                 write_conf("[export f]\n"
+                                            "path = a.img\n"
+                                            "overlay = o.img\n"),
+                                 NULL},
+                &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
     config_unref(cfg);
     finish(&cl);
     remove_dir();
@@ -820,6 +898,7 @@ Suite *unit_suite(void)
                         (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]));
     tcase_add_test(tc, test_config_help_and_version);
     tcase_add_test(tc, test_config_memory_exports);
+    tcase_add_test(tc, test_config_overlay);
     suite_add_tcase(s, tc);
     tc = tcase_create("daemon");
     tcase_set_timeout(tc, 30);
