@@ -11,10 +11,11 @@
  *
  * The main thread then waits for signals (it is not a loop thread, so
  * it may block), and once a second gives the buffer pools' idle memory
- * back to the system (bufpool_trim): SIGHUP rebuilds the configuration with the same command
- * line and applies it (exports, limits, log level; listeners and threads
- * need a restart), keeping the running configuration if the new one is
- * wrong; SIGINT and SIGTERM drain and stop.
+ * back to the system (bufpool_trim): SIGHUP rebuilds the configuration
+ * with the same command line and applies it (exports, limits, log level;
+ * listeners and threads need a restart), keeping the running
+ * configuration if the new one is wrong; SIGINT and SIGTERM drain and
+ * stop.
  *
  * TLS: apply_tls is the one place that receives the struct tls_config,
  * at start-up and on every reload.
@@ -27,6 +28,7 @@
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-config.h"
+#include "nbdsrv/tls-priority.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -99,7 +101,13 @@ static int daemonize(void)
 static int apply_tls(struct server *srv, const struct tls_config *tls,
                      struct err *err)
 {
-    return server_set_tls(srv, tls, err);
+    int r = server_set_tls(srv, tls, err);
+    if (r == 0 && tls->mode != TLS_MODE_OFF) {
+        log_info("TLS %s, priority %s (%s)", tls_mode_name(tls->mode),
+                 tls_priority_choose(TLS_SIDE_SERVER, tls->priority),
+                 tls_priority_reason(tls->priority));
+    }
+    return r;
 }
 
 /* Gives the server the exports of `cfg`.  0 or -errno with err set. */
