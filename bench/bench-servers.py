@@ -1,42 +1,59 @@
 #!/usr/bin/env python3
-"""Compare nbd-serverd with nbdkit (file plugin) and qemu-nbd using fio's nbd engine.
+"""Compare nbd-serverd with nbdkit (file plugin) and qemu-nbd, driven by fio's nbd
+engine and by `nbdc bench`, plain, over TLS with X.509 and over TLS with PSK.
 
 Usage: bench/bench-servers.py [BUILD_DIR]     (normally through bench-servers.sh)
 
-Everything runs on 127.0.0.1.  For every run, every workload and every server
-(server order rotated from run to run so that drift hits all of them alike)
-the script starts the server on a fresh port, waits until the port accepts
-connections, runs one fio job against it and stops it with SIGTERM.  Server
-CPU time is read from /proc/PID/stat (utime + stime, all threads) at the end
-of fio's ramp and again when fio exits, and is divided by the bytes fio moved
-in the measured window.
+Everything runs on 127.0.0.1.  For every run, every workload, every server and
+every client (server order rotated from run to run so that drift hits all of
+them alike) the script starts the server on a fresh port, waits until the port
+accepts connections, runs one client job against it and stops it with SIGTERM.
+Server CPU time is read from /proc/PID/stat (utime + stime, all threads) at the
+end of the ramp and again at the end of the measured window, and is divided by
+the requests (µs per request) and by the bytes (s per GiB) the client moved in
+that window.  fio: the ramp is fio's ramp_time, counted from the first
+connection the server accepts, and the window ends when fio exits.  nbdc bench
+runs ramp + runtime seconds and prints a line per second; the window runs from
+its line for second `ramp` to its last one, and the requests are the sum of
+the lines in between.
 
 Environment (all optional):
   BENCH_RUNS=3             repetitions of the whole matrix
-  BENCH_RUNTIME=5          measured seconds per fio run
-  BENCH_RAMP=1             fio ramp_time seconds (not measured)
+  BENCH_RUNTIME=5          measured seconds per client run
+  BENCH_RAMP=1             seconds before the measured window
   BENCH_SIZE_MIB=1024      image size in MiB (created in /dev/shm)
-  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,nbd-serverd-tls,nbdkit-tls,qemu-nbd-tls]
-  BENCH_TLS=1              1: also the -tls servers (X.509, TLS required), 0: not,
-                           only: nothing else
+  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,...-tls,...-psk]
+  BENCH_TLS=1              1: also the -tls (X.509) and -psk (PSK) servers, TLS
+                           required; 0: not; only: nothing else
+  BENCH_CLIENTS=fio,nbdc   the load generators (fio's nbd engine, nbdc bench)
   BENCH_WORKLOADS=...      comma list of workload names (default: all)
   BENCH_THREADS=$(nproc)   nbd-serverd --threads
   BENCH_NBDKIT_THREADS=16  nbdkit --threads (16 is nbdkit's own default)
   BENCH_QEMU_AIO=io_uring  qemu-nbd --aio
   BENCH_QEMU_CACHE=writeback  qemu-nbd --cache
+  BENCH_SERVERD_ARGS=...   extra nbd-serverd arguments (shlex syntax), e.g.
+                           "--tls-priority NORMAL" to measure another priority
   BENCH_REQUIRE_ALL=0      1: fail instead of skipping a server that is missing
   BENCH_REPORT=FILE        also write the Markdown report to FILE
   BENCH_JSON=FILE          also write every single measurement as JSON
+  BENCH_BASELINE=FILE      a BENCH_JSON file of an earlier run: adds a column
+                           "vs baseline" (median / that run's median of the same
+                           workload, server and client), e.g. to compare builds
 
-TLS rows: each server requires TLS with X.509 certificates made by certtool
-for this run (nbd-serverd --tls=require --tls-certs DIR; nbdkit --tls=require
---tls-certificates=DIR; qemu-nbd --object tls-creds-x509,...,verify-peer=off
---tls-creds), and fio connects to nbds://127.0.0.1:PORT/.  fio's nbd engine
-hands the URI to libnbd's nbd_connect_uri without nbd_set_uri_allow_local_file,
-so a tls-certificates= query is refused ("local file access is not allowed");
-fio therefore runs with HOME pointing at a directory whose .pki/libnbd holds
-the CA and client certificate, libnbd's default X.509 location.  A "-tls" row's
-"vs best peer" compares with the better of nbdkit-tls and qemu-nbd-tls.
+TLS rows: each server requires TLS; every one runs with its own defaults
+(priority strings included), with material made for this run.  "-tls": X.509,
+ECDSA certificates made by certtool (nbd-serverd --tls=require --tls-certs DIR;
+nbdkit --tls=require --tls-certificates=DIR; qemu-nbd --object
+tls-creds-x509,...,verify-peer=off --tls-creds).  "-psk": a psktool key
+(nbd-serverd --tls-psk FILE; nbdkit --tls-psk=FILE; qemu-nbd --object
+tls-creds-psk,dir=DIR).  fio's nbd engine hands the URI to libnbd's
+nbd_connect_uri without nbd_set_uri_allow_local_file, so a tls-certificates= or
+tls-psk-file= query is refused ("local file access is not allowed"): for X.509
+fio runs with HOME pointing at a directory whose .pki/libnbd holds the CA and
+client certificate, libnbd's default X.509 location; libnbd has no default PSK
+file, so fio does not run the -psk rows.  nbdc takes both from the URI.  "vs
+best peer" compares with the better of nbdkit and qemu-nbd over the same
+transport (plain, -tls or -psk) with the same client.
 """
 
 import ctypes
@@ -52,19 +69,37 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 GIB = 1 << 30
 MIB = 1 << 20
 PEERS = ("nbdkit", "qemu-nbd")
 PLAIN_SERVERS = ("nbd-serverd",) + PEERS
-TLS_SERVERS = tuple(f"{s}-tls" for s in PLAIN_SERVERS)
+TLS_KINDS = ("tls", "psk")  # X.509, PSK
+TLS_SERVERS = tuple(f"{s}-{k}" for k in TLS_KINDS for s in PLAIN_SERVERS)
 ALL_SERVERS = PLAIN_SERVERS + TLS_SERVERS
+CLIENTS = ("fio", "nbdc")
+PSK_USER = "bench"
+
+
+def kind_of(name):
+    """'plain', 'tls' (X.509) or 'psk'."""
+    for k in TLS_KINDS:
+        if name.endswith(f"-{k}"):
+            return k
+    return "plain"
+
+
+def base_of(name):
+    k = kind_of(name)
+    return name if k == "plain" else name[:-len(k) - 1]
 
 
 def peers_of(name):
-    """The servers a row is compared with: the plain or the TLS peers."""
-    return tuple(f"{p}-tls" for p in PEERS) if name.endswith("-tls") else PEERS
+    """The servers a row is compared with: the peers over the same transport."""
+    k = kind_of(name)
+    return PEERS if k == "plain" else tuple(f"{p}-{k}" for p in PEERS)
 
 # name, title, fio rw, block size, iodepth, numjobs (= connections), metric
 WORKLOADS = [
@@ -172,8 +207,8 @@ class Server:
 
     live = []  # every started, not yet reaped Server: cleaned up on exit
 
-    def __init__(self, name, argv, uri, logpath):
-        self.name, self.argv, self.uri, self.logpath = name, argv, uri, logpath
+    def __init__(self, name, argv, logpath):
+        self.name, self.argv, self.logpath = name, argv, logpath
         self.port = None
         self.proc = None
 
@@ -214,9 +249,6 @@ class Server:
             raise BenchError(f"{self.name} (pid {self.proc.pid}) died {when}: "
                              f"exit status {rc}\n--- {self.logpath}\n{tail(self.logpath)}")
 
-    def uri_now(self):
-        return self.uri.replace("{PORT}", str(self.port))
-
     def stop(self):
         """SIGTERM; returns a warning string or None."""
         if self.proc is None or self.proc.poll() is not None:
@@ -248,64 +280,85 @@ class Server:
 
 
 def server_specs(build_dir, image, cfg):
-    """name -> (argv template with {PORT}, uri template) for every available server."""
+    """name -> (argv template with {PORT}, export name) for every available server."""
     specs, missing = {}, {}
     serverd = os.path.join(build_dir, "nbd-serverd")
     if os.access(serverd, os.X_OK):
         specs["nbd-serverd"] = (
             [serverd, "-f", "-l", "127.0.0.1:{PORT}", "-e", f"bench={image}",
-             "-t", str(cfg["threads"])],
-            "nbd://127.0.0.1:{PORT}/bench")
+             "-t", str(cfg["threads"])] + cfg["serverd_args"], "bench")
     else:
         missing["nbd-serverd"] = f"{serverd} is not built yet"
     if shutil.which("nbdkit"):
         specs["nbdkit"] = (
             ["nbdkit", "-f", "-p", "{PORT}", "-i", "127.0.0.1",
-             "-t", str(cfg["nbdkit_threads"]), "file", f"file={image}"],
-            "nbd://127.0.0.1:{PORT}/")
+             "-t", str(cfg["nbdkit_threads"]), "file", f"file={image}"], "")
     else:
         missing["nbdkit"] = "nbdkit is not installed"
     if shutil.which("qemu-nbd"):
         specs["qemu-nbd"] = (
             ["qemu-nbd", "-f", "raw", f"--aio={cfg['qemu_aio']}",
              f"--cache={cfg['qemu_cache']}", "--shared=8", "-t",
-             "-b", "127.0.0.1", "-p", "{PORT}", image],
-            "nbd://127.0.0.1:{PORT}/")
+             "-b", "127.0.0.1", "-p", "{PORT}", image], "")
     else:
         missing["qemu-nbd"] = "qemu-nbd is not installed"
     tls = cfg.get("tls_dir")
     for name in PLAIN_SERVERS:
-        tname = f"{name}-tls"
-        if name not in specs:
-            missing[tname] = missing[name]
-        elif tls is None:
-            missing[tname] = cfg.get("tls_missing", "no TLS material")
-        else:
-            argv, _uri = specs[name]
+        for kind in TLS_KINDS:
+            tname = f"{name}-{kind}"
+            if name not in specs:
+                missing[tname] = missing[name]
+                continue
+            if tls is None:
+                missing[tname] = cfg.get("tls_missing", "no TLS material")
+                continue
+            argv, export = specs[name]
             if name == "nbd-serverd":
-                extra = ["--tls=require", f"--tls-certs={tls}/server"]
+                argv = argv + (["--tls=require", f"--tls-certs={tls}/server"] if kind == "tls"
+                               else ["--tls=require", f"--tls-psk={tls}/psk/keys.psk"])
             elif name == "nbdkit":
                 # Options go before the plugin name.
                 i = argv.index("file")
-                argv = argv[:i] + ["--tls=require", f"--tls-certificates={tls}/server"] + argv[i:]
-                extra = []
+                extra = ([f"--tls-certificates={tls}/server"] if kind == "tls"
+                         else [f"--tls-psk={tls}/psk/keys.psk"])
+                argv = argv[:i] + ["--tls=require"] + extra + argv[i:]
             else:
                 i = argv.index(image)
-                argv = argv[:i] + [
-                    "--object", f"tls-creds-x509,id=tls0,endpoint=server,dir={tls}/server,"
-                    "verify-peer=off", "--tls-creds=tls0"] + argv[i:]
-                extra = []
-            uri = "nbds://127.0.0.1:{PORT}/" + ("bench" if name == "nbd-serverd" else "")
-            specs[tname] = (argv + extra, uri)
+                obj = (f"tls-creds-x509,id=tls0,endpoint=server,dir={tls}/server,verify-peer=off"
+                       if kind == "tls" else
+                       f"tls-creds-psk,id=tls0,endpoint=server,dir={tls}/psk")
+                argv = argv[:i] + ["--object", obj, "--tls-creds=tls0"] + argv[i:]
+            specs[tname] = (argv, export)
     return specs, missing
 
 
+def client_uri(client, server, export, cfg, port="{PORT}"):
+    """The URI `client` is given for `server` (a spec name)."""
+    kind = kind_of(server)
+    if kind == "plain":
+        return f"nbd://127.0.0.1:{port}/{export}"
+    tls = cfg["tls_dir"]
+    if kind == "tls":
+        q = "" if client == "fio" else f"?tls-certificates={tls}/home/.pki/libnbd"
+        return f"nbds://127.0.0.1:{port}/{export}{q}"
+    return f"nbds://{PSK_USER}@127.0.0.1:{port}/{export}?tls-psk-file={tls}/psk/keys.psk"
+
+
+def client_skip(client, server):
+    """Why `client` cannot run against `server`, or None."""
+    if client == "fio" and kind_of(server) == "psk":
+        return ("fio's nbd engine cannot do TLS-PSK: libnbd refuses tls-psk-file= "
+                "without nbd_set_uri_allow_local_file and has no default PSK file")
+    return None
+
+
 def make_tls(tmpdir):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate;
-    returns the directory (server/ for the servers, home/.pki/libnbd for
-    libnbd), or raises BenchError."""
-    if shutil.which("certtool") is None:
-        raise BenchError("certtool is not installed (Debian: gnutls-bin)")
+    """A CA, a server certificate for 127.0.0.1, a client certificate and a
+    PSK key; returns the directory (server/ for the servers, home/.pki/libnbd
+    for libnbd and nbdc, psk/keys.psk for everyone), or raises BenchError."""
+    for tool in ("certtool", "psktool"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed (Debian: gnutls-bin)")
     d = os.path.join(tmpdir, "tls")
     lib = os.path.join(d, "home", ".pki", "libnbd")
     os.makedirs(os.path.join(d, "server"))
@@ -322,6 +375,11 @@ def make_tls(tmpdir):
         if p.returncode != 0:
             raise BenchError(f"{shlex.join(argv)} failed:\n{p.stderr}")
 
+    os.makedirs(os.path.join(d, "psk"))
+    p = subprocess.run(["psktool", "-u", PSK_USER, "-p", os.path.join(d, "psk", "keys.psk")],
+                       capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise BenchError(f"psktool failed:\n{p.stderr}")
     ca_key, ca = os.path.join(d, "ca-key.pem"), os.path.join(d, "server", "ca-cert.pem")
     certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", ca_key)
     certtool("--generate-self-signed", "--load-privkey", ca_key, "--outfile", ca,
@@ -351,19 +409,28 @@ def fio_argv(wl, uri, cfg, out_json):
             "--output-format=json", f"--output={out_json}"]
 
 
-def run_one(server, wl, cfg, tmpdir, fio_log):
+def wait_first_connection(server, proc, t0):
+    """When the server first shows an established connection (or t0)."""
+    while proc.poll() is None and time.monotonic() - t0 < 30:
+        if established_to(server.port) > 0:
+            return time.monotonic()
+        time.sleep(0.002)
+    return t0
+
+
+def run_fio(server, wl, cfg, tmpdir, log_path, uri):
     """Run fio once against a started server; return a result dict."""
     out_json = os.path.join(tmpdir, "fio.json")
     if os.path.exists(out_json):
         os.unlink(out_json)
-    argv = fio_argv(wl, server.uri_now(), cfg, out_json)
+    argv = fio_argv(wl, uri, cfg, out_json)
     jobs = wl[5]
-    with open(fio_log, "ab") as lf:
+    with open(log_path, "ab") as lf:
         lf.write(f"\n=== {shlex.join(argv)}\n".encode())
         lf.flush()
         t0 = time.monotonic()
         env = None
-        if server.name.endswith("-tls"):
+        if kind_of(server.name) == "tls":
             # libnbd's default X.509 directory is $HOME/.pki/libnbd.
             env = dict(os.environ, HOME=os.path.join(cfg["tls_dir"], "home"))
         fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf,
@@ -371,14 +438,7 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
         try:
             # The measured window starts `ramp` seconds after fio's first
             # connection reaches the server.
-            conn_at = None
-            while fio.poll() is None and time.monotonic() - t0 < 30:
-                if established_to(server.port) > 0:
-                    conn_at = time.monotonic()
-                    break
-                time.sleep(0.002)
-            if conn_at is None:
-                conn_at = t0
+            conn_at = wait_first_connection(server, fio, t0)
             while fio.poll() is None and time.monotonic() < conn_at + cfg["ramp"]:
                 time.sleep(min(0.005, max(0.0, conn_at + cfg["ramp"] - time.monotonic())))
             conns = established_to(server.port)
@@ -389,7 +449,7 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
                 rc = fio.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 raise BenchError(f"fio did not finish within {limit} s against {server.name}\n"
-                                 f"--- {fio_log}\n{tail(fio_log)}") from None
+                                 f"--- {log_path}\n{tail(log_path)}") from None
             cpu1 = cpu_seconds(server.proc.pid)
             w1 = time.monotonic()
         except BaseException:
@@ -399,7 +459,7 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
     server.check_alive(f"during fio {wl[0]}")
     if rc != 0 or not os.path.exists(out_json):
         raise BenchError(f"fio failed (exit status {rc}) against {server.name}\n"
-                         f"--- {fio_log}\n{tail(fio_log)}")
+                         f"--- {log_path}\n{tail(log_path)}")
     with open(out_json, encoding="utf-8", errors="replace") as f:
         text = f.read()
     # Older fio versions may print notes before the JSON object.
@@ -416,7 +476,7 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
         # the jobs of the group with --group_reporting).
         client_cpu += (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * job["job_runtime"] / 1000.0
     if errors:
-        raise BenchError(f"fio reported error {errors} against {server.name}\n{tail(fio_log)}")
+        raise BenchError(f"fio reported error {errors} against {server.name}\n{tail(log_path)}")
     secs = cfg["runtime"]
     # job_runtime with group_reporting is the sum over the jobs; per job it is ~runtime.
     per_job_ms = sum(j["job_runtime"] for j in doc["jobs"]) / jobs
@@ -425,11 +485,88 @@ def run_one(server, wl, cfg, tmpdir, fio_log):
     return {
         "iops": ios / secs,
         "mibs": io_bytes / MIB / secs,
+        "ios": ios,
         "io_bytes": io_bytes,
         "seconds": secs,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_window_s": w1 - w0,
         "client_cpu_s": client_cpu,
+        "client_io_bytes": io_bytes,
+        "connections": conns,
+    }
+
+
+def nbdc_argv(wl, uri, cfg):
+    _name, _title, rw, bs, qd, jobs, _metric = wl
+    return [cfg["nbdc"], "bench", uri, "--rw", rw, "--bs", bs.upper(),
+            "--iodepth", str(qd), "--connections", str(jobs),
+            "--time", str(cfg["ramp"] + cfg["runtime"])]
+
+
+def run_nbdc(server, wl, cfg, log_path, uri):
+    """Run nbdc bench once against a started server; return a result dict.
+
+    nbdc prints "[   Ns] IOPS: X, MiB/s: Y" after each second N of its run:
+    the window is from the line of second `ramp` to the last one, and the
+    server's CPU is read as each of those two lines arrives."""
+    argv = nbdc_argv(wl, uri, cfg)
+    bs = int(wl[3][:-1]) * (MIB if wl[3].endswith("m") else 1024)
+    total_s = cfg["ramp"] + cfg["runtime"]
+    with open(log_path, "ab") as lf:
+        lf.write(f"\n=== {shlex.join(argv)}\n".encode())
+        lf.flush()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=lf)
+        per_sec = {}
+        cpu0 = w0 = cpu1 = w1 = None
+        conns = 0
+        final_iops = None
+        try:
+            timer = threading.Timer(total_s + 60, proc.kill)
+            timer.start()
+            if cfg["ramp"] == 0:
+                wait_first_connection(server, proc, t0)
+                cpu0, w0 = cpu_seconds(server.proc.pid), time.monotonic()
+            for raw_line in proc.stdout:
+                lf.write(raw_line)
+                line = raw_line.decode("utf-8", "replace").strip()
+                if line.startswith("[") and "s] IOPS: " in line:
+                    sec = int(line[1:line.index("s]")])
+                    per_sec[sec] = int(line.split("IOPS: ")[1].split(",")[0])
+                    if sec == cfg["ramp"]:
+                        conns = established_to(server.port)
+                        cpu0, w0 = cpu_seconds(server.proc.pid), time.monotonic()
+                    elif sec == total_s:
+                        cpu1, w1 = cpu_seconds(server.proc.pid), time.monotonic()
+                elif line.startswith("IOPS: "):
+                    final_iops = float(line.split()[1])
+            _pid, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            timer.cancel()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    server.check_alive(f"during nbdc bench {wl[0]}")
+    if proc.returncode != 0 or cpu0 is None or cpu1 is None or final_iops is None:
+        raise BenchError(f"nbdc bench failed (exit status {proc.returncode}) against "
+                         f"{server.name}\n--- {log_path}\n{tail(log_path)}")
+    if cfg["ramp"] == 0:
+        conns = wl[5]
+    ios = sum(n for sec, n in per_sec.items() if cfg["ramp"] < sec <= total_s)
+    secs = float(cfg["runtime"])
+    return {
+        "iops": ios / secs,
+        "mibs": ios * bs / MIB / secs,
+        "ios": ios,
+        "io_bytes": ios * bs,
+        "seconds": secs,
+        "server_cpu_s": cpu1 - cpu0,
+        "server_cpu_window_s": w1 - w0,
+        # rusage covers the whole run, ramp included: per byte of the whole run.
+        "client_cpu_s": ru.ru_utime + ru.ru_stime,
+        "client_io_bytes": final_iops * total_s * bs,
         "connections": conns,
     }
 
@@ -440,9 +577,24 @@ def fmt_val(v, metric):
     return f"{v:,.0f}" if metric == "iops" else f"{v:,.1f}"
 
 
-def build_report(cfg, specs, missing, servers, workloads, results, notes, host):
+def load_baseline(path):
+    """(workload, server, client) -> [metric dicts] from a BENCH_JSON file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"BENCH_BASELINE={path}: {e}") from None
+    base = {}
+    for r in doc.get("results", []):
+        key = (r["workload"], r["server"], r.get("client", "fio"))
+        base.setdefault(key, []).append(r)
+    return base
+
+
+def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
+                 baseline, ciphers):
     out = []
-    out.append("# nbd-serverd vs nbdkit vs qemu-nbd (fio nbd engine, 127.0.0.1)")
+    out.append("# nbd-serverd vs nbdkit vs qemu-nbd (127.0.0.1; fio nbd engine and nbdc bench)")
     out.append("")
     out.append(f"- date: {host['date']}")
     out.append(f"- machine: {host['nproc']} CPUs ({host['cpu']}), kernel {host['kernel']}, "
@@ -450,68 +602,102 @@ def build_report(cfg, specs, missing, servers, workloads, results, notes, host):
     out.append(f"- versions: {host['versions']}")
     out.append(f"- load average (1 min) before / after: {host['load_before']} / "
                f"{os.getloadavg()[0]:.2f} (other work on the machine skews every number)")
-    out.append(f"- runs: {cfg['runs']} (interleaved: run → workload → server, server order "
-               f"rotated each run), {cfg['runtime']} s measured + {cfg['ramp']} s ramp per fio run")
+    out.append(f"- runs: {cfg['runs']} (interleaved: run → workload → server → client, "
+               f"server order rotated each run), {cfg['runtime']} s measured after "
+               f"{cfg['ramp']} s of ramp per client run")
     out.append(f"- image: {cfg['size_mib']} MiB of random data in {cfg['image']} "
-               "(tmpfs); each server is started fresh for every fio run")
-    out.append("- CPU s/GiB: server process utime+stime (/proc/PID/stat, all threads) from the "
-               "end of the ramp to fio's exit, per GiB fio moved; fio CPU s/GiB: the client's "
-               "own usr+sys from its JSON")
-    out.append("- vs best peer: median / the better median of nbdkit and qemu-nbd "
-               "(for a -tls row: of nbdkit-tls and qemu-nbd-tls)")
-    if any(n.endswith("-tls") for n in servers):
-        out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool), "
-                   "fio's nbd engine over nbds:// with libnbd's default certificate "
-                   "directory (HOME/.pki/libnbd), since fio cannot pass tls-certificates=")
+               "(tmpfs); each server is started fresh for every client run")
+    out.append("- server CPU: utime+stime of the server process (/proc/PID/stat, all "
+               "threads) over the measured window, per request (µs/req) and per GiB moved; "
+               "server CPU %: of one CPU over the window; client CPU s/GiB: fio's own "
+               "usr+sys from its JSON, nbdc's rusage over its whole run")
+    out.append("- vs best peer: median / the better median of nbdkit and qemu-nbd over the "
+               "same transport with the same client")
+    if baseline is not None:
+        out.append(f"- vs baseline: median / the median of the same row in {cfg['baseline']}")
+    if any(kind_of(n) != "plain" for n, _c in rows):
+        out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool); "
+                   "fio over nbds:// with libnbd's default certificate directory "
+                   "(HOME/.pki/libnbd), since fio cannot pass tls-certificates=; "
+                   "-psk rows: TLS required, a psktool key (nbdc only, see the notes); "
+                   "every server and client with its default TLS priority")
     out.append("")
     out.append("Server commands (PORT: a free port picked for each start):")
     out.append("")
     out.append("```")
-    for name in servers:
+    seen = set()
+    for name, _client in rows:
+        if name in seen:
+            continue
+        seen.add(name)
         if name in specs:
-            argv, uri = specs[name]
-            cmd = shlex.join(a.replace("{PORT}", "PORT") for a in argv)
-            out.append(f"{cmd}    # fio --uri={uri.replace('{PORT}', 'PORT')}")
+            argv, _export = specs[name]
+            out.append(shlex.join(a.replace("{PORT}", "PORT") for a in argv))
         else:
             out.append(f"# {name}: skipped, {missing[name]}")
     out.append("```")
     out.append("")
-    out.append("Client commands:")
+    out.append("Client commands (URI: nbd://127.0.0.1:PORT/EXPORT, or nbds:// with "
+               "tls-certificates= or USER@ and tls-psk-file= for nbdc):")
     out.append("")
     out.append("```")
+    clients = sorted({c for _n, c in rows}, key=CLIENTS.index)
     for wl in workloads:
-        out.append(shlex.join(fio_argv(wl, "URI", cfg, "OUT.json")))
+        if "fio" in clients:
+            out.append(shlex.join(fio_argv(wl, "URI", cfg, "OUT.json")))
+        if "nbdc" in clients:
+            out.append(shlex.join(["nbdc"] + nbdc_argv(wl, "URI", cfg)[1:]))
     out.append("```")
+    if ciphers:
+        out.append("")
+        out.append("Negotiated TLS (nbdc info --json before the runs; for nbd-serverd also "
+                   "what its log says each client got):")
+        out.append("")
+        for name in sorted(ciphers, key=ALL_SERVERS.index):
+            out.append(f"- {name}: {ciphers[name]}")
     for wl in workloads:
         name, title, _rw, _bs, _qd, _jobs, metric = wl
         unit = "IOPS" if metric == "iops" else "MiB/s"
         out.append("")
         out.append(f"## {title} (`{name}`, {unit})")
         out.append("")
-        out.append(f"| server | median {unit} | min–max | vs best peer | server CPU s/GiB "
-                   "| server CPU % | fio CPU s/GiB |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        head = (f"| server | client | median {unit} | min–max | vs best peer |"
+                + (" vs baseline |" if baseline is not None else "")
+                + " server CPU µs/req | server CPU s/GiB | server CPU % | client CPU s/GiB |")
+        out.append(head)
+        out.append("|---|---|" + "---:|" * (head.count("|") - 3))
         med = {}
-        for s in servers:
-            rs = results.get((name, s), [])
+        for key in rows:
+            rs = results.get((name,) + key, [])
             if rs:
-                med[s] = statistics.median(r[metric] for r in rs)
-        for s in servers:
-            rs = results.get((name, s), [])
+                med[key] = statistics.median(r[metric] for r in rs)
+        for srv, client in rows:
+            rs = results.get((name, srv, client), [])
             if not rs:
-                out.append(f"| {s} | – | – | – | – | – | – |")
+                dashes = head.count("|") - 3
+                out.append(f"| {srv} | {client} |" + " – |" * dashes)
                 continue
-            peer_meds = [med[p] for p in peers_of(s) if p in med]
+            peer_meds = [med[(p, client)] for p in peers_of(srv) if (p, client) in med]
             best = max(peer_meds) if peer_meds else None
             vals = [r[metric] for r in rs]
-            ratio = f"{med[s] / best:.2f}×" if best else "–"
+            ratio = f"{med[(srv, client)] / best:.2f}×" if best else "–"
+            cells = [srv, client, fmt_val(med[(srv, client)], metric),
+                     f"{fmt_val(min(vals), metric)}–{fmt_val(max(vals), metric)}", ratio]
+            if baseline is not None:
+                brs = baseline.get((name, srv, client), [])
+                if brs:
+                    bmed = statistics.median(r[metric] for r in brs)
+                    cells.append(f"{med[(srv, client)] / bmed:.2f}×")
+                else:
+                    cells.append("–")
+            us_req = statistics.median(1e6 * r["server_cpu_s"] / max(r["ios"], 1) for r in rs)
             cpu_gib = statistics.median(r["server_cpu_s"] / (r["io_bytes"] / GIB) for r in rs)
             cpu_pct = statistics.median(100.0 * r["server_cpu_s"] / r["server_cpu_window_s"]
                                         for r in rs)
-            cli_gib = statistics.median(r["client_cpu_s"] / (r["io_bytes"] / GIB) for r in rs)
-            out.append(f"| {s} | {fmt_val(med[s], metric)} | {fmt_val(min(vals), metric)}–"
-                       f"{fmt_val(max(vals), metric)} | {ratio} | {cpu_gib:.3f} | {cpu_pct:.0f} "
-                       f"| {cli_gib:.3f} |")
+            cli_gib = statistics.median(r["client_cpu_s"] / (r["client_io_bytes"] / GIB)
+                                        for r in rs)
+            cells += [f"{us_req:.1f}", f"{cpu_gib:.3f}", f"{cpu_pct:.0f}", f"{cli_gib:.3f}"]
+            out.append("| " + " | ".join(cells) + " |")
     if notes:
         out.append("")
         out.append("Notes:")
@@ -576,6 +762,38 @@ def make_image(path, size_mib):
         os.close(fd)
 
 
+def probe_cipher(cfg, specs, name, tmpdir):
+    """Start `name`, ask `nbdc info --json` what TLS it negotiates, stop it."""
+    srv = Server(name, specs[name][0], os.path.join(tmpdir, f"{name}.log"))
+    srv.start(free_port())
+    try:
+        uri = client_uri("nbdc", name, specs[name][1], cfg, srv.port)
+        p = subprocess.run([cfg["nbdc"], "info", "--json", uri], capture_output=True,
+                           text=True, timeout=30, check=False)
+    finally:
+        srv.stop()
+    if p.returncode != 0:
+        raise BenchError(f"nbdc info {uri} failed against {name}: {p.stderr.strip()}")
+    doc = json.loads(p.stdout)
+    if "TLS-cipher" not in doc:
+        return "nbdc gets TLS (this nbdc does not name the cipher)"
+    return f"nbdc gets {doc['TLS-version']} {doc['TLS-cipher']}"
+
+
+def serverd_ciphers(logpath):
+    """The "VERSION CIPHER" pairs nbd-serverd logged, with their counts."""
+    counts = {}
+    try:
+        with open(logpath, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "TLS established: " in line:
+                    vc = line.split("TLS established: ", 1)[1].split(",", 1)[0].strip()
+                    counts[vc] = counts.get(vc, 0) + 1
+    except OSError:
+        pass
+    return counts
+
+
 def main(argv):
     build_dir = argv[1] if len(argv) > 1 else "build"
     if not os.path.isdir(build_dir):
@@ -583,8 +801,6 @@ def main(argv):
         if os.path.isdir(alt):
             build_dir = alt
     build_dir = os.path.abspath(build_dir)
-    if shutil.which("fio") is None:
-        raise BenchError("fio is not installed (Debian: apt-get install fio)")
 
     cfg = {
         "runs": env_int("BENCH_RUNS", 3, 1),
@@ -595,26 +811,38 @@ def main(argv):
         "nbdkit_threads": env_int("BENCH_NBDKIT_THREADS", 16, 1),
         "qemu_aio": os.environ.get("BENCH_QEMU_AIO") or "io_uring",
         "qemu_cache": os.environ.get("BENCH_QEMU_CACHE") or "writeback",
+        "serverd_args": shlex.split(os.environ.get("BENCH_SERVERD_ARGS", "")),
+        "nbdc": os.path.join(build_dir, "nbdc"),
+        "baseline": os.environ.get("BENCH_BASELINE") or None,
     }
     tls_mode = os.environ.get("BENCH_TLS", "1")
     if tls_mode not in ("0", "1", "only"):
         raise BenchError(f"BENCH_TLS={tls_mode!r}: want 0, 1 or only")
     default = {"0": PLAIN_SERVERS, "1": ALL_SERVERS, "only": TLS_SERVERS}[tls_mode]
     servers = env_list("BENCH_SERVERS", default, ALL_SERVERS)
+    clients = env_list("BENCH_CLIENTS", CLIENTS, CLIENTS)
     wl_names = [w[0] for w in WORKLOADS]
     wanted = env_list("BENCH_WORKLOADS", wl_names, wl_names)
     workloads = [w for w in WORKLOADS if w[0] in wanted]
+    if "fio" in clients and shutil.which("fio") is None:
+        raise BenchError("fio is not installed (Debian: apt-get install fio); "
+                         "BENCH_CLIENTS=nbdc runs without it")
+    if "nbdc" in clients and not os.access(cfg["nbdc"], os.X_OK):
+        raise BenchError(f"{cfg['nbdc']} is not built yet")
+    baseline = load_baseline(cfg["baseline"]) if cfg["baseline"] else None
     notes = []
     if cfg["runs"] < 3:
         notes.append(f"only {cfg['runs']} run(s): medians and ranges are not meaningful, "
                      "use BENCH_RUNS>=3 for numbers you quote")
+    if shutil.which("qemu-storage-daemon") is None:
+        notes.append("qemu-storage-daemon is not installed: qemu-nbd stands for QEMU")
 
     tmpdir = tempfile.mkdtemp(prefix="nbd-bench-")
     image = f"/dev/shm/nbd-bench-{os.getpid()}.img"
     cfg["image"] = image
     ok = False
     try:
-        if any(n.endswith("-tls") for n in servers):
+        if any(kind_of(n) != "plain" for n in servers):
             try:
                 cfg["tls_dir"] = make_tls(tmpdir)
             except BenchError as e:
@@ -629,13 +857,22 @@ def main(argv):
         active = [s for s in servers if s in specs]
         if not active:
             raise BenchError("no server to benchmark")
+        rows = []
+        for name in servers:
+            for client in clients:
+                why = client_skip(client, name)
+                if why is None:
+                    rows.append((name, client))
+                elif name in specs:
+                    note = f"{client} skips the -psk rows: {why}"
+                    if note not in notes:
+                        notes.append(note)
         make_image(image, cfg["size_mib"])
 
         # Preflight: every server must start and accept a connection before the
         # long matrix begins.  qemu-nbd falls back from io_uring to threads.
         for name in active:
-            argv_t, uri_t = specs[name]
-            srv = Server(name, argv_t, uri_t, os.path.join(tmpdir, f"{name}.log"))
+            srv = Server(name, specs[name][0], os.path.join(tmpdir, f"{name}.log"))
             try:
                 srv.start(free_port())
                 warn = srv.stop()
@@ -643,48 +880,71 @@ def main(argv):
                     notes.append(warn)
             except BenchError as e:
                 srv.stop()
-                if name == "qemu-nbd" and cfg["qemu_aio"] == "io_uring":
+                if base_of(name) == "qemu-nbd" and cfg["qemu_aio"] == "io_uring":
                     log(f"bench: qemu-nbd --aio=io_uring failed, retrying with threads:\n{e}")
                     notes.append("qemu-nbd refused --aio=io_uring; used --aio=threads")
                     cfg["qemu_aio"] = "threads"
                     specs, _ = server_specs(build_dir, image, cfg)
-                    srv = Server(name, specs[name][0], specs[name][1], srv.logpath)
+                    srv = Server(name, specs[name][0], srv.logpath)
                     srv.start(free_port())
                     srv.stop()
                 else:
                     raise
+        ciphers = {}
+        if os.access(cfg["nbdc"], os.X_OK):
+            for name in active:
+                if kind_of(name) != "plain":
+                    ciphers[name] = probe_cipher(cfg, specs, name, tmpdir)
 
         host = host_info(specs)
         results = {}
         raw = []
-        fio_log = os.path.join(tmpdir, "fio.log")
-        total = cfg["runs"] * len(workloads) * len(active)
+        client_log = os.path.join(tmpdir, "clients.log")
+        active_rows = [(n, c) for n, c in rows if n in specs]
+        total = cfg["runs"] * len(workloads) * len(active_rows)
         done = 0
         for run in range(cfg["runs"]):
             order = active[run % len(active):] + active[:run % len(active)]
             for wl in workloads:
                 for name in order:
-                    done += 1
-                    argv_t, uri_t = specs[name]
-                    srv = Server(name, argv_t, uri_t, os.path.join(tmpdir, f"{name}.log"))
-                    srv.start(free_port())
-                    try:
-                        r = run_one(srv, wl, cfg, tmpdir, fio_log)
-                    finally:
-                        warn = srv.stop()
-                    if warn:
-                        notes.append(f"run {run + 1}, {wl[0]}: {warn}")
-                    if r["connections"] < wl[5]:
-                        notes.append(f"run {run + 1}, {wl[0]}, {name}: saw {r['connections']} "
-                                     f"connection(s) at the end of the ramp, expected {wl[5]}")
-                    results.setdefault((wl[0], name), []).append(r)
-                    raw.append(dict(r, run=run + 1, workload=wl[0], server=name))
-                    unit = wl[6]
-                    log(f"bench: [{done}/{total}] run {run + 1} {wl[0]:<16} {name:<12} "
-                        f"{fmt_val(r[unit], unit):>10} {'IOPS' if unit == 'iops' else 'MiB/s'}  "
-                        f"server CPU {r['server_cpu_s']:.2f} s")
+                    for client in clients:
+                        if (name, client) not in active_rows:
+                            continue
+                        done += 1
+                        srv = Server(name, specs[name][0],
+                                     os.path.join(tmpdir, f"{name}.log"))
+                        srv.start(free_port())
+                        uri = client_uri(client, name, specs[name][1], cfg, srv.port)
+                        try:
+                            if client == "fio":
+                                r = run_fio(srv, wl, cfg, tmpdir, client_log, uri)
+                            else:
+                                r = run_nbdc(srv, wl, cfg, client_log, uri)
+                        finally:
+                            warn = srv.stop()
+                        if warn:
+                            notes.append(f"run {run + 1}, {wl[0]}: {warn}")
+                        if r["connections"] < wl[5]:
+                            notes.append(f"run {run + 1}, {wl[0]}, {name}, {client}: saw "
+                                         f"{r['connections']} connection(s) at the end of "
+                                         f"the ramp, expected {wl[5]}")
+                        results.setdefault((wl[0], name, client), []).append(r)
+                        raw.append(dict(r, run=run + 1, workload=wl[0], server=name,
+                                        client=client))
+                        unit = wl[6]
+                        log(f"bench: [{done}/{total}] run {run + 1} {wl[0]:<16} {name:<16} "
+                            f"{client:<4} {fmt_val(r[unit], unit):>10} "
+                            f"{'IOPS' if unit == 'iops' else 'MiB/s'}  server CPU "
+                            f"{1e6 * r['server_cpu_s'] / max(r['ios'], 1):.1f} µs/req")
+        for name in active:
+            if base_of(name) == "nbd-serverd" and kind_of(name) != "plain":
+                seen = serverd_ciphers(os.path.join(tmpdir, f"{name}.log"))
+                if seen:
+                    ciphers[name] = (ciphers.get(name, "") + "; its log: " + ", ".join(
+                        f"{vc} ×{n}" for vc, n in sorted(seen.items()))).lstrip("; ")
 
-        report = build_report(cfg, specs, missing, servers, workloads, results, notes, host)
+        report = build_report(cfg, specs, missing, rows, workloads, results, notes, host,
+                              baseline, ciphers)
         sys.stdout.write(report)
         sys.stdout.flush()
         if os.environ.get("BENCH_REPORT"):
@@ -692,7 +952,8 @@ def main(argv):
                 f.write(report)
         if os.environ.get("BENCH_JSON"):
             with open(os.environ["BENCH_JSON"], "w", encoding="utf-8") as f:
-                json.dump({"config": cfg, "host": host, "results": raw}, f, indent=1)
+                json.dump({"config": cfg, "host": host, "ciphers": ciphers, "results": raw},
+                          f, indent=1)
         ok = True
     finally:
         Server.kill_all()

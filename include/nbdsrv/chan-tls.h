@@ -83,6 +83,21 @@ CORO_FN int chan_tls_bye(struct chan *ch, bool wait);
  */
 ANY_THREAD void chan_tls_describe(struct chan *ch, char *buf, size_t size);
 
+/* What the handshake agreed, as GnuTLS names it. */
+struct chan_tls_info {
+    const char *version; /* protocol version, e.g. "TLS1.3" */
+    const char *cipher;  /* e.g. "AES-128-GCM", "CHACHA20-POLY1305" */
+    const char *group;   /* (EC)DH group, e.g. "SECP256R1"; NULL if none */
+    bool psk;            /* authenticated by a pre-shared key */
+};
+
+/*
+ * Fills `info` with static strings that GnuTLS owns ("unknown" for a
+ * version or cipher GnuTLS gives no name).  ANY_THREAD, after the
+ * handshake.
+ */
+ANY_THREAD void chan_tls_get_info(struct chan *ch, struct chan_tls_info *info);
+
 /*
  * The identity the peer proved in the handshake: its PSK identity, or the
  * distinguished name of its certificate (RFC 4514, e.g. "CN=client,O=x").

@@ -75,6 +75,10 @@ struct client_info {
     uint32_t alloc_id;   /* its context id */
     char *name;          /* canonical export name (or the one asked for) */
     char *description;   /* or NULL */
+    /* With TLS, what the handshake agreed, e.g. "TLS1.3" and "AES-128-GCM"
+     * (GnuTLS's static strings, not freed); NULL without TLS. */
+    const char *tls_version;
+    const char *tls_cipher;
 };
 
 /* One extent of a block status reply. */

@@ -24,7 +24,8 @@ struct tls_config {
                               optional ca-crl.pem */
     const char *psk_file;  /* psktool format: identity:hexkey a line */
     bool verify_peer;      /* client certificates must chain to the CA */
-    const char *priority;  /* GnuTLS priority string; NULL: system's */
+    const char *priority;  /* GnuTLS priority string; NULL: the default
+                              (tls-priority.h) */
 };
 
 /*

@@ -55,7 +55,7 @@ struct tls_client_config {
     bool verify_peer;
     const char *psk_file;
     const char *psk_identity;
-    const char *priority; /* NULL: "NORMAL" (the system's defaults) */
+    const char *priority; /* NULL: the default (tls-priority.h) */
 };
 
 /*

@@ -639,3 +639,19 @@ int chan_tls_peer_identity(struct chan *ch, char *buf, size_t size)
     gnutls_x509_crt_deinit(crt);
     return r;
 }
+
+static const char *known(const char *name)
+{
+    return name != NULL ? name : "unknown";
+}
+
+void chan_tls_get_info(struct chan *ch, struct chan_tls_info *info)
+{
+    struct chan_tls *t = to_tls(ch);
+    info->version = known(
+        gnutls_protocol_get_name(gnutls_protocol_get_version(t->session)));
+    info->cipher = known(gnutls_cipher_get_name(gnutls_cipher_get(t->session)));
+    gnutls_group_t group = gnutls_group_get(t->session);
+    info->group = group != 0 ? gnutls_group_get_name(group) : NULL;
+    info->psk = gnutls_auth_get_type(t->session) == GNUTLS_CRD_PSK;
+}

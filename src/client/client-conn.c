@@ -115,6 +115,12 @@ static struct client_conn *handshake(struct chan *ch,
     }
     conn->info.hs_flags = hs_flags;
     conn->info.tls = chan_is_tls(ch);
+    if (conn->info.tls) {
+        struct chan_tls_info ti;
+        chan_tls_get_info(ch, &ti);
+        conn->info.tls_version = ti.version;
+        conn->info.tls_cipher = ti.cipher;
+    }
     if (client_negotiate(conn, uri, opts, err) < 0) {
         client_conn_unref(conn);
         return NULL;

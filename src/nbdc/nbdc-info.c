@@ -50,8 +50,26 @@ static void print_protocol(const struct client_info *info)
     }
     printf("  \"protocol\": \"newstyle-fixed\",\n");
     printf("  \"TLS\": %s,\n", jbool(info->tls));
+    if (info->tls) {
+        printf("  \"TLS-version\": ");
+        json_string(info->tls_version);
+        printf(",\n  \"TLS-cipher\": ");
+        json_string(info->tls_cipher);
+        printf(",\n");
+    }
     printf("  \"structured\": %s,\n", jbool(info->structured));
     printf("  \"extended\": %s,\n", jbool(info->extended));
+}
+
+/* "protocol: ..." of the text output, with TLS's version and cipher. */
+static void print_protocol_text(const struct client_info *info)
+{
+    if (info->tls) {
+        printf("protocol: newstyle-fixed with TLS (%s, %s)\n",
+               info->tls_version, info->tls_cipher);
+    } else {
+        printf("protocol: newstyle-fixed without TLS\n");
+    }
 }
 
 static void print_export_json(const struct client_info *info, bool last)
@@ -217,6 +235,10 @@ static int do_list(struct info_ctx *ctx)
             }
             print_export_json(info, i + 1 == n);
         } else {
+            if (!header) {
+                print_protocol_text(info);
+                header = true;
+            }
             print_export_text(info);
         }
         client_close(c);
@@ -258,8 +280,7 @@ static void info_entry(void *arg)
         printf("  ]\n}\n");
         ctx->rc = NBDC_EXIT_OK;
     } else {
-        printf("protocol: newstyle-fixed %s TLS\n",
-               client_info(c)->tls ? "with" : "without");
+        print_protocol_text(client_info(c));
         print_export_text(client_info(c));
         ctx->rc = NBDC_EXIT_OK;
     }

@@ -31,6 +31,7 @@
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-config.h"
+#include "nbdsrv/tls-priority.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -104,7 +105,13 @@ static int daemonize(void)
 static int stage_tls(struct server_update *up, const struct tls_config *tls,
                      struct err *err)
 {
-    return server_update_tls(up, tls, err);
+    int r = server_update_tls(up, tls, err);
+    if (r == 0 && tls->mode != TLS_MODE_OFF) {
+        log_info("TLS %s, priority %s (%s)", tls_mode_name(tls->mode),
+                 tls_priority_choose(TLS_SIDE_SERVER, tls->priority),
+                 tls_priority_reason(tls->priority));
+    }
+    return r;
 }
 
 /* Prepares the exports of `cfg` in `up` (opens the images).  0 or -errno

@@ -406,6 +406,19 @@ static int drain(struct haggle *h, uint64_t len)
     return 0;
 }
 
+/* Once per connection: what TLS the handshake agreed, and with whom. */
+static void log_tls_established(const struct conn *conn)
+{
+    struct chan_tls_info ti;
+    chan_tls_get_info(conn->ch, &ti);
+    const char *who = conn->tls_identity[0] == '\0' ? "no client certificate"
+                      : ti.psk                      ? "PSK identity "
+                                                    : "client certificate ";
+    log_info("%s: TLS established: %s %s, %s%s, %s%s", conn->peer, ti.version,
+             ti.cipher, ti.group != NULL ? "group " : "no DH group",
+             ti.group != NULL ? ti.group : "", who, conn->tls_identity);
+}
+
 static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
 {
     struct conn *conn = h->conn;
@@ -447,11 +460,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
     conn->structured = false;
     conn->extended = false;
     meta_select_none(conn);
-    if (log_get_level() >= LOG_LEVEL_DEBUG) {
-        char desc[256];
-        chan_tls_describe(conn->ch, desc, sizeof desc);
-        log_debug("%s: TLS established: %s", conn->peer, desc);
-    }
+    log_tls_established(conn);
     return OPT_CONTINUE;
 }
 

@@ -13,6 +13,7 @@
 #include "nbdsrv/tls-creds.h"
 
 #include "nbdsrv/cleanup.h"
+#include "nbdsrv/tls-priority.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -31,8 +32,6 @@
 /* PEM files and PSK files larger than this are refused. */
 #define TLS_FILE_MAX (16u * 1024 * 1024)
 
-/* Default priorities: GnuTLS's defaults as the system configures them. */
-#define TLS_DEFAULT_PRIORITY "NORMAL"
 /* TLS 1.2 needs the PSK key exchanges named; TLS 1.3 needs nothing. */
 #define TLS_PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
 
@@ -454,7 +453,8 @@ static int set_priority(struct tls_creds *c, const char *prio, bool psk,
                         struct err *err)
 {
     char buf[1024];
-    const char *base = prio != NULL ? prio : TLS_DEFAULT_PRIORITY;
+    const char *base = tls_priority_choose(
+        c->server ? TLS_SIDE_SERVER : TLS_SIDE_CLIENT, prio);
     if ((size_t)snprintf(buf, sizeof buf, "%s%s", base,
                          psk ? TLS_PSK_PRIORITY : "") >= sizeof buf) {
         return err_set(err, EINVAL, "TLS priority string too long");

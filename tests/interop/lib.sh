@@ -698,3 +698,148 @@ nbdc_fails()
         fail "nbdc $*: message lacks /$msg/: $(cat "$T/nbdc-fail.err")"
     step "nbdc $1...: failed as expected ($rc): $(head -c 200 "$T/nbdc-fail.err")"
 }
+
+# ---------------------------------------------------------------------
+# Generic TLS clients (gnutls-cli) against the server
+
+# starttls_relay ADDR: a relay on a free 127.0.0.1 port that does the NBD
+# part of the upgrade for a TLS client that knows nothing of NBD: for
+# each connection it reads the greeting of the server at ADDR
+# ("HOST:PORT"), sends the client flags and NBD_OPT_STARTTLS, checks for
+# NBD_REP_ACK, then copies bytes both ways, so the client's TLS handshake
+# reaches the server's STARTTLS.  Sets RELAY_ADDR; killed on exit.
+starttls_relay()
+{
+    local portfile=$T/relay.port pid i
+    rm -f "$portfile"
+    python3 - "$1" "$portfile" <<'PY' >>"$T/relay.log" 2>&1 &
+import os, socket, struct, sys, threading
+
+host, port = sys.argv[1].rsplit(":", 1)
+portfile = sys.argv[2]
+OPT_MAGIC = 0x49484156454F5054  # "IHAVEOPT"
+REP_MAGIC = 0x3E889045565A9
+NBD_OPT_STARTTLS, NBD_REP_ACK = 5, 1
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError(f"server closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf
+
+def pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+def serve(client):
+    try:
+        srv = socket.create_connection((host, int(port)))
+        magic, opt_magic, hflags = struct.unpack(">QQH", recv_exact(srv, 18))
+        if magic != 0x4E42444D41474943 or opt_magic != OPT_MAGIC:
+            raise ValueError("not a fixed newstyle NBD server")
+        srv.sendall(struct.pack(">I", hflags & 3))
+        srv.sendall(struct.pack(">QII", OPT_MAGIC, NBD_OPT_STARTTLS, 0))
+        rmagic, opt, rtype, rlen = struct.unpack(">QIII", recv_exact(srv, 20))
+        recv_exact(srv, rlen)
+        if rmagic != REP_MAGIC or opt != NBD_OPT_STARTTLS or rtype != NBD_REP_ACK:
+            raise ValueError(f"STARTTLS answered with type {rtype:#x}")
+    except (OSError, EOFError, ValueError) as e:
+        print(f"relay: {e}", file=sys.stderr, flush=True)
+        client.close()
+        return
+    t = threading.Thread(target=pump, args=(srv, client), daemon=True)
+    t.start()
+    pump(client, srv)
+    t.join()
+    srv.close()
+    client.close()
+
+ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+ls.bind(("127.0.0.1", 0))
+ls.listen(8)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(ls.getsockname()[1]))
+os.rename(portfile + ".tmp", portfile)
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+    pid=$!
+    track_pid "$pid"
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$portfile" ] && break
+        kill -0 "$pid" 2>/dev/null || fail "the STARTTLS relay exited: $(cat "$T/relay.log")"
+        sleep 0.1
+    done
+    [ -s "$portfile" ] || fail "the STARTTLS relay did not start"
+    RELAY_ADDR=127.0.0.1:$(cat "$portfile")
+    step "STARTTLS relay on $RELAY_ADDR for $1"
+}
+
+# gnutls_cli_cipher OUT ARGS...: connect gnutls-cli (its own default
+# priority unless ARGS say otherwise) through the relay, complete the
+# handshake, hang up, and print the cipher it reports ("AES-128-GCM").
+# The whole output goes to OUT.
+gnutls_cli_cipher()
+{
+    local out=$1 rc=0 desc
+    shift
+    tmo gnutls-cli -p "${RELAY_ADDR##*:}" "${RELAY_ADDR%:*}" "$@" \
+        </dev/null >"$out" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || fail "gnutls-cli $*: exit status $rc: $(tail -n 5 "$out")"
+    desc=$(sed -n 's/^- Description: //p' "$out")
+    [ -n "$desc" ] || fail "gnutls-cli $*: no session description: $(tail -n 5 "$out")"
+    # (TLS1.3-PSK)-(ECDHE-SECP256R1)-(AES-128-GCM): the last part.
+    desc=${desc##*(}
+    printf '%s\n' "${desc%)}"
+}
+
+# tls_logged: the number of "TLS established" lines in the server log.
+tls_logged()
+{
+    grep -c 'TLS established: ' "$SERVER_LOG" || true
+}
+
+# tls_last_logged: the version and cipher of the last "TLS established"
+# line of the server log ("TLS1.3 AES-128-GCM").
+tls_last_logged()
+{
+    grep 'TLS established: ' "$SERVER_LOG" | tail -n 1 |
+        sed 's/.*TLS established: \([^ ]* [^,]*\),.*/\1/'
+}
+
+# expect_tls_cipher WHAT REGEX CIPHER BEFORE: CIPHER, what a client said
+# it negotiated, matches the extended regexp REGEX (anchored), and the
+# server has logged a session beyond the BEFORE it had (tls_logged), the
+# last with the same cipher.  The server logs once its side of the
+# handshake is done, which may be just after the client has hung up.
+expect_tls_cipher()
+{
+    local what=$1 re=$2 cipher=$3 before=$4 i
+    [[ $cipher =~ ^($re)$ ]] || fail "$what negotiated '$cipher', want $re"
+    for ((i = 0; i < 100; i++)); do
+        [ "$(tls_logged)" -gt "$before" ] && break
+        sleep 0.1
+    done
+    [ "$(tls_logged)" -gt "$before" ] ||
+        fail "$what: the server logged no TLS session"
+    [[ $(tls_last_logged) == "TLS1."*" $cipher" ]] ||
+        fail "$what: the client says $cipher, the server logged '$(tls_last_logged)'"
+    step "$what: $cipher, and the server logged $(tls_last_logged)"
+}
+
+# json_tls_cipher FILE: TLS-cipher of an `nbdc info --json` output.
+json_tls_cipher()
+{
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["TLS-cipher"])' "$1"
+}

@@ -7,6 +7,8 @@
 # another host, one from a CA we do not trust, a CA directory without ca-cert.pem and a server with
 # --tls=off each fail with a clear message and exit status 1; nbdc copy
 # of 64 MiB of random data round-trips over TLS with --connections 2.
+# nbdc info names the TLS version and cipher, and the server logs the
+# same ones for the connection, with the TLS identity.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -25,17 +27,30 @@ make_psk "$T/wrong.psk" alice
 mkdir -p "$T/othtrust"
 cp "$pki/oca-cert.pem" "$T/othtrust/ca-cert.pem"
 
-# info_tls URI: nbdc info --json over URI must report 8 MiB and TLS.
+# info_tls URI [WHO]: nbdc info --json over URI must report 8 MiB, TLS,
+# its version and cipher; with WHO, the server must have logged the same
+# version and cipher for this connection, with WHO as the TLS identity.
 info_tls()
 {
+    local line=
     nbdc "$T/info.json" info --json "$1"
-    python3 - "$T/info.json" <<'PY' || fail "nbdc info --json $1: $(cat "$T/info.json")"
+    if [ -n "${2:-}" ]; then
+        line=$(grep 'TLS established' "$SERVER_LOG" | tail -n 1)
+    fi
+    python3 - "$T/info.json" "$line" "${2:-}" <<'PY' || fail "nbdc info --json $1: $(cat "$T/info.json"); server: $line"
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["TLS"] is True, "TLS is not true"
 assert j["exports"][0]["export-size"] == 8388608, "wrong size"
+assert j["TLS-version"].startswith("TLS1."), "TLS-version"
+assert j["TLS-cipher"] != "", "TLS-cipher"
+line, who = sys.argv[2], sys.argv[3]
+if who:
+    want = f"TLS established: {j['TLS-version']} {j['TLS-cipher']},"
+    assert want in line, f"server log lacks {want!r}"
+    assert line.endswith(", " + who), f"server log lacks identity {who!r}"
 PY
-    step "nbdc info over $1: TLS, 8 MiB"
+    step "nbdc info over $1: TLS, 8 MiB${2:+, server logged $2}"
 }
 
 step "nbd-serverd --tls=require, X.509 and PSK"
@@ -43,15 +58,19 @@ port=$(free_port)
 addr=127.0.0.1:$port
 start_server -l "$addr" -l "unix:$T/tls.sock" -e "disk=$disk" \
     --tls=require --tls-certs "$pki/server" --tls-psk "$psk"
-info_tls "$(tls_uri "$addr" disk "tls-certificates=$pki/client")"
-info_tls "$(tls_uri "$addr" disk "tls-certificates=$pki/nocert")"
+info_tls "$(tls_uri "$addr" disk "tls-certificates=$pki/client")" \
+    "no client certificate"
+info_tls "$(tls_uri "$addr" disk "tls-certificates=$pki/nocert")" \
+    "no client certificate"
 info_tls "$(tls_uri "localhost:$port" disk "tls-certificates=$pki/nocert")"
-info_tls "$(tls_uri "$addr" disk "tls-psk-file=$psk" alice)"
-info_tls "$(tls_uri "$addr" disk "tls-psk-file=$psk" bob)"
+info_tls "$(tls_uri "$addr" disk "tls-psk-file=$psk" alice)" \
+    "PSK identity alice"
+info_tls "$(tls_uri "$addr" disk "tls-psk-file=$psk" bob)" "PSK identity bob"
 info_tls "nbds+unix://alice@/disk?socket=$T/tls.sock&tls-psk-file=$psk"
 info_tls "nbds+unix:///disk?socket=$T/tls.sock&tls-certificates=$pki/client"
 nbdc "$T/info.txt" info "$(tls_uri "$addr" disk "tls-psk-file=$psk" alice)"
-grep -q 'with TLS' "$T/info.txt" || fail "nbdc info: $(cat "$T/info.txt")"
+grep -E -q '^protocol: newstyle-fixed with TLS \(TLS1\.[0-9], [A-Z0-9-]+\)$' \
+    "$T/info.txt" || fail "nbdc info: $(cat "$T/info.txt")"
 nbdc "$T/list.json" info --list --json \
     "$(tls_uri "$addr" "" "tls-psk-file=$psk" alice)"
 grep -q '"export-name": "disk"' "$T/list.json" ||
@@ -75,6 +94,15 @@ nbdc_fails 1 "tls-certificates=DIR .* tls-psk-file=FILE" info \
     "nbds://$addr/disk"
 nbdc_fails 1 "TLS is required|NBD_REP_ERR_TLS_REQD" info "nbd://$addr/disk"
 info_tls "$(tls_uri "$addr" disk "tls-psk-file=$psk" alice)"
+stop_server
+
+step "nbd-serverd --tls-verify-peer logs the client certificate"
+port=$(free_port)
+addr=127.0.0.1:$port
+start_server -l "$addr" -e "disk=$disk" --tls=require \
+    --tls-certs "$pki/server" --tls-verify-peer
+info_tls "$(tls_uri "$addr" disk "tls-certificates=$pki/client")" \
+    "client certificate CN=client"
 stop_server
 
 step "nbd-serverd --tls=off refuses STARTTLS"

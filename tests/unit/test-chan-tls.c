@@ -9,13 +9,18 @@
  * seen as end of file, chan_wake of a parked TLS reader, and a wrong key
  * failing both handshakes with a reason.  X.509 (certificates made with
  * certtool): client-mode verification of the server's name, and a
- * server that requires a client certificate.
+ * server that requires a client certificate.  Priorities: the cipher
+ * that the default strings for a CPU with and without AES-GCM
+ * instructions (simulated) negotiate, with each other and with a peer
+ * using GnuTLS's NORMAL, and a string given explicitly winning over the
+ * CPU.
  */
 #include "fixture-files.h"
 #include "fixture-loops.h"
 #include "fixture-main.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/chan-tls.h"
+#include "nbdsrv/tls-priority.h"
 
 #include <check.h>
 #include <errno.h>
@@ -521,6 +526,95 @@ START_TEST(test_chan_tls_x509_server_requires_client_certificate)
 }
 END_TEST
 
+/*
+ * PSK handshake between a server using priority string `sp` and a client
+ * using `cp`; returns the cipher both sides agree on (static string) and
+ * checks that both report the same version and cipher.
+ */
+static const char *negotiated_cipher(const char *sp, const char *cp)
+{
+    struct err err;
+    err_clear(&err);
+    struct tls_config scfg = {
+        .mode = TLS_MODE_REQUIRE, .psk_file = psk_path, .priority = sp};
+    struct tls_creds *sc = tls_creds_new_server(&scfg, &err);
+    ck_assert_msg(sc != NULL, "%s", err.msg);
+    struct tls_client_config ccfg = {
+        .psk_file = psk_path, .psk_identity = "alice", .priority = cp};
+    struct tls_creds *cc = tls_creds_new_client(&ccfg, &err);
+    ck_assert_msg(cc != NULL, "%s", err.msg);
+    struct tls_pair p;
+    tls_pair_open_creds(&p, sc, cc);
+    struct job s, c;
+    handshake_both(&p, &s, &c);
+    ck_assert_msg(s.result == 0, "server: %s", s.err.msg);
+    ck_assert_msg(c.result == 0, "client: %s", c.err.msg);
+    struct chan_tls_info si, ci;
+    chan_tls_get_info(p.srv, &si);
+    chan_tls_get_info(p.cli, &ci);
+    ck_assert_str_eq(si.version, ci.version);
+    ck_assert_str_eq(si.cipher, ci.cipher);
+    ck_assert(si.psk && ci.psk);
+    tls_pair_close(&p);
+    return si.cipher;
+}
+
+/*
+ * A CPU with AES-GCM instructions: our server and our client agree on
+ * AES-GCM, and so does either of them with a GnuTLS peer that keeps
+ * NORMAL (which, left to itself, picks ChaCha20 for TLS 1.3 PSK): our
+ * server by its own precedence, our client by its order.
+ */
+START_TEST(test_chan_tls_default_with_aes_negotiates_aes_gcm)
+{
+    fixture_loops_start(2, 0);
+    const char *srv = tls_priority_default(TLS_SIDE_SERVER, true);
+    const char *cli = tls_priority_default(TLS_SIDE_CLIENT, true);
+    ck_assert_str_eq(negotiated_cipher("NORMAL", "NORMAL"),
+                     "CHACHA20-POLY1305");
+    ck_assert_str_eq(negotiated_cipher(srv, cli), "AES-128-GCM");
+    ck_assert_str_eq(negotiated_cipher(srv, "NORMAL"), "AES-128-GCM");
+    ck_assert_str_eq(negotiated_cipher("NORMAL", cli), "AES-128-GCM");
+    /* A client that insists on ChaCha20 first still gets AES-GCM. */
+    ck_assert_str_eq(negotiated_cipher(srv, "NORMAL:-AES-128-GCM:-AES-256-GCM:"
+                                            "+AES-256-GCM:+AES-128-GCM"),
+                     "AES-128-GCM");
+    fixture_loops_stop();
+}
+END_TEST
+
+/* Without them: GnuTLS's own choice, ChaCha20 here, on both sides. */
+START_TEST(test_chan_tls_default_without_aes_keeps_gnutls_choice)
+{
+    fixture_loops_start(2, 0);
+    const char *srv = tls_priority_default(TLS_SIDE_SERVER, false);
+    const char *cli = tls_priority_default(TLS_SIDE_CLIENT, false);
+    ck_assert_str_eq(negotiated_cipher(srv, cli), "CHACHA20-POLY1305");
+    ck_assert_str_eq(negotiated_cipher(srv, "NORMAL"), "CHACHA20-POLY1305");
+    ck_assert_str_eq(negotiated_cipher("NORMAL", cli), "CHACHA20-POLY1305");
+    fixture_loops_stop();
+}
+END_TEST
+
+/*
+ * A priority string given to the server is used as given: ChaCha20 only
+ * negotiates ChaCha20 with our default client on any CPU, and a server
+ * string without precedence lets the client's order win.
+ */
+START_TEST(test_chan_tls_given_priority_is_honoured)
+{
+    fixture_loops_start(2, 0);
+    const char *cli = tls_priority_choose(TLS_SIDE_CLIENT, NULL);
+    ck_assert_str_eq(
+        negotiated_cipher("NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305", cli),
+        "CHACHA20-POLY1305");
+    ck_assert_str_eq(
+        negotiated_cipher("NORMAL", "NORMAL:-CIPHER-ALL:+AES-128-CCM"),
+        "AES-128-CCM");
+    fixture_loops_stop();
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *s = suite_create("chan-tls");
@@ -540,6 +634,14 @@ Suite *unit_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_chan_tls_x509_client_verifies_server_name);
     tcase_add_test(tc, test_chan_tls_x509_server_requires_client_certificate);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("priority");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_chan_tls_default_with_aes_negotiates_aes_gcm);
+    tcase_add_test(tc, test_chan_tls_default_without_aes_keeps_gnutls_choice);
+    tcase_add_test(tc, test_chan_tls_given_priority_is_honoured);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,12 +3,17 @@
  * Unit tests of the TLS module: PSK files (good ones, and every kind of
  * malformed line reported with its file and line number), credential
  * errors naming the file at fault, and the options that make no sense.
+ * The default priority string for a CPU with and without the AES-GCM
+ * instructions (both simulated: the choice is a pure function of that
+ * answer), and the real CPU's answer against /proc/cpuinfo.
  */
 #include "fixture-main.h"
 #include "nbdsrv/tls-creds.h"
+#include "nbdsrv/tls-priority.h"
 
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +246,135 @@ START_TEST(test_tls_mode_names_round_trip)
 }
 END_TEST
 
+/* The ciphers of a priority string, in its order, as GnuTLS builds it. */
+static unsigned cipher_list(const char *prio, unsigned *out, unsigned max)
+{
+    gnutls_priority_t p;
+    const char *where = NULL;
+    int rc = gnutls_priority_init(&p, prio, &where);
+    ck_assert_msg(rc == 0, "'%s' at '%s': %s", prio, where ? where : "",
+                  gnutls_strerror(rc));
+    const unsigned *list = NULL;
+    int n = gnutls_priority_cipher_list(p, &list);
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_le(n, (int)max);
+    memcpy(out, list, (size_t)n * sizeof *out);
+    gnutls_priority_deinit(p);
+    return (unsigned)n;
+}
+
+static int index_of(const unsigned *list, unsigned n, unsigned cipher)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (list[i] == cipher) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static const enum tls_side sides[] = {TLS_SIDE_SERVER, TLS_SIDE_CLIENT};
+
+/*
+ * With AES-GCM instructions: ChaCha20-Poly1305 comes after both AES-GCM
+ * ciphers (last of all), and the others keep NORMAL's order.  The server
+ * side also asks for server precedence, the client side does not (it
+ * means nothing there).
+ */
+START_TEST(test_tls_priority_with_aes_puts_chacha20_last)
+{
+    unsigned normal[64], ours[64];
+    unsigned nn = cipher_list("NORMAL", normal, 64);
+    ck_assert_int_ge(index_of(normal, nn, GNUTLS_CIPHER_CHACHA20_POLY1305), 0);
+    enum tls_side side = sides[_i];
+    const char *prio = tls_priority_default(side, true);
+    unsigned n = cipher_list(prio, ours, 64);
+    ck_assert_uint_eq(n, nn);
+    int chacha = index_of(ours, n, GNUTLS_CIPHER_CHACHA20_POLY1305);
+    int aes256 = index_of(ours, n, GNUTLS_CIPHER_AES_256_GCM);
+    int aes128 = index_of(ours, n, GNUTLS_CIPHER_AES_128_GCM);
+    ck_assert_int_ge(aes256, 0);
+    ck_assert_int_ge(aes128, 0);
+    ck_assert_int_eq(chacha, (int)n - 1);
+    /* Every other cipher in NORMAL's order. */
+    unsigned j = 0;
+    for (unsigned i = 0; i < nn; i++) {
+        if (normal[i] != GNUTLS_CIPHER_CHACHA20_POLY1305) {
+            ck_assert_uint_eq(ours[j], normal[i]);
+            j++;
+        }
+    }
+    bool precedence = strstr(prio, "%SERVER_PRECEDENCE") != NULL;
+    ck_assert(precedence == (side == TLS_SIDE_SERVER));
+    /* The string still parses with the PSK key exchanges appended. */
+    char psk[256];
+    snprintf(psk, sizeof psk, "%s:+ECDHE-PSK:+DHE-PSK:+PSK", prio);
+    ck_assert_uint_eq(cipher_list(psk, ours, 64), nn);
+}
+END_TEST
+
+/* Without them: GnuTLS's NORMAL, untouched (ChaCha20 is the fast one). */
+START_TEST(test_tls_priority_without_aes_keeps_gnutls_order)
+{
+    ck_assert_str_eq(tls_priority_default(sides[_i], false), "NORMAL");
+}
+END_TEST
+
+/* A string the user gives is used as given, whatever the CPU. */
+START_TEST(test_tls_priority_given_is_used_as_given)
+{
+    const char *given = "NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305";
+    ck_assert_ptr_eq(tls_priority_choose(sides[_i], given), given);
+    ck_assert_str_eq(tls_priority_reason(given), "as configured");
+    bool aes = tls_cpu_has_aes_gcm();
+    ck_assert_str_eq(tls_priority_choose(sides[_i], NULL),
+                     tls_priority_default(sides[_i], aes));
+    ck_assert_ptr_nonnull(
+        strstr(tls_priority_reason(NULL), aes ? "AES-GCM preferred" : "lacks"));
+}
+END_TEST
+
+/* True when the "flags" (x86) or "Features" (arm64) line lists `flag`. */
+static bool cpuinfo_has(const char *flag)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[8192];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+        char *colon = strchr(line, ':');
+        if (colon == NULL || (strncmp(line, "flags", 5) != 0 &&
+                              strncmp(line, "Features", 8) != 0)) {
+            continue;
+        }
+        for (char *tok = strtok(colon + 1, " \t\n"); tok != NULL;
+             tok = strtok(NULL, " \t\n")) {
+            if (strcmp(tok, flag) == 0) {
+                found = true;
+            }
+        }
+        break; /* the first CPU speaks for all */
+    }
+    fclose(f);
+    return found;
+}
+
+/* The CPU's own answer agrees with what the kernel says it has. */
+START_TEST(test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    bool want = cpuinfo_has("aes") && cpuinfo_has("pclmulqdq");
+#elif defined(__aarch64__)
+    bool want = cpuinfo_has("aes") && cpuinfo_has("pmull");
+#else
+    bool want = false;
+#endif
+    ck_assert(tls_cpu_has_aes_gcm() == want);
+    /* Asked once: the same answer again. */
+    ck_assert(tls_cpu_has_aes_gcm() == want);
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *s = suite_create("tls");
@@ -259,6 +393,16 @@ Suite *unit_suite(void)
     tcase_add_test(tc, test_tls_creds_errors_name_the_file);
     tcase_add_test(tc, test_tls_creds_psk_server_and_client);
     tcase_add_test(tc, test_tls_mode_names_round_trip);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("priority");
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, test_tls_priority_with_aes_puts_chacha20_last, 0,
+                        2);
+    tcase_add_loop_test(tc, test_tls_priority_without_aes_keeps_gnutls_order, 0,
+                        2);
+    tcase_add_loop_test(tc, test_tls_priority_given_is_used_as_given, 0, 2);
+    tcase_add_test(tc, test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo);
     suite_add_tcase(s, tc);
     return s;
 }
