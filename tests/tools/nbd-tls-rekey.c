@@ -63,7 +63,8 @@ static gnutls_certificate_credentials_t cred;
 static int sock = -1;
 static unsigned server_key_updates;
 
-static void die(const char *fmt, ...)
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
+                                                                ...)
 {
     va_list ap;
     va_start(ap, fmt);
