@@ -538,10 +538,10 @@ ANY_THREAD int proto_decode_request(const void *buf, size_t len, bool extended,
                                     struct proto_request *req);
 
 /*
- * Bytes of payload that follow the request header on the wire: in
- * compact form the length of NBD_CMD_WRITE, in extended form the length
- * of a request with PAYLOAD_LEN (a WRITE without it has none); 0
- * otherwise.  ANY_THREAD.
+ * Bytes of payload that follow the request header on the wire: the
+ * length of NBD_CMD_WRITE (in extended form with or without
+ * PAYLOAD_LEN, which qemu 10 does not set), or of any extended request
+ * with PAYLOAD_LEN; 0 otherwise.  ANY_THREAD.
  */
 ANY_THREAD uint64_t proto_request_payload_len(const struct proto_request *req,
                                               bool extended);

@@ -91,13 +91,17 @@ int proto_decode_request(const void *buf, size_t len, bool extended,
 uint64_t proto_request_payload_len(const struct proto_request *req,
                                    bool extended)
 {
-    /* With extended headers only PAYLOAD_LEN says a payload follows; a
-     * WRITE without it breaks a MUST, and its length is an effect
-     * length, not bytes on the wire. */
-    if (extended) {
-        return (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN) ? req->length : 0;
+    /*
+     * A WRITE always carries its data.  With extended headers a client
+     * should also set PAYLOAD_LEN on it, but qemu 10 does not, and its
+     * data follows all the same; other commands carry a payload only
+     * with PAYLOAD_LEN.
+     */
+    if (req->type == PROTO_CMD_WRITE) {
+        return req->length;
     }
-    return req->type == PROTO_CMD_WRITE ? req->length : 0;
+    return extended && (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN) ? req->length
+                                                                 : 0;
 }
 
 /* ---- Reply headers ---- */

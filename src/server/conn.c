@@ -571,17 +571,6 @@ static void receive_requests(struct conn *conn)
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
             break;
         }
-        if (conn->extended && req.type == PROTO_CMD_WRITE &&
-            !(req.flags & PROTO_CMD_FLAG_PAYLOAD_LEN)) {
-            /* Whether data follows is unknown: framing is lost.  Never
-             * take the next request's header for data. */
-            log_info("%s: extended WRITE without PAYLOAD_LEN, "
-                     "disconnecting",
-                     conn->peer);
-            wait_idle(conn);
-            transmit_send_error(conn, &req, EINVAL);
-            break;
-        }
         if (payload > conn->max_payload) {
             /* Cannot stay in step without reading it all: refuse, close. */
             log_info("%s: %s payload of %llu bytes is over the maximum, "

@@ -36,8 +36,8 @@ static void check_payload_len(const struct proto_request *req, bool extended)
 {
     uint64_t want = 0;
 
-    if (extended ? (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN) != 0
-                 : req->type == PROTO_CMD_WRITE) {
+    if (req->type == PROTO_CMD_WRITE ||
+        (extended && (req->flags & PROTO_CMD_FLAG_PAYLOAD_LEN))) {
         want = req->length;
     }
     FUZZ_ASSERT(proto_request_payload_len(req, extended) == want);
