@@ -11,6 +11,8 @@
 #   chroot.sh check [tester]    validate the cache only: exit 0 valid, 1 not
 #   chroot.sh run BUILD DIR...  run the test scripts in each DIR with
 #                               tests/run-interop.sh, the chroot mounted
+#   chroot.sh exec BUILD CMD... run one command (one test script) on the
+#                               host as run does, the chroot mounted
 #   chroot.sh shell             an interactive shell in the chroot, mounted
 #   chroot.sh remove            delete the cache
 #
@@ -375,9 +377,28 @@ run_tests()
     preflight
     exec 9>"$LOCK"
     flock -s 9
+    local why
+    why=$(check_base) || die "the chroot is not valid: $why (run: $0 ensure)"
     shared=$(mktemp -d /tmp/nbdsrv-chroot.XXXXXX)
     with_mounts "$ROOT" "$shared" env TMPDIR="$shared" NBDSRV_CHROOT="$ROOT" \
         NBDSRV_CHROOT_SHARED="$shared" bash "$0" __run_dirs "$build" "$@" || rc=$?
+    rm -rf "$shared"
+    return "$rc"
+}
+
+# exec_cmd BUILD CMD...: as run_tests, for one command.
+exec_cmd()
+{
+    local build=$1 shared rc=0
+    shift
+    preflight
+    exec 9>"$LOCK"
+    flock -s 9
+    local why
+    why=$(check_base) || die "the chroot is not valid: $why (run: $0 ensure)"
+    shared=$(mktemp -d /tmp/nbdsrv-chroot.XXXXXX)
+    with_mounts "$ROOT" "$shared" env TMPDIR="$shared" NBDSRV_CHROOT="$ROOT" \
+        NBDSRV_CHROOT_SHARED="$shared" BUILD="$build" "$@" || rc=$?
     rm -rf "$shared"
     return "$rc"
 }
@@ -398,6 +419,10 @@ check) check_only "${2:-}" ;;
 run)
     shift
     run_tests "$@"
+    ;;
+exec)
+    shift
+    exec_cmd "$@"
     ;;
 shell)
     preflight

@@ -13,7 +13,7 @@
 # and the reverse.
 
 # shellcheck source-path=SCRIPTDIR source=../interop/lib.sh
-. "$(dirname "$0")/../interop/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../interop/lib.sh"
 
 ROOT=${NBDSRV_CHROOT:-}
 CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
