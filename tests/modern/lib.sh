@@ -84,3 +84,27 @@ stop_chroot_peer()
     kill "$CHROOT_PEER_PID" 2>/dev/null || true
     wait "$CHROOT_PEER_PID" 2>/dev/null || true
 }
+
+# chroot_fails WHAT CMD...: CMD, run in the chroot, must fail: not by the
+# time limit, and not because the program is missing (126, 127).
+chroot_fails()
+{
+    local what=$1 rc=0
+    shift
+    in_chroot "$@" >"$T/chroot_fails.out" 2>&1 || rc=$?
+    case $rc in
+    0)
+        cat "$T/chroot_fails.out" >&2
+        fail "$what: succeeded but should have failed"
+        ;;
+    124 | 137)
+        cat "$T/chroot_fails.out" >&2
+        fail "$what: timed out instead of failing"
+        ;;
+    126 | 127)
+        cat "$T/chroot_fails.out" >&2
+        fail "$what: could not run $1 (exit $rc)"
+        ;;
+    esac
+    step "$what: failed as expected (exit $rc): $(head -c 200 "$T/chroot_fails.out" | tr '\n' ' ')"
+}
