@@ -108,3 +108,45 @@ chroot_fails()
     esac
     step "$what: failed as expected (exit $rc): $(head -c 200 "$T/chroot_fails.out" | tr '\n' ' ')"
 }
+
+# same_sparse A B...: every file has the content of A, compared in time
+# proportional to the data, not the size: a digest over the size and every
+# 64 KiB block that holds a non-zero byte, found with SEEK_DATA (reading
+# a 6 GiB sparse image whole takes half a minute on a busy machine).
+same_sparse()
+{
+    python3 - "$@" <<'PY' || fail "contents differ: $*"
+import hashlib, os, sys
+B = 64 << 10
+def digest(path):
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        h.update(b"%d;" % size)
+        pos, last = 0, -1
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            blk = max(start // B * B, last + B)
+            while blk < end:
+                data = os.pread(fd, B, blk)
+                if data.count(0) != len(data):
+                    h.update(b"%d:" % blk + data)
+                last = blk
+                blk += B
+            pos = end
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+want = digest(sys.argv[1])
+bad = [p for p in sys.argv[2:] if digest(p) != want]
+for p in bad:
+    print("  %s differs from %s" % (p, sys.argv[1]), file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+    step "same content (sparse digest): $*"
+}

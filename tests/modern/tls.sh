@@ -68,7 +68,7 @@ PY
 cp --sparse=always "$T/orig.img" "$T/src.img"
 in_chroot nbdcopy --connections=4 "$T/src.img" "$u" || fail "nbdcopy into the export over TLS"
 in_chroot nbdcopy --connections=4 "$u" "$T/back.img" || fail "nbdcopy from the export over TLS"
-same_content "$T/src.img" "$img" "$T/back.img"
+same_sparse "$T/src.img" "$img" "$T/back.img"
 
 step "qemu-img over X.509"
 q_obj="tls-creds-x509,id=tls0,dir=$pki/client,endpoint=client"
@@ -102,7 +102,7 @@ json_is "$T/psk.json" TLS true
 json_is "$T/psk.json" extended true
 in_chroot python3 "$T/rw.py" "$u" || fail "writes over PSK"
 in_chroot nbdcopy --connections=4 "$u" "$T/back2.img" || fail "nbdcopy over PSK"
-same_content "$img" "$T/back2.img"
+same_sparse "$img" "$T/back2.img"
 in_chroot qemu-img info --object "tls-creds-psk,id=tls0,dir=$T/qpsk,username=bob,endpoint=client" \
     --image-opts "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$port,export=disk,tls-creds=tls0" \
     >"$T/qpsk.out" 2>&1 || fail "qemu-img info over PSK: $(cat "$T/qpsk.out")"
