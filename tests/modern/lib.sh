@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Helpers for the tests that run the clients and servers of the Debian
-# trixie chroot (tests/modern/chroot.sh) against the nbd-serverd and nbdc
+# trixie chroot (tests/chroot-trixie.sh) against the nbd-serverd and nbdc
 # built on the host.  Sourced after tests/interop/lib.sh's conventions:
 # each script sources this file, which sources that one.
 #
-# chroot.sh run mounts the chroot and a shared directory (TMPDIR, the same
+# chroot-trixie.sh run mounts the chroot and a shared directory (TMPDIR, the same
 # path inside and out), so $T, the test's temporary directory, holds the
 # images, sockets and PKI for both sides: a path under $T means the same
 # file in the chroot and on the host.  Servers started on the host listen
@@ -19,7 +19,7 @@ ROOT=${NBDSRV_CHROOT:-}
 CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ -z "$ROOT" ] || [ -z "${NBDSRV_CHROOT_SHARED:-}" ] ||
     [ ! -d "$ROOT$T" ]; then
-    missing "the trixie chroot is not mounted: run this through 'make check-modern' (tests/modern/chroot.sh run)"
+    missing "the trixie chroot is not mounted: run this through 'make check-modern' (tests/chroot-trixie.sh run)"
 fi
 
 # in_chroot CMD...: run CMD in the chroot, with a time limit and a clean
@@ -37,7 +37,7 @@ chroot_requires()
     local c
     for c in "$@"; do
         chroot "$ROOT" /bin/sh -c "command -v '$c'" >/dev/null 2>&1 ||
-            missing "'$c' is not in the chroot $ROOT (tests/modern/chroot.sh ensure)"
+            missing "'$c' is not in the chroot $ROOT (tests/chroot-trixie.sh ensure)"
     done
 }
 

@@ -6,15 +6,15 @@
 # host (Debian 12) ships older ones; the tests in tests/modern and
 # tests/nbd-tester run these against the nbd-serverd built on the host.
 #
-#   chroot.sh ensure [tester]   build the chroot unless the cache is valid
+#   chroot-trixie.sh ensure [tester]   build the chroot unless the cache is valid
 #                               (with "tester": nbd-tester-client too)
-#   chroot.sh check [tester]    validate the cache only: exit 0 valid, 1 not
-#   chroot.sh run BUILD DIR...  run the test scripts in each DIR with
+#   chroot-trixie.sh check [tester]    validate the cache only: exit 0 valid, 1 not
+#   chroot-trixie.sh run BUILD DIR...  run the test scripts in each DIR with
 #                               tests/run-interop.sh, the chroot mounted
-#   chroot.sh exec BUILD CMD... run one command (one test script) on the
+#   chroot-trixie.sh exec BUILD CMD... run one command (one test script) on the
 #                               host as run does, the chroot mounted
-#   chroot.sh shell             an interactive shell in the chroot, mounted
-#   chroot.sh remove            delete the cache
+#   chroot-trixie.sh shell             an interactive shell in the chroot, mounted
+#   chroot-trixie.sh remove            delete the cache
 #
 # The cache lives outside the repository (a CI clone is fresh every time):
 # $NBDSRV_CHROOT, default /var/cache/nbd-serverd-tests/trixie.  Next to it:
@@ -408,7 +408,7 @@ run_dirs()
     local build=$1 rc=0 d
     shift
     for d in "$@"; do
-        "$(dirname "$0")/../run-interop.sh" "$build" "$d" || rc=1
+        "$(dirname "$0")/run-interop.sh" "$build" "$d" || rc=1
     done
     return "$rc"
 }
