@@ -99,9 +99,9 @@ run_case()
         FAILED+=("$name")
         echo "FAIL: nbd-tester/$name (exit $rc)"
         sed 's/^/    /' "$T/$name.log" | tail -n 25
-        for f in "$T"/"$name".out; do
-            [ -f "$f" ] && sed 's/^/    | /' "$f" | tail -n 25
-        done
+        if [ -f "$T/$name.out" ]; then
+            sed 's/^/    | /' "$T/$name.out" | tail -n 25
+        fi
         echo "    --- server log (last lines) ---"
         tail -n 15 "$SERVER_LOG" | sed 's/^/    | /'
     fi
@@ -167,8 +167,11 @@ c_list()
     serve -r -e "export1=$img" -e "export2=$img"
     in_chroot "$TESTER_DIR/nbd-client" -l 127.0.0.1 "$port" >"$T/list.out" 2>&1 ||
         { cat "$T/list.out"; exit 1; }
-    grep -q '^export1$' "$T/list.out" && grep -q '^export2$' "$T/list.out" ||
-        { echo "nbd-client -l did not list export1 and export2:"; cat "$T/list.out"; exit 1; }
+    if ! grep -q '^export1$' "$T/list.out" || ! grep -q '^export2$' "$T/list.out"; then
+        echo "nbd-client -l did not list export1 and export2:"
+        cat "$T/list.out"
+        exit 1
+    fi
     tester list -N export1 localhost "$port"
 }
 c_handshake() { fresh_image; serve -e "export1=$img"; tester handshake -h -N export1 localhost "$port"; }
