@@ -99,7 +99,7 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              libinih-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format
+            codespell clang-format debootstrap
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
 # Only for the libFuzzer targets: clang, and the runtime that links
 # -fsanitize=fuzzer (merely recommended by clang's packages).
@@ -110,7 +110,8 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
-        install fuzz fuzz-regress check-faults check-load
+        install fuzz fuzz-regress check-faults check-load check-modern \
+        check-nbd-tester chroot-trixie
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -191,6 +192,28 @@ check-faults: all
 
 check-load: all
 	@tests/run-interop.sh $(BUILD) tests/load
+
+# Today's clients and servers (libnbd 1.22, qemu 10, nbdkit 1.42) from a
+# Debian trixie chroot, against nbd-serverd and nbdc built here
+# (tests/modern/), and the NBD reference test suite, nbd-tester-client
+# built from Debian's nbd source package in that chroot
+# (tests/nbd-tester/).  The chroot is built once and cached outside the
+# tree, in $(NBDSRV_CHROOT) (validated before each use, rebuilt when
+# stale; see tests/chroot-trixie.sh).  They want root, debootstrap and
+# Debian's mirror; without them they skip, and fail under CI=true.
+NBDSRV_CHROOT ?= /var/cache/nbd-serverd-tests/trixie
+export NBDSRV_CHROOT
+
+chroot-trixie:
+	@tests/chroot-trixie.sh ensure tester
+
+check-modern: all
+	@tests/chroot-trixie.sh ensure
+	@tests/chroot-trixie.sh run $(BUILD) tests/modern
+
+check-nbd-tester: all
+	@tests/chroot-trixie.sh ensure tester
+	@tests/chroot-trixie.sh run $(BUILD) tests/nbd-tester
 
 check-asan:
 	$(MAKE) check-unit SANITIZE=address,undefined
