@@ -43,7 +43,10 @@ Environment (all optional):
                            -tls, -psk rows), interleaved with everything else and
                            driven by the same clients: on a machine whose load
                            drifts, the fair way to compare two builds; its rows
-                           get "vs nbd-serverd" (this build / DIR's)
+                           get "this build / .b" (this build's median / DIR's)
+  BENCH_OTHER_CLIENT=1     nbdc bench drives the nbd-serverd.b rows with DIR/nbdc,
+                           so that they stand for DIR's client and server together
+                           (a before/after of both); default: this build's nbdc
 
 TLS rows: each server requires TLS; every one runs with its own defaults
 (priority strings included), with material made for this run.  "-tls": X.509,
@@ -518,13 +521,20 @@ def nbdc_argv(wl, uri, cfg):
             "--time", str(cfg["ramp"] + cfg["runtime"])]
 
 
+def nbdc_for(server, cfg):
+    """The nbdc binary that drives `server`."""
+    if cfg.get("other_client") and base_of(server) == OTHER:
+        return os.path.join(cfg["other_build"], "nbdc")
+    return cfg["nbdc"]
+
+
 def run_nbdc(server, wl, cfg, log_path, uri):
     """Run nbdc bench once against a started server; return a result dict.
 
     nbdc prints "[   Ns] IOPS: X, MiB/s: Y" after each second N of its run:
     the window is from the line of second `ramp` to the last one, and the
     server's CPU is read as each of those two lines arrives."""
-    argv = nbdc_argv(wl, uri, cfg)
+    argv = [nbdc_for(server.name, cfg)] + nbdc_argv(wl, uri, cfg)[1:]
     bs = int(wl[3][:-1]) * (MIB if wl[3].endswith("m") else 1024)
     total_s = cfg["ramp"] + cfg["runtime"]
     with open(log_path, "ab") as lf:
@@ -632,7 +642,10 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
         out.append(f"- vs baseline: median / the median of the same row in {cfg['baseline']}")
     if cfg.get("other_build"):
         out.append(f"- {OTHER}: the nbd-serverd of {cfg['other_build']}, interleaved with the "
-                   "rest; \"this build / .b\" on its rows: the median of the same row of this "
+                   "rest, driven by "
+                   + (f"that build's nbdc ({cfg['other_build']}/nbdc) and fio"
+                      if cfg.get("other_client") else "the same clients")
+                   + "; \"this build / .b\" on its rows: the median of the same row of this "
                    "build's nbd-serverd / its own")
     if any(kind_of(n) != "plain" for n, _c in rows):
         out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool); "
@@ -795,7 +808,7 @@ def probe_cipher(cfg, specs, name, tmpdir):
     srv.start(free_port())
     try:
         uri = client_uri("nbdc", name, specs[name][1], cfg, srv.port)
-        p = subprocess.run([cfg["nbdc"], "info", "--json", uri], capture_output=True,
+        p = subprocess.run([nbdc_for(name, cfg), "info", "--json", uri], capture_output=True,
                            text=True, timeout=30, check=False)
     finally:
         srv.stop()
@@ -848,6 +861,9 @@ def main(argv):
     default = {"0": PLAIN_SERVERS, "1": ALL_SERVERS, "only": TLS_SERVERS}[tls_mode]
     known = ALL_SERVERS
     cfg["other_build"] = os.environ.get("BENCH_OTHER_BUILD") or None
+    cfg["other_client"] = os.environ.get("BENCH_OTHER_CLIENT") == "1"
+    if cfg["other_client"] and not cfg["other_build"]:
+        raise BenchError("BENCH_OTHER_CLIENT=1 needs BENCH_OTHER_BUILD=DIR")
     if cfg["other_build"]:
         cfg["other_build"] = os.path.abspath(cfg["other_build"])
         others = tuple(n.replace("nbd-serverd", OTHER, 1) for n in default
