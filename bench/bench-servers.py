@@ -39,6 +39,14 @@ Environment (all optional):
   BENCH_BASELINE=FILE      a BENCH_JSON file of an earlier run: adds a column
                            "vs baseline" (median / that run's median of the same
                            workload, server and client), e.g. to compare builds
+  BENCH_OTHER_BUILD=DIR    also run DIR/nbd-serverd as "nbd-serverd.b" (and its
+                           -tls, -psk rows), interleaved with everything else and
+                           driven by the same clients: on a machine whose load
+                           drifts, the fair way to compare two builds; its rows
+                           get "this build / .b" (this build's median / DIR's)
+  BENCH_OTHER_CLIENT=1     nbdc bench drives the nbd-serverd.b rows with DIR/nbdc,
+                           so that they stand for DIR's client and server together
+                           (a before/after of both); default: this build's nbdc
 
 TLS rows: each server requires TLS; every one runs with its own defaults
 (priority strings included), with material made for this run.  "-tls": X.509,
@@ -94,6 +102,9 @@ def kind_of(name):
 def base_of(name):
     k = kind_of(name)
     return name if k == "plain" else name[:-len(k) - 1]
+
+
+OTHER = "nbd-serverd.b"  # BENCH_OTHER_BUILD's server
 
 
 def peers_of(name):
@@ -289,6 +300,13 @@ def server_specs(build_dir, image, cfg):
              "-t", str(cfg["threads"])] + cfg["serverd_args"], "bench")
     else:
         missing["nbd-serverd"] = f"{serverd} is not built yet"
+    if cfg.get("other_build"):
+        other = os.path.join(cfg["other_build"], "nbd-serverd")
+        if os.access(other, os.X_OK):
+            specs[OTHER] = ([other] + specs.get("nbd-serverd", ([serverd], ""))[0][1:],
+                            "bench")
+        else:
+            missing[OTHER] = f"{other} is not built"
     if shutil.which("nbdkit"):
         specs["nbdkit"] = (
             ["nbdkit", "-f", "-p", "{PORT}", "-i", "127.0.0.1",
@@ -303,7 +321,7 @@ def server_specs(build_dir, image, cfg):
     else:
         missing["qemu-nbd"] = "qemu-nbd is not installed"
     tls = cfg.get("tls_dir")
-    for name in PLAIN_SERVERS:
+    for name in PLAIN_SERVERS + ((OTHER,) if cfg.get("other_build") else ()):
         for kind in TLS_KINDS:
             tname = f"{name}-{kind}"
             if name not in specs:
@@ -313,7 +331,7 @@ def server_specs(build_dir, image, cfg):
                 missing[tname] = cfg.get("tls_missing", "no TLS material")
                 continue
             argv, export = specs[name]
-            if name == "nbd-serverd":
+            if name in ("nbd-serverd", OTHER):
                 argv = argv + (["--tls=require", f"--tls-certs={tls}/server"] if kind == "tls"
                                else ["--tls=require", f"--tls-psk={tls}/psk/keys.psk"])
             elif name == "nbdkit":
@@ -503,13 +521,20 @@ def nbdc_argv(wl, uri, cfg):
             "--time", str(cfg["ramp"] + cfg["runtime"])]
 
 
+def nbdc_for(server, cfg):
+    """The nbdc binary that drives `server`."""
+    if cfg.get("other_client") and base_of(server) == OTHER:
+        return os.path.join(cfg["other_build"], "nbdc")
+    return cfg["nbdc"]
+
+
 def run_nbdc(server, wl, cfg, log_path, uri):
     """Run nbdc bench once against a started server; return a result dict.
 
     nbdc prints "[   Ns] IOPS: X, MiB/s: Y" after each second N of its run:
     the window is from the line of second `ramp` to the last one, and the
     server's CPU is read as each of those two lines arrives."""
-    argv = nbdc_argv(wl, uri, cfg)
+    argv = [nbdc_for(server.name, cfg)] + nbdc_argv(wl, uri, cfg)[1:]
     bs = int(wl[3][:-1]) * (MIB if wl[3].endswith("m") else 1024)
     total_s = cfg["ramp"] + cfg["runtime"]
     with open(log_path, "ab") as lf:
@@ -615,6 +640,13 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
                "same transport with the same client")
     if baseline is not None:
         out.append(f"- vs baseline: median / the median of the same row in {cfg['baseline']}")
+    if cfg.get("other_build"):
+        out.append(f"- {OTHER}: the nbd-serverd of {cfg['other_build']}, interleaved with the "
+                   "rest, driven by "
+                   + (f"that build's nbdc ({cfg['other_build']}/nbdc) and fio"
+                      if cfg.get("other_client") else "the same clients")
+                   + "; \"this build / .b\" on its rows: the median of the same row of this "
+                   "build's nbd-serverd / its own")
     if any(kind_of(n) != "plain" for n, _c in rows):
         out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool); "
                    "fio over nbds:// with libnbd's default certificate directory "
@@ -653,7 +685,7 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
         out.append("Negotiated TLS (nbdc info --json before the runs; for nbd-serverd also "
                    "what its log says each client got):")
         out.append("")
-        for name in sorted(ciphers, key=ALL_SERVERS.index):
+        for name in sorted(ciphers, key=lambda n: [r[0] for r in rows].index(n)):
             out.append(f"- {name}: {ciphers[name]}")
     for wl in workloads:
         name, title, _rw, _bs, _qd, _jobs, metric = wl
@@ -661,8 +693,10 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
         out.append("")
         out.append(f"## {title} (`{name}`, {unit})")
         out.append("")
+        other = cfg.get("other_build") is not None
         head = (f"| server | client | median {unit} | min–max | vs best peer |"
                 + (" vs baseline |" if baseline is not None else "")
+                + (" this build / .b |" if other else "")
                 + " server CPU µs/req | server CPU s/GiB | server CPU % | client CPU s/GiB |")
         out.append(head)
         out.append("|---|---|" + "---:|" * (head.count("|") - 3))
@@ -688,6 +722,12 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
                 if brs:
                     bmed = statistics.median(r[metric] for r in brs)
                     cells.append(f"{med[(srv, client)] / bmed:.2f}×")
+                else:
+                    cells.append("–")
+            if other:
+                mine = (srv.replace(OTHER, "nbd-serverd", 1), client)
+                if base_of(srv) == OTHER and mine in med:
+                    cells.append(f"{med[mine] / med[(srv, client)]:.2f}×")
                 else:
                     cells.append("–")
             us_req = statistics.median(1e6 * r["server_cpu_s"] / max(r["ios"], 1) for r in rs)
@@ -768,7 +808,7 @@ def probe_cipher(cfg, specs, name, tmpdir):
     srv.start(free_port())
     try:
         uri = client_uri("nbdc", name, specs[name][1], cfg, srv.port)
-        p = subprocess.run([cfg["nbdc"], "info", "--json", uri], capture_output=True,
+        p = subprocess.run([nbdc_for(name, cfg), "info", "--json", uri], capture_output=True,
                            text=True, timeout=30, check=False)
     finally:
         srv.stop()
@@ -819,7 +859,18 @@ def main(argv):
     if tls_mode not in ("0", "1", "only"):
         raise BenchError(f"BENCH_TLS={tls_mode!r}: want 0, 1 or only")
     default = {"0": PLAIN_SERVERS, "1": ALL_SERVERS, "only": TLS_SERVERS}[tls_mode]
-    servers = env_list("BENCH_SERVERS", default, ALL_SERVERS)
+    known = ALL_SERVERS
+    cfg["other_build"] = os.environ.get("BENCH_OTHER_BUILD") or None
+    cfg["other_client"] = os.environ.get("BENCH_OTHER_CLIENT") == "1"
+    if cfg["other_client"] and not cfg["other_build"]:
+        raise BenchError("BENCH_OTHER_CLIENT=1 needs BENCH_OTHER_BUILD=DIR")
+    if cfg["other_build"]:
+        cfg["other_build"] = os.path.abspath(cfg["other_build"])
+        others = tuple(n.replace("nbd-serverd", OTHER, 1) for n in default
+                       if base_of(n) == "nbd-serverd")
+        default = tuple(default) + others
+        known = ALL_SERVERS + (OTHER,) + tuple(f"{OTHER}-{k}" for k in TLS_KINDS)
+    servers = env_list("BENCH_SERVERS", default, known)
     clients = env_list("BENCH_CLIENTS", CLIENTS, CLIENTS)
     wl_names = [w[0] for w in WORKLOADS]
     wanted = env_list("BENCH_WORKLOADS", wl_names, wl_names)
@@ -937,7 +988,7 @@ def main(argv):
                             f"{'IOPS' if unit == 'iops' else 'MiB/s'}  server CPU "
                             f"{1e6 * r['server_cpu_s'] / max(r['ios'], 1):.1f} µs/req")
         for name in active:
-            if base_of(name) == "nbd-serverd" and kind_of(name) != "plain":
+            if base_of(name) in ("nbd-serverd", OTHER) and kind_of(name) != "plain":
                 seen = serverd_ciphers(os.path.join(tmpdir, f"{name}.log"))
                 if seen:
                     ciphers[name] = (ciphers.get(name, "") + "; its log: " + ", ".join(
