@@ -456,11 +456,15 @@ static void listen_clear(struct config *cfg, struct config_export *ce)
     cfg->nr_listen = 0;
 }
 
-static int path_set(const struct config_key *k, struct config *cfg,
-                    struct config_export *ce, const char *v,
-                    const struct config_origin *o, struct err *err)
+/*
+ * An export's file key (path, overlay): made absolute, with the origin a
+ * message about the file later names ("FILE:LINE", NULL from the command
+ * line).
+ */
+static int set_file_with_origin(const struct config_key *k, char **field,
+                                char **origin, const char *v,
+                                const struct config_origin *o, struct err *err)
 {
-    (void)cfg;
     if (v[0] == '\0') {
         return fail(o, err, EINVAL, "%s is empty", k->name);
     }
@@ -468,25 +472,38 @@ static int path_set(const struct config_key *k, struct config *cfg,
     if (path == NULL) {
         return fail_oom(o, err);
     }
-    free(ce->path);
-    ce->path = path;
-    free(ce->path_origin);
-    ce->path_origin = NULL;
-    if (o->file != NULL &&
-        asprintf(&ce->path_origin, "%s:%u", o->file, o->line) < 0) {
-        ce->path_origin = NULL;
+    free(*field);
+    *field = path;
+    free(*origin);
+    *origin = NULL;
+    if (o->file != NULL && asprintf(origin, "%s:%u", o->file, o->line) < 0) {
+        *origin = NULL;
         return fail_oom(o, err);
     }
     return 0;
+}
+
+static void print_if_set(const struct config_key *k, const char *value,
+                         FILE *out)
+{
+    if (value != NULL) {
+        print_value(out, k->name, value);
+    }
+}
+
+static int path_set(const struct config_key *k, struct config *cfg,
+                    struct config_export *ce, const char *v,
+                    const struct config_origin *o, struct err *err)
+{
+    (void)cfg;
+    return set_file_with_origin(k, &ce->path, &ce->path_origin, v, o, err);
 }
 
 static void path_print(const struct config_key *k, const struct config *cfg,
                        const struct config_export *ce, FILE *out)
 {
     (void)cfg;
-    if (ce->path != NULL) {
-        print_value(out, k->name, ce->path);
-    }
+    print_if_set(k, ce->path, out);
 }
 
 static int overlay_set(const struct config_key *k, struct config *cfg,
@@ -494,32 +511,15 @@ static int overlay_set(const struct config_key *k, struct config *cfg,
                        const struct config_origin *o, struct err *err)
 {
     (void)cfg;
-    if (v[0] == '\0') {
-        return fail(o, err, EINVAL, "%s is empty", k->name);
-    }
-    char *path = config_make_absolute(o->base, v);
-    if (path == NULL) {
-        return fail_oom(o, err);
-    }
-    free(ce->overlay);
-    ce->overlay = path;
-    free(ce->overlay_origin);
-    ce->overlay_origin = NULL;
-    if (o->file != NULL &&
-        asprintf(&ce->overlay_origin, "%s:%u", o->file, o->line) < 0) {
-        ce->overlay_origin = NULL;
-        return fail_oom(o, err);
-    }
-    return 0;
+    return set_file_with_origin(k, &ce->overlay, &ce->overlay_origin, v, o,
+                                err);
 }
 
 static void overlay_print(const struct config_key *k, const struct config *cfg,
                           const struct config_export *ce, FILE *out)
 {
     (void)cfg;
-    if (ce->overlay != NULL) {
-        print_value(out, k->name, ce->overlay);
-    }
+    print_if_set(k, ce->overlay, out);
 }
 
 static int memory_set(const struct config_key *k, struct config *cfg,
