@@ -16,8 +16,9 @@
  * writers racing for the same page keep one; trims and zeroes take it
  * exclusive, because they free pages a shared holder could be copying.
  * The lock is held only across memory copies, never across a yield, so a
- * loop thread waits at most for the copies in progress (STYLE 5.6).  It
- * prefers writers, so that a stream of reads cannot starve a trim.
+ * loop thread waits at most for the copies in progress (docs/design.md,
+ * "Threads and affinity": no pthread lock across a yield).  It prefers writers,
+ * so that a stream of reads cannot starve a trim.
  *
  * A new page is filled (data, and zeroes around it) before it is
  * published, so that a concurrent read of the same page, which the NBD
