@@ -14,7 +14,7 @@
  * flow_wait, or in the server's budget), so it stops reading the socket,
  * and each finished request wakes it.  A request counts as in flight
  * until its reply is written, including a small reply waiting in a
- * loop's batch (unsent_replies).
+ * loop's batch (unsent_batches).
  *
  * The receive side stops on end of file, on a framing error, on
  * NBD_CMD_DISC, when the server stops (chan_wake of the read side), or
@@ -112,10 +112,8 @@ static void flush_entry(void *opaque)
     /* Detach before the first yield: new replies start a new buffer. */
     uint8_t *buf = p->obuf;
     size_t len = p->olen;
-    unsigned nr = p->nr_replies;
     p->obuf = NULL;
     p->olen = 0;
-    p->nr_replies = 0;
     co_mutex_lock(&conn->send_lock);
     int r = chan_write_all(conn->ch, buf, len);
     co_mutex_unlock(&conn->send_lock);
@@ -123,7 +121,7 @@ static void flush_entry(void *opaque)
         chan_shutdown(conn->ch, SHUT_RDWR);
     }
     bufpool_put(buf, CONN_OBUF_SIZE);
-    if (atomic_fetch_sub(&conn->unsent_replies, nr) == nr) {
+    if (atomic_fetch_sub(&conn->unsent_batches, 1) == 1) {
         /* The receive side may wait for the last reply (wait_idle). */
         co_mutex_lock(&conn->flow_lock);
         co_queue_next(&conn->flow_wait);
@@ -165,12 +163,13 @@ bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
     if (p->olen + total > CONN_OBUF_SIZE) {
         return false;
     }
+    if (p->olen == 0 && total > 0) {
+        atomic_fetch_add(&conn->unsent_batches, 1);
+    }
     for (int i = 0; i < n; i++) {
         memcpy(p->obuf + p->olen, iov[i].iov_base, iov[i].iov_len);
         p->olen += iov[i].iov_len;
     }
-    p->nr_replies++;
-    atomic_fetch_add(&conn->unsent_replies, 1);
     conn_push_later(conn, loop);
     return true;
 }
@@ -331,13 +330,13 @@ void conn_flow_release(struct conn *conn, uint64_t bytes)
  * Waits until every request has finished and every reply is written,
  * including those still waiting in another loop's batch: what follows
  * (an error reply and a close, a TLS close_notify) must come after them.
- * The flusher decrements unsent_replies before it takes flow_lock to
+ * The flusher decrements unsent_batches before it takes flow_lock to
  * wake us, and we test it under flow_lock, so the wake is not lost.
  */
 static void wait_idle(struct conn *conn)
 {
     co_mutex_lock(&conn->flow_lock);
-    while (conn->inflight > 0 || atomic_load(&conn->unsent_replies) > 0) {
+    while (conn->inflight > 0 || atomic_load(&conn->unsent_batches) > 0) {
         co_queue_wait(&conn->flow_wait, &conn->flow_lock);
     }
     co_mutex_unlock(&conn->flow_lock);
@@ -671,7 +670,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     co_mutex_init(&conn->send_lock);
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);
-    atomic_init(&conn->unsent_replies, 0);
+    atomic_init(&conn->unsent_batches, 0);
     if (!conn_register(conn)) {
         conn_unref(conn);
         return;

@@ -267,9 +267,10 @@ struct conn {
                                   for the last reply when it ends */
     unsigned inflight;         /* GUARDED_BY(flow_lock) */
     uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock): buffer bytes */
-    /* Replies copied into a conn_push buffer and not yet written; seq_cst,
-     * paired with the receive side's last check (conn.c wait_idle). */
-    atomic_uint unsent_replies;
+    /* conn_push buffers holding replies not yet written (one count per
+     * buffer, not per reply: one atomic per batch); seq_cst, paired with
+     * the receive side's last check (conn.c wait_idle). */
+    atomic_uint unsent_batches;
 
     struct conn *prev, *next; /* GUARDED_BY(srv->lock) */
     bool stall_dropped;       /* GUARDED_BY(srv->lock): server_tick */
@@ -285,7 +286,6 @@ struct conn_push {
     bool queued;   /* the task is in the loop's deferred list */
     uint8_t *obuf; /* small replies waiting for the push, or NULL */
     size_t olen;
-    unsigned nr_replies; /* in obuf */
 };
 
 /* Replies up to this size may wait in a conn_push buffer. */
