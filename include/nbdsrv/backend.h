@@ -101,22 +101,28 @@ enum backend_concurrency {
  * layer does not know is -ENOTSUP.
  *  - BACKEND_META_ALLOCATION: the allocation map (NBD's base:allocation):
  *    `hole` is a range that reads as zeroes and takes no space.
- *  - BACKEND_META_OVERLAY: which layer holds the data, known only to a
- *    copy-on-write overlay (backend-overlay.c): `hole` false is a range
- *    the overlay holds itself (written, zeroed or trimmed there), `hole`
- *    true one it reads through to the layer below.  (What
- *    qemu:allocation-depth reports is this plus the base's allocation.)
+ *  - BACKEND_META_DEPTH: which layer of the chain holds the data
+ *    (qemu:allocation-depth): `depth` 1 is the layer asked, 2 the one
+ *    below it that holds data, and so on; 0 would be a range no layer
+ *    holds.  A bottom layer (a backend) holds every byte of its range,
+ *    holes included, as a raw image does in qemu, so it is depth 1
+ *    throughout and the common code answers for it.  A filter that holds
+ *    no data passes the question down; a copy-on-write overlay
+ *    (backend-overlay.c) answers 1 for what it holds itself and one more
+ *    than the layer below for what it reads through.
  */
 enum backend_meta {
     BACKEND_META_ALLOCATION,
-    BACKEND_META_OVERLAY,
+    BACKEND_META_DEPTH,
 };
 
-/* One run of the allocation map: `length` bytes that are all holes or all
- * data.  A hole reads as zeroes. */
+/* One run of a map: `length` bytes that are all holes or all data (a hole
+ * reads as zeroes) for BACKEND_META_ALLOCATION, or all at one `depth` for
+ * BACKEND_META_DEPTH (the other field is then unused). */
 struct backend_extent {
     uint64_t length;
     bool hole;
+    uint32_t depth;
 };
 
 /*
@@ -274,7 +280,8 @@ CORO_FN int backend_cache(struct backend *be, uint64_t offset, uint64_t len);
 CORO_FN int backend_extents(struct backend *be, uint64_t offset, uint64_t len,
                             struct backend_extent *out, unsigned max);
 
-/* backend_extents for any metadata context. */
+/* backend_extents for any metadata context.  For BACKEND_META_DEPTH a
+ * layer without a layer below answers one extent of depth 1. */
 CORO_FN int backend_extents_meta(struct backend *be, enum backend_meta meta,
                                  uint64_t offset, uint64_t len,
                                  struct backend_extent *out, unsigned max);

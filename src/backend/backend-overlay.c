@@ -1008,17 +1008,43 @@ static int ovl_cache(struct backend *b, uint64_t offset, uint64_t len)
 
 /* Appends an extent, merging it with the last one; false when full. */
 static bool extent_add(struct backend_extent *out, unsigned max, unsigned *n,
-                       uint64_t length, bool hole)
+                       struct backend_extent e)
 {
-    if (*n > 0 && out[*n - 1].hole == hole) {
-        out[*n - 1].length += length;
+    if (*n > 0 && out[*n - 1].hole == e.hole && out[*n - 1].depth == e.depth) {
+        out[*n - 1].length += e.length;
         return true;
     }
     if (*n == max) {
         return false;
     }
-    out[(*n)++] = (struct backend_extent){.length = length, .hole = hole};
+    out[(*n)++] = e;
     return true;
+}
+
+/*
+ * One run's map, from the store for the overlay's blocks (zeroed or
+ * trimmed ones are holes there) or from the base for the rest.  Depth
+ * counts from here: 1 for the overlay's blocks, one more than the base
+ * says for the others (0, held by nobody, stays 0).
+ */
+static int run_extents(struct ovl_backend *o, enum backend_meta meta,
+                       bool in_overlay, uint64_t offset, uint64_t len,
+                       struct backend_extent *sub, unsigned max)
+{
+    if (meta == BACKEND_META_DEPTH) {
+        if (in_overlay) {
+            sub[0] = (struct backend_extent){.length = len, .depth = 1};
+            return 1;
+        }
+        int r = backend_extents_meta(o->be.lower, meta, offset, len, sub, max);
+        for (int i = 0; i < r; i++) {
+            sub[i].depth += sub[i].depth > 0;
+        }
+        return r;
+    }
+    return in_overlay ? backend_extents(o->store, o->data_offset + offset, len,
+                                        sub, max)
+                      : backend_extents(o->be.lower, offset, len, sub, max);
 }
 
 static int ovl_extents(struct backend *b, enum backend_meta meta,
@@ -1026,7 +1052,7 @@ static int ovl_extents(struct backend *b, enum backend_meta meta,
                        struct backend_extent *out, unsigned max)
 {
     struct ovl_backend *o = to_ovl(b);
-    if (meta != BACKEND_META_ALLOCATION && meta != BACKEND_META_OVERLAY) {
+    if (meta != BACKEND_META_ALLOCATION && meta != BACKEND_META_DEPTH) {
         return -ENOTSUP;
     }
     uint64_t end = offset + len;
@@ -1034,25 +1060,14 @@ static int ovl_extents(struct backend *b, enum backend_meta meta,
     for (unsigned runs = 0; offset < end && runs < OVL_EXTENT_RUNS; runs++) {
         bool a;
         uint64_t next = run_end(o, offset, end, &a);
-        if (meta == BACKEND_META_OVERLAY) {
-            if (!extent_add(out, max, &n, next - offset, !a)) {
-                break;
-            }
-            offset = next;
-            continue;
-        }
-        /* Allocation: the store's map over the overlay's blocks (zeroed
-         * or trimmed ones are holes there), the base's over the rest. */
         struct backend_extent sub[16];
-        int r = a ? backend_extents(o->store, o->data_offset + offset,
-                                    next - offset, sub, ARRAY_SIZE(sub))
-                  : backend_extents(b->lower, offset, next - offset, sub,
-                                    ARRAY_SIZE(sub));
+        int r = run_extents(o, meta, a, offset, next - offset, sub,
+                            ARRAY_SIZE(sub));
         if (r < 0) {
             return n > 0 ? (int)n : r;
         }
         for (int i = 0; i < r; i++) {
-            if (!extent_add(out, max, &n, sub[i].length, sub[i].hole)) {
+            if (!extent_add(out, max, &n, sub[i])) {
                 return (int)n;
             }
             offset += sub[i].length;

@@ -269,6 +269,11 @@ int backend_extents_meta(struct backend *be, enum backend_meta meta,
     if (len > be->size - offset) {
         len = be->size - offset;
     }
+    /* A bottom layer holds all of its data itself. */
+    if (meta == BACKEND_META_DEPTH && be->lower == NULL) {
+        out[0] = (struct backend_extent){.length = len, .depth = 1};
+        return 1;
+    }
     if (!(be->caps & BACKEND_CAP_EXTENTS) || be->ops->extents == NULL) {
         if (meta != BACKEND_META_ALLOCATION) {
             return -ENOTSUP;

@@ -188,7 +188,7 @@ static void enter_transmission(struct conn *conn, struct export *exp,
     if (conn->meta_export != NULL &&
         strcmp(conn->meta_export, exp->name) != 0 &&
         !(conn->meta_export[0] == '\0' && exp == conn->table->exps[0])) {
-        conn->meta_base_allocation = false;
+        conn->meta = 0;
     }
 }
 
@@ -282,28 +282,10 @@ static enum opt_result opt_flag(struct haggle *h, uint32_t option, uint32_t len,
     return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }
 
-/*
- * Whether query `q` names base:allocation, our only context.  The
- * namespace-only query "base:" is a wildcard in LIST ("MUST support this
- * as a wildcard during NBD_OPT_LIST_META_CONTEXT") but selects nothing in
- * SET ("the server MUST ignore this form during
- * NBD_OPT_SET_META_CONTEXT").  Queries of other namespaces, and other
- * leaf names of base:, are ignored.
- */
-static bool query_matches_base_allocation(struct proto_string q, bool set)
-{
-    static const char full[] = SERVER_META_BASE_ALLOCATION;
-    static const char ns[] = "base:";
-    if (q.len == sizeof full - 1 && memcmp(q.ptr, full, q.len) == 0) {
-        return true;
-    }
-    return !set && q.len == sizeof ns - 1 && memcmp(q.ptr, ns, q.len) == 0;
-}
-
 /* No meta context is selected any more. */
 static void meta_select_none(struct conn *conn)
 {
-    conn->meta_base_allocation = false;
+    conn->meta = 0;
     free(conn->meta_export);
     conn->meta_export = NULL;
 }
@@ -332,33 +314,36 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         return refuse(h, option, PROTO_REP_ERR_INVALID,
                       "malformed meta context request");
     }
-    if (find_export(h, meta.export_name) == NULL) {
+    struct export *exp = find_export(h, meta.export_name);
+    if (exp == NULL) {
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     /* LIST with no query lists everything; SET with none selects none. */
-    bool match = meta.nr_queries == 0 && !set;
+    unsigned offered = server_meta_offered(exp);
+    unsigned named = meta.nr_queries == 0 && !set ? offered : 0;
     size_t pos = 0;
     struct proto_string q;
     while (proto_opt_meta_next(&meta, &pos, &q)) {
-        if (query_matches_base_allocation(q, set)) {
-            match = true;
-        }
+        named |= server_meta_match(offered, q, set);
     }
-    if (set && match) {
+    if (set && named != 0) {
         conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
         if (conn->meta_export == NULL) {
             return OPT_CLOSE;
         }
-        conn->meta_base_allocation = true;
+        conn->meta = named;
     }
-    if (match) {
+    for (unsigned m = 0; m < SERVER_META_COUNT; m++) {
+        if (!(named & SERVER_META_BIT(m))) {
+            continue;
+        }
         /* In LIST replies "the metadata context ID ... is reserved and
          * SHOULD be set to zero": ids exist only for a selection. */
-        uint32_t id = set ? SERVER_META_BASE_ALLOCATION_ID : 0;
-        r = send_reply(h, proto_build_rep_meta_context(
-                              h->reply, REPLY_BUF_SIZE, option, id,
-                              SERVER_META_BASE_ALLOCATION,
-                              strlen(SERVER_META_BASE_ALLOCATION)));
+        uint32_t id = set ? server_meta_id(m) : 0;
+        const char *name = server_meta_name(m);
+        r = send_reply(h, proto_build_rep_meta_context(h->reply, REPLY_BUF_SIZE,
+                                                       option, id, name,
+                                                       strlen(name)));
         if (r < 0) {
             return OPT_CLOSE;
         }

@@ -36,9 +36,13 @@
 /* Size of a connection's receive buffer. */
 #define CONN_RBUF_SIZE (64u * 1024)
 
-/* The only meta context we serve, and the id we give it. */
-#define SERVER_META_BASE_ALLOCATION "base:allocation"
-#define SERVER_META_BASE_ALLOCATION_ID 1u
+/* The metadata contexts we serve (meta.c); a selection is a bit mask. */
+enum server_meta {
+    SERVER_META_ALLOCATION, /* base:allocation */
+    SERVER_META_DEPTH,      /* qemu:allocation-depth */
+    SERVER_META_COUNT
+};
+#define SERVER_META_BIT(m) (1u << (m))
 
 /*
  * An export.  Reference-counted (atomic): each export table that lists it
@@ -238,7 +242,7 @@ struct conn {
     bool no_zeroes;
     bool structured;
     bool extended;
-    bool meta_base_allocation;  /* base:allocation selected */
+    unsigned meta;              /* contexts selected: SERVER_META_BIT()s */
     char *meta_export;          /* export name SET_META_CONTEXT named */
     struct export_table *table; /* while haggling: the exports offered
                                    (a reference); NULL afterwards */
@@ -452,5 +456,23 @@ ANY_THREAD bool export_allows_identity(const struct export *exp,
 ANY_THREAD bool conn_may_use_export(const struct conn *conn,
                                     const struct export *exp);
 ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
+
+/* meta.c: the metadata contexts. */
+ANY_THREAD const char *server_meta_name(enum server_meta m);
+/* Its id in SET replies and BLOCK_STATUS chunks (never 0). */
+ANY_THREAD uint32_t server_meta_id(enum server_meta m);
+/* The contexts `exp` offers (a mask). */
+ANY_THREAD unsigned server_meta_offered(const struct export *exp);
+/* The contexts among `offered` that the query `q` of a LIST (set false)
+ * or SET (set true) names. */
+ANY_THREAD unsigned server_meta_match(unsigned offered, struct proto_string q,
+                                      bool set);
+/* Up to `max` extents of context `m` from offset, len bytes at most, in
+ * NBD form in `out` (scratch: `max` backend extents).  The count or
+ * -errno (backend_extents_meta). */
+CORO_FN int server_meta_extents(struct backend *be, enum server_meta m,
+                                uint64_t offset, uint64_t len,
+                                struct backend_extent *scratch,
+                                struct proto_extent *out, unsigned max);
 
 #endif

@@ -7,8 +7,9 @@
  *
  * Reply shapes: without structured replies, a simple reply (plus data for
  * READ).  With them, one chunk with NBD_REPLY_FLAG_DONE: NONE for
- * success, OFFSET_DATA or OFFSET_HOLE for READ, BLOCK_STATUS(_EXT) for
- * block status, ERROR for failures.  Extended headers use the 32-byte
+ * success, OFFSET_DATA or OFFSET_HOLE for READ, ERROR for failures; block
+ * status is one BLOCK_STATUS(_EXT) chunk per selected context, the last
+ * with DONE.  Extended headers use the 32-byte
  * header for the same chunks.  A READ is always one chunk, so DF is
  * honoured by construction.
  */
@@ -37,15 +38,16 @@ static size_t block_status_out_size(unsigned max)
     return max * sizeof(struct proto_extent);
 }
 
-static size_t block_status_reply_size(unsigned max)
+/* One chunk per selected context, in one buffer. */
+static size_t block_status_reply_size(const struct conn *conn, unsigned max)
 {
-    return PROTO_REPLY_HEADER_MAX + 8 + 16 * (size_t)max;
+    size_t contexts = (size_t)__builtin_popcount(conn->meta);
+    return contexts * (PROTO_REPLY_HEADER_MAX + 8 + 16 * (size_t)max);
 }
 
 uint64_t request_memory(const struct conn *conn,
                         const struct proto_request *req, uint64_t payload)
 {
-    (void)conn;
     uint64_t bytes = bufpool_alloc_size(sizeof(struct request));
     if (payload > 0) {
         /* A WRITE's data, or a payload no command takes (read into a
@@ -63,7 +65,7 @@ uint64_t request_memory(const struct conn *conn,
         unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
         bytes += bufpool_alloc_size(block_status_ext_size(max)) +
                  bufpool_alloc_size(block_status_out_size(max)) +
-                 bufpool_alloc_size(block_status_reply_size(max));
+                 bufpool_alloc_size(block_status_reply_size(conn, max));
         break;
     }
     default:
@@ -253,7 +255,7 @@ static int validate(const struct conn *conn, const struct proto_request *req)
         return (req->flags & PROTO_CMD_FLAG_DF) ? EOVERFLOW : EINVAL;
     }
     if (type == PROTO_CMD_BLOCK_STATUS &&
-        (!conn->meta_base_allocation || req->length == 0)) {
+        (conn->meta == 0 || req->length == 0)) {
         return EINVAL;
     }
     return 0;
@@ -301,6 +303,8 @@ static int do_read(struct conn *conn, const struct proto_request *req)
     return r;
 }
 
+/* One BLOCK_STATUS(_EXT) chunk for each selected context, the last one
+ * with NBD_REPLY_FLAG_DONE, sent together. */
 static int do_block_status(struct conn *conn, const struct proto_request *req)
 {
     struct backend *be = conn->exp->be;
@@ -311,38 +315,45 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
     }
     struct backend_extent *ext = bufpool_get(block_status_ext_size(max));
     struct proto_extent *out = bufpool_get(block_status_out_size(max));
-    size_t reply_size = block_status_reply_size(max);
+    size_t reply_size = block_status_reply_size(conn, max);
     uint8_t *reply = bufpool_get(reply_size);
+    size_t used = 0;
     int r;
     if (ext == NULL || out == NULL || reply == NULL) {
         r = transmit_send_error(conn, req, ENOMEM);
         goto out;
     }
-    int nr = backend_extents(be, req->offset, len, ext, max);
-    if (nr <= 0) {
-        r = transmit_send_error(conn, req, nr < 0 ? storage_errno(nr) : EIO);
-        goto out;
+    for (unsigned m = 0; m < SERVER_META_COUNT; m++) {
+        if (!(conn->meta & SERVER_META_BIT(m))) {
+            continue;
+        }
+        int nr = server_meta_extents(be, m, req->offset, len, ext, out, max);
+        if (nr <= 0) {
+            r = transmit_send_error(conn, req,
+                                    nr < 0 ? storage_errno(nr) : EIO);
+            goto out;
+        }
+        struct proto_reply hdr = chunk_header(conn, req);
+        if (conn->meta >> (m + 1) != 0) {
+            hdr.flags &= (uint16_t)~PROTO_REPLY_FLAG_DONE;
+        }
+        ssize_t n;
+        if (conn->extended) {
+            n = proto_build_chunk_block_status_ext(
+                reply + used, reply_size - used, &hdr, server_meta_id(m), out,
+                (size_t)nr);
+        } else {
+            n = proto_build_chunk_block_status(reply + used, reply_size - used,
+                                               &hdr, server_meta_id(m), out,
+                                               (size_t)nr);
+        }
+        if (n < 0) {
+            r = transmit_send_error(conn, req, EIO);
+            goto out;
+        }
+        used += (size_t)n;
     }
-    for (int i = 0; i < nr; i++) {
-        out[i].length = ext[i].length;
-        out[i].status = ext[i].hole ? (PROTO_STATE_HOLE | PROTO_STATE_ZERO) : 0;
-    }
-    struct proto_reply hdr = chunk_header(conn, req);
-    ssize_t n;
-    if (conn->extended) {
-        n = proto_build_chunk_block_status_ext(reply, reply_size, &hdr,
-                                               SERVER_META_BASE_ALLOCATION_ID,
-                                               out, (size_t)nr);
-    } else {
-        n = proto_build_chunk_block_status(reply, reply_size, &hdr,
-                                           SERVER_META_BASE_ALLOCATION_ID, out,
-                                           (size_t)nr);
-    }
-    if (n < 0) {
-        r = transmit_send_error(conn, req, EIO);
-        goto out;
-    }
-    struct iovec iov = {reply, (size_t)n};
+    struct iovec iov = {reply, used};
     r = send_locked(conn, &iov, 1);
 out:
     bufpool_put(reply, reply_size);

@@ -268,12 +268,12 @@ struct meta_call {
 static void meta_entry(void *arg)
 {
     struct meta_call *c = arg;
-    c->r = backend_extents_meta(c->be, BACKEND_META_OVERLAY, c->offset, c->len,
+    c->r = backend_extents_meta(c->be, BACKEND_META_DEPTH, c->offset, c->len,
                                 c->ext, c->max);
 }
 
-/* The overlay map (BACKEND_META_OVERLAY) as "D:len H:len ..." (D: in
- * the overlay, H: in the base). */
+/* The depth map (BACKEND_META_DEPTH) as "D:len H:len ..." (D: depth 1,
+ * in the overlay; H: depth 2, in the base; anything else is a failure). */
 static void overlay_map(struct backend *be, char *out, size_t size)
 {
     struct backend_extent ext[32];
@@ -287,8 +287,30 @@ static void overlay_map(struct backend *be, char *out, size_t size)
     size_t used = 0;
     out[0] = '\0';
     for (int i = 0; i < c.r; i++) {
-        used += (size_t)snprintf(out + used, size - used, "%s%c:%llu",
-                                 i > 0 ? " " : "", ext[i].hole ? 'H' : 'D',
+        ck_assert_msg(ext[i].depth == 1 || ext[i].depth == 2,
+                      "extent %d has depth %u", i, ext[i].depth);
+        used += (size_t)snprintf(
+            out + used, size - used, "%s%c:%llu", i > 0 ? " " : "",
+            ext[i].depth == 1 ? 'D' : 'H', (unsigned long long)ext[i].length);
+    }
+}
+
+/* The depth map (BACKEND_META_DEPTH) as "depth:len ...". */
+static void depth_map(struct backend *be, char *out, size_t size)
+{
+    struct backend_extent ext[32];
+    struct meta_call c = {.be = be,
+                          .offset = 0,
+                          .len = backend_size(be),
+                          .ext = ext,
+                          .max = ARRAY_SIZE(ext)};
+    fixture_run_on(0, meta_entry, &c);
+    ck_assert_int_gt(c.r, 0);
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < c.r; i++) {
+        used += (size_t)snprintf(out + used, size - used, "%s%u:%llu",
+                                 i > 0 ? " " : "", ext[i].depth,
                                  (unsigned long long)ext[i].length);
     }
 }
@@ -336,6 +358,44 @@ START_TEST(test_backend_overlay_reads_base_and_copies_up)
     ck_assert_str_eq(map, "D:131072 H:65536 D:131072 H:196608 D:262144 "
                           "H:1310720 D:1048576 H:1048576 D:1000");
     backend_unref(be);
+    fix_fini(&f);
+}
+END_TEST
+
+/* A backend holds all its bytes, holes too: depth 1 throughout. */
+START_TEST(test_backend_overlay_depth_of_a_backend)
+{
+    struct backend *mem = backend_memory_new(1 * MiB, false, NULL);
+    ck_assert_ptr_nonnull(mem);
+    unsigned char buf[4096];
+    fill_pattern(buf, sizeof buf, 9);
+    ck_assert_int_eq(t_pwrite(mem, buf, sizeof buf, 64 * 1024, false), 0);
+    char map[128];
+    depth_map(mem, map, sizeof map);
+    ck_assert_str_eq(map, "1:1048576");
+    backend_unref(mem);
+}
+END_TEST
+
+/* An overlay over an overlay: each layer adds one to what it reads
+ * through, so the base file is depth 3 from the top. */
+START_TEST(test_backend_overlay_depth_counts_stacked_layers)
+{
+    struct fix f;
+    fix_init(&f, 1 * MiB);
+    struct backend *mid = fix_open(&f, 0);
+    fix_write(&f, mid, 2 * GRAN, GRAN, 1, false);
+    char top_path[96];
+    temp_path("/tmp", top_path);
+    struct backend *top = ovl_open(mid, top_path, 0);
+    fix_write(&f, top, 0, 100, 2, false);
+    fix_write(&f, top, 2 * GRAN + GRAN / 2, 10, 3, false);
+    check_reads(top, f.model, f.size);
+    char map[256];
+    depth_map(top, map, sizeof map);
+    ck_assert_str_eq(map, "1:65536 3:65536 1:65536 3:851968");
+    backend_unref(top);
+    unlink(top_path);
     fix_fini(&f);
 }
 END_TEST
@@ -644,6 +704,8 @@ Suite *unit_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_backend_overlay_facts);
     tcase_add_test(tc, test_backend_overlay_reads_base_and_copies_up);
+    tcase_add_test(tc, test_backend_overlay_depth_of_a_backend);
+    tcase_add_test(tc, test_backend_overlay_depth_counts_stacked_layers);
     tcase_add_test(tc, test_backend_overlay_survives_reopen);
     tcase_add_test(tc, test_backend_overlay_map_persisted_at_flush_and_fua);
     tcase_add_test(tc, test_backend_overlay_zero_and_trim_mask_the_base);
