@@ -59,6 +59,7 @@
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/err.h"
+#include "nbdsrv/refcount.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -185,7 +186,7 @@ struct backend_ops {
  */
 struct backend {
     const struct backend_ops *ops; /* immutable after init */
-    atomic_uint refs;              /* atomic; see backend_unref */
+    struct refcount refs;          /* atomic; see backend_unref */
     struct backend *lower;         /* immutable: the layer below (a filter
                                       holds one reference), or NULL */
     uint64_t size;                 /* immutable after init */

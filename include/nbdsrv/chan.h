@@ -21,6 +21,7 @@
 
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/loop.h"
+#include "nbdsrv/refcount.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -94,7 +95,7 @@ struct chan_waiter {
 struct chan {
     const struct chan_ops *ops; /* immutable after init */
     int fd;                     /* immutable after init: polled fd */
-    atomic_int refcount;
+    struct refcount refs;
     atomic_bool follow; /* relaxed: set before use */
     struct chan_waiter waiters[2];
 };
@@ -145,10 +146,6 @@ CORO_FN int chan_read_all_eof(struct chan *ch, void *buf, size_t len);
  * CORO_FN.
  */
 CORO_FN ssize_t chan_read_some(struct chan *ch, void *buf, size_t len);
-
-/* Reads until the whole vector is filled.  Returns 0 or -errno. CORO_FN. */
-CORO_FN int chan_readv_all(struct chan *ch, const struct iovec *iov,
-                           int iovcnt);
 
 /* Writes all of buf / the vector.  Returns 0 or -errno.  CORO_FN. */
 CORO_FN int chan_write_all(struct chan *ch, const void *buf, size_t len);

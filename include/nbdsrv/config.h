@@ -23,6 +23,7 @@
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/err.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/refcount.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-config.h"
 
@@ -135,7 +136,7 @@ struct config_export {
  * others still read the old one.  Owns every string it points to.
  */
 struct config {
-    atomic_uint refs;
+    struct refcount refs;
     char *file; /* absolute path of the file read, or NULL */
     char **listen;
     unsigned nr_listen;

@@ -50,9 +50,6 @@ ANY_THREAD void co_mutex_fini(struct co_mutex *m);
 /* Takes the mutex, parking the coroutine while another holds it. */
 CORO_FN void co_mutex_lock(struct co_mutex *m);
 
-/* Takes the mutex if it is free; returns whether it did.  CORO_FN. */
-CORO_FN bool co_mutex_trylock(struct co_mutex *m);
-
 /* Releases the mutex; the oldest waiter, if any, now holds it.  CORO_FN. */
 CORO_FN void co_mutex_unlock(struct co_mutex *m);
 

@@ -127,12 +127,6 @@ LOOP_FN void loop_defer(struct loop *loop, struct loop_task *task);
  */
 LOOP_FN struct io_uring_sqe *loop_get_sqe(struct loop *loop);
 
-/*
- * Makes the loop's wait for completions non-blocking for one iteration:
- * used by code that queued SQEs from outside a task.  LOOP_FN.
- */
-LOOP_FN void loop_kick(struct loop *loop);
-
 /* Checks that the caller runs on `loop`'s thread (debug builds). */
 #ifdef NDEBUG
 #define loop_assert_owner(loop) ((void)(loop))

@@ -25,7 +25,7 @@ void backend_init(struct backend *be, const struct backend_ops *ops,
                   enum backend_concurrency concurrency)
 {
     be->ops = ops;
-    atomic_init(&be->refs, 1);
+    refcount_init(&be->refs);
     be->lower = lower_take;
     be->size = size;
     be->caps = caps;
@@ -41,23 +41,14 @@ void backend_init(struct backend *be, const struct backend_ops *ops,
 
 struct backend *backend_ref(struct backend *be)
 {
-    /* Relaxed: the caller already holds a reference that keeps be alive. */
-    atomic_fetch_add_explicit(&be->refs, 1, memory_order_relaxed);
+    refcount_get(&be->refs);
     return be;
 }
 
 void backend_unref(struct backend *be)
 {
     while (be != NULL) {
-        /*
-         * acq_rel: the release half orders this holder's use of be before
-         * the decrement; the acquire half, on the final decrement, makes
-         * every other holder's release visible before the close below.
-         * (A fence would do the same, but TSan does not model fences.)
-         */
-        unsigned old =
-            atomic_fetch_sub_explicit(&be->refs, 1, memory_order_acq_rel);
-        if (old != 1) {
+        if (!refcount_put(&be->refs)) {
             return;
         }
         struct backend *lower = be->lower;

@@ -42,7 +42,7 @@ void chan_init(struct chan *ch, const struct chan_ops *ops, int fd)
 {
     ch->ops = ops;
     ch->fd = fd;
-    atomic_init(&ch->refcount, 1);
+    refcount_init(&ch->refs);
     atomic_init(&ch->follow, true);
     for (int dir = CHAN_IN; dir <= CHAN_OUT; dir++) {
         struct chan_waiter *w = &ch->waiters[dir];
@@ -63,7 +63,7 @@ void chan_init(struct chan *ch, const struct chan_ops *ops, int fd)
 
 struct chan *chan_ref(struct chan *ch)
 {
-    atomic_fetch_add_explicit(&ch->refcount, 1, memory_order_relaxed);
+    refcount_get(&ch->refs);
     return ch;
 }
 
@@ -72,9 +72,7 @@ void chan_unref(struct chan *ch)
     if (ch == NULL) {
         return;
     }
-    /* acq_rel: the freeing thread must see every other holder's writes. */
-    if (atomic_fetch_sub_explicit(&ch->refcount, 1, memory_order_acq_rel) ==
-        1) {
+    if (refcount_put(&ch->refs)) {
         ch->ops->free(ch);
     }
 }
@@ -335,15 +333,6 @@ int chan_read_all(struct chan *ch, void *buf, size_t len)
     int r = chan_read_all_eof(ch, buf, len);
     if (r == 0) {
         return len == 0 ? 0 : -ECONNRESET;
-    }
-    return r < 0 ? r : 0;
-}
-
-int chan_readv_all(struct chan *ch, const struct iovec *iov, int iovcnt)
-{
-    int r = transfer_all(ch, CHAN_IN, iov, iovcnt, 0);
-    if (r == 0) {
-        return -ECONNRESET;
     }
     return r < 0 ? r : 0;
 }

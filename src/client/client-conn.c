@@ -31,8 +31,7 @@ void client_conn_unref(struct client_conn *conn)
     if (conn == NULL) {
         return;
     }
-    if (atomic_fetch_sub_explicit(&conn->refcount, 1, memory_order_acq_rel) !=
-        1) {
+    if (!refcount_put(&conn->refs)) {
         return;
     }
     chan_unref(conn->ch);
@@ -70,7 +69,7 @@ static struct client_conn *client_conn_new(struct chan *ch,
         return NULL;
     }
     conn->ch = ch;
-    atomic_init(&conn->refcount, 1);
+    refcount_init(&conn->refs);
     co_mutex_init(&conn->send_lock);
     pthread_mutex_init(&conn->lock, NULL);
     conn->nr_slots = max_requests;
@@ -157,7 +156,7 @@ struct client_conn *client_connect_chan(struct chan *ch,
         client_conn_unref(conn);
         return NULL;
     }
-    atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
+    refcount_get(&conn->refs);
     coro_schedule(loop, co);
     return conn;
 }

@@ -38,6 +38,7 @@
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/proto.h"
+#include "nbdsrv/refcount.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -78,12 +79,12 @@ struct client_slot_waiter {
 
 /*
  * A connection.  Owned jointly by the user (until client_close) and the
- * receiver coroutine (until it ends): refcount.
+ * receiver coroutine (until it ends): refs.
  */
 struct client_conn {
     struct chan *ch;         /* immutable after connect; one reference */
     struct client_info info; /* immutable after connect */
-    atomic_int refcount;
+    struct refcount refs;
 
     /* Lock order: send_lock, then lock. */
     struct co_mutex send_lock; /* serialises request writes */

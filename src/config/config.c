@@ -78,7 +78,7 @@ static struct config *config_new_defaults(void)
     if (cfg == NULL) {
         return NULL;
     }
-    atomic_init(&cfg->refs, 1);
+    refcount_init(&cfg->refs);
     config_set_defaults(cfg, NULL);
     return cfg;
 }
@@ -119,8 +119,7 @@ static void config_free(struct config *cfg)
 
 struct config *config_ref(struct config *cfg)
 {
-    /* Relaxed: the caller already holds a reference. */
-    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    refcount_get(&cfg->refs);
     return cfg;
 }
 
@@ -129,8 +128,7 @@ void config_unref(struct config *cfg)
     if (cfg == NULL) {
         return;
     }
-    /* acq_rel: the last holder sees every other holder's reads first. */
-    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1) {
+    if (refcount_put(&cfg->refs)) {
         config_free(cfg);
     }
 }

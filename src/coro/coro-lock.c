@@ -53,19 +53,6 @@ void co_mutex_lock(struct co_mutex *m)
     coro_yield();
 }
 
-bool co_mutex_trylock(struct co_mutex *m)
-{
-    bool taken = false;
-    pthread_mutex_lock(&m->lock);
-    if (!m->locked) {
-        m->locked = true;
-        m->holder = coro_self();
-        taken = true;
-    }
-    pthread_mutex_unlock(&m->lock);
-    return taken;
-}
-
 void co_mutex_unlock(struct co_mutex *m)
 {
     pthread_mutex_lock(&m->lock);

@@ -72,7 +72,6 @@ struct loop {
     struct loop_op event_op; /* loop-local */
 
     bool stopping;       /* loop-local */
-    bool kicked;         /* loop-local: skip one blocking wait */
     bool under_valgrind; /* immutable after init: see ring_wait */
     struct loop_task stop_task;
 
@@ -251,11 +250,6 @@ struct io_uring_sqe *loop_get_sqe(struct loop *loop)
     return sqe;
 }
 
-void loop_kick(struct loop *loop)
-{
-    loop->kicked = true;
-}
-
 static void event_op_arm(struct loop *loop)
 {
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
@@ -377,13 +371,12 @@ static void run(struct loop *loop)
             return;
         }
         unsigned wait = 0;
-        if (loop->ready_head == NULL && !loop->kicked && !poll_for_work(loop)) {
+        if (loop->ready_head == NULL && !poll_for_work(loop)) {
             atomic_store(&loop->sleeping, true);
             if (atomic_load(&loop->inbox) == NULL) {
                 wait = 1;
             }
         }
-        loop->kicked = false;
         uint64_t blocked_since = wait ? monotonic_ns() : 0;
         int r = ring_wait(loop, wait);
         atomic_store(&loop->sleeping, false);

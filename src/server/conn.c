@@ -179,7 +179,7 @@ void conn_push_later(struct conn *conn, struct loop *loop)
     struct conn_push *p = &conn->push[loop_index(loop)];
     if (!p->queued) {
         p->queued = true;
-        atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
+        refcount_get(&conn->refs);
         loop_defer(loop, &p->task);
     }
 }
@@ -232,9 +232,7 @@ static void conn_free(struct conn *conn)
 
 void conn_unref(struct conn *conn)
 {
-    /* acq_rel: the freeing thread sees every request's last writes. */
-    if (atomic_fetch_sub_explicit(&conn->refcount, 1, memory_order_acq_rel) ==
-        1) {
+    if (refcount_put(&conn->refs)) {
         conn_free(conn);
     }
 }
@@ -344,7 +342,7 @@ static void wait_idle(struct conn *conn)
 
 static void dispatch(struct conn *conn, struct request *rq)
 {
-    atomic_fetch_add_explicit(&conn->refcount, 1, memory_order_relaxed);
+    refcount_get(&conn->refs);
     rq->conn = conn;
     rq->cost = request_cost(&rq->req);
     rq->worker = server_pick_worker(conn->srv, conn, rq->cost);
@@ -666,7 +664,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     }
     snprintf(conn->peer, sizeof conn->peer, "%s", peer);
     conn->peer_addr = *peer_addr;
-    atomic_init(&conn->refcount, 1);
+    refcount_init(&conn->refs);
     co_mutex_init(&conn->send_lock);
     co_mutex_init(&conn->flow_lock);
     co_queue_init(&conn->flow_wait);

@@ -58,7 +58,7 @@ struct export *export_new(const struct export_config *config,
         err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    atomic_init(&exp->refs, 1);
+    refcount_init(&exp->refs);
     bool failed = false;
     exp->name = strdup_or_null(config->name, &failed);
     exp->path = strdup_or_null(config->path, &failed);
@@ -145,8 +145,7 @@ server_export_test_hook(const struct export_config *config, struct backend *be,
 
 struct export *export_ref(struct export *exp)
 {
-    /* Relaxed: the caller already holds a reference. */
-    atomic_fetch_add_explicit(&exp->refs, 1, memory_order_relaxed);
+    refcount_get(&exp->refs);
     return exp;
 }
 
@@ -155,8 +154,7 @@ void export_unref(struct export *exp)
     if (exp == NULL) {
         return;
     }
-    /* acq_rel: the last holder sees every other holder's use first. */
-    if (atomic_fetch_sub_explicit(&exp->refs, 1, memory_order_acq_rel) == 1) {
+    if (refcount_put(&exp->refs)) {
         export_free(exp);
     }
 }
@@ -186,7 +184,7 @@ struct export_table *export_table_new(unsigned nr)
 {
     struct export_table *t = calloc(1, sizeof *t + nr * sizeof t->exps[0]);
     if (t != NULL) {
-        atomic_init(&t->refs, 1);
+        refcount_init(&t->refs);
     }
     return t;
 }
@@ -196,8 +194,7 @@ void export_table_unref(struct export_table *t)
     if (t == NULL) {
         return;
     }
-    /* acq_rel: as export_unref. */
-    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) {
+    if (!refcount_put(&t->refs)) {
         return;
     }
     for (unsigned i = 0; i < t->nr; i++) {
@@ -211,7 +208,7 @@ struct export_table *server_get_table(struct server *srv)
     pthread_mutex_lock(&srv->lock);
     struct export_table *t = srv->table;
     /* Relaxed: srv->lock orders this against the swap's unref. */
-    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    refcount_get(&t->refs);
     pthread_mutex_unlock(&srv->lock);
     return t;
 }

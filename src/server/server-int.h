@@ -19,6 +19,7 @@
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/log.h"
 #include "nbdsrv/proto.h"
+#include "nbdsrv/refcount.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-creds.h"
 
@@ -52,7 +53,7 @@ enum server_meta {
  */
 struct export
 {
-    atomic_uint refs;
+    struct refcount refs;
     char *name;
     char *path;
     char *description;  /* NULL when none */
@@ -76,7 +77,7 @@ struct export
  * haggles, so that LIST, INFO and GO see one consistent set.
  */
 struct export_table {
-    atomic_uint refs;
+    struct refcount refs;
     unsigned nr;
     struct export *exps[]; /* each holds an export reference */
 };
@@ -226,7 +227,7 @@ struct conn {
     char peer[96];      /* immutable: for logs */
     struct sockaddr_storage peer_addr; /* immutable: for allow lists */
     struct server_limits limits;       /* immutable: copied at accept */
-    atomic_int refcount;
+    struct refcount refs;
 
     /* TLS policy and credentials (a reference) from when the connection
      * was accepted: immutable. */

@@ -294,7 +294,7 @@ void server_update_commit(struct server *srv, struct server_update *up)
     if (new_table != NULL) {
         old_table = srv->table;
         /* Relaxed: srv->lock orders this against a later swap's unref. */
-        atomic_fetch_add_explicit(&new_table->refs, 1, memory_order_relaxed);
+        refcount_get(&new_table->refs);
         srv->table = new_table;
         up->table = NULL;
     }

@@ -12,7 +12,7 @@
  */
 #include "nbdsrv/tls-creds.h"
 
-#include "nbdsrv/cleanup.h"
+#include "nbdsrv/refcount.h"
 #include "nbdsrv/tls-priority.h"
 
 #include <ctype.h>
@@ -50,7 +50,7 @@ struct tls_psk {
 
 /* Owned by its references; every field immutable after creation. */
 struct tls_creds {
-    atomic_int refcount;
+    struct refcount refs;
     bool server;
     bool verify_peer;
     gnutls_certificate_credentials_t x509;   /* NULL without X.509 */
@@ -303,7 +303,7 @@ out_free_file:
 
 struct tls_creds *tls_creds_ref(struct tls_creds *creds)
 {
-    atomic_fetch_add_explicit(&creds->refcount, 1, memory_order_relaxed);
+    refcount_get(&creds->refs);
     return creds;
 }
 
@@ -331,9 +331,7 @@ void tls_creds_unref(struct tls_creds *creds)
     if (creds == NULL) {
         return;
     }
-    /* acq_rel: the freeing thread sees every session's use. */
-    if (atomic_fetch_sub_explicit(&creds->refcount, 1, memory_order_acq_rel) ==
-        1) {
+    if (refcount_put(&creds->refs)) {
         creds_free(creds);
     }
 }
@@ -350,7 +348,7 @@ static struct tls_creds *creds_alloc(bool server, struct err *err)
         err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    atomic_init(&c->refcount, 1);
+    refcount_init(&c->refs);
     c->server = server;
     return c;
 }

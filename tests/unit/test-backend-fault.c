@@ -342,7 +342,7 @@ START_TEST(test_backend_serial_layer_entered_one_call_at_a_time)
     ck_assert(fixture_wait_until(probe_done, &run, 30000));
     ck_assert_int_eq(atomic_load(&p.most), 1);
     backend_unref(top);
-    ck_assert_uint_eq(atomic_load(&p.be.refs), 1);
+    ck_assert_uint_eq(refcount_read(&p.be.refs), 1);
     backend_unref(&p.be);
 }
 END_TEST
