@@ -17,6 +17,26 @@
 #define container_of(ptr, type, member)                                        \
     ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/*
+ * clang's thread-safety analysis (-Wthread-safety, on in clang builds):
+ * a lock type is a CAPABILITY, a field it protects is GUARDED_BY it, and
+ * a function says which locks it takes, drops or needs held.  gcc ignores
+ * them.
+ */
+#if defined(__clang__)
+#define THREAD_ATTR(x) __attribute__((x))
+#else
+#define THREAD_ATTR(x)
+#endif
+#define CAPABILITY(name) THREAD_ATTR(capability(name))
+#define GUARDED_BY(lock) THREAD_ATTR(guarded_by(lock))
+#define PT_GUARDED_BY(lock) THREAD_ATTR(pt_guarded_by(lock))
+#define REQUIRES(...) THREAD_ATTR(requires_capability(__VA_ARGS__))
+#define ACQUIRE(...) THREAD_ATTR(acquire_capability(__VA_ARGS__))
+#define RELEASE(...) THREAD_ATTR(release_capability(__VA_ARGS__))
+#define EXCLUDES(...) THREAD_ATTR(locks_excluded(__VA_ARGS__))
+#define NO_THREAD_SAFETY_ANALYSIS THREAD_ATTR(no_thread_safety_analysis)
+
 /* Sanitizers: gcc defines __SANITIZE_*__, clang answers __has_feature. */
 #ifndef __has_feature
 #define __has_feature(x) 0

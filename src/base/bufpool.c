@@ -20,6 +20,7 @@
 #include "nbdsrv/bufpool.h"
 
 #include "nbdsrv/compiler.h"
+#include "nbdsrv/mutex.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -67,8 +68,8 @@ static unsigned global_limit(unsigned cls)
     return n > 512 ? 512 : (unsigned)n;
 }
 
-static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct class_list global_lists[NR_CLASSES]; /* GUARDED_BY(global_lock) */
+static struct mutex global_lock = {PTHREAD_MUTEX_INITIALIZER};
+static struct class_list global_lists[NR_CLASSES] GUARDED_BY(global_lock);
 /* Relaxed: statistics only, exact when the pools are quiet. */
 static atomic_size_t cached_bytes;
 
@@ -100,7 +101,7 @@ static uint64_t now_ns(void)
 static void global_put_or_free(unsigned cls, struct free_buf *b)
 {
     uint64_t now = now_ns();
-    pthread_mutex_lock(&global_lock);
+    mutex_lock(&global_lock);
     struct class_list *g = &global_lists[cls];
     if (g->len < global_limit(cls)) {
         b->next = g->head;
@@ -109,7 +110,7 @@ static void global_put_or_free(unsigned cls, struct free_buf *b)
         g->len++;
         b = NULL;
     }
-    pthread_mutex_unlock(&global_lock);
+    mutex_unlock(&global_lock);
     if (b == NULL) {
         atomic_fetch_add_explicit(&cached_bytes, class_size(cls),
                                   memory_order_relaxed);
@@ -173,14 +174,14 @@ void *bufpool_get(size_t size)
                                   memory_order_relaxed);
         return b;
     }
-    pthread_mutex_lock(&global_lock);
+    mutex_lock(&global_lock);
     struct class_list *g = &global_lists[cls];
     b = g->head;
     if (b != NULL) {
         g->head = b->next;
         g->len--;
     }
-    pthread_mutex_unlock(&global_lock);
+    mutex_unlock(&global_lock);
     if (b != NULL) {
         atomic_fetch_sub_explicit(&cached_bytes, class_size(cls),
                                   memory_order_relaxed);
@@ -220,7 +221,7 @@ size_t bufpool_trim(uint64_t idle_ns)
     uint64_t cutoff = now > idle_ns ? now - idle_ns : 0;
     struct free_buf *doomed[NR_CLASSES];
     size_t freed = 0;
-    pthread_mutex_lock(&global_lock);
+    mutex_lock(&global_lock);
     for (unsigned cls = 0; cls < NR_CLASSES; cls++) {
         struct class_list *g = &global_lists[cls];
         struct free_buf **link = &g->head;
@@ -234,7 +235,7 @@ size_t bufpool_trim(uint64_t idle_ns)
         freed += (size_t)(g->len - kept) * class_size(cls);
         g->len = kept;
     }
-    pthread_mutex_unlock(&global_lock);
+    mutex_unlock(&global_lock);
     for (unsigned cls = 0; cls < NR_CLASSES; cls++) {
         while (doomed[cls] != NULL) {
             struct free_buf *b = doomed[cls];

@@ -16,6 +16,7 @@
  */
 #include "coro-int.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/mutex.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -33,9 +34,9 @@
 static _Atomic size_t stack_size_setting = CORO_STACK_DEFAULT;
 static atomic_ulong stacks_created;
 
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct coro *global_pool; /* GUARDED_BY(pool_lock) */
-static unsigned global_pool_len; /* GUARDED_BY(pool_lock) */
+static struct mutex pool_lock = {PTHREAD_MUTEX_INITIALIZER};
+static struct coro *global_pool GUARDED_BY(pool_lock);
+static unsigned global_pool_len GUARDED_BY(pool_lock);
 
 /* Thread cache: loop-local; emptied into the global pool at thread exit. */
 struct thread_cache {
@@ -95,14 +96,14 @@ static void destroy(struct coro *co)
 
 static void global_pool_put_or_destroy(struct coro *co)
 {
-    pthread_mutex_lock(&pool_lock);
+    mutex_lock(&pool_lock);
     if (global_pool_len < GLOBAL_POOL_MAX) {
         co->pool_next = global_pool;
         global_pool = co;
         global_pool_len++;
         co = NULL;
     }
-    pthread_mutex_unlock(&pool_lock);
+    mutex_unlock(&pool_lock);
     if (co != NULL) {
         destroy(co);
     }
@@ -142,7 +143,7 @@ static struct coro *pool_get(size_t stack_size)
         tc->len--;
         return co;
     }
-    pthread_mutex_lock(&pool_lock);
+    mutex_lock(&pool_lock);
     co = global_pool;
     if (co != NULL && co->stack_size == stack_size) {
         global_pool = co->pool_next;
@@ -150,7 +151,7 @@ static struct coro *pool_get(size_t stack_size)
     } else {
         co = NULL;
     }
-    pthread_mutex_unlock(&pool_lock);
+    mutex_unlock(&pool_lock);
     return co;
 }
 

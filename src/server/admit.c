@@ -208,25 +208,26 @@ enum server_admit server_admit(struct server *srv,
     struct client_key key;
     client_key_from(&key, peer);
     enum server_admit r = SERVER_ADMIT_OK;
-    pthread_mutex_lock(&srv->lock);
-    const struct server_limits *l = &srv->limits;
-    if (l->max_connections != 0 && srv->nr_admitted >= l->max_connections) {
-        *count = srv->nr_admitted;
+    mutex_lock(&srv->lock);
+    struct server_shared *sh = server_locked(srv);
+    const struct server_limits *l = &sh->limits;
+    if (l->max_connections != 0 && sh->nr_admitted >= l->max_connections) {
+        *count = sh->nr_admitted;
         r = SERVER_ADMIT_FULL;
     } else {
-        int a = client_table_add(&srv->clients, &key,
-                                 l->max_connections_per_client);
+        int a =
+            client_table_add(&sh->clients, &key, l->max_connections_per_client);
         if (a == -EUSERS) {
-            *count = client_table_count(&srv->clients, &key);
+            *count = client_table_count(&sh->clients, &key);
             r = SERVER_ADMIT_PER_CLIENT;
         } else if (a < 0) {
-            *count = srv->nr_admitted;
+            *count = sh->nr_admitted;
             r = SERVER_ADMIT_NO_MEMORY;
         } else {
-            srv->nr_admitted++;
+            sh->nr_admitted++;
         }
     }
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
     return r;
 }
 
@@ -235,10 +236,11 @@ void server_admit_release(struct server *srv,
 {
     struct client_key key;
     client_key_from(&key, peer);
-    pthread_mutex_lock(&srv->lock);
-    client_table_remove(&srv->clients, &key);
-    srv->nr_admitted--;
-    pthread_mutex_unlock(&srv->lock);
+    mutex_lock(&srv->lock);
+    struct server_shared *sh = server_locked(srv);
+    client_table_remove(&sh->clients, &key);
+    sh->nr_admitted--;
+    mutex_unlock(&srv->lock);
 }
 
 void server_log_refusal(struct server *srv, enum server_admit why,

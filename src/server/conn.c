@@ -193,16 +193,17 @@ static void conn_free(struct conn *conn)
      * nr_conns drops only after the channel (and with it the socket) is
      * gone, so server_stop returns with every socket closed.
      */
-    pthread_mutex_lock(&srv->lock);
-    if (conn->prev != NULL) {
-        conn->prev->next = conn->next;
+    mutex_lock(&srv->lock);
+    struct conn_links *l = conn_links(srv, conn);
+    if (l->prev != NULL) {
+        conn_links(srv, l->prev)->next = l->next;
     } else {
-        srv->conns = conn->next;
+        server_locked(srv)->conns = l->next;
     }
-    if (conn->next != NULL) {
-        conn->next->prev = conn->prev;
+    if (l->next != NULL) {
+        conn_links(srv, l->next)->prev = l->prev;
     }
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
     /* Before the socket closes: a client that sees it close may connect
      * again at once and must find its place free. */
     server_admit_release(srv, &conn->peer_addr);
@@ -224,10 +225,10 @@ static void conn_free(struct conn *conn)
      * the server. */
     server_conn_closed(srv);
 
-    pthread_mutex_lock(&srv->lock);
-    srv->nr_conns--;
+    mutex_lock(&srv->lock);
+    server_locked(srv)->nr_conns--;
     pthread_cond_broadcast(&srv->changed);
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
 }
 
 void conn_unref(struct conn *conn)
@@ -240,10 +241,10 @@ void conn_unref(struct conn *conn)
 void conn_set_chan_take(struct conn *conn, struct chan *tls)
 {
     struct server *srv = conn->srv;
-    pthread_mutex_lock(&srv->lock);
+    mutex_lock(&srv->lock);
     struct chan *old = conn->ch;
     conn->ch = tls;
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
     chan_unref(old);
     /* server_stop may have woken the old channel after we stopped
      * waiting on it: pass the wake on (`stopping` is set before the walk
@@ -261,19 +262,19 @@ void conn_set_chan_take(struct conn *conn, struct chan *tls)
 static bool conn_register(struct conn *conn)
 {
     struct server *srv = conn->srv;
-    pthread_mutex_lock(&srv->lock);
-    conn->limits = srv->limits;
-    conn->tls_mode = srv->tls_mode;
+    mutex_lock(&srv->lock);
+    struct server_shared *sh = server_locked(srv);
+    conn->limits = sh->limits;
+    conn->tls_mode = sh->tls_mode;
     conn->tls_creds =
-        srv->tls_creds != NULL ? tls_creds_ref(srv->tls_creds) : NULL;
-    conn->prev = NULL;
-    conn->next = srv->conns;
-    if (srv->conns != NULL) {
-        srv->conns->prev = conn;
+        sh->tls_creds != NULL ? tls_creds_ref(sh->tls_creds) : NULL;
+    *conn_links(srv, conn) = (struct conn_links){.next = sh->conns};
+    if (sh->conns != NULL) {
+        conn_links(srv, sh->conns)->prev = conn;
     }
-    srv->conns = conn;
-    srv->nr_conns++;
-    pthread_mutex_unlock(&srv->lock);
+    sh->conns = conn;
+    sh->nr_conns++;
+    mutex_unlock(&srv->lock);
     /* server_stop sets `stopping` before it walks the list: a connection
      * added after the walk sees the flag here (both seq_cst). */
     return !atomic_load(&srv->stopping);

@@ -205,11 +205,11 @@ void export_table_unref(struct export_table *t)
 
 struct export_table *server_get_table(struct server *srv)
 {
-    pthread_mutex_lock(&srv->lock);
-    struct export_table *t = srv->table;
+    mutex_lock(&srv->lock);
+    struct export_table *t = server_locked(srv)->table;
     /* Relaxed: srv->lock orders this against the swap's unref. */
     refcount_get(&t->refs);
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
     return t;
 }
 

@@ -18,6 +18,7 @@
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
 #include "nbdsrv/log.h"
+#include "nbdsrv/mutex.h"
 #include "nbdsrv/proto.h"
 #include "nbdsrv/refcount.h"
 #include "nbdsrv/server.h"
@@ -172,6 +173,24 @@ ANY_THREAD void buffer_budget_set_limit(struct buffer_budget *b,
                                         uint64_t limit);
 ANY_THREAD uint64_t buffer_budget_used(const struct buffer_budget *b);
 
+/*
+ * What a server shares between threads under its lock (srv->lock).  The
+ * fields are reached only through server_locked(srv), which clang's
+ * thread-safety analysis lets a function call only with srv->lock held
+ * (make check-clang fails otherwise).
+ */
+struct server_shared {
+    struct server_limits limits;
+    struct export_table *table;  /* we hold a ref */
+    struct conn *conns;          /* doubly linked (conn_links) */
+    unsigned nr_conns;           /* until sockets close */
+    unsigned nr_admitted;        /* server_admit's count */
+    struct client_table clients; /* per address */
+    unsigned nr_acceptors;
+    enum tls_mode tls_mode;
+    struct tls_creds *tls_creds; /* a reference, NULL when mode is off */
+};
+
 /* The server.  Owned by its creator. */
 struct server {
     struct loop_group *loops;    /* immutable after start */
@@ -189,24 +208,22 @@ struct server {
     atomic_bool resume_queued; /* resume_task is posted */
     struct loop_task resume_task;
 
-    pthread_mutex_t lock;        /* protects the fields below; leaf */
-    pthread_cond_t changed;      /* signalled when nr_conns or
-                                    nr_acceptors drops */
-    struct server_limits limits; /* GUARDED_BY(lock) */
-    struct export_table *table;  /* GUARDED_BY(lock); we hold a ref */
-    struct conn *conns;          /* GUARDED_BY(lock): doubly linked */
-    unsigned nr_conns;           /* GUARDED_BY(lock): until sockets close */
-    unsigned nr_admitted;        /* GUARDED_BY(lock): server_admit's count */
-    struct client_table clients; /* GUARDED_BY(lock): per address */
-    unsigned nr_acceptors;       /* GUARDED_BY(lock) */
-    enum tls_mode tls_mode;      /* GUARDED_BY(lock) */
-    struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
-                                    when mode is off */
+    struct mutex lock;      /* protects `shared`; leaf */
+    pthread_cond_t changed; /* signalled when nr_conns or nr_acceptors
+                               drops */
+    /* Only through server_locked() (or server_unshared()). */
+    struct server_shared shared_;
 
     /* One rate limit per refusal reason (enum server_admit), and per
      * kind of accept failure (server.c); atomic. */
     struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
     struct log_ratelimit accept_log[ACCEPT_LOG_NR];
+};
+
+/* A connection's place in its server's list, under srv->lock. */
+struct conn_links {
+    struct conn *prev, *next;
+    bool stall_dropped; /* server_tick */
 };
 
 /*
@@ -277,9 +294,32 @@ struct conn {
      * the receive side's last check (conn.c wait_idle). */
     atomic_uint unsent_batches;
 
-    struct conn *prev, *next; /* GUARDED_BY(srv->lock) */
-    bool stall_dropped;       /* GUARDED_BY(srv->lock): server_tick */
+    /* Only through conn_links(srv, conn), under srv->lock. */
+    struct conn_links links_;
 };
+
+/* The fields under srv->lock, for a caller that holds it. */
+static inline struct server_shared *server_locked(struct server *srv)
+    REQUIRES(srv->lock)
+{
+    return &srv->shared_;
+}
+
+/* The same without the lock: only while no other thread can reach the
+ * server (server_new, server_free, tests of a stopped server). */
+static inline struct server_shared *server_unshared(struct server *srv)
+{
+    return &srv->shared_;
+}
+
+/* conn's links in srv's list (conn->srv == srv), under srv->lock. */
+static inline struct conn_links *conn_links(struct server *srv,
+                                            struct conn *conn)
+    REQUIRES(srv->lock)
+{
+    (void)srv;
+    return &conn->links_;
+}
 
 /*
  * A deferred push of replies held back with CHAN_WRITE_MORE on one loop.

@@ -101,15 +101,16 @@ struct server *server_new(const struct server_limits *limits)
     if (srv == NULL) {
         return NULL;
     }
-    srv->table = export_table_new(0);
-    if (srv->table == NULL) {
+    server_unshared(srv)->table = export_table_new(0);
+    if (server_unshared(srv)->table == NULL) {
         free(srv);
         return NULL;
     }
-    pthread_mutex_init(&srv->lock, NULL);
-    srv->limits = normal_limits(limits);
-    buffer_budget_init(&srv->budget, srv->limits.max_buffer_memory);
-    client_table_init(&srv->clients);
+    mutex_init(&srv->lock);
+    server_unshared(srv)->limits = normal_limits(limits);
+    buffer_budget_init(&srv->budget,
+                       server_unshared(srv)->limits.max_buffer_memory);
+    client_table_init(&server_unshared(srv)->clients);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
     atomic_init(&srv->stopping, false);
@@ -290,27 +291,28 @@ void server_update_commit(struct server *srv, struct server_update *up)
     struct export_table *new_table = up->table;
     struct export_table *old_table = NULL;
     struct tls_creds *old_creds = NULL;
-    pthread_mutex_lock(&srv->lock);
+    mutex_lock(&srv->lock);
+    struct server_shared *sh = server_locked(srv);
     if (new_table != NULL) {
-        old_table = srv->table;
-        /* Relaxed: srv->lock orders this against a later swap's unref. */
+        old_table = sh->table;
+        /* srv->lock orders this against a later swap's unref. */
         refcount_get(&new_table->refs);
-        srv->table = new_table;
+        sh->table = new_table;
         up->table = NULL;
     }
     if (up->set_tls) {
-        old_creds = srv->tls_creds;
-        srv->tls_creds = up->tls_creds;
-        srv->tls_mode = up->tls_mode;
+        old_creds = sh->tls_creds;
+        sh->tls_creds = up->tls_creds;
+        sh->tls_mode = up->tls_mode;
         up->tls_creds = NULL;
         up->set_tls = false;
     }
     bool set_limits = up->set_limits;
     if (up->set_limits) {
-        srv->limits = up->limits;
+        sh->limits = up->limits;
         up->set_limits = false;
     }
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
     if (set_limits) {
         buffer_budget_set_limit(&srv->budget, up->limits.max_buffer_memory);
     }
@@ -564,10 +566,10 @@ static void acceptor_entry(void *opaque)
         memcpy(cs->peer, peer, sizeof cs->peer);
         coro_schedule(home, co);
     }
-    pthread_mutex_lock(&srv->lock);
-    srv->nr_acceptors--;
+    mutex_lock(&srv->lock);
+    server_locked(srv)->nr_acceptors--;
     pthread_cond_broadcast(&srv->changed);
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
 }
 
 int server_start(struct server *srv, struct loop_group *loops,
@@ -593,9 +595,9 @@ int server_start(struct server *srv, struct loop_group *loops,
         if (co == NULL) {
             return err_set_errno(err, errno, "starting an acceptor");
         }
-        pthread_mutex_lock(&srv->lock);
-        srv->nr_acceptors++;
-        pthread_mutex_unlock(&srv->lock);
+        mutex_lock(&srv->lock);
+        server_locked(srv)->nr_acceptors++;
+        mutex_unlock(&srv->lock);
         coro_schedule(main_loop, co);
     }
     return 0;
@@ -659,19 +661,20 @@ int server_stop(struct server *srv)
 
     struct cancel_accepts cancel = {.task.fn = cancel_accepts_run, .srv = srv};
     loop_post(srv->loops->loops[0], &cancel.task);
-    pthread_mutex_lock(&srv->lock);
-    while (srv->nr_acceptors > 0) {
-        pthread_cond_wait(&srv->changed, &srv->lock);
+    mutex_lock(&srv->lock);
+    struct server_shared *sh = server_locked(srv);
+    while (sh->nr_acceptors > 0) {
+        mutex_cond_wait(&srv->changed, &srv->lock);
     }
     for (unsigned i = 0; i < srv->nr_listeners; i++) {
         close(srv->listeners[i].fd);
         srv->listeners[i].fd = -1;
     }
 
-    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+    for (struct conn *c = sh->conns; c != NULL; c = conn_links(srv, c)->next) {
         chan_wake(c->ch, CHAN_IN);
     }
-    uint64_t timeout_ns = srv->limits.shutdown_timeout_ns;
+    uint64_t timeout_ns = sh->limits.shutdown_timeout_ns;
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += (time_t)(timeout_ns / 1000000000u);
@@ -681,12 +684,13 @@ int server_stop(struct server *srv)
         deadline.tv_nsec -= 1000000000;
     }
     bool forced = false;
-    while (srv->nr_conns > 0) {
+    while (sh->nr_conns > 0) {
         if (!forced && timespec_passed(&deadline)) {
             log_warning("%u connections still busy after %.1f s; closing "
                         "them",
-                        srv->nr_conns, (double)timeout_ns / 1e9);
-            for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+                        sh->nr_conns, (double)timeout_ns / 1e9);
+            for (struct conn *c = sh->conns; c != NULL;
+                 c = conn_links(srv, c)->next) {
                 chan_shutdown(c->ch, SHUT_RDWR);
             }
             forced = true;
@@ -695,9 +699,9 @@ int server_stop(struct server *srv)
             clock_gettime(CLOCK_REALTIME, &deadline);
             deadline.tv_sec++;
         }
-        pthread_cond_timedwait(&srv->changed, &srv->lock, &deadline);
+        mutex_cond_timedwait(&srv->changed, &srv->lock, &deadline);
     }
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
 
     struct flush_all f = {.srv = srv, .result = 0};
     coro_run_sync(srv->loops->loops[0], flush_all_entry, &f);
@@ -721,15 +725,16 @@ void server_tick(struct server *srv)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    pthread_mutex_lock(&srv->lock);
-    for (struct conn *conn = srv->conns; conn != NULL; conn = conn->next) {
+    mutex_lock(&srv->lock);
+    for (struct conn *conn = server_locked(srv)->conns; conn != NULL;
+         conn = conn_links(srv, conn)->next) {
         uint64_t limit = conn->limits.request_timeout_ns;
-        if (limit == 0 || conn->stall_dropped) {
+        if (limit == 0 || conn_links(srv, conn)->stall_dropped) {
             continue;
         }
         uint64_t stalled = chan_stalled_ns(conn->ch, CHAN_OUT, now);
         if (stalled >= limit) {
-            conn->stall_dropped = true;
+            conn_links(srv, conn)->stall_dropped = true;
             log_info("%s: the client has read no reply for %.0f s "
                      "(request-timeout), disconnecting",
                      conn->peer, (double)stalled / 1e9);
@@ -737,7 +742,7 @@ void server_tick(struct server *srv)
             chan_shutdown(conn->ch, SHUT_RDWR);
         }
     }
-    pthread_mutex_unlock(&srv->lock);
+    mutex_unlock(&srv->lock);
 }
 
 void server_free(struct server *srv)
@@ -745,8 +750,8 @@ void server_free(struct server *srv)
     if (srv == NULL) {
         return;
     }
-    tls_creds_unref(srv->tls_creds);
-    srv->tls_creds = NULL;
+    tls_creds_unref(server_unshared(srv)->tls_creds);
+    server_unshared(srv)->tls_creds = NULL;
     for (unsigned i = 0; i < srv->nr_listeners; i++) {
         if (srv->listeners[i].fd >= 0) {
             close(srv->listeners[i].fd);
@@ -754,11 +759,11 @@ void server_free(struct server *srv)
     }
     free(srv->listeners);
     free(srv->load);
-    export_table_unref(srv->table);
-    srv->table = NULL;
-    client_table_fini(&srv->clients);
+    export_table_unref(server_unshared(srv)->table);
+    server_unshared(srv)->table = NULL;
+    client_table_fini(&server_unshared(srv)->clients);
     pthread_cond_destroy(&srv->changed);
-    pthread_mutex_destroy(&srv->lock);
+    mutex_destroy(&srv->lock);
     buffer_budget_fini(&srv->budget);
     free(srv);
 }

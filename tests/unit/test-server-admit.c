@@ -166,8 +166,8 @@ START_TEST(test_server_admit_limits)
     release(srv, "unix:/z");
     release(srv, "192.0.2.1");
     release(srv, "::ffff:192.0.2.1");
-    ck_assert_uint_eq(srv->nr_admitted, 0);
-    ck_assert_uint_eq(srv->clients.nr, 0);
+    ck_assert_uint_eq(server_unshared(srv)->nr_admitted, 0);
+    ck_assert_uint_eq(server_unshared(srv)->clients.nr, 0);
     server_free(srv);
 }
 END_TEST
