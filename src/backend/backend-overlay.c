@@ -132,7 +132,7 @@ struct ovl_backend {
     /* Atomic, per map page: bits set since the page was last staged
      * (store release after the bit; exchange acq_rel by the commit). */
     atomic_bool *dirty;
-    /* GUARDED_BY(commit): the map pages a commit writes, and which. */
+    /* under commit: the map pages a commit writes, and which. */
     unsigned char *staging; /* map_len bytes, 4096-aligned (O_DIRECT) */
     uint64_t *staged;       /* nr_pages entries */
     struct co_mutex commit; /* see the lock order above */

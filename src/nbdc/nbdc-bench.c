@@ -63,8 +63,8 @@ struct bench_ctx {
     atomic_uint running;
     sem_t all_done;
     pthread_mutex_t hist_lock;   /* leaf */
-    uint64_t hist[HIST_BUCKETS]; /* GUARDED_BY(hist_lock) */
-    uint64_t total_ops;          /* GUARDED_BY(hist_lock) */
+    uint64_t hist[HIST_BUCKETS]; /* under hist_lock */
+    uint64_t total_ops;          /* under hist_lock */
     int rc;
 };
 

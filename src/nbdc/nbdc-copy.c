@@ -43,15 +43,15 @@ struct copy_ctx {
     struct loop_group loops;
 
     struct co_mutex plan_lock;            /* lock order: before err_lock */
-    uint64_t pos;                         /* GUARDED_BY(plan_lock) */
-    struct nbdc_extent ext[PLAN_EXTENTS]; /* GUARDED_BY(plan_lock) */
-    unsigned ext_n, ext_i;                /* GUARDED_BY(plan_lock) */
-    uint64_t ext_used;                    /* GUARDED_BY(plan_lock) */
+    uint64_t pos;                         /* under plan_lock */
+    struct nbdc_extent ext[PLAN_EXTENTS]; /* under plan_lock */
+    unsigned ext_n, ext_i;                /* under plan_lock */
+    uint64_t ext_used;                    /* under plan_lock */
 
     atomic_uint_fast64_t done_bytes; /* relaxed: progress only */
     atomic_bool failed;              /* seq_cst; set after errmsg */
     pthread_mutex_t err_lock;        /* leaf */
-    char errmsg[1024];               /* GUARDED_BY(err_lock) */
+    char errmsg[1024];               /* under err_lock */
     atomic_uint running;             /* workers still running */
     sem_t all_done;
     int rc;

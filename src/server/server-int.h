@@ -110,7 +110,7 @@ struct client_key {
 /*
  * Connections per client address: a chained hash table holding an entry
  * for each address that has connections.  Embedded in the server,
- * GUARDED_BY(srv->lock).
+ * under srv->lock (server_locked).
  */
 struct client_count;
 struct client_table {
@@ -287,8 +287,8 @@ struct conn {
     struct co_mutex flow_lock; /* leaf */
     struct co_queue flow_wait; /* receive side waits here at the cap, and
                                   for the last reply when it ends */
-    unsigned inflight;         /* GUARDED_BY(flow_lock) */
-    uint64_t inflight_bytes;   /* GUARDED_BY(flow_lock): buffer bytes */
+    unsigned inflight;         /* under flow_lock */
+    uint64_t inflight_bytes;   /* under flow_lock: buffer bytes */
     /* conn_push buffers holding replies not yet written (one count per
      * buffer, not per reply: one atomic per batch); seq_cst, paired with
      * the receive side's last check (conn.c wait_idle). */
