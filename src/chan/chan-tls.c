@@ -93,7 +93,7 @@ struct chan_tls {
     /* Key updates (see the file comment). */
     struct co_mutex gate;       /* writer inside a send; reader rekeying */
     struct co_queue rekey_done; /* writers waiting for the reader */
-    bool rekey_wanted;          /* GUARDED_BY(gate) */
+    bool rekey_wanted;          /* under gate */
     bool reader_locked;         /* reader side: the reader holds gate */
     atomic_bool record_pending; /* seq_cst: retry_len > 0, for the reader;
                                    pairs with idle_waiter */

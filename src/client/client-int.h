@@ -87,19 +87,19 @@ struct client_conn {
     struct refcount refs;
 
     /* Lock order: send_lock, then lock. */
-    struct co_mutex send_lock; /* serialises request writes */
-    pthread_mutex_t lock;      /* leaf; never held across a yield */
-    struct client_req **slots; /* GUARDED_BY(lock): cookie low bits */
-    unsigned nr_slots;         /* immutable */
-    int *free_slots;           /* GUARDED_BY(lock): stack of free slots */
-    unsigned nr_free;          /* GUARDED_BY(lock) */
-    uint64_t generation;       /* GUARDED_BY(lock): cookie high bits */
-    struct client_slot_waiter *slot_head;  /* GUARDED_BY(lock) */
-    struct client_slot_waiter **slot_tail; /* GUARDED_BY(lock) */
-    int dead;                              /* GUARDED_BY(lock): 0 or -errno */
+    struct co_mutex send_lock;             /* serialises request writes */
+    pthread_mutex_t lock;                  /* leaf; never held across a yield */
+    struct client_req **slots;             /* under lock: cookie low bits */
+    unsigned nr_slots;                     /* immutable */
+    int *free_slots;                       /* under lock: stack of free slots */
+    unsigned nr_free;                      /* under lock */
+    uint64_t generation;                   /* under lock: cookie high bits */
+    struct client_slot_waiter *slot_head;  /* under lock */
+    struct client_slot_waiter **slot_tail; /* under lock */
+    int dead;                              /* under lock: 0 or -errno */
     char dead_msg[256];                    /* written once before dead is set */
-    bool recv_done;                        /* GUARDED_BY(lock) */
-    struct coro *closer; /* GUARDED_BY(lock): waits in client_close */
+    bool recv_done;                        /* under lock */
+    struct coro *closer; /* under lock: waits in client_close */
 
     /* Receiver-owned: its buffered input. */
     uint8_t *rbuf;
