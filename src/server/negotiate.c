@@ -11,7 +11,7 @@
  * and refused with NBD_REP_ERR_TOO_BIG (after the TLS policy has had its
  * say; EXPORT_NAME, which has no error reply, ends the connection, and
  * ABORT is acknowledged), or, past OPTION_DRAIN_MAX, ends the connection.
- * The handshake deadline (conn.c) bounds the whole exchange, the TLS
+ * The handshake deadline (session.c) bounds the whole exchange, the TLS
  * handshake included.  refuse() is where every error reply goes out, and
  * it refuses EXPORT_NAME by disconnecting.  Log lines the client causes go
  * through conn_log, rate-limited per connection.

@@ -273,7 +273,7 @@ struct conn {
     uint8_t *rbuf;
     size_t rbuf_start, rbuf_end;
 
-    /* The request timeout (conn.c, "Request timeout").  Loop-local to
+    /* The request timeout (receive.c, "Request timeout").  Loop-local to
      * the home loop: the receive coroutine and the timer's callback. */
     bool rx_partial;           /* waiting for the rest of a message... */
     uint64_t rx_partial_since; /* ...since (CLOCK_MONOTONIC ns) */
@@ -291,7 +291,7 @@ struct conn {
     uint64_t inflight_bytes;   /* under flow_lock: buffer bytes */
     /* conn_push buffers holding replies not yet written (one count per
      * buffer, not per reply: one atomic per batch); seq_cst, paired with
-     * the receive side's last check (conn.c wait_idle). */
+     * the receive side's last check (flow.c, flow_wait_idle). */
     atomic_uint unsent_batches;
 
     /* Only through conn_links(srv, conn), under srv->lock. */
@@ -327,9 +327,9 @@ static inline struct conn_links *conn_links(struct server *srv,
  */
 struct conn_push {
     struct loop_task task;
-    struct conn *conn;
-    bool queued;   /* the task is in the loop's deferred list */
-    uint8_t *obuf; /* small replies waiting for the push, or NULL */
+    struct conn *conn; /* set with task by reply.c when it queues it */
+    bool queued;       /* the task is in the loop's deferred list */
+    uint8_t *obuf;     /* small replies waiting for the push, or NULL */
     size_t olen;
 };
 
@@ -349,12 +349,39 @@ struct request {
     unsigned cost;   /* request_cost, counted on that loop */
 };
 
-/* conn.c */
+/* session.c: serves a connection accepted on `fd` (taken), counted by
+ * server_admit, until it ends. */
 CORO_FN void conn_run(struct server *srv, int fd, const char *peer,
                       const struct sockaddr_storage *peer_addr);
+
+/* conn.c: the connection object */
+/*
+ * A new connection on `fd` (taken), registered in the server's list with
+ * one reference; NULL (fd closed, admission released, logged) when it
+ * cannot be set up or the server is stopping.
+ */
+CORO_FN struct conn *conn_new(struct server *srv, int fd, const char *peer,
+                              const struct sockaddr_storage *peer_addr);
 ANY_THREAD void conn_unref(struct conn *conn);
+
+/* receive.c: reads and dispatches requests until the client is done. */
+CORO_FN void receive_requests(struct conn *conn);
+
+/* flow.c: a connection's requests and buffer bytes in flight. */
+ANY_THREAD void flow_init(struct conn *conn);
+ANY_THREAD void flow_fini(struct conn *conn);
+/* Takes a place in flight and `bytes` of buffer memory, the connection's
+ * share first, then the server's; waits for either. */
+CORO_FN void flow_acquire(struct conn *conn, uint64_t bytes);
 /* A request finished: frees its place (and buffer bytes) in flight. */
-CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
+CORO_FN void flow_release(struct conn *conn, uint64_t bytes);
+/* A batch of small replies waits to be written / has been written. */
+CORO_FN void flow_batch_queued(struct conn *conn);
+CORO_FN void flow_batch_sent(struct conn *conn);
+/* Waits until every request has finished and every reply is written,
+ * including those in another loop's batch: what follows (an error reply
+ * and a close, a TLS close_notify) must come after them. */
+CORO_FN void flow_wait_idle(struct conn *conn);
 /*
  * The buffer bytes a request of `conn` may hold until its reply is sent,
  * as the pools allocate them: its WRITE payload, its READ data or its
@@ -363,12 +390,14 @@ CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
 ANY_THREAD uint64_t request_memory(const struct conn *conn,
                                    const struct proto_request *req,
                                    uint64_t payload);
-ANY_THREAD struct loop *server_pick_loop(struct server *srv);
 /* server.c: a connection's socket has closed; an acceptor that paused for
  * want of descriptors may try again. */
 ANY_THREAD void server_conn_closed(struct server *srv);
+
+/* worker.c: the home loop of a new connection (round robin). */
+ANY_THREAD struct loop *server_pick_loop(struct server *srv);
 /* Units of work by which the home loop must lead another loop before a
- * request leaves it (why this value: conn.c). */
+ * request leaves it (why this value: worker.c). */
 #define SERVER_HOME_SLACK 64u
 /* The work a request stands for, in units of one small request. */
 ANY_THREAD unsigned request_cost(const struct proto_request *req);
@@ -379,13 +408,14 @@ ANY_THREAD unsigned server_pick_worker(struct server *srv,
 ANY_THREAD void server_worker_done(struct server *srv, unsigned worker,
                                    unsigned cost);
 
-/* Pushes this loop's held-back replies once its batch is done. */
-LOOP_FN void conn_push_later(struct conn *conn, struct loop *loop);
-/* Queues a small reply (<= CONN_SMALL_REPLY_MAX bytes) to go out with the
- * push; false when it does not fit (send it directly then). */
-LOOP_FN bool conn_queue_small_reply(struct conn *conn, struct loop *loop,
-                                    const struct iovec *iov, int n,
-                                    size_t total);
+/* reply.c: sending replies */
+/*
+ * Sends a reply under the send lock, or queues it (small, and more tasks
+ * are ready on this loop) to leave with this loop's batch.  A failure
+ * shuts the socket down so the receive side stops too.  Returns 0 or
+ * -errno.
+ */
+CORO_FN int reply_send(struct conn *conn, const struct iovec *iov, int n);
 
 /*
  * Once the server stops, a connection may go on sending for a short
@@ -454,7 +484,8 @@ CORO_FN int negotiate(struct conn *conn);
 CORO_FN void conn_set_chan_take(struct conn *conn, struct chan *tls);
 
 /* transmit.c */
-CORO_FN void transmit_request(void *opaque); /* request coroutine entry */
+/* Runs one request and sends its reply; the caller frees what it held. */
+CORO_FN void transmit_request(struct conn *conn, struct request *rq);
 CORO_FN int transmit_send_error(struct conn *conn,
                                 const struct proto_request *req, int errnum);
 

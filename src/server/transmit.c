@@ -86,45 +86,6 @@ static struct proto_reply chunk_header(const struct conn *conn,
     return hdr;
 }
 
-/*
- * Sends iov under the send lock; a failure shuts the socket down so the
- * receive side stops too.  When more tasks are queued on this loop (other
- * replies are likely to follow at once), the reply is sent with
- * CHAN_WRITE_MORE and pushed when the loop's batch ends, and a small one
- * (no data) is copied into the loop's buffer for the connection and sent
- * with the others of the batch in one write: a burst of replies leaves in
- * a few segments and wakes the client once.
- */
-static int send_locked(struct conn *conn, const struct iovec *iov, int n)
-{
-    struct loop *here = coro_loop(coro_self());
-    bool more = loop_has_ready(here);
-    if (more) {
-        size_t total = 0;
-        for (int i = 0; i < n; i++) {
-            total += iov[i].iov_len;
-        }
-        /* Small replies of one batch leave together in one send. */
-        if (total <= CONN_SMALL_REPLY_MAX &&
-            conn_queue_small_reply(conn, here, iov, n, total)) {
-            return 0;
-        }
-    }
-    co_mutex_lock(&conn->send_lock);
-    int r = chan_writev_all_flags(conn->ch, iov, n, more ? CHAN_WRITE_MORE : 0);
-    co_mutex_unlock(&conn->send_lock);
-    if (r == 0 && more) {
-        /* Re-read: co_mutex_lock may have yielded (docs/design.md, "Threads
-         * and affinity"). */
-        conn_push_later(conn, coro_loop(coro_self()));
-    }
-    if (r < 0) {
-        log_debug("%s: sending a reply: %s", conn->peer, strerror(-r));
-        chan_shutdown(conn->ch, SHUT_RDWR);
-    }
-    return r;
-}
-
 int transmit_send_error(struct conn *conn, const struct proto_request *req,
                         int errnum)
 {
@@ -144,7 +105,7 @@ int transmit_send_error(struct conn *conn, const struct proto_request *req,
               (unsigned long long)req->offset, (unsigned long long)req->length,
               strerror(errnum));
     struct iovec iov = {buf, (size_t)n};
-    return send_locked(conn, &iov, 1);
+    return reply_send(conn, &iov, 1);
 }
 
 static int send_ok(struct conn *conn, const struct proto_request *req)
@@ -158,7 +119,7 @@ static int send_ok(struct conn *conn, const struct proto_request *req)
         n = proto_encode_simple_reply(buf, sizeof buf, req->cookie, 0);
     }
     struct iovec iov = {buf, (size_t)n};
-    return send_locked(conn, &iov, 1);
+    return reply_send(conn, &iov, 1);
 }
 
 /* Keeps errors the spec gives a meaning to; any other failure of the
@@ -278,7 +239,7 @@ static int do_read(struct conn *conn, const struct proto_request *req)
         n = proto_build_chunk_offset_hole(hdr_buf, sizeof hdr_buf, &hdr,
                                           req->offset, len);
         iov[0] = (struct iovec){hdr_buf, (size_t)n};
-        return send_locked(conn, iov, 1);
+        return reply_send(conn, iov, 1);
     }
     void *data = bufpool_get(len);
     if (data == NULL) {
@@ -298,7 +259,7 @@ static int do_read(struct conn *conn, const struct proto_request *req)
     }
     iov[0] = (struct iovec){hdr_buf, (size_t)n};
     iov[1] = (struct iovec){data, len};
-    r = send_locked(conn, iov, 2);
+    r = reply_send(conn, iov, 2);
     bufpool_put(data, len);
     return r;
 }
@@ -354,7 +315,7 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         used += (size_t)n;
     }
     struct iovec iov = {reply, used};
-    r = send_locked(conn, &iov, 1);
+    r = reply_send(conn, &iov, 1);
 out:
     bufpool_put(reply, reply_size);
     bufpool_put(out, block_status_out_size(max));
@@ -412,10 +373,8 @@ static int execute(struct conn *conn, struct request *rq)
     return r < 0 ? storage_errno(r) : 0;
 }
 
-void transmit_request(void *opaque)
+void transmit_request(struct conn *conn, struct request *rq)
 {
-    struct request *rq = opaque;
-    struct conn *conn = rq->conn;
     const struct proto_request *req = &rq->req;
 
     int err = rq->early_error != 0 ? rq->early_error : validate(conn, req);
@@ -433,11 +392,4 @@ void transmit_request(void *opaque)
             send_ok(conn, req);
         }
     }
-
-    uint64_t held = rq->held;
-    server_worker_done(conn->srv, rq->worker, rq->cost);
-    bufpool_put(rq->buf, rq->buf_size);
-    bufpool_put(rq, sizeof *rq);
-    conn_flow_release(conn, held);
-    conn_unref(conn);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of the choice of a request's worker loop (src/server/conn.c,
+ * Unit tests of the choice of a request's worker loop (src/server/worker.c,
  * server_pick_worker and request_cost): a client's burst of small
  * requests stays on the connection's home loop, a home loop that falls
  * far behind hands work to the least loaded loop, and large reads spread
