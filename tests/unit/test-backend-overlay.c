@@ -272,30 +272,8 @@ static void meta_entry(void *arg)
                                 c->ext, c->max);
 }
 
-/* The depth map (BACKEND_META_DEPTH) as "D:len H:len ..." (D: depth 1,
- * in the overlay; H: depth 2, in the base; anything else is a failure). */
-static void overlay_map(struct backend *be, char *out, size_t size)
-{
-    struct backend_extent ext[32];
-    struct meta_call c = {.be = be,
-                          .offset = 0,
-                          .len = backend_size(be),
-                          .ext = ext,
-                          .max = ARRAY_SIZE(ext)};
-    fixture_run_on(0, meta_entry, &c);
-    ck_assert_int_gt(c.r, 0);
-    size_t used = 0;
-    out[0] = '\0';
-    for (int i = 0; i < c.r; i++) {
-        ck_assert_msg(ext[i].depth == 1 || ext[i].depth == 2,
-                      "extent %d has depth %u", i, ext[i].depth);
-        used += (size_t)snprintf(
-            out + used, size - used, "%s%c:%llu", i > 0 ? " " : "",
-            ext[i].depth == 1 ? 'D' : 'H', (unsigned long long)ext[i].length);
-    }
-}
-
-/* The depth map (BACKEND_META_DEPTH) as "depth:len ...". */
+/* The depth map (BACKEND_META_DEPTH) as "depth:len ...": 1 is the
+ * overlay, 2 its base. */
 static void depth_map(struct backend *be, char *out, size_t size)
 {
     struct backend_extent ext[32];
@@ -354,9 +332,9 @@ START_TEST(test_backend_overlay_reads_base_and_copies_up)
     fix_write(&f, be, 2 * MiB, 1 * MiB, 6, false);
     check_reads(be, f.model, f.size);
     char map[512];
-    overlay_map(be, map, sizeof map);
-    ck_assert_str_eq(map, "D:131072 H:65536 D:131072 H:196608 D:262144 "
-                          "H:1310720 D:1048576 H:1048576 D:1000");
+    depth_map(be, map, sizeof map);
+    ck_assert_str_eq(map, "1:131072 2:65536 1:131072 2:196608 1:262144 "
+                          "2:1310720 1:1048576 2:1048576 1:1000");
     backend_unref(be);
     fix_fini(&f);
 }
@@ -507,9 +485,9 @@ START_TEST(test_backend_overlay_zero_and_trim_mask_the_base)
     ck_assert_int_eq(t_is_hole(be, 12 * GRAN, 2 * GRAN), 1);
     ck_assert_int_eq(t_is_hole(be, 11 * GRAN, 2 * GRAN), 0);
     char map[512];
-    overlay_map(be, map, sizeof map);
-    ck_assert_str_eq(map, "H:131072 D:131072 H:131072 D:65536 H:327680 "
-                          "D:131072 H:1179648");
+    depth_map(be, map, sizeof map);
+    ck_assert_str_eq(map, "2:131072 1:131072 2:131072 1:65536 2:327680 "
+                          "1:131072 2:1179648");
     backend_unref(be);
     be = fix_open(&f, 0);
     check_reads(be, f.model, f.size);
