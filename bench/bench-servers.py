@@ -22,7 +22,7 @@ Environment (all optional):
   BENCH_RUNTIME=5          measured seconds per client run
   BENCH_RAMP=1             seconds before the measured window
   BENCH_SIZE_MIB=1024      image size in MiB (created in /dev/shm)
-  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,...-tls,...-psk]
+  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,nbdkit-trixie,qsd-trixie][,...-tls,...-psk]
   BENCH_TLS=1              1: also the -tls (X.509) and -psk (PSK) servers, TLS
                            required; 0: not; only: nothing else
   BENCH_CLIENTS=fio,nbdc   the load generators (fio's nbd engine, nbdc bench)
@@ -60,8 +60,17 @@ tls-psk-file= query is refused ("local file access is not allowed"): for X.509
 fio runs with HOME pointing at a directory whose .pki/libnbd holds the CA and
 client certificate, libnbd's default X.509 location; libnbd has no default PSK
 file, so fio does not run the -psk rows.  nbdc takes both from the URI.  "vs
-best peer" compares with the better of nbdkit and qemu-nbd over the same
-transport (plain, -tls or -psk) with the same client.
+best peer" compares with the best of the peers over the same transport
+(plain, -tls or -psk) with the same client.
+
+Peers from the trixie chroot: when bench-servers.sh finds the cached chroot of
+tests/chroot-trixie.sh valid (BENCH_CHROOT=0 turns this off), it runs this
+script through `chroot-trixie.sh exec`, which mounts the chroot (and /dev/shm
+and a shared TMPDIR at the same paths) and sets NBDSRV_CHROOT.  Then
+"nbdkit-trixie" (nbdkit 1.42, file plugin, as the host's nbdkit) and
+"qsd-trixie" (qemu-storage-daemon 10: file driver with aio=io_uring and
+cache.direct=off, raw on top, the NBD export in its own iothread) run in the
+chroot beside the host's servers, and count among the peers.
 """
 
 import ctypes
@@ -82,7 +91,15 @@ import time
 
 GIB = 1 << 30
 MIB = 1 << 20
-PEERS = ("nbdkit", "qemu-nbd")
+# The trixie chroot (tests/chroot-trixie.sh exec sets both variables when
+# bench-servers.sh runs this script through it): today's nbdkit and
+# qemu-storage-daemon join the peers.
+CHROOT = (os.environ.get("NBDSRV_CHROOT")
+          if os.environ.get("NBDSRV_CHROOT_SHARED") else None)
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_PEERS = ("nbdkit", "qemu-nbd")
+CHROOT_PEERS = ("nbdkit-trixie", "qsd-trixie") if CHROOT else ()
+PEERS = HOST_PEERS + CHROOT_PEERS
 PLAIN_SERVERS = ("nbd-serverd",) + PEERS
 TLS_KINDS = ("tls", "psk")  # X.509, PSK
 TLS_SERVERS = tuple(f"{s}-{k}" for k in TLS_KINDS for s in PLAIN_SERVERS)
@@ -290,6 +307,26 @@ class Server:
         cls.live.clear()
 
 
+def in_chroot(argv):
+    """argv run in the trixie chroot; chroot and env exec, so the pid is the
+    program's own (its CPU time is what /proc/PID/stat shows)."""
+    return (["chroot", CHROOT, "/usr/bin/env", "-i", f"PATH={CHROOT_PATH}",
+             "HOME=/root", "LANG=C.UTF-8"] + argv)
+
+
+def qsd_argv(image):
+    """qemu-storage-daemon serving image as "bench": io_uring, no O_DIRECT
+    (as qemu-nbd's --cache=writeback here), the export in its own iothread."""
+    return ["qemu-storage-daemon",
+            "--blockdev", f"driver=file,node-name=file0,filename={image},"
+                          "aio=io_uring,cache.direct=off",
+            "--blockdev", "driver=raw,node-name=disk0,file=file0",
+            "--object", "iothread,id=iothread0",
+            "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port={PORT}",
+            "--export", "type=nbd,id=exp0,node-name=disk0,name=bench,"
+                        "writable=on,iothread=iothread0"]
+
+
 def server_specs(build_dir, image, cfg):
     """name -> (argv template with {PORT}, export name) for every available server."""
     specs, missing = {}, {}
@@ -320,6 +357,11 @@ def server_specs(build_dir, image, cfg):
              "-b", "127.0.0.1", "-p", "{PORT}", image], "")
     else:
         missing["qemu-nbd"] = "qemu-nbd is not installed"
+    if CHROOT:
+        specs["nbdkit-trixie"] = (in_chroot(
+            ["nbdkit", "-f", "-p", "{PORT}", "-i", "127.0.0.1",
+             "-t", str(cfg["nbdkit_threads"]), "file", f"file={image}"]), "")
+        specs["qsd-trixie"] = (in_chroot(qsd_argv(image)), "bench")
     tls = cfg.get("tls_dir")
     for name in PLAIN_SERVERS + ((OTHER,) if cfg.get("other_build") else ()):
         for kind in TLS_KINDS:
@@ -334,7 +376,14 @@ def server_specs(build_dir, image, cfg):
             if name in ("nbd-serverd", OTHER):
                 argv = argv + (["--tls=require", f"--tls-certs={tls}/server"] if kind == "tls"
                                else ["--tls=require", f"--tls-psk={tls}/psk/keys.psk"])
-            elif name == "nbdkit":
+            elif name == "qsd-trixie":
+                i = argv.index("--nbd-server")
+                obj = (f"tls-creds-x509,id=tls0,endpoint=server,dir={tls}/server,verify-peer=off"
+                       if kind == "tls" else
+                       f"tls-creds-psk,id=tls0,endpoint=server,dir={tls}/psk")
+                argv = (argv[:i] + ["--object", obj, "--nbd-server",
+                                    argv[i + 1] + ",tls-creds=tls0"] + argv[i + 2:])
+            elif base_of(name).startswith("nbdkit"):
                 # Options go before the plugin name.
                 i = argv.index("file")
                 extra = ([f"--tls-certificates={tls}/server"] if kind == "tls"
@@ -771,6 +820,12 @@ def host_info(specs):
         versions.append(tool_version(["nbdkit", "--version"]))
     if "qemu-nbd" in specs:
         versions.append(tool_version(["qemu-nbd", "--version"]))
+    if "nbdkit-trixie" in specs:
+        versions.append("trixie chroot: "
+                        + tool_version(in_chroot(["nbdkit", "--version"])))
+    if "qsd-trixie" in specs:
+        versions.append("trixie chroot: " + tool_version(
+            in_chroot(["qemu-storage-daemon", "--version"])))
     if "nbd-serverd" in specs:
         v = tool_version([specs["nbd-serverd"][0][0], "--version"])
         versions.append(v if v.startswith("nbd-serverd") else f"nbd-serverd {v}")
@@ -885,8 +940,10 @@ def main(argv):
     if cfg["runs"] < 3:
         notes.append(f"only {cfg['runs']} run(s): medians and ranges are not meaningful, "
                      "use BENCH_RUNS>=3 for numbers you quote")
-    if shutil.which("qemu-storage-daemon") is None:
-        notes.append("qemu-storage-daemon is not installed: qemu-nbd stands for QEMU")
+    if not CHROOT:
+        notes.append("no trixie chroot (tests/chroot-trixie.sh ensure; bench-servers.sh "
+                     "uses it when valid): nbdkit 1.42 and qemu-storage-daemon 10 "
+                     "are not in the comparison")
 
     tmpdir = tempfile.mkdtemp(prefix="nbd-bench-")
     image = f"/dev/shm/nbd-bench-{os.getpid()}.img"
