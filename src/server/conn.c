@@ -48,13 +48,13 @@ static void conn_free(struct conn *conn)
         bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
     }
     free(conn->push);
+    flow_fini(conn);
+    co_mutex_fini(&conn->send_lock);
     chan_unref(conn->ch);
     export_unref(conn->exp);
     export_table_unref(conn->table);
     tls_creds_unref(conn->tls_creds);
     free(conn->meta_export);
-    flow_fini(conn);
-    co_mutex_fini(&conn->send_lock);
     free(conn);
     /* Before nr_conns drops: once it is 0, server_stop may go on to free
      * the server. */
