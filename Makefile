@@ -391,8 +391,8 @@ check-format:
 
 # Spelling of code, comments, tests and documents (settings: .codespellrc).
 check-spelling:
-	codespell src include tests man docs conf systemd bench README.md \
-	    SECURITY.md Makefile .ci
+	codespell src include tests man docs conf systemd bench debian \
+	    README.md SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
