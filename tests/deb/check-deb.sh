@@ -90,11 +90,11 @@ log=build/deb/build.log
 line=$(grep -E -- ' -c -o build/src/server/conn\.o ' "$log" | head -n 1)
 [ -n "$line" ] || fail "no compiler line for conn.o in $log"
 read -r -a words <<<"$line"
-want_cflags=$(cd debian && DEB_BUILD_MAINT_OPTIONS=hardening=+all \
-    dpkg-buildflags --get CFLAGS)
+# -ffile-prefix-map names the directory of the build: any value will do.
+want_cflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS)
 want_cppflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)
 for w in $want_cppflags $want_cflags -Werror -Wall -Wextra; do
-    case $w in -ffile-prefix-map=*) w=-ffile-prefix-map=* ;; esac
+    case $w in -ffile-prefix-map=*) w='-ffile-prefix-map=*' ;; esac
     found=0
     for x in "${words[@]}"; do
         # shellcheck disable=SC2053 # $w may be a pattern
@@ -150,6 +150,16 @@ for f in /usr/sbin/nbd-serverd /usr/share/man/man8/nbd-serverd.8.gz \
 done
 for f in /usr/bin/nbdc /usr/share/man/man1/nbdc.1.gz; do
     grep -q -x -F "$f" "$T/nbdc.files" || fail "nbdc lacks $f"
+done
+# The file list sees the installation (so that the comparison after the
+# purge can fail): the programs, the conffile, dpkg's own records.
+snapshot >"$T/installed.list"
+for f in /usr/sbin/nbd-serverd /usr/bin/nbdc /etc/nbd-serverd/nbd-serverd.conf \
+    /var/lib/dpkg/info/nbd-serverd.list /var/lib/dpkg/info/nbdc.list; do
+    if grep -q -x -F "$f" "$T/before.list" ||
+        ! grep -q -x -F "$f" "$T/installed.list"; then
+        fail "the file list does not see $f come with the installation"
+    fi
 done
 dpkg-query -W -f='${Conffiles}\n' nbd-serverd |
     grep -q '^ /etc/nbd-serverd/nbd-serverd.conf ' ||
