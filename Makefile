@@ -66,8 +66,12 @@ ifeq ($(HARDEN),1)
   endif
 endif
 
-ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) $(HARDEN_CFLAGS) \
-              $(CPPFLAGS) $(CFLAGS) -fno-strict-aliasing -pthread $(PKG_CFLAGS)
+# The warnings come after CPPFLAGS and CFLAGS, so that flags from the
+# environment (dpkg-buildflags' -Wformat, for one) cannot weaken them or
+# drop -Werror; WERROR=0 is the way to build without it.
+ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(HARDEN_CFLAGS) \
+              $(CPPFLAGS) $(CFLAGS) $(WARN) -fno-strict-aliasing -pthread \
+              $(PKG_CFLAGS)
 ALL_LDFLAGS := -pthread $(HARDEN_LDFLAGS) $(LDFLAGS)
 ifneq ($(SANITIZE),)
   ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 \
@@ -99,7 +103,9 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
             codespell clang-format debootstrap
-DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
+# Building and checking the Debian packages (make deb, make check-deb).
+DEB_PACKAGING := debhelper dpkg-dev lintian
+DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
 # Only for the libFuzzer targets: clang, and the runtime that links
 # -fsanitize=fuzzer (merely recommended by clang's packages).
 DEB_FUZZ := clang libclang-rt-14-dev
@@ -110,7 +116,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress check-faults check-load check-modern \
-        check-nbd-tester chroot-trixie
+        check-nbd-tester chroot-trixie programs deb check-deb
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -127,6 +133,9 @@ TEST_DAEMON := $(BUILD)/tests/nbd-serverd-test
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS) \
      $(TEST_DAEMON)
+
+# Only the installed programs (debian/rules builds these).
+programs: $(PROGS)
 
 # Every object and link depends on a stamp holding the compiler and flags,
 # rewritten only when they change, so that a build directory never mixes
@@ -339,6 +348,45 @@ install: $(PROGS)
 	        systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
 	    chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
 
+# ---- Debian packages ----
+# `make deb` copies the source tree (the files git knows plus untracked
+# ones it does not ignore; without git, everything but the build
+# directories) to $(DEB_DIR)/stage/nbd-serverd-VERSION, runs
+# dpkg-buildpackage -us -uc -b there with a clean make environment, and
+# moves the .deb, .buildinfo and .changes files to $(DEB_DIR).  The
+# build dependencies must be installed (make deps).
+DEB_DIR := build/deb
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+deb: SHELL := /bin/bash
+deb:
+	@set -e; v="$(DEB_VERSION)"; [ -n "$$v" ]; \
+	stage=$(DEB_DIR)/stage/nbd-serverd-$$v; \
+	rm -rf $(DEB_DIR); mkdir -p $$stage; \
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z -c -o --exclude-standard | \
+	        while IFS= read -r -d '' f; do \
+	            [ ! -e "$$f" ] || printf '%s\0' "$$f"; done; \
+	else \
+	    find . \( -name .git -o -path './build*' -o -path ./demo \) \
+	        -prune -o \( -type f -o -type l \) -print0; \
+	fi | tar --null -T - -cf - | tar -xf - -C $$stage; \
+	echo "deb: building nbd-serverd $$v in $$stage"; \
+	(cd $$stage && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	    -u MAKEOVERRIDES -u BUILD -u SANITIZE \
+	    dpkg-buildpackage -us -uc -b -Jauto) >$(DEB_DIR)/build.log 2>&1 || \
+	    { tail -n 40 $(DEB_DIR)/build.log; \
+	      echo "deb: dpkg-buildpackage failed, log in $(DEB_DIR)/build.log"; \
+	      exit 1; }; \
+	mv $(DEB_DIR)/stage/*.deb $(DEB_DIR)/stage/*.buildinfo \
+	    $(DEB_DIR)/stage/*.changes $(DEB_DIR)/; \
+	ls -1 $(DEB_DIR)/*.deb
+
+# Builds the packages, runs lintian, installs them on this machine,
+# serves an image with the installed daemon and purges them again,
+# checking that nothing is left behind (tests/deb/check-deb.sh).  Root.
+check-deb:
+	@tests/deb/check-deb.sh
+
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(FORMAT_FILES)
@@ -348,8 +396,8 @@ check-format:
 
 # Spelling of code, comments, tests and documents (settings: .codespellrc).
 check-spelling:
-	codespell src include tests man docs conf systemd bench README.md \
-	    SECURITY.md Makefile .ci
+	codespell src include tests man docs conf systemd bench debian \
+	    README.md SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the

@@ -15,6 +15,7 @@
 #include "config-int.h"
 #include "nbdsrv/backends.h"
 #include "nbdsrv/config.h"
+#include "nbdsrv/version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -23,7 +24,6 @@
 #include <unistd.h>
 
 #define PROGRAM "nbd-serverd"
-#define VERSION "0.2.0"
 
 enum {
     OPT_CHECK_CONFIG = 256,
@@ -307,7 +307,7 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
             }
             break;
         case 'V':
-            fprintf(out, PROGRAM " " VERSION "\n");
+            fprintf(out, PROGRAM " " NBDSRV_VERSION "\n");
             return CMDLINE_EXIT;
         case 'h':
             cmdline_usage(out);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* nbdc: the NBD client tool (info, copy, bench); see man/nbdc.1. */
 #include "nbdc-int.h"
+#include "nbdsrv/version.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
         return NBDC_EXIT_OK;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("nbdc 0.1\n");
+        printf("nbdc " NBDSRV_VERSION "\n");
         return NBDC_EXIT_OK;
     }
     for (int i = 2; i < argc; i++) {
