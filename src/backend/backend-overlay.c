@@ -1036,9 +1036,14 @@ static int run_extents(struct ovl_backend *o, enum backend_meta meta,
         }
         return r;
     }
-    return in_overlay ? backend_extents(o->store, o->data_offset + offset, len,
-                                        sub, max)
-                      : backend_extents(o->be.lower, offset, len, sub, max);
+    int r = in_overlay ? backend_extents(o->store, o->data_offset + offset, len,
+                                         sub, max)
+                       : backend_extents(o->be.lower, offset, len, sub, max);
+    /* depth means nothing here; runs merge on `hole` alone. */
+    for (int i = 0; i < r; i++) {
+        sub[i].depth = 0;
+    }
+    return r;
 }
 
 static int ovl_extents(struct backend *b, enum backend_meta meta,
