@@ -187,6 +187,7 @@ void conn_push_later(struct conn *conn, struct loop *loop)
 static void conn_free(struct conn *conn)
 {
     struct server *srv = conn->srv;
+    bool clean = conn->clean_end;
     /*
      * Unlink first: server_stop walks the list under srv->lock and wakes
      * each connection's channel, so the channel must outlive the link.
@@ -226,6 +227,9 @@ static void conn_free(struct conn *conn)
 
     pthread_mutex_lock(&srv->lock);
     srv->nr_conns--;
+    if (srv->done_fd >= 0 && srv->nr_conns == 0) {
+        server_single_over(srv, clean);
+    }
     pthread_cond_broadcast(&srv->changed);
     pthread_mutex_unlock(&srv->lock);
 }
@@ -551,6 +555,7 @@ static void receive_requests(struct conn *conn)
         }
         if (r == 0) {
             log_debug("%s: client closed the connection", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (r < 0) {
@@ -568,6 +573,7 @@ static void receive_requests(struct conn *conn)
         uint64_t payload = proto_request_payload_len(&req, conn->extended);
         if (req.type == PROTO_CMD_DISC && early_error == 0) {
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (payload > conn->max_payload) {
@@ -632,7 +638,7 @@ static void receive_requests(struct conn *conn)
     conn->rq_timer_armed = false;
 }
 
-void conn_run(struct server *srv, int fd, const char *peer,
+bool conn_run(struct server *srv, int fd, const char *peer,
               const struct sockaddr_storage *peer_addr)
 {
     /* Until conn_register, leaving must release the admission too. */
@@ -641,14 +647,14 @@ void conn_run(struct server *srv, int fd, const char *peer,
         log_error("%s: out of memory for a connection", peer);
         server_admit_release(srv, peer_addr);
         close(fd);
-        return;
+        return false;
     }
     conn->ch = chan_sock_new_take(fd);
     if (conn->ch == NULL) {
         log_error("%s: cannot set up the socket: %s", peer, strerror(errno));
         server_admit_release(srv, peer_addr);
         free(conn);
-        return;
+        return false;
     }
     conn->srv = srv;
     conn->home = coro_loop(coro_self());
@@ -658,7 +664,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
         server_admit_release(srv, peer_addr);
         chan_unref(conn->ch);
         free(conn);
-        return;
+        return false;
     }
     for (unsigned i = 0; i < srv->loops->count; i++) {
         conn->push[i].task.fn = push_task_run;
@@ -673,7 +679,7 @@ void conn_run(struct server *srv, int fd, const char *peer,
     atomic_init(&conn->unsent_batches, 0);
     if (!conn_register(conn)) {
         conn_unref(conn);
-        return;
+        return true;
     }
     log_debug("%s: connected", conn->peer);
 
@@ -709,4 +715,5 @@ void conn_run(struct server *srv, int fd, const char *peer,
     bufpool_put(conn->rbuf, CONN_RBUF_SIZE);
     conn->rbuf = NULL;
     conn_unref(conn);
+    return true;
 }

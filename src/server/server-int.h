@@ -198,6 +198,12 @@ struct server {
     struct tls_creds *tls_creds; /* GUARDED_BY(lock): a reference, NULL
                                     when mode is off */
 
+    /* server_start_single: an eventfd written when its connection is
+     * gone (-1 otherwise; immutable after start), and how it ended
+     * (release by conn_free before the write, acquire by the reader). */
+    int done_fd;
+    atomic_bool single_clean;
+
     /* One rate limit per refusal reason (enum server_admit), and per
      * kind of accept failure (server.c); atomic. */
     struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
@@ -236,6 +242,9 @@ struct conn {
     bool tls_reqd_logged;   /* a TLS_REQD refusal was logged */
     struct conn_log_limit log_limit; /* receive coroutine only */
     bool no_zeroes;
+    /* Receive coroutine: the client ended politely (NBD_CMD_DISC,
+     * NBD_OPT_ABORT, end of file between messages). */
+    bool clean_end;
     bool structured;
     bool extended;
     bool meta_base_allocation;  /* base:allocation selected */
@@ -304,9 +313,13 @@ struct request {
     unsigned cost;   /* request_cost, counted on that loop */
 };
 
-/* conn.c */
-CORO_FN void conn_run(struct server *srv, int fd, const char *peer,
+/* conn.c.  conn_run returns false when the connection could not be set
+ * up (its fd closed, its admission released) and true once it was
+ * registered: conn_free will run for it. */
+CORO_FN bool conn_run(struct server *srv, int fd, const char *peer,
                       const struct sockaddr_storage *peer_addr);
+/* server.c: the connection of server_start_single is gone. */
+ANY_THREAD void server_single_over(struct server *srv, bool clean);
 ANY_THREAD void conn_unref(struct conn *conn);
 /* A request finished: frees its place (and buffer bytes) in flight. */
 CORO_FN void conn_flow_release(struct conn *conn, uint64_t bytes);
