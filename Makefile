@@ -342,7 +342,8 @@ install: $(PROGS)
 	[ -e $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf ] || \
 	    install -m 644 conf/nbd-serverd.conf \
 	        $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf
-	for u in nbd-serverd.service nbd-serverd.socket; do \
+	for u in nbd-serverd.service nbd-serverd.socket nbd-serverd@.service \
+	    nbd-serverd@.socket; do \
 	    sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
 	        -e 's|/etc/nbd-serverd/|$(SYSCONFDIR)/nbd-serverd/|g' \
 	        systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \

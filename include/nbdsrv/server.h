@@ -199,6 +199,27 @@ ANY_THREAD int server_start(struct server *srv, struct loop_group *loops,
                             struct err *err);
 
 /*
+ * Serves one connected stream socket `fd` (taken: closed by the server)
+ * instead of listening, for --inetd and systemd's Accept=yes: the
+ * connection is counted like an accepted one and started on a loop of
+ * `loops`.  *done_fd (owned by the server, valid until server_free)
+ * becomes readable once the connection has ended and its socket is
+ * closed; server_single_clean then says how it ended, and server_stop
+ * flushes the exports.  Returns 0 or -errno.  ANY_THREAD, not from a
+ * loop of `loops`.
+ */
+ANY_THREAD int server_start_single(struct server *srv, struct loop_group *loops,
+                                   int fd, int *done_fd, struct err *err);
+
+/*
+ * After *done_fd of server_start_single became readable: whether the
+ * client ended politely (NBD_CMD_DISC, NBD_OPT_ABORT, or end of file
+ * between two messages) rather than by an error, a timeout or a
+ * protocol violation.  ANY_THREAD.
+ */
+ANY_THREAD bool server_single_clean(struct server *srv);
+
+/*
  * Drains and stops, as described above; returns once no connection is
  * left and every export is flushed.  Returns 0, or -errno if a flush
  * failed.  ANY_THREAD, not from a loop thread.

@@ -214,6 +214,7 @@ void receive_requests(struct conn *conn)
         }
         if (r == 0) {
             log_debug("%s: client closed the connection", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (r < 0) {
@@ -231,6 +232,7 @@ void receive_requests(struct conn *conn)
         uint64_t payload = proto_request_payload_len(&req, conn->extended);
         if (req.type == PROTO_CMD_DISC && early_error == 0) {
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (payload > conn->max_payload) {

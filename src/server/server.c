@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -117,6 +118,8 @@ struct server *server_new(const struct server_limits *limits)
     atomic_init(&srv->nr_paused, 0);
     atomic_init(&srv->resume_queued, false);
     srv->resume_task.fn = resume_task_run;
+    srv->done_fd = -1;
+    atomic_init(&srv->single_clean, false);
     return srv;
 }
 
@@ -603,6 +606,80 @@ int server_start(struct server *srv, struct loop_group *loops,
     return 0;
 }
 
+void server_single_over(struct server *srv, bool clean)
+{
+    /* Release: the reader of done_fd sees how it ended. */
+    atomic_store_explicit(&srv->single_clean, clean, memory_order_release);
+    uint64_t one = 1;
+    if (write(srv->done_fd, &one, sizeof one) != (ssize_t)sizeof one) {
+        log_error("cannot signal the end of the connection: %s",
+                  strerror(errno));
+    }
+}
+
+bool server_single_clean(struct server *srv)
+{
+    return atomic_load_explicit(&srv->single_clean, memory_order_acquire);
+}
+
+static void single_entry(void *opaque)
+{
+    struct conn_start cs = *(struct conn_start *)opaque;
+    free(opaque);
+    if (!conn_run(cs.srv, cs.fd, cs.peer, &cs.addr)) {
+        server_single_over(cs.srv, false);
+    }
+}
+
+int server_start_single(struct server *srv, struct loop_group *loops, int fd,
+                        int *done_fd, struct err *err)
+{
+    srv->loops = loops;
+    srv->load = calloc(loops->count, sizeof *srv->load);
+    struct conn_start *cs = calloc(1, sizeof *cs);
+    srv->done_fd = eventfd(0, EFD_CLOEXEC);
+    if (srv->load == NULL || cs == NULL || srv->done_fd < 0) {
+        int e = srv->done_fd < 0 ? errno : ENOMEM;
+        free(cs);
+        close(fd);
+        return err_set_errno(err, e, "serving the connection");
+    }
+    socklen_t len = sizeof cs->addr;
+    if (getpeername(fd, (struct sockaddr *)&cs->addr, &len) < 0 ||
+        len <= sizeof(sa_family_t)) {
+        /* A socketpair has no name: it counts as a unix client. */
+        memset(&cs->addr, 0, sizeof cs->addr);
+        cs->addr.ss_family = AF_UNIX;
+        snprintf(cs->peer, sizeof cs->peer, "unix:(socketpair)");
+    } else {
+        sock_addr_format((struct sockaddr *)&cs->addr, len, cs->peer,
+                         sizeof cs->peer);
+    }
+    unsigned count = 0;
+    enum server_admit admitted = server_admit(srv, &cs->addr, &count);
+    if (admitted != SERVER_ADMIT_OK) {
+        server_log_refusal(srv, admitted, cs->peer, count);
+        free(cs);
+        close(fd);
+        return err_set(err, EPERM, "the connection is over the limits");
+    }
+    cs->srv = srv;
+    cs->fd = fd;
+    struct loop *home = server_pick_loop(srv);
+    struct coro *co = coro_new(single_entry, cs, home);
+    if (co == NULL) {
+        int e = errno;
+        server_admit_release(srv, &cs->addr);
+        free(cs);
+        close(fd);
+        return err_set_errno(err, e, "starting the connection");
+    }
+    log_info("serving one connection from %s", cs->peer);
+    coro_schedule(home, co);
+    *done_fd = srv->done_fd;
+    return 0;
+}
+
 struct cancel_accepts {
     struct loop_task task;
     struct server *srv;
@@ -759,6 +836,9 @@ void server_free(struct server *srv)
     }
     free(srv->listeners);
     free(srv->load);
+    if (srv->done_fd >= 0) {
+        close(srv->done_fd);
+    }
     export_table_unref(server_unshared(srv)->table);
     server_unshared(srv)->table = NULL;
     client_table_fini(&server_unshared(srv)->clients);

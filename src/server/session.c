@@ -28,12 +28,13 @@ static void handshake_expired(struct coro_timer *timer)
     chan_shutdown(d->conn->ch, SHUT_RDWR);
 }
 
-void conn_run(struct server *srv, int fd, const char *peer,
+bool conn_run(struct server *srv, int fd, const char *peer,
               const struct sockaddr_storage *peer_addr)
 {
-    struct conn *conn = conn_new(srv, fd, peer, peer_addr);
+    bool registered;
+    struct conn *conn = conn_new(srv, fd, peer, peer_addr, &registered);
     if (conn == NULL) {
-        return;
+        return registered;
     }
     log_debug("%s: connected", conn->peer);
 
@@ -69,4 +70,5 @@ void conn_run(struct server *srv, int fd, const char *peer,
     bufpool_put(conn->rbuf, CONN_RBUF_SIZE);
     conn->rbuf = NULL;
     conn_unref(conn);
+    return true;
 }
