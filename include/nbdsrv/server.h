@@ -54,8 +54,9 @@ struct export_config {
     bool no_trim; /* trim=off: NBD_CMD_TRIM is not advertised */
     const struct server_allow *allow; /* NULL: every client */
     unsigned nr_allow;
-    /* Allowed TLS identities (PSK names or certificate DNs), kept for the
-     * TLS code; not enforced by this build (TLS is off). */
+    /* Allowed TLS identities (PSK names or certificate DNs); none: any
+     * client the allow list admits.  A client whose proved identity is
+     * not listed does not see the export. */
     const char *const *tls_identities;
     unsigned nr_tls_identities;
 };

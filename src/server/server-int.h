@@ -67,7 +67,7 @@ struct export
     bool no_trim;
     struct server_allow *allow; /* NULL: every client */
     unsigned nr_allow;
-    char **tls_identities; /* kept for the TLS code */
+    char **tls_identities; /* export_allows_identity */
     unsigned nr_tls_identities;
 };
 
