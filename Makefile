@@ -348,7 +348,9 @@ check-spelling:
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
-# codec, the URI parser or the configuration parser.  They build with
+# codec, the URI parser, the configuration parser, or a whole server
+# connection in process (fuzz-server-conn: the input plays the client
+# against the real negotiate and transmit code).  They build with
 # clang, libFuzzer, ASan and UBSan against a copy of the library compiled
 # the same way in build-fuzz/, and are no part of `all` or `check`, which
 # must not need clang (`make fuzz-deps` installs it).  `make fuzz` runs
@@ -363,6 +365,8 @@ check-spelling:
 FUZZ_CC ?= clang
 FUZZ_BUILD := build-fuzz
 FUZZ_TIME ?= 60
+# Per-input limit: a connection that hangs is a finding.
+FUZZ_TIMEOUT ?= 10
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
@@ -378,6 +382,8 @@ FUZZ_MAX_LEN_fuzz-proto-handshake := 8192
 FUZZ_MAX_LEN_fuzz-proto-reply := 8192
 FUZZ_MAX_LEN_fuzz-client-uri := 8192
 FUZZ_MAX_LEN_fuzz-config := 16384
+FUZZ_MAX_LEN_fuzz-server-conn := 16384
+FUZZ_MAX_LEN_fuzz-client-conn := 16384
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -398,7 +404,8 @@ fuzz: $(FUZZ_BINS)
 	    echo "== $(t): $(FUZZ_TIME) s, max_len $(call fuzz_max_len,$(t))"; \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
 	    $(FUZZ_BUILD)/$(t) -max_total_time=$(FUZZ_TIME) \
-	        -max_len=$(call fuzz_max_len,$(t)) -print_final_stats=1 \
+	        -max_len=$(call fuzz_max_len,$(t)) -timeout=$(FUZZ_TIMEOUT) \
+	        -print_final_stats=1 \
 	        $(if $(wildcard tests/fuzz/$(t).dict),-dict=tests/fuzz/$(t).dict) \
 	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
@@ -408,7 +415,8 @@ fuzz: $(FUZZ_BINS)
 fuzz-regress: $(FUZZ_BINS)
 	@failed=""; $(foreach t,$(FUZZ_NAMES),\
 	    echo "== $(t): seed corpus"; \
-	    $(FUZZ_BUILD)/$(t) -runs=0 -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	    $(FUZZ_BUILD)/$(t) -runs=0 -timeout=$(FUZZ_TIMEOUT) \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        tests/fuzz/corpus/$(t) || failed="$$failed $(t)";) \
 	[ -z "$$failed" ] || { echo "fuzz-regress: failed:$$failed"; exit 1; }
 
