@@ -83,7 +83,7 @@ struct model {
     bool read_only;
     /* the client's stream */
     const uint8_t *c;
-    size_t clen, cpos;
+    size_t c_len, cpos;
     /* negotiated */
     bool no_zeroes, structured, extended;
     enum state state;
@@ -138,7 +138,7 @@ static bool option_may_pass_tls(uint32_t option)
 static void next_option(struct model *m)
 {
     struct proto_option_header h;
-    size_t left = m->clen - m->cpos;
+    size_t left = m->c_len - m->cpos;
     if (left < PROTO_OPTION_HEADER_SIZE) {
         m->state = ST_CLOSED;
         return;
@@ -164,7 +164,7 @@ static void enter_transmission(struct model *m)
     m->state = ST_TRANSMISSION;
     m->rqs = calloc(MAX_REQUESTS, sizeof *m->rqs);
     FUZZ_ASSERT(m->rqs != NULL);
-    while (m->nr_rqs < MAX_REQUESTS && m->clen - m->cpos >= hdr) {
+    while (m->nr_rqs < MAX_REQUESTS && m->c_len - m->cpos >= hdr) {
         struct rq *q = &m->rqs[m->nr_rqs];
         int r = proto_decode_request(m->c + m->cpos, hdr, m->extended, &q->req);
         if (r == -EBADMSG) {
@@ -179,7 +179,7 @@ static void enter_transmission(struct model *m)
                  q->req.type == PROTO_CMD_RESIZE ||
                  (payload > 0 && q->req.type != PROTO_CMD_WRITE);
         m->nr_rqs++;
-        if (payload > m->clen - m->cpos) {
+        if (payload > m->c_len - m->cpos) {
             /* Cut short: refused at once if over the maximum payload,
              * or the server waits for the rest until end of file. */
             q->optional = true;
@@ -513,8 +513,8 @@ static void parse(struct model *m)
             FUZZ_ASSERT(proto_decode_greeting(m->rx, PROTO_GREETING_SIZE,
                                               &hs_flags) == 0);
             consume(m, PROTO_GREETING_SIZE);
-            if (m->clen < PROTO_CLIENT_FLAGS_SIZE ||
-                proto_decode_client_flags(m->c, m->clen, hs_flags, &cflags) <
+            if (m->c_len < PROTO_CLIENT_FLAGS_SIZE ||
+                proto_decode_client_flags(m->c, m->c_len, hs_flags, &cflags) <
                     0 ||
                 !(cflags & PROTO_FLAG_C_FIXED_NEWSTYLE)) {
                 m->state = ST_CLOSED;
@@ -600,7 +600,7 @@ static void play_client(int fd, struct model *m, uint32_t cut_seed)
     size_t off = 0;
     bool wr_open = true;
     FUZZ_ASSERT(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
-    if (m->clen == 0) {
+    if (m->c_len == 0) {
         shutdown(fd, SHUT_WR);
         wr_open = false;
     }
@@ -609,12 +609,12 @@ static void play_client(int fd, struct model *m, uint32_t cut_seed)
                              .events = POLLIN | (wr_open ? POLLOUT : 0)};
         FUZZ_ASSERT(poll(&pfd, 1, -1) >= 0);
         if (wr_open && (pfd.revents & (POLLOUT | POLLERR))) {
-            size_t n = next_cut(&cut_seed, m->clen - off);
+            size_t n = next_cut(&cut_seed, m->c_len - off);
             ssize_t w = send(fd, m->c + off, n, MSG_NOSIGNAL);
             if (w > 0) {
                 off += (size_t)w;
             }
-            if ((w < 0 && errno != EAGAIN) || off == m->clen) {
+            if ((w < 0 && errno != EAGAIN) || off == m->c_len) {
                 shutdown(fd, SHUT_WR);
                 wr_open = false;
             }
@@ -645,7 +645,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      : TLS_MODE_REQUIRE,
         .read_only = (cfg & 4) != 0,
         .c = data + 2,
-        .clen = size - 2,
+        .c_len = size - 2,
         .state = ST_GREETING,
     };
     struct server_limits limits = {
