@@ -607,14 +607,19 @@ static void play_client(int fd, struct model *m, uint32_t cut_seed)
     for (;;) {
         struct pollfd pfd = {.fd = fd,
                              .events = POLLIN | (wr_open ? POLLOUT : 0)};
-        FUZZ_ASSERT(poll(&pfd, 1, -1) >= 0);
+        if (poll(&pfd, 1, -1) < 0) {
+            /* libFuzzer's -timeout ticks with SIGALRM. */
+            FUZZ_ASSERT(errno == EINTR);
+            continue;
+        }
         if (wr_open && (pfd.revents & (POLLOUT | POLLERR))) {
             size_t n = next_cut(&cut_seed, m->c_len - off);
             ssize_t w = send(fd, m->c + off, n, MSG_NOSIGNAL);
             if (w > 0) {
                 off += (size_t)w;
             }
-            if ((w < 0 && errno != EAGAIN) || off == m->c_len) {
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) ||
+                off == m->c_len) {
                 shutdown(fd, SHUT_WR);
                 wr_open = false;
             }
