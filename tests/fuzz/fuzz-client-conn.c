@@ -5,7 +5,8 @@
  * stream.  The stream is written whole into one end of a socketpair,
  * whose write side is then shut; on the loop thread the client library
  * negotiates over the other end (client_connect_chan) with the options
- * of the first byte, issues the commands of the second one by one, each
+ * of the first byte, issues the commands of the second (one by one or
+ * all at once), each
  * ending with a reply or an error, and closes (client_close).  Nothing
  * may crash, leak (LeakSanitizer), or hang (libFuzzer's -timeout): once
  * the stream is used up, end of file must end every wait.  A negotiated
@@ -16,14 +17,16 @@
  *
  * Options byte: bit 0 no structured replies, 1 no extended headers, 2 no
  * base:allocation, 3 NBD_OPT_EXPORT_NAME instead of GO, 4 at most 1
- * request in flight.  Commands byte: bit 0 READ, 1 WRITE, 2 FLUSH, 3
- * TRIM, 4 WRITE_ZEROES, 5 CACHE, 6 BLOCK_STATUS, 7 a second READ at the
- * end of the export.
+ * request in flight, 5 the commands at once, each in its own coroutine
+ * (so that replies may answer them in any order).  Commands byte: bit 0 READ, 1
+ * WRITE, 2 FLUSH, 3 TRIM, 4 WRITE_ZEROES, 5 CACHE, 6 BLOCK_STATUS, 7 a second
+ * READ at the end of the export.
  */
 #include "fuzz.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/client-uri.h"
 #include "nbdsrv/client.h"
+#include "nbdsrv/coro-lock.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/loop.h"
 
@@ -35,6 +38,7 @@
 #include <unistd.h>
 
 #define NR_EXTENTS 16
+#define BUF_SIZE 4096u
 
 static struct loop_group loops;
 
@@ -79,38 +83,106 @@ static void block_status(struct client_conn *c, uint64_t len)
     }
 }
 
-static void commands(struct client_conn *c, uint8_t cmds)
+/* Command `bit` of the commands byte, with `buf` (4096 bytes). */
+static void command(struct client_conn *c, unsigned bit, uint8_t *buf)
 {
-    static uint8_t buf[4096];
+    const struct client_info *info = client_info(c);
+    uint64_t len = info->size < BUF_SIZE ? info->size : BUF_SIZE;
+    switch (bit) {
+    case 0:
+        check_result(client_pread(c, buf, (size_t)len, 0, 0));
+        break;
+    case 1:
+        memset(buf, 0x5a, BUF_SIZE);
+        check_result(client_pwrite(c, buf, (size_t)len, 0, 0));
+        break;
+    case 2:
+        check_result(client_flush(c, 0));
+        break;
+    case 3:
+        check_result(client_trim(c, len, 0, 0));
+        break;
+    case 4:
+        check_result(client_write_zeroes(c, len, 0, 0));
+        break;
+    case 5:
+        check_result(client_cache(c, len, 0, 0));
+        break;
+    case 6:
+        if (len > 0) {
+            block_status(c, len);
+        }
+        break;
+    default:
+        if (len > 0) {
+            check_result(
+                client_pread(c, buf, (size_t)len, info->size - len, 0));
+        }
+        break;
+    }
+}
+
+/* The commands running at once, and the wait for the last. */
+struct parallel {
+    struct client_conn *c;
+    struct co_mutex lock;
+    struct co_queue done;
+    unsigned left; /* GUARDED_BY(lock) */
+};
+
+struct worker {
+    struct parallel *par;
+    unsigned bit;
+    uint8_t buf[BUF_SIZE];
+};
+
+static void worker_entry(void *arg)
+{
+    struct worker *w = arg;
+    struct parallel *par = w->par;
+    command(par->c, w->bit, w->buf);
+    co_mutex_lock(&par->lock);
+    par->left--;
+    co_queue_next(&par->done);
+    co_mutex_unlock(&par->lock);
+}
+
+static void commands(struct client_conn *c, uint8_t cmds, bool at_once)
+{
+    static uint8_t buf[BUF_SIZE];
+    static struct worker workers[8];
     const struct client_info *info = client_info(c);
     FUZZ_ASSERT(info != NULL && info->name != NULL);
     FUZZ_ASSERT(!info->extended || info->structured);
-    uint64_t len = info->size < sizeof buf ? info->size : sizeof buf;
-    if (cmds & 1) {
-        check_result(client_pread(c, buf, (size_t)len, 0, 0));
+    if (!at_once) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+            if (cmds & (1u << bit)) {
+                command(c, bit, buf);
+            }
+        }
+        return;
     }
-    if (cmds & 2) {
-        memset(buf, 0x5a, sizeof buf);
-        check_result(client_pwrite(c, buf, (size_t)len, 0, 0));
+    struct parallel par = {.c = c};
+    co_mutex_init(&par.lock);
+    co_queue_init(&par.done);
+    struct loop *loop = loop_current();
+    for (unsigned bit = 0; bit < 8; bit++) {
+        if (!(cmds & (1u << bit))) {
+            continue;
+        }
+        workers[bit] = (struct worker){.par = &par, .bit = bit};
+        struct coro *co = coro_new(worker_entry, &workers[bit], loop);
+        FUZZ_ASSERT(co != NULL);
+        par.left++;
+        coro_schedule(loop, co);
     }
-    if (cmds & 4) {
-        check_result(client_flush(c, 0));
+    co_mutex_lock(&par.lock);
+    while (par.left > 0) {
+        co_queue_wait(&par.done, &par.lock);
     }
-    if (cmds & 8) {
-        check_result(client_trim(c, len, 0, 0));
-    }
-    if (cmds & 16) {
-        check_result(client_write_zeroes(c, len, 0, 0));
-    }
-    if (cmds & 32) {
-        check_result(client_cache(c, len, 0, 0));
-    }
-    if ((cmds & 64) && len > 0) {
-        block_status(c, len);
-    }
-    if ((cmds & 128) && len > 0) {
-        check_result(client_pread(c, buf, (size_t)len, info->size - len, 0));
-    }
+    co_mutex_unlock(&par.lock);
+    co_queue_fini(&par.done);
+    co_mutex_fini(&par.lock);
 }
 
 static void client_entry(void *arg)
@@ -136,7 +208,7 @@ static void client_entry(void *arg)
         }
         return;
     }
-    commands(c, run->cmds);
+    commands(c, run->cmds, (run->opts_byte & 32) != 0);
     if (getenv("FUZZ_DEBUG") != NULL) {
         const char *e = client_error(c);
         fprintf(stderr, "fuzz-client-conn: connected, then %s\n",
