@@ -30,8 +30,11 @@
  * BLOCK_STATUS; extended), READ data lies inside the request, and
  * success is never reported for a write beyond the export's end or to
  * a read-only export, nor for a request with bad flags or an unknown
- * command.  When the server closes, every request it read has been
- * answered and no frame is cut short.  A hang is libFuzzer's -timeout.
+ * command; a successful structured READ is covered by its data and hole
+ * chunks, and a successful BLOCK_STATUS has a status chunk for the
+ * context id SET_META_CONTEXT selected (LIST replies carry id 0).  When the
+ * server closes, every request it read has been answered and no frame is cut
+ * short.  A hang is libFuzzer's -timeout.
  */
 #include "fuzz.h"
 #include "nbdsrv/loop.h"
@@ -70,9 +73,11 @@ enum state {
 
 struct rq {
     struct proto_request req;
-    bool bad;      /* bad flags or an unknown command: must fail */
-    bool optional; /* truncated payload: a reply may or may not come */
-    bool started;  /* a chunk came, not the last */
+    bool bad;         /* bad flags or an unknown command: must fail */
+    bool optional;    /* truncated payload: a reply may or may not come */
+    bool started;     /* a chunk came, not the last */
+    uint64_t covered; /* READ: bytes of data and hole chunks */
+    bool got_status;  /* BLOCK_STATUS: a status chunk came */
     bool done;
     bool failed; /* an error chunk came */
 };
@@ -86,6 +91,9 @@ struct model {
     size_t c_len, cpos;
     /* negotiated */
     bool no_zeroes, structured, extended;
+    bool meta_set;     /* base:allocation selected (SET_META_CONTEXT) */
+    uint32_t meta_id;  /* its id */
+    bool meta_pending; /* the SET being answered named it */
     enum state state;
     /* the option being answered */
     uint32_t opt;
@@ -151,6 +159,10 @@ static void next_option(struct model *m)
     }
     m->opt = h.option;
     m->opt_too_big = r == -E2BIG;
+    if (h.option == PROTO_OPT_SET_META_CONTEXT) {
+        /* It replaces the selection, whatever its outcome. */
+        m->meta_set = m->meta_pending = false;
+    }
     m->opt_data = m->c + m->cpos + PROTO_OPTION_HEADER_SIZE;
     m->opt_len = h.length;
     m->cpos += PROTO_OPTION_HEADER_SIZE + h.length;
@@ -286,6 +298,13 @@ static bool option_reply(struct model *m)
                     m->opt == PROTO_OPT_SET_META_CONTEXT);
         FUZZ_ASSERT(
             proto_parse_rep_meta_context(data, rep.length, &id, &name) == 0);
+        if (m->opt == PROTO_OPT_SET_META_CONTEXT) {
+            FUZZ_ASSERT(!m->meta_pending);
+            m->meta_pending = true;
+            m->meta_id = id;
+        } else {
+            FUZZ_ASSERT(id == 0); /* reserved in LIST replies */
+        }
         final = false;
         break;
     }
@@ -325,10 +344,13 @@ static bool option_reply(struct model *m)
         m->structured = m->extended = true;
         next_option(m);
         break;
+    case PROTO_OPT_SET_META_CONTEXT:
+        m->meta_set = m->meta_pending;
+        next_option(m);
+        break;
     case PROTO_OPT_INFO:
     case PROTO_OPT_LIST:
     case PROTO_OPT_LIST_META_CONTEXT:
-    case PROTO_OPT_SET_META_CONTEXT:
         next_option(m);
         break;
     default:
@@ -385,6 +407,15 @@ static void request_done(const struct model *m, struct rq *q, bool ok,
     if (r->type == PROTO_CMD_WRITE || r->type == PROTO_CMD_WRITE_ZEROES ||
         r->type == PROTO_CMD_TRIM) {
         FUZZ_ASSERT(!m->read_only);
+    }
+    if (r->type == PROTO_CMD_READ && m->structured) {
+        if (q->covered != r->length) {
+            FAIL("READ of %llu bytes answered with %llu",
+                 (unsigned long long)r->length, (unsigned long long)q->covered);
+        }
+    }
+    if (r->type == PROTO_CMD_BLOCK_STATUS) {
+        FUZZ_ASSERT(m->meta_set && q->got_status);
     }
     if (r->type != PROTO_CMD_FLUSH) {
         if (r->offset > EXPORT_SIZE || r->length > EXPORT_SIZE - r->offset) {
@@ -463,6 +494,7 @@ static bool tx_reply(struct model *m)
                                off - q->req.offset <= q->req.length &&
                                len <= q->req.length - (off - q->req.offset)));
         FUZZ_ASSERT(off + len <= EXPORT_SIZE);
+        q->covered += len;
         break;
     }
     case PROTO_REPLY_TYPE_BLOCK_STATUS:
@@ -473,6 +505,8 @@ static bool tx_reply(struct model *m)
                     (q->req.type == PROTO_CMD_BLOCK_STATUS && !q->bad));
         FUZZ_ASSERT(ext == m->extended);
         FUZZ_ASSERT(proto_decode_chunk_block_status(p, fixed, ext, &bs) == 0);
+        FUZZ_ASSERT(shared || (m->meta_set && bs.context_id == m->meta_id));
+        q->got_status = true;
         break;
     }
     default: {
