@@ -2,9 +2,7 @@
 /* libFuzzer target: one whole server connection, in process. */
 /*
  * The input is a configuration byte, a byte that chooses where the
- * client's stream is cut into writes (each cut waits a few milliseconds
- * at most for the server to read the piece, so that its reads end
- * there), and the client's byte stream.  Each
+ * client's stream is cut into writes, and the client's byte stream.  Each
  * input gets a fresh server (server_new, a 1 MiB memory export, the TLS
  * policy of the configuration byte, server_start with no listener) whose
  * real negotiate and transmit code serves one end of a socketpair
@@ -45,13 +43,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/sockios.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -637,37 +633,24 @@ static void play_client(int fd, struct model *m, uint32_t cut_seed)
     static uint8_t buf[256 * 1024];
     size_t off = 0;
     bool wr_open = true;
-    unsigned settle = 0; /* polls left to wait for the server to read */
     FUZZ_ASSERT(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
     if (m->c_len == 0) {
         shutdown(fd, SHUT_WR);
         wr_open = false;
     }
     for (;;) {
-        int unread = 0;
-        if (settle > 0 && (ioctl(fd, SIOCOUTQ, &unread) < 0 || unread == 0)) {
-            settle = 0;
-        }
-        bool writing = wr_open && settle == 0;
         struct pollfd pfd = {.fd = fd,
-                             .events = POLLIN | (writing ? POLLOUT : 0)};
-        int np = poll(&pfd, 1, settle > 0 ? 1 : -1);
-        if (settle > 0) {
-            settle--;
-        }
-        if (np < 0) {
+                             .events = POLLIN | (wr_open ? POLLOUT : 0)};
+        if (poll(&pfd, 1, -1) < 0) {
             /* libFuzzer's -timeout ticks with SIGALRM. */
             FUZZ_ASSERT(errno == EINTR);
             continue;
         }
-        if (writing && (pfd.revents & (POLLOUT | POLLERR))) {
+        if (wr_open && (pfd.revents & (POLLOUT | POLLERR))) {
             size_t n = next_cut(&cut_seed, m->c_len - off);
             ssize_t w = send(fd, m->c + off, n, MSG_NOSIGNAL);
             if (w > 0) {
                 off += (size_t)w;
-                /* With cuts, let the server read this piece alone (a
-                 * few ms at most: it may have stopped reading). */
-                settle = cut_seed != 0 ? 5 : 0;
             }
             if ((w < 0 && errno != EAGAIN && errno != EINTR) ||
                 off == m->c_len) {
