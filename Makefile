@@ -115,7 +115,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
-        install fuzz fuzz-regress check-faults check-load check-modern \
+        install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
         check-nbd-tester chroot-trixie programs deb check-deb
 
 # Installation directories; DESTDIR is prepended to each.
@@ -402,7 +402,10 @@ check-spelling:
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
-# codec, the URI parser or the configuration parser.  They build with
+# codec, the URI parser, the configuration parser, or a whole server
+# connection in process (fuzz-server-conn: the input plays the client
+# against the real negotiate and transmit code), or the client library
+# against a scripted server (fuzz-client-conn).  They build with
 # clang, libFuzzer, ASan and UBSan against a copy of the library compiled
 # the same way in build-fuzz/, and are no part of `all` or `check`, which
 # must not need clang (`make fuzz-deps` installs it).  `make fuzz` runs
@@ -417,6 +420,8 @@ check-spelling:
 FUZZ_CC ?= clang
 FUZZ_BUILD := build-fuzz
 FUZZ_TIME ?= 60
+# Per-input limit: a connection that hangs is a finding.
+FUZZ_TIMEOUT ?= 10
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
@@ -432,6 +437,8 @@ FUZZ_MAX_LEN_fuzz-proto-handshake := 8192
 FUZZ_MAX_LEN_fuzz-proto-reply := 8192
 FUZZ_MAX_LEN_fuzz-client-uri := 8192
 FUZZ_MAX_LEN_fuzz-config := 16384
+FUZZ_MAX_LEN_fuzz-server-conn := 16384
+FUZZ_MAX_LEN_fuzz-client-conn := 16384
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -452,7 +459,8 @@ fuzz: $(FUZZ_BINS)
 	    echo "== $(t): $(FUZZ_TIME) s, max_len $(call fuzz_max_len,$(t))"; \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
 	    $(FUZZ_BUILD)/$(t) -max_total_time=$(FUZZ_TIME) \
-	        -max_len=$(call fuzz_max_len,$(t)) -print_final_stats=1 \
+	        -max_len=$(call fuzz_max_len,$(t)) -timeout=$(FUZZ_TIMEOUT) \
+	        -print_final_stats=1 \
 	        $(if $(wildcard tests/fuzz/$(t).dict),-dict=tests/fuzz/$(t).dict) \
 	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
@@ -462,9 +470,27 @@ fuzz: $(FUZZ_BINS)
 fuzz-regress: $(FUZZ_BINS)
 	@failed=""; $(foreach t,$(FUZZ_NAMES),\
 	    echo "== $(t): seed corpus"; \
-	    $(FUZZ_BUILD)/$(t) -runs=0 -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	    $(FUZZ_BUILD)/$(t) -runs=0 -timeout=$(FUZZ_TIMEOUT) \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        tests/fuzz/corpus/$(t) || failed="$$failed $(t)";) \
 	[ -z "$$failed" ] || { echo "fuzz-regress: failed:$$failed"; exit 1; }
+
+# CI's share: the seed corpora of every target, then FUZZ_CI_RUNS fresh
+# inputs (a fixed seed, so a finding reproduces) of each connection
+# target, the ones whose state machines a short run still explores.
+FUZZ_CI_RUNS ?= 100000
+FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn
+fuzz-ci: fuzz-regress
+	@failed=""; $(foreach t,$(FUZZ_CI_NAMES),\
+	    echo "== $(t): $(FUZZ_CI_RUNS) runs"; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
+	    $(FUZZ_BUILD)/$(t) -runs=$(FUZZ_CI_RUNS) -seed=1 \
+	        -max_len=$(call fuzz_max_len,$(t)) -timeout=$(FUZZ_TIMEOUT) \
+	        -print_final_stats=1 -dict=tests/fuzz/$(t).dict \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
+	        failed="$$failed $(t)";) \
+	[ -z "$$failed" ] || { echo "fuzz-ci: failed:$$failed"; exit 1; }
 
 clean:
 	rm -rf build build-asan build-tsan build-valgrind build-analyze \

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct server;
 struct backend;
@@ -219,6 +220,20 @@ ANY_THREAD int server_start_single(struct server *srv, struct loop_group *loops,
  * protocol violation.  ANY_THREAD.
  */
 ANY_THREAD bool server_single_clean(struct server *srv);
+
+/*
+ * Serves `fd` (taken), a connected stream socket, as if a listener had
+ * accepted it from `peer` (`len` bytes of address): the connection
+ * limits are checked, then the connection runs on a home loop like any
+ * other.  For sockets that do not come from a listener (the in-process
+ * fuzz target tests/fuzz/fuzz-server-conn.c plays the client on a
+ * socketpair).  Returns 0, or -EBUSY (over a connection limit) or
+ * -ENOMEM, having closed fd.  ANY_THREAD, after server_start (which may
+ * be given no listening socket) and before server_stop.
+ */
+ANY_THREAD int server_serve_fd(struct server *srv, int fd,
+                               const struct sockaddr_storage *peer,
+                               socklen_t len);
 
 /*
  * Drains and stops, as described above; returns once no connection is

@@ -544,30 +544,7 @@ static void acceptor_entry(void *opaque)
             accept_failed(l, -fd);
             continue;
         }
-        char peer[sizeof((struct conn_start *)NULL)->peer];
-        sock_addr_format((struct sockaddr *)&ss, len, peer, sizeof peer);
-        unsigned count = 0;
-        enum server_admit admitted = server_admit(srv, &ss, &count);
-        if (admitted != SERVER_ADMIT_OK) {
-            close(fd);
-            server_log_refusal(srv, admitted, peer, count);
-            continue;
-        }
-        struct conn_start *cs = calloc(1, sizeof *cs);
-        struct loop *home = server_pick_loop(srv);
-        struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
-        if (co == NULL) {
-            log_error("no memory for a new connection");
-            free(cs);
-            server_admit_release(srv, &ss);
-            close(fd);
-            continue;
-        }
-        cs->srv = srv;
-        cs->fd = fd;
-        cs->addr = ss;
-        memcpy(cs->peer, peer, sizeof cs->peer);
-        coro_schedule(home, co);
+        server_serve_fd(srv, fd, &ss, len);
     }
     mutex_lock(&srv->lock);
     server_locked(srv)->nr_acceptors--;
@@ -575,12 +552,44 @@ static void acceptor_entry(void *opaque)
     mutex_unlock(&srv->lock);
 }
 
+int server_serve_fd(struct server *srv, int fd,
+                    const struct sockaddr_storage *peer_addr, socklen_t len)
+{
+    char peer[sizeof((struct conn_start *)NULL)->peer];
+    sock_addr_format((const struct sockaddr *)peer_addr, len, peer,
+                     sizeof peer);
+    unsigned count = 0;
+    enum server_admit admitted = server_admit(srv, peer_addr, &count);
+    if (admitted != SERVER_ADMIT_OK) {
+        close(fd);
+        server_log_refusal(srv, admitted, peer, count);
+        return admitted == SERVER_ADMIT_NO_MEMORY ? -ENOMEM : -EBUSY;
+    }
+    struct conn_start *cs = calloc(1, sizeof *cs);
+    struct loop *home = server_pick_loop(srv);
+    struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
+    if (co == NULL) {
+        log_error("no memory for a new connection");
+        free(cs);
+        server_admit_release(srv, peer_addr);
+        close(fd);
+        return -ENOMEM;
+    }
+    cs->srv = srv;
+    cs->fd = fd;
+    cs->addr = *peer_addr;
+    memcpy(cs->peer, peer, sizeof cs->peer);
+    coro_schedule(home, co);
+    return 0;
+}
+
 int server_start(struct server *srv, struct loop_group *loops,
                  const int *listen_fds, unsigned nr_listen, struct err *err)
 {
     srv->loops = loops;
     srv->load = calloc(loops->count, sizeof *srv->load);
-    srv->listeners = calloc(nr_listen, sizeof *srv->listeners);
+    srv->listeners =
+        calloc(nr_listen > 0 ? nr_listen : 1, sizeof *srv->listeners);
     if (srv->listeners == NULL || srv->load == NULL) {
         for (unsigned i = 0; i < nr_listen; i++) {
             close(listen_fds[i]);
