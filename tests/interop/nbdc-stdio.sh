@@ -36,7 +36,10 @@ step "pipe -> export (whole size), read back"
 make_random "$T/in" 16M
 tmo "$NBDC" copy - "$dst" <"$T/in" >"$T/out" 2>&1 ||
     fail "nbdc copy - URI: $(cat "$T/out")"
-[ ! -s "$T/out" ] || fail "nbdc copy - printed: $(cat "$T/out")"
+# ASan builds warn about swapcontext on stderr once; that is not nbdc's.
+grep -v "ASan doesn't fully support makecontext/swapcontext" "$T/out" \
+    >"$T/out.own" || true
+[ ! -s "$T/out.own" ] || fail "nbdc copy - printed: $(cat "$T/out.own")"
 tmo "$NBDC" copy "$dst" - >"$T/back"
 same_content "$T/in" "$T/back" "$T/dst.img"
 
