@@ -114,8 +114,7 @@ static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
 
 /* Whether a request that changes [offset, offset+len) may go down:
  * 0, or -EPERM on a read-only layer, -EINVAL past the end. */
-static int check_change(const struct backend *be, uint64_t offset,
-                        uint64_t len)
+static int check_change(const struct backend *be, uint64_t offset, uint64_t len)
 {
     if (be->caps & BACKEND_CAP_READ_ONLY) {
         return -EPERM;
