@@ -268,7 +268,6 @@ static int do_read(struct conn *conn, const struct proto_request *req)
  * with NBD_REPLY_FLAG_DONE, sent together. */
 static int do_block_status(struct conn *conn, const struct proto_request *req)
 {
-    struct backend *be = conn->exp->be;
     unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
     uint64_t len = req->length;
     if (!conn->extended && len > UINT32_MAX) {
@@ -284,11 +283,12 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         r = transmit_send_error(conn, req, ENOMEM);
         goto out;
     }
-    for (unsigned m = 0; m < SERVER_META_COUNT; m++) {
+    for (unsigned m = 0; m < server_meta_count(conn->exp); m++) {
         if (!(conn->meta & SERVER_META_BIT(m))) {
             continue;
         }
-        int nr = server_meta_extents(be, m, req->offset, len, ext, out, max);
+        int nr =
+            server_meta_extents(conn->exp, m, req->offset, len, ext, out, max);
         if (nr <= 0) {
             r = transmit_send_error(conn, req,
                                     nr < 0 ? storage_errno(nr) : EIO);
