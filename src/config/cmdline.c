@@ -15,6 +15,7 @@
 #include "config-int.h"
 #include "nbdsrv/backends.h"
 #include "nbdsrv/config.h"
+#include "nbdsrv/server.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -23,7 +24,7 @@
 #include <unistd.h>
 
 #define PROGRAM "nbd-serverd"
-#define VERSION "0.2.0"
+#define VERSION NBDSRV_VERSION
 
 enum {
     OPT_CHECK_CONFIG = 256,
@@ -124,6 +125,9 @@ void cmdline_usage(FILE *out)
         "the CA\n"
         "      --tls-priority STR    GnuTLS priority string\n"
         "      --pidfile FILE        write the process id to FILE (locked)\n"
+        "      --metrics-listen HOST:PORT\n"
+        "                            serve Prometheus metrics at "
+        "/metrics there\n"
         "      --check-config        parse options and configuration, print "
         "the\n"
         "                            effective configuration, exit 0 or 2\n"

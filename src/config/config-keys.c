@@ -456,6 +456,44 @@ static void listen_clear(struct config *cfg, struct config_export *ce)
     cfg->nr_listen = 0;
 }
 
+/* metrics-listen: one TCP address (HOST:PORT or [V6ADDR]:PORT). */
+static int metrics_listen_set(const struct config_key *k, struct config *cfg,
+                              struct config_export *ce, const char *v,
+                              const struct config_origin *o, struct err *err)
+{
+    (void)ce;
+    struct sock_addr addr;
+    struct err e;
+    err_clear(&e);
+    if (sock_addr_parse(v, &addr, &e) < 0) {
+        if (o->file == NULL) {
+            return fail(o, err, EINVAL, "%s %s", o->option, e.msg);
+        }
+        return fail(o, err, EINVAL, "%s = %s: %s", k->name, v, e.msg);
+    }
+    if (addr.ss.ss_family != AF_INET && addr.ss.ss_family != AF_INET6) {
+        return fail(o, err, EINVAL,
+                    "%s = %s: expected HOST:PORT (a TCP address)", k->name, v);
+    }
+    char *copy = strdup(v);
+    if (copy == NULL) {
+        return fail_oom(o, err);
+    }
+    free(cfg->metrics_listen);
+    cfg->metrics_listen = copy;
+    return 0;
+}
+
+static void metrics_listen_print(const struct config_key *k,
+                                 const struct config *cfg,
+                                 const struct config_export *ce, FILE *out)
+{
+    (void)ce;
+    if (cfg->metrics_listen != NULL) {
+        print_value(out, k->name, cfg->metrics_listen);
+    }
+}
+
 /*
  * An export's file key (path, overlay): made absolute, with the origin a
  * message about the file later names ("FILE:LINE", NULL from the command

@@ -110,6 +110,7 @@ static void config_free(struct config *cfg)
     free((char *)cfg->tls.psk_file);
     free((char *)cfg->tls.priority);
     free(cfg->pidfile);
+    free(cfg->metrics_listen);
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         export_fini(&cfg->exports[i]);
     }

@@ -28,7 +28,10 @@ static void request_entry(void *opaque)
 {
     struct request *rq = opaque;
     struct conn *conn = rq->conn;
-    transmit_request(conn, rq);
+    int err = transmit_request(conn, rq);
+    if (conn->srv->stats_on) {
+        stats_request_done(conn->srv, rq, err);
+    }
     uint64_t held = rq->held;
     server_worker_done(conn->srv, rq->worker, rq->cost);
     bufpool_put(rq->buf, rq->buf_size);
@@ -273,6 +276,9 @@ void receive_requests(struct conn *conn)
             .held = held,
             .early_error = early_error,
         };
+        if (conn->srv->stats_on) {
+            rq->arrival_ns = stats_clock_ns();
+        }
         if (payload > 0) {
             r = conn_read(conn, buf, payload, false);
             if (r <= 0) {
@@ -287,6 +293,9 @@ void receive_requests(struct conn *conn)
                 break;
             }
             message_done(conn);
+        }
+        if (conn->srv->stats_on) {
+            stats_request_received(conn->srv);
         }
         dispatch(conn, rq);
     }
