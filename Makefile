@@ -66,8 +66,12 @@ ifeq ($(HARDEN),1)
   endif
 endif
 
-ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARN) $(HARDEN_CFLAGS) \
-              $(CPPFLAGS) $(CFLAGS) -fno-strict-aliasing -pthread $(PKG_CFLAGS)
+# The warnings come after CPPFLAGS and CFLAGS, so that flags from the
+# environment (dpkg-buildflags' -Wformat, for one) cannot weaken them or
+# drop -Werror; WERROR=0 is the way to build without it.
+ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude $(HARDEN_CFLAGS) \
+              $(CPPFLAGS) $(CFLAGS) $(WARN) -fno-strict-aliasing -pthread \
+              $(PKG_CFLAGS)
 ALL_LDFLAGS := -pthread $(HARDEN_LDFLAGS) $(LDFLAGS)
 ifneq ($(SANITIZE),)
   ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 \
@@ -99,7 +103,9 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
             codespell clang-format debootstrap prometheus curl
-DEB_PKGS := $(DEB_BUILD) $(DEB_TEST)
+# Building and checking the Debian packages (make deb, make check-deb).
+DEB_PACKAGING := debhelper dpkg-dev lintian
+DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
 # Only for the libFuzzer targets: clang, and the runtime that links
 # -fsanitize=fuzzer (merely recommended by clang's packages).
 DEB_FUZZ := clang libclang-rt-14-dev
@@ -109,8 +115,8 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
-        install fuzz fuzz-regress check-faults check-load check-modern \
-        check-nbd-tester chroot-trixie
+        install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
+        check-nbd-tester chroot-trixie programs deb check-deb
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -127,6 +133,9 @@ TEST_DAEMON := $(BUILD)/tests/nbd-serverd-test
 
 all: $(LIB) $(PROGS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS) \
      $(TEST_DAEMON)
+
+# Only the installed programs (debian/rules builds these).
+programs: $(PROGS)
 
 # Every object and link depends on a stamp holding the compiler and flags,
 # rewritten only when they change, so that a build directory never mixes
@@ -333,11 +342,51 @@ install: $(PROGS)
 	[ -e $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf ] || \
 	    install -m 644 conf/nbd-serverd.conf \
 	        $(DESTDIR)$(SYSCONFDIR)/nbd-serverd/nbd-serverd.conf
-	for u in nbd-serverd.service nbd-serverd.socket; do \
+	for u in nbd-serverd.service nbd-serverd.socket nbd-serverd@.service \
+	    nbd-serverd@.socket; do \
 	    sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
 	        -e 's|/etc/nbd-serverd/|$(SYSCONFDIR)/nbd-serverd/|g' \
 	        systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
 	    chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
+
+# ---- Debian packages ----
+# `make deb` copies the source tree (the files git knows plus untracked
+# ones it does not ignore; without git, everything but the build
+# directories) to $(DEB_DIR)/stage/nbd-serverd-VERSION, runs
+# dpkg-buildpackage -us -uc -b there with a clean make environment, and
+# moves the .deb, .buildinfo and .changes files to $(DEB_DIR).  The
+# build dependencies must be installed (make deps).
+DEB_DIR := build/deb
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+deb: SHELL := /bin/bash
+deb:
+	@set -e; v="$(DEB_VERSION)"; [ -n "$$v" ]; \
+	stage=$(DEB_DIR)/stage/nbd-serverd-$$v; \
+	rm -rf $(DEB_DIR); mkdir -p $$stage; \
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z -c -o --exclude-standard | \
+	        while IFS= read -r -d '' f; do \
+	            [ ! -e "$$f" ] || printf '%s\0' "$$f"; done; \
+	else \
+	    find . \( -name .git -o -path './build*' -o -path ./demo \) \
+	        -prune -o \( -type f -o -type l \) -print0; \
+	fi | tar --null -T - -cf - | tar -xf - -C $$stage; \
+	echo "deb: building nbd-serverd $$v in $$stage"; \
+	(cd $$stage && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	    -u MAKEOVERRIDES -u BUILD -u SANITIZE \
+	    dpkg-buildpackage -us -uc -b -Jauto) >$(DEB_DIR)/build.log 2>&1 || \
+	    { tail -n 40 $(DEB_DIR)/build.log; \
+	      echo "deb: dpkg-buildpackage failed, log in $(DEB_DIR)/build.log"; \
+	      exit 1; }; \
+	mv $(DEB_DIR)/stage/*.deb $(DEB_DIR)/stage/*.buildinfo \
+	    $(DEB_DIR)/stage/*.changes $(DEB_DIR)/; \
+	ls -1 $(DEB_DIR)/*.deb
+
+# Builds the packages, runs lintian, installs them on this machine,
+# serves an image with the installed daemon and purges them again,
+# checking that nothing is left behind (tests/deb/check-deb.sh).  Root.
+check-deb:
+	@tests/deb/check-deb.sh
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
@@ -348,12 +397,15 @@ check-format:
 
 # Spelling of code, comments, tests and documents (settings: .codespellrc).
 check-spelling:
-	codespell src include tests man docs conf systemd bench README.md \
-	    SECURITY.md Makefile .ci
+	codespell src include tests man docs conf systemd bench debian \
+	    README.md SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
-# codec, the URI parser or the configuration parser.  They build with
+# codec, the URI parser, the configuration parser, or a whole server
+# connection in process (fuzz-server-conn: the input plays the client
+# against the real negotiate and transmit code), or the client library
+# against a scripted server (fuzz-client-conn).  They build with
 # clang, libFuzzer, ASan and UBSan against a copy of the library compiled
 # the same way in build-fuzz/, and are no part of `all` or `check`, which
 # must not need clang (`make fuzz-deps` installs it).  `make fuzz` runs
@@ -368,6 +420,8 @@ check-spelling:
 FUZZ_CC ?= clang
 FUZZ_BUILD := build-fuzz
 FUZZ_TIME ?= 60
+# Per-input limit: a connection that hangs is a finding.
+FUZZ_TIMEOUT ?= 10
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
@@ -383,6 +437,8 @@ FUZZ_MAX_LEN_fuzz-proto-handshake := 8192
 FUZZ_MAX_LEN_fuzz-proto-reply := 8192
 FUZZ_MAX_LEN_fuzz-client-uri := 8192
 FUZZ_MAX_LEN_fuzz-config := 16384
+FUZZ_MAX_LEN_fuzz-server-conn := 16384
+FUZZ_MAX_LEN_fuzz-client-conn := 16384
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -403,7 +459,8 @@ fuzz: $(FUZZ_BINS)
 	    echo "== $(t): $(FUZZ_TIME) s, max_len $(call fuzz_max_len,$(t))"; \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
 	    $(FUZZ_BUILD)/$(t) -max_total_time=$(FUZZ_TIME) \
-	        -max_len=$(call fuzz_max_len,$(t)) -print_final_stats=1 \
+	        -max_len=$(call fuzz_max_len,$(t)) -timeout=$(FUZZ_TIMEOUT) \
+	        -print_final_stats=1 \
 	        $(if $(wildcard tests/fuzz/$(t).dict),-dict=tests/fuzz/$(t).dict) \
 	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
@@ -413,9 +470,27 @@ fuzz: $(FUZZ_BINS)
 fuzz-regress: $(FUZZ_BINS)
 	@failed=""; $(foreach t,$(FUZZ_NAMES),\
 	    echo "== $(t): seed corpus"; \
-	    $(FUZZ_BUILD)/$(t) -runs=0 -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	    $(FUZZ_BUILD)/$(t) -runs=0 -timeout=$(FUZZ_TIMEOUT) \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
 	        tests/fuzz/corpus/$(t) || failed="$$failed $(t)";) \
 	[ -z "$$failed" ] || { echo "fuzz-regress: failed:$$failed"; exit 1; }
+
+# CI's share: the seed corpora of every target, then FUZZ_CI_RUNS fresh
+# inputs (a fixed seed, so a finding reproduces) of each connection
+# target, the ones whose state machines a short run still explores.
+FUZZ_CI_RUNS ?= 100000
+FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn
+fuzz-ci: fuzz-regress
+	@failed=""; $(foreach t,$(FUZZ_CI_NAMES),\
+	    echo "== $(t): $(FUZZ_CI_RUNS) runs"; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$(t); \
+	    $(FUZZ_BUILD)/$(t) -runs=$(FUZZ_CI_RUNS) -seed=1 \
+	        -max_len=$(call fuzz_max_len,$(t)) -timeout=$(FUZZ_TIMEOUT) \
+	        -print_final_stats=1 -dict=tests/fuzz/$(t).dict \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$(t)- \
+	        $(FUZZ_BUILD)/corpus/$(t) tests/fuzz/corpus/$(t) || \
+	        failed="$$failed $(t)";) \
+	[ -z "$$failed" ] || { echo "fuzz-ci: failed:$$failed"; exit 1; }
 
 clean:
 	rm -rf build build-asan build-tsan build-valgrind build-analyze \

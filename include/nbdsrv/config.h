@@ -84,6 +84,7 @@ struct cmdline {
     bool foreground;
     bool check_config;
     bool read_only; /* -r: the -e exports are read-only */
+    bool inetd;     /* -s: serve the one connection on stdin */
     double poll_us;
     struct cmdline_export *exports; /* owned array */
     unsigned nr_exports;
@@ -177,6 +178,15 @@ ANY_THREAD struct config *config_build(const struct cmdline *cl,
  */
 ANY_THREAD struct config *
 config_parse_string(const char *text, const char *name, struct err *err);
+
+/*
+ * For one connection (--inetd, a connected socket from systemd): 0 when
+ * `cfg` has exactly one export, else -EINVAL with err naming `mode` and
+ * the exports.  config_build makes this check itself under --inetd (it
+ * also refuses --listen and --pidfile then).  ANY_THREAD.
+ */
+ANY_THREAD int config_check_one_export(const struct config *cfg,
+                                       const char *mode, struct err *err);
 
 ANY_THREAD struct config *config_ref(struct config *cfg);
 ANY_THREAD void config_unref(struct config *cfg); /* NULL allowed */

@@ -11,6 +11,7 @@
 #include "nbdsrv/compiler.h"
 #include "nbdsrv/err.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,12 +31,47 @@ ANY_THREAD unsigned long long daemon_monotonic_usec(void);
 
 /*
  * Socket activation: when $LISTEN_PID is our pid and $LISTEN_FDS is N >
- * 0, checks that fds 3..3+N-1 are listening stream sockets, sets
- * close-on-exec on them, unsets the variables, and returns N with
- * *first = 3.  Returns 0 when the daemon was not socket-activated, or
- * -errno with err set.  Call before any other fd is opened.  ANY_THREAD.
+ * 0, checks that fds 3..3+N-1 are stream sockets, either all listening
+ * (*connected false) or one connected socket (N is 1, *connected true:
+ * systemd's Accept=yes, one daemon per connection), sets close-on-exec
+ * on them, unsets the variables, and returns N with *first = 3.  Returns
+ * 0 when the daemon was not socket-activated, or -errno with err set (a
+ * connected socket among others, a datagram socket, not a socket).  Call
+ * before any other fd is opened.  ANY_THREAD.
  */
-ANY_THREAD int daemon_listen_fds(int *first, struct err *err);
+ANY_THREAD int daemon_listen_fds(int *first, bool *connected, struct err *err);
+
+/*
+ * The one connection of --inetd: fd 0, when it is a connected stream
+ * socket that fd 1 is too (inetd, socketpairs); otherwise fd 0 is read
+ * and fd 1 written (pipes, under ssh), relayed by two threads through a
+ * socketpair whose other end is what the server serves.  Owned by main.
+ */
+struct daemon_stdio {
+    int fd;     /* the socket to serve; taken by whoever serves it */
+    bool relay; /* the relay threads run */
+    bool stderr_was_socket; /* fd 2 was the connection (inetd): log to
+                               syslog */
+    int relay_fd;           /* the relay's end of the socketpair */
+    pthread_t to_server, to_client;
+};
+
+/*
+ * Sets up `st` from fds 0 and 1, then points fds 0 and 1 (and fd 2 when
+ * it is the connection too) at /dev/null, so that nothing but the
+ * protocol reaches the client and the connection closes when the server
+ * closes it.  A listening socket on fd 0 (inetd "wait") and a datagram
+ * socket are refused.  0 or -errno with err set.  Main thread, before
+ * the loops start.
+ */
+ANY_THREAD int daemon_stdio_open(struct daemon_stdio *st, struct err *err);
+
+/*
+ * Ends the relay, if any: waits (at most a few seconds) until what the
+ * server wrote has reached fd 1.  Call once the server has closed the
+ * connection.  ANY_THREAD (main).
+ */
+ANY_THREAD void daemon_stdio_close(struct daemon_stdio *st);
 
 /*
  * Opens and locks (flock, exclusive, non-blocking) the pidfile at

@@ -18,9 +18,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-
-/* The release, for --version and the build_info metric. */
-#define NBDSRV_VERSION "0.2.0"
+#include <sys/socket.h>
 
 struct server;
 struct backend;
@@ -57,8 +55,9 @@ struct export_config {
     bool no_trim; /* trim=off: NBD_CMD_TRIM is not advertised */
     const struct server_allow *allow; /* NULL: every client */
     unsigned nr_allow;
-    /* Allowed TLS identities (PSK names or certificate DNs), kept for the
-     * TLS code; not enforced by this build (TLS is off). */
+    /* Allowed TLS identities (PSK names or certificate DNs); none: any
+     * client the allow list admits.  A client whose proved identity is
+     * not listed does not see the export. */
     const char *const *tls_identities;
     unsigned nr_tls_identities;
 };
@@ -200,6 +199,41 @@ ANY_THREAD void server_update_fini(struct server_update *up);
 ANY_THREAD int server_start(struct server *srv, struct loop_group *loops,
                             const int *listen_fds, unsigned nr_listen,
                             struct err *err);
+
+/*
+ * Serves one connected stream socket `fd` (taken: closed by the server)
+ * instead of listening, for --inetd and systemd's Accept=yes: the
+ * connection is counted like an accepted one and started on a loop of
+ * `loops`.  *done_fd (owned by the server, valid until server_free)
+ * becomes readable once the connection has ended and its socket is
+ * closed; server_single_clean then says how it ended, and server_stop
+ * flushes the exports.  Returns 0 or -errno.  ANY_THREAD, not from a
+ * loop of `loops`.
+ */
+ANY_THREAD int server_start_single(struct server *srv, struct loop_group *loops,
+                                   int fd, int *done_fd, struct err *err);
+
+/*
+ * After *done_fd of server_start_single became readable: whether the
+ * client ended politely (NBD_CMD_DISC, NBD_OPT_ABORT, or end of file
+ * between two messages) rather than by an error, a timeout or a
+ * protocol violation.  ANY_THREAD.
+ */
+ANY_THREAD bool server_single_clean(struct server *srv);
+
+/*
+ * Serves `fd` (taken), a connected stream socket, as if a listener had
+ * accepted it from `peer` (`len` bytes of address): the connection
+ * limits are checked, then the connection runs on a home loop like any
+ * other.  For sockets that do not come from a listener (the in-process
+ * fuzz target tests/fuzz/fuzz-server-conn.c plays the client on a
+ * socketpair).  Returns 0, or -EBUSY (over a connection limit) or
+ * -ENOMEM, having closed fd.  ANY_THREAD, after server_start (which may
+ * be given no listening socket) and before server_stop.
+ */
+ANY_THREAD int server_serve_fd(struct server *srv, int fd,
+                               const struct sockaddr_storage *peer,
+                               socklen_t len);
 
 /*
  * Drains and stops, as described above; returns once no connection is

@@ -691,8 +691,8 @@ static int file_extents(struct backend *b, enum backend_meta meta,
             next = (int64_t)end;
         }
         flips = 0;
-        out[n].length = (uint64_t)next - pos;
-        out[n].hole = hole;
+        out[n] = (struct backend_extent){.length = (uint64_t)next - pos,
+                                         .hole = hole};
         n++;
         pos = (uint64_t)next;
         hole = !hole;

@@ -308,11 +308,13 @@ static int header_read(int fd, struct ovl_header *h, struct err *err)
     return header_decode(buf, (uint64_t)st.st_size, h, err);
 }
 
-static int write_all(int fd, const void *buf, size_t len, off_t offset)
+/* pread or pwrite of all len bytes (start-up and map commits only). */
+static int rw_all(int fd, void *buf, size_t len, off_t offset, bool write)
 {
-    const char *p = buf;
+    char *p = buf;
     while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, offset);
+        ssize_t n =
+            write ? pwrite(fd, p, len, offset) : pread(fd, p, len, offset);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -326,22 +328,14 @@ static int write_all(int fd, const void *buf, size_t len, off_t offset)
     return 0;
 }
 
+static int write_all(int fd, const void *buf, size_t len, off_t offset)
+{
+    return rw_all(fd, (void *)buf, len, offset, true);
+}
+
 static int read_all(int fd, void *buf, size_t len, off_t offset)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, offset);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? -errno : -EIO;
-        }
-        p += n;
-        len -= (size_t)n;
-        offset += n;
-    }
-    return 0;
+    return rw_all(fd, buf, len, offset, false);
 }
 
 /*
@@ -1042,9 +1036,14 @@ static int run_extents(struct ovl_backend *o, enum backend_meta meta,
         }
         return r;
     }
-    return in_overlay ? backend_extents(o->store, o->data_offset + offset, len,
-                                        sub, max)
-                      : backend_extents(o->be.lower, offset, len, sub, max);
+    int r = in_overlay ? backend_extents(o->store, o->data_offset + offset, len,
+                                         sub, max)
+                       : backend_extents(o->be.lower, offset, len, sub, max);
+    /* depth means nothing here; runs merge on `hole` alone. */
+    for (int i = 0; i < r; i++) {
+        sub[i].depth = 0;
+    }
+    return r;
 }
 
 static int ovl_extents(struct backend *b, enum backend_meta meta,

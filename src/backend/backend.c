@@ -72,45 +72,21 @@ unsigned backend_caps(const struct backend *be)
     return be->caps;
 }
 
-bool backend_read_only(const struct backend *be)
+static bool has_cap(const struct backend *be, unsigned cap)
 {
-    return (be->caps & BACKEND_CAP_READ_ONLY) != 0;
+    return (be->caps & cap) != 0;
 }
 
-bool backend_can_trim(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_TRIM) != 0;
-}
-
-bool backend_can_zero(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_ZERO) != 0;
-}
-
-bool backend_can_fast_zero(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_FAST_ZERO) != 0;
-}
-
-bool backend_can_cache(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_CACHE) != 0;
-}
-
-bool backend_can_extents(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_EXTENTS) != 0;
-}
-
-bool backend_can_multi_conn(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_MULTI_CONN) != 0;
-}
-
-bool backend_is_rotational(const struct backend *be)
-{
-    return (be->caps & BACKEND_CAP_ROTATIONAL) != 0;
-}
+/* clang-format off */
+bool backend_read_only(const struct backend *be) { return has_cap(be, BACKEND_CAP_READ_ONLY); }
+bool backend_can_trim(const struct backend *be) { return has_cap(be, BACKEND_CAP_TRIM); }
+bool backend_can_zero(const struct backend *be) { return has_cap(be, BACKEND_CAP_ZERO); }
+bool backend_can_fast_zero(const struct backend *be) { return has_cap(be, BACKEND_CAP_FAST_ZERO); }
+bool backend_can_cache(const struct backend *be) { return has_cap(be, BACKEND_CAP_CACHE); }
+bool backend_can_extents(const struct backend *be) { return has_cap(be, BACKEND_CAP_EXTENTS); }
+bool backend_can_multi_conn(const struct backend *be) { return has_cap(be, BACKEND_CAP_MULTI_CONN); }
+bool backend_is_rotational(const struct backend *be) { return has_cap(be, BACKEND_CAP_ROTATIONAL); }
+/* clang-format on */
 
 enum backend_concurrency backend_concurrency(const struct backend *be)
 {

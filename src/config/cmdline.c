@@ -6,7 +6,7 @@
  *
  * The options that set a configuration key come from config-keys.def
  * (its option column) and are kept as "set key to value" for
- * config_set_key; only the rest (-c, -e, -f, -r, --check-config,
+ * config_set_key; only the rest (-c, -e, -f, -r, -s, --check-config,
  * --poll-us, -V, -h) is parsed here.  Numbers, booleans and enums are
  * checked here already (config_check_key), strings and paths when
  * config_build applies them.  Exit-worthy mistakes come back as -EINVAL
@@ -15,7 +15,7 @@
 #include "config-int.h"
 #include "nbdsrv/backends.h"
 #include "nbdsrv/config.h"
-#include "nbdsrv/server.h"
+#include "nbdsrv/version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #define PROGRAM "nbd-serverd"
-#define VERSION NBDSRV_VERSION
 
 enum {
     OPT_CHECK_CONFIG = 256,
@@ -37,13 +36,14 @@ static const struct option other_options[] = {
     {"foreground", no_argument, NULL, 'f'},
     {"export", required_argument, NULL, 'e'},
     {"read-only", no_argument, NULL, 'r'},
+    {"inetd", no_argument, NULL, 's'},
     {"config", required_argument, NULL, 'c'},
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"poll-us", required_argument, NULL, OPT_POLL_US},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
 };
-#define OTHER_SHORT_OPTIONS ":fe:rc:Vh"
+#define OTHER_SHORT_OPTIONS ":fe:rsc:Vh"
 
 /* The key whose option getopt returned as `c`, or NULL. */
 static const struct config_key *option_key(int c)
@@ -112,6 +112,12 @@ void cmdline_usage(FILE *out)
         "                            writes go to the overlay file FILE "
         "(made if missing)\n"
         "  -r, --read-only           all exports given with -e are read-only\n"
+        "  -s, --inetd               serve the one connection on standard "
+        "input (a\n"
+        "                            socket, or a pipe pair with standard "
+        "output),\n"
+        "                            with exactly one export; exit when it "
+        "ends\n"
         "  -t, --threads N           event-loop threads (default: number of "
         "CPUs)\n"
         "  -c, --config FILE         read the configuration file FILE\n"
@@ -297,6 +303,9 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
         case 'r':
             cl->read_only = true;
             break;
+        case 's':
+            cl->inetd = true;
+            break;
         case 'c':
             cl->config_file = optarg;
             break;
@@ -311,7 +320,7 @@ int cmdline_parse(struct cmdline *cl, int argc, char **argv, FILE *out,
             }
             break;
         case 'V':
-            fprintf(out, PROGRAM " " VERSION "\n");
+            fprintf(out, PROGRAM " " NBDSRV_VERSION "\n");
             return CMDLINE_EXIT;
         case 'h':
             cmdline_usage(out);

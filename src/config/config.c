@@ -591,6 +591,36 @@ static int final_checks(struct config *cfg, struct err *err)
     return 0;
 }
 
+int config_check_one_export(const struct config *cfg, const char *mode,
+                            struct err *err)
+{
+    if (cfg->nr_exports == 1) {
+        return 0;
+    }
+    return err_set(err, EINVAL,
+                   "%s serves exactly one export, and the configuration "
+                   "has %u (%s%s%s%s)",
+                   mode, cfg->nr_exports, cfg->exports[0].name,
+                   cfg->nr_exports > 1 ? ", " : "", cfg->exports[1].name,
+                   cfg->nr_exports > 2 ? ", ..." : "");
+}
+
+/* --inetd: settings that have no meaning for one connection on stdin. */
+static int check_inetd(const struct config *cfg, const struct cmdline *cl,
+                       struct err *err)
+{
+    for (unsigned i = 0; i < cl->nr_settings; i++) {
+        const char *name = cl->settings[i].key->name;
+        if (strcmp(name, "listen") == 0 || strcmp(name, "pidfile") == 0) {
+            return err_set(err, EINVAL,
+                           "--inetd serves standard input: --%s makes no "
+                           "sense with it",
+                           name);
+        }
+    }
+    return config_check_one_export(cfg, "--inetd", err);
+}
+
 struct config *config_build(const struct cmdline *cl, struct err *err)
 {
     struct config *cfg = config_new_defaults();
@@ -615,7 +645,8 @@ struct config *config_build(const struct cmdline *cl, struct err *err)
             goto out_unref;
         }
     }
-    if (apply_cmdline(cfg, cl, err) < 0 || final_checks(cfg, err) < 0) {
+    if (apply_cmdline(cfg, cl, err) < 0 || final_checks(cfg, err) < 0 ||
+        (cl->inetd && check_inetd(cfg, cl, err) < 0)) {
         goto out_unref;
     }
     return cfg;

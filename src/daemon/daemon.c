@@ -94,9 +94,10 @@ static int parse_env_long(const char *name, long *out)
     return 0;
 }
 
-int daemon_listen_fds(int *first, struct err *err)
+int daemon_listen_fds(int *first, bool *connected, struct err *err)
 {
     long pid, n;
+    *connected = false;
     if (parse_env_long("LISTEN_PID", &pid) < 0 || pid != (long)getpid()) {
         return 0;
     }
@@ -107,6 +108,7 @@ int daemon_listen_fds(int *first, struct err *err)
     if (r < 0 || n > 1024) {
         return err_set(err, EINVAL, "LISTEN_FDS is not a small number");
     }
+    unsigned nr_connected = 0;
     for (long i = 0; i < n; i++) {
         int fd = DAEMON_LISTEN_FDS_START + (int)i;
         int accepting = 0, type = 0;
@@ -117,17 +119,28 @@ int daemon_listen_fds(int *first, struct err *err)
         }
         len = sizeof type;
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
-            type != SOCK_STREAM || !accepting) {
+            type != SOCK_STREAM) {
             return err_set(err, EINVAL,
-                           "socket activation: fd %d is not a listening "
-                           "stream socket (use ListenStream=)",
+                           "socket activation: fd %d is not a stream socket "
+                           "(use ListenStream=)",
                            fd);
+        }
+        if (!accepting) {
+            nr_connected++;
         }
         int fl = fcntl(fd, F_GETFD);
         if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) {
             return err_set_errno(err, errno, "socket activation: fd %d", fd);
         }
     }
+    if (nr_connected > 0 && n != 1) {
+        return err_set(err, EINVAL,
+                       "socket activation: %u of the %ld sockets passed are "
+                       "connected (Accept=yes): pass either listening "
+                       "sockets or exactly one connection",
+                       nr_connected, n);
+    }
+    *connected = nr_connected == 1;
     *first = DAEMON_LISTEN_FDS_START;
     return (int)n;
 }

@@ -138,6 +138,18 @@ int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
 {
     memset(end, 0, sizeof *end);
     end->name = name;
+    if (strcmp(name, NBDC_NULL_NAME) == 0) {
+        if (!writable) {
+            return err_set(err, EINVAL,
+                           NBDC_NULL_NAME " is only a destination (it "
+                                          "discards what is written)");
+        }
+        end->is_null = true;
+        end->size = UINT64_MAX;
+        end->max_request = 32u * 1024 * 1024;
+        end->can_zero = true;
+        return 0;
+    }
     if (client_uri_is_uri(name)) {
         end->is_nbd = true;
         int r = client_uri_parse(name, &end->uri, err);
@@ -199,6 +211,9 @@ void nbdc_end_close(struct nbdc_end *end)
 int nbdc_end_read(struct nbdc_end *end, unsigned i, void *buf, uint32_t len,
                   uint64_t off)
 {
+    if (end->is_null) {
+        return -EINVAL; /* never a source */
+    }
     if (end->is_nbd) {
         return client_pread(client_pool_get(&end->pool, i), buf, len, off, 0);
     }
@@ -208,6 +223,9 @@ int nbdc_end_read(struct nbdc_end *end, unsigned i, void *buf, uint32_t len,
 int nbdc_end_write(struct nbdc_end *end, unsigned i, const void *buf,
                    uint32_t len, uint64_t off)
 {
+    if (end->is_null) {
+        return 0;
+    }
     if (end->is_nbd) {
         return client_pwrite(client_pool_get(&end->pool, i), buf, len, off, 0);
     }
@@ -236,7 +254,7 @@ static int write_zero_buffers(struct nbdc_end *end, unsigned i, uint64_t len,
 
 int nbdc_end_zero(struct nbdc_end *end, unsigned i, uint64_t len, uint64_t off)
 {
-    if (!end->is_nbd && end->fresh) {
+    if (end->is_null || (!end->is_nbd && end->fresh)) {
         return 0; /* a file we created and never wrote there */
     }
     int r = 0;
@@ -260,6 +278,9 @@ int nbdc_end_zero(struct nbdc_end *end, unsigned i, uint64_t len, uint64_t off)
 
 int nbdc_end_flush(struct nbdc_end *end)
 {
+    if (end->is_null) {
+        return 0;
+    }
     if (!end->is_nbd) {
         return backend_flush(end->be);
     }
@@ -274,6 +295,23 @@ int nbdc_end_flush(struct nbdc_end *end)
         }
     }
     return 0;
+}
+
+bool nbdc_all_zero(const uint8_t *p, size_t len)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    size_t n = len / 8;
+    for (size_t i = 0; i < n; i++) {
+        if (w[i] != 0) {
+            return false;
+        }
+    }
+    for (size_t i = n * 8; i < len; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,

@@ -11,7 +11,8 @@
  * request of data (the worker reads it and writes it, or zeroes the
  * range when the data turns out to be all zero bytes).  The first error
  * stops every worker; the copy then fails with a message naming the side
- * and the cause.
+ * and the cause.  "-" on either side is a stream instead (nbdc-stream.c);
+ * "null:" is a destination that discards (nbdc-common.c).
  */
 #include "nbdc-int.h"
 #include "nbdsrv/coro-lock.h"
@@ -137,23 +138,6 @@ out:
     return got;
 }
 
-static bool all_zero(const uint8_t *p, size_t len)
-{
-    const uint64_t *w = (const uint64_t *)p;
-    size_t n = len / 8;
-    for (size_t i = 0; i < n; i++) {
-        if (w[i] != 0) {
-            return false;
-        }
-    }
-    for (size_t i = n * 8; i < len; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static void worker_entry(void *arg)
 {
     struct worker *w = arg;
@@ -180,7 +164,7 @@ static void worker_entry(void *arg)
                 io_fail(ctx, &ctx->src, i, "reading", off, r);
                 break;
             }
-            if (all_zero(buf, len)) {
+            if (nbdc_all_zero(buf, len)) {
                 r = nbdc_end_zero(&ctx->dst, i, len, off);
             } else {
                 r = nbdc_end_write(&ctx->dst, i, buf, (uint32_t)len, off);
@@ -336,6 +320,15 @@ int nbdc_copy_main(int argc, char **argv)
             }
             client_uri_fini(&u);
         }
+    }
+    if (strcmp(ctx->src_name, NBDC_NULL_NAME) == 0) {
+        nbdc_error("copy: " NBDC_NULL_NAME " is only a destination");
+        goto out_free;
+    }
+    if (strcmp(ctx->src_name, NBDC_STDIO_NAME) == 0 ||
+        strcmp(ctx->dst_name, NBDC_STDIO_NAME) == 0) {
+        rc = nbdc_copy_stream(ctx->src_name, ctx->dst_name, ctx->threads);
+        goto out_free;
     }
     co_mutex_init(&ctx->plan_lock);
     pthread_mutex_init(&ctx->err_lock, NULL);

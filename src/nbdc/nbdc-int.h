@@ -9,6 +9,7 @@
 #include "nbdsrv/loop.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Exit codes (man/nbdc.1, EXIT STATUS). */
@@ -27,6 +28,22 @@
 ANY_THREAD int nbdc_info_main(int argc, char **argv);
 ANY_THREAD int nbdc_copy_main(int argc, char **argv);
 ANY_THREAD int nbdc_bench_main(int argc, char **argv);
+
+/* The copy endpoint that discards what it is given (a destination). */
+#define NBDC_NULL_NAME "null:"
+/* The copy endpoint for standard input (source) or output (destination). */
+#define NBDC_STDIO_NAME "-"
+
+/*
+ * nbdc copy when SRC or DST is "-": a sequential stream from standard
+ * input or to standard output (nbdc-stream.c).  Returns an exit code.
+ * ANY_THREAD but never from a loop thread (it starts its own loops).
+ */
+ANY_THREAD int nbdc_copy_stream(const char *src, const char *dst,
+                                unsigned threads);
+
+/* Whether all `len` bytes at p are zero.  ANY_THREAD. */
+ANY_THREAD bool nbdc_all_zero(const uint8_t *p, size_t len);
 
 /* Prints "nbdc: " and the message to stderr.  ANY_THREAD. */
 ANY_THREAD void nbdc_error(const char *fmt, ...) PRINTF_FMT(1, 2);
@@ -59,6 +76,7 @@ ANY_THREAD int nbdc_loops_start(struct loop_group *group, unsigned n);
 struct nbdc_end {
     const char *name; /* as given on the command line */
     bool is_nbd;
+    bool is_null;            /* "null:": writes are discarded */
     struct client_uri uri;   /* NBD */
     struct client_pool pool; /* NBD: immutable after open */
     struct backend *be;      /* file */
@@ -72,7 +90,8 @@ struct nbdc_end {
 /*
  * Opens an endpoint.  For NBD, `conns` connections with receivers on
  * `loops`; for a file, `create_size` non-zero creates a missing file of
- * that size.  Returns 0 or -errno with err set.  CORO_FN.
+ * that size; "null:" (writable only) takes any size and discards every
+ * write.  Returns 0 or -errno with err set.  CORO_FN.
  */
 CORO_FN int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
                           unsigned conns, unsigned requests,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* nbdc: the NBD client tool (info, copy, bench); see man/nbdc.1. */
 #include "nbdc-int.h"
+#include "nbdsrv/version.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +20,9 @@ static const char usage_text[] =
     "  --list         every export of the server\n"
     "  --map          the allocation map (offset, length, type)\n"
     "copy: SRC to DST, each an NBD URI or a file or block device; holes\n"
-    "and zeroes stay sparse; a smaller destination is refused.\n"
+    "and zeroes stay sparse; a smaller destination is refused.  SRC or DST\n"
+    "'-' streams standard input or output in order (a destination must\n"
+    "exist then); DST null: discards (for read benchmarks).\n"
     "  --connections N  connections per NBD side (default 2)\n"
     "  --requests N     requests in flight per connection (default 8)\n"
     "  --threads N      event-loop threads (default: CPUs, at most 8)\n"
@@ -59,7 +62,7 @@ int main(int argc, char **argv)
         return NBDC_EXIT_OK;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("nbdc 0.1\n");
+        printf("nbdc " NBDSRV_VERSION "\n");
         return NBDC_EXIT_OK;
     }
     for (int i = 2; i < argc; i++) {

@@ -23,6 +23,7 @@
 static void conn_free(struct conn *conn)
 {
     struct server *srv = conn->srv;
+    bool clean = conn->clean_end;
     /*
      * Unlink first: server_stop walks the list under srv->lock and wakes
      * each connection's channel, so the channel must outlive the link.
@@ -48,13 +49,13 @@ static void conn_free(struct conn *conn)
         bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
     }
     free(conn->push);
+    flow_fini(conn);
+    co_mutex_fini(&conn->send_lock);
     chan_unref(conn->ch);
     export_unref(conn->exp);
     export_table_unref(conn->table);
     tls_creds_unref(conn->tls_creds);
     free(conn->meta_export);
-    flow_fini(conn);
-    co_mutex_fini(&conn->send_lock);
     free(conn);
     /* Before nr_conns drops: once it is 0, server_stop may go on to free
      * the server. */
@@ -62,6 +63,9 @@ static void conn_free(struct conn *conn)
 
     mutex_lock(&srv->lock);
     server_locked(srv)->nr_conns--;
+    if (srv->done_fd >= 0 && server_locked(srv)->nr_conns == 0) {
+        server_single_over(srv, clean);
+    }
     pthread_cond_broadcast(&srv->changed);
     mutex_unlock(&srv->lock);
 }
@@ -116,8 +120,10 @@ static bool conn_register(struct conn *conn)
 }
 
 struct conn *conn_new(struct server *srv, int fd, const char *peer,
-                      const struct sockaddr_storage *peer_addr)
+                      const struct sockaddr_storage *peer_addr,
+                      bool *registered)
 {
+    *registered = false;
     /* Until conn_register, leaving must release the admission too. */
     struct conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
@@ -148,7 +154,9 @@ struct conn *conn_new(struct server *srv, int fd, const char *peer,
     refcount_init(&conn->refs);
     co_mutex_init(&conn->send_lock);
     flow_init(conn);
-    if (!conn_register(conn)) {
+    bool open = conn_register(conn);
+    *registered = true;
+    if (!open) {
         conn_unref(conn);
         return NULL;
     }

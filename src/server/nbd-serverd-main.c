@@ -20,6 +20,12 @@
  * force, in one step; otherwise the running configuration stays
  * untouched.  SIGINT and SIGTERM drain and stop.
  *
+ * One connection (-s, or one connected socket from socket activation,
+ * systemd's Accept=yes): no listener, no pidfile, no daemonizing; the
+ * main thread waits for the connection's end as well as for signals
+ * (a signalfd and the server's eventfd in one poll), then stops as after
+ * SIGTERM, exiting 0 only if the client ended cleanly.
+ *
  * TLS: stage_tls is the one place that receives the struct tls_config,
  * at start-up and on every reload.
  */
@@ -36,6 +42,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -43,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -248,16 +256,28 @@ out:
     daemon_notify("READY=1\nSTATUS=serving %u exports", (*current)->nr_exports);
 }
 
-/* Binds every listen address, or takes the socket-activated fds. */
+/*
+ * Binds every listen address, or takes the socket-activated fds.  One
+ * connected socket from systemd (Accept=yes) is no listener: *connection
+ * is then that fd and nothing else is opened; otherwise it is -1.
+ */
 static int open_listeners(const struct config *cfg, int **fds_out,
-                          unsigned *nr_out, bool *activated, struct err *err)
+                          unsigned *nr_out, bool *activated, int *connection,
+                          struct err *err)
 {
     int first = -1;
-    int n = daemon_listen_fds(&first, err);
+    bool connected = false;
+    *connection = -1;
+    int n = daemon_listen_fds(&first, &connected, err);
     if (n < 0) {
         return n;
     }
     *activated = n > 0;
+    if (connected) {
+        *connection = first;
+        return config_check_one_export(
+            cfg, "socket activation with a connection (Accept=yes)", err);
+    }
     unsigned nr = n > 0 ? (unsigned)n : cfg->nr_listen;
     int *fds = calloc(nr, sizeof *fds);
     if (fds == NULL) {
@@ -346,12 +366,41 @@ static void close_fds(int *fds, unsigned nr)
 }
 
 /*
+ * Waits for a signal, for the end of the one connection (done_fd, -1
+ * when listening) or for a second to pass.  Returns the signal, 0 when
+ * the second passed, or -1 when the connection is over.
+ */
+static int wait_event(int sig_fd, int done_fd)
+{
+    struct pollfd pfd[2] = {
+        {.fd = sig_fd, .events = POLLIN},
+        {.fd = done_fd, .events = POLLIN},
+    };
+    int n = poll(pfd, 2, 1000);
+    if (n <= 0) {
+        return 0; /* the period passed (or EINTR): housekeeping */
+    }
+    if (pfd[0].revents & POLLIN) {
+        struct signalfd_siginfo si;
+        if (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+            return (int)si.ssi_signo;
+        }
+    }
+    if (pfd[1].revents & POLLIN) {
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * Everything after the configuration is built: start, serve until
- * SIGTERM/SIGINT, stop.  Returns the exit status.  Takes the caller's
- * reference to cfg (a reload replaces the snapshot).
+ * SIGTERM/SIGINT (or, for one connection, until it ends), stop.
+ * Returns the exit status.  Takes the caller's reference to cfg (a
+ * reload replaces the snapshot).  `connection` is the connection of
+ * --inetd (taken), or -1.
  */
 static int serve(const struct cmdline *cl, struct config *cfg,
-                 const sigset_t *signals)
+                 const sigset_t *signals, int connection)
 {
     struct err err;
     err_clear(&err);
@@ -364,6 +413,16 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     bool loops_started = false;
     int metrics_fd = -1;
     struct metrics_http *metrics = NULL;
+    int done_fd = -1;
+    int sig_fd = signalfd(-1, signals, SFD_CLOEXEC);
+    if (sig_fd < 0) {
+        log_error("signalfd: %s", strerror(errno));
+        if (connection >= 0) {
+            close(connection);
+        }
+        config_unref(cfg);
+        return 1;
+    }
 
     /* Each client costs a descriptor: take what the hard limit allows. */
     uint64_t nofile;
@@ -392,13 +451,21 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     }
     commit(srv, &up);
     bool activated = false;
-    if (open_listeners(cfg, &fds, &nr_fds, &activated, &err) < 0) {
+    if (connection < 0 &&
+        open_listeners(cfg, &fds, &nr_fds, &activated, &connection, &err) < 0) {
         log_error("%s", err.msg);
+        status = connection >= 0 ? CONFIG_EXIT_USAGE : 1;
         goto out;
+    }
+    bool single = connection >= 0;
+    if (single && (cfg->pidfile != NULL || cfg->nr_listen > 0 ||
+                   cfg->metrics_listen != NULL)) {
+        log_debug("one connection: the listen addresses, metrics-listen and "
+                  "the pidfile of the configuration are not used");
     }
     /* metrics-listen, like listen, is bound before we fork; its thread
      * starts after (threads do not survive a fork). */
-    if (cfg->metrics_listen != NULL) {
+    if (cfg->metrics_listen != NULL && !single) {
         metrics_fd = open_metrics_listener(cfg, &err);
         if (metrics_fd < 0) {
             log_error("%s", err.msg);
@@ -407,7 +474,7 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         server_enable_metrics(srv);
     }
     /* pidfile, listen and threads stay those of the first configuration. */
-    if (cfg->pidfile != NULL) {
+    if (cfg->pidfile != NULL && !single) {
         pidfile = strdup(cfg->pidfile);
         pid_fd = pidfile != NULL ? daemon_pidfile_open(pidfile, &err)
                                  : err_set(&err, ENOMEM, "out of memory");
@@ -423,7 +490,7 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     commit(srv, &up);
 
     int ready_fd = -1;
-    if (!cl->foreground) {
+    if (!cl->foreground && !single) {
         ready_fd = daemonize();
     }
     if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, &err) < 0) {
@@ -447,11 +514,14 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         goto out;
     }
     loops_started = true;
-    int r = server_start(srv, &loops, fds, nr_fds, &err);
+    int r = single
+                ? server_start_single(srv, &loops, connection, &done_fd, &err)
+                : server_start(srv, &loops, fds, nr_fds, &err);
     /* The server took the fds, even on failure. */
     free(fds);
     fds = NULL;
     nr_fds = 0;
+    connection = -1;
     if (r < 0) {
         log_error("%s", err.msg);
         goto out;
@@ -478,14 +548,12 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     }
 
     /* The listeners are those of the first configuration. */
-    struct config *cfg_first = activated ? NULL : config_ref(cfg);
+    struct config *cfg_first = activated || single ? NULL : config_ref(cfg);
     /* Buffers unused for POOL_TRIM_IDLE_NS are freed within a period. */
-    static const struct timespec pool_trim_period = {.tv_sec = 1};
     int sig;
     for (;;) {
-        sig = sigtimedwait(signals, NULL, &pool_trim_period);
-        if (sig < 0) {
-            /* EAGAIN once a period (or EINTR): housekeeping. */
+        sig = wait_event(sig_fd, done_fd);
+        if (sig == 0) {
             bufpool_trim(POOL_TRIM_IDLE_NS);
             server_tick(srv);
             continue;
@@ -496,8 +564,16 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         reload(srv, &cfg, cl);
     }
     daemon_notify("STOPPING=1\nSTATUS=draining");
-    log_info("%s: finishing requests in flight, then exiting", strsignal(sig));
-    status = server_stop(srv) < 0 ? 1 : 0;
+    bool clean = true;
+    if (sig < 0) {
+        clean = server_single_clean(srv);
+        log_debug("the connection is over%s, exiting",
+                  clean ? "" : " (not cleanly)");
+    } else {
+        log_info("%s: finishing requests in flight, then exiting",
+                 strsignal(sig));
+    }
+    status = server_stop(srv) < 0 || !clean ? 1 : 0;
     unlink_unix_sockets(cfg_first);
     config_unref(cfg_first);
     log_info("stopped");
@@ -517,6 +593,10 @@ out:
         daemon_pidfile_remove(pidfile, pid_fd);
     }
     free(pidfile);
+    if (connection >= 0) {
+        close(connection);
+    }
+    close(sig_fd);
     config_unref(cfg);
     return status;
 }
@@ -552,7 +632,21 @@ int main(int argc, char **argv)
         cmdline_fini(&cl);
         return 0;
     }
-    if (cl.foreground && daemon_stderr_is_journal()) {
+    /* --inetd: fds 0 and 1 are the connection, and fd 2 may be too. */
+    struct daemon_stdio stdio = {.fd = -1, .relay_fd = -1};
+    if (cl.inetd) {
+        if (daemon_stdio_open(&stdio, &err) < 0) {
+            fprintf(stderr, PROGRAM ": %s\n", err.msg);
+            config_unref(cfg);
+            cmdline_fini(&cl);
+            return 1;
+        }
+        if (stdio.stderr_was_socket) {
+            log_use_syslog();
+        }
+    }
+    if ((cl.foreground || cl.inetd) && !stdio.stderr_was_socket &&
+        daemon_stderr_is_journal()) {
         log_use_prefixes();
     }
     log_set_level(cfg->log_level);
@@ -566,7 +660,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int status = serve(&cl, cfg, &signals);
+    int connection = stdio.fd;
+    stdio.fd = -1; /* serve takes it */
+    int status = serve(&cl, cfg, &signals, connection);
+    daemon_stdio_close(&stdio);
     cmdline_fini(&cl);
     return status;
 }

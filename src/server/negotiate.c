@@ -140,12 +140,27 @@ static struct export *find_export(struct haggle *h, struct proto_string name)
     return exp;
 }
 
+/*
+ * The transmission flags `conn` is told.  A daemon serving one
+ * connection (--inetd, Accept=yes) does not advertise multi-conn: a
+ * client's other connections reach other processes (a memory export is
+ * then another disk), whose writes a flush here does not cover.
+ */
+static uint16_t conn_tx_flags(const struct conn *conn, const struct export *exp)
+{
+    uint16_t flags = export_tx_flags(exp, conn->structured);
+    if (conn->srv->done_fd >= 0) {
+        flags &= (uint16_t)~PROTO_FLAG_CAN_MULTI_CONN;
+    }
+    return flags;
+}
+
 static int send_info(struct haggle *h, uint32_t option,
                      const struct export *exp,
                      const struct proto_opt_info *info)
 {
     struct conn *conn = h->conn;
-    uint16_t flags = export_tx_flags(exp, conn->structured);
+    uint16_t flags = conn_tx_flags(conn, exp);
     int r = send_reply(
         h, proto_build_rep_info_export(h->reply, REPLY_BUF_SIZE, option,
                                        backend_size(exp->be), flags));
@@ -184,7 +199,7 @@ static void enter_transmission(struct conn *conn, struct export *exp,
                                bool block_size_asked)
 {
     conn->exp = export_ref(exp);
-    conn->tx_flags = export_tx_flags(exp, conn->structured);
+    conn->tx_flags = conn_tx_flags(conn, exp);
     conn->max_payload =
         block_size_asked ? advertised_max(conn) : conn->limits.max_payload;
     /* Contexts chosen for another export do not carry over. */
@@ -239,7 +254,7 @@ static enum opt_result opt_export_name(struct haggle *h, uint32_t len)
     }
     ssize_t n = proto_encode_export_name_reply(
         h->reply, REPLY_BUF_SIZE, backend_size(exp->be),
-        export_tx_flags(exp, conn->structured), conn->no_zeroes);
+        conn_tx_flags(conn, exp), conn->no_zeroes);
     if (send_reply(h, n) < 0) {
         return OPT_CLOSE;
     }
@@ -373,6 +388,8 @@ static int haggle_read(struct conn *conn, void *buf, size_t len, bool boundary)
             return (int)n;
         }
         if (n == 0) {
+            /* Between two options: the client just went away. */
+            conn->clean_end = boundary && done == 0;
             return -ECONNRESET;
         }
         done += (size_t)n;
@@ -481,6 +498,7 @@ static enum opt_result opt_too_big(struct haggle *h, uint32_t option)
 {
     if (option == PROTO_OPT_ABORT) {
         reply_ack(h, option);
+        h->conn->clean_end = true;
         return OPT_CLOSE;
     }
     return refuse(h, option, PROTO_REP_ERR_TOO_BIG, "option data too large");
@@ -519,6 +537,7 @@ static enum opt_result handle_option(struct haggle *h,
     case PROTO_OPT_ABORT:
         /* The spec asks for an ACK; the client may have hung up already. */
         reply_ack(h, option);
+        conn->clean_end = true;
         return OPT_CLOSE;
     case PROTO_OPT_LIST:
         return opt_list(h, len);

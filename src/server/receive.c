@@ -30,7 +30,7 @@ static void request_entry(void *opaque)
     struct conn *conn = rq->conn;
     int err = transmit_request(conn, rq);
     if (conn->srv->stats_on) {
-        stats_request_done(conn->srv, rq, err);
+        stats_request_done(conn, &rq->req, rq->arrival_ns, err);
     }
     uint64_t held = rq->held;
     server_worker_done(conn->srv, rq->worker, rq->cost);
@@ -217,6 +217,7 @@ void receive_requests(struct conn *conn)
         }
         if (r == 0) {
             log_debug("%s: client closed the connection", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (r < 0) {
@@ -224,6 +225,8 @@ void receive_requests(struct conn *conn)
             break;
         }
         message_done(conn);
+        /* Latency counts from here: the header is read. */
+        uint64_t arrival_ns = conn->srv->stats_on ? stats_clock_ns() : 0;
         struct proto_request req;
         r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
         if (r == -EBADMSG) {
@@ -234,6 +237,7 @@ void receive_requests(struct conn *conn)
         uint64_t payload = proto_request_payload_len(&req, conn->extended);
         if (req.type == PROTO_CMD_DISC && early_error == 0) {
             log_debug("%s: client sent NBD_CMD_DISC", conn->peer);
+            conn->clean_end = true;
             break;
         }
         if (payload > conn->max_payload) {
@@ -244,6 +248,10 @@ void receive_requests(struct conn *conn)
                      (unsigned long long)payload);
             flow_wait_idle(conn);
             transmit_send_error(conn, &req, EINVAL);
+            if (conn->srv->stats_on) {
+                stats_request_received(conn->srv);
+                stats_request_done(conn, &req, arrival_ns, EINVAL);
+            }
             break;
         }
         if (payload > 0 && req.type != PROTO_CMD_WRITE) {
@@ -275,10 +283,8 @@ void receive_requests(struct conn *conn)
             .buf_size = payload,
             .held = held,
             .early_error = early_error,
+            .arrival_ns = arrival_ns,
         };
-        if (conn->srv->stats_on) {
-            rq->arrival_ns = stats_clock_ns();
-        }
         if (payload > 0) {
             r = conn_read(conn, buf, payload, false);
             if (r <= 0) {

@@ -69,8 +69,9 @@ struct export
     struct server_allow *allow; /* NULL: every client */
     unsigned nr_allow;
     struct export_stats *stats; /* the name's counters (a reference), or
-                                   NULL (out of memory: not counted) */
-    char **tls_identities; /* kept for the TLS code */
+                                   NULL (metrics off, or out of memory:
+                                   not counted) */
+    char **tls_identities; /* export_allows_identity */
     unsigned nr_tls_identities;
 };
 
@@ -223,6 +224,12 @@ struct server {
     /* Only through server_locked() (or server_unshared()). */
     struct server_shared shared_;
 
+    /* server_start_single: an eventfd written when its connection is
+     * gone (-1 otherwise; immutable after start), and how it ended
+     * (release by conn_free before the write, acquire by the reader). */
+    int done_fd;
+    atomic_bool single_clean;
+
     /* One rate limit per refusal reason (enum server_admit), and per
      * kind of accept failure (server.c); atomic. */
     struct log_ratelimit refusal_log[SERVER_ADMIT_NR];
@@ -270,6 +277,9 @@ struct conn {
     unsigned hs_failure;
     struct conn_log_limit log_limit; /* receive coroutine only */
     bool no_zeroes;
+    /* Receive coroutine: the client ended politely (NBD_CMD_DISC,
+     * NBD_OPT_ABORT, end of file between messages). */
+    bool clean_end;
     bool structured;
     bool extended;
     unsigned meta;              /* contexts selected: SERVER_META_BIT()s */
@@ -364,18 +374,24 @@ struct request {
 };
 
 /* session.c: serves a connection accepted on `fd` (taken), counted by
- * server_admit, until it ends. */
-CORO_FN void conn_run(struct server *srv, int fd, const char *peer,
+ * server_admit, until it ends.  Returns false when the connection could
+ * not be set up (its fd closed, its admission released) and true once it
+ * was registered: conn_free will run for it. */
+CORO_FN bool conn_run(struct server *srv, int fd, const char *peer,
                       const struct sockaddr_storage *peer_addr);
+/* server.c: the connection of server_start_single is gone. */
+ANY_THREAD void server_single_over(struct server *srv, bool clean);
 
 /* conn.c: the connection object */
 /*
  * A new connection on `fd` (taken), registered in the server's list with
  * one reference; NULL (fd closed, admission released, logged) when it
- * cannot be set up or the server is stopping.
+ * cannot be set up, or when the server is stopping (then *registered is
+ * true: it was registered and conn_free has run).
  */
 CORO_FN struct conn *conn_new(struct server *srv, int fd, const char *peer,
-                              const struct sockaddr_storage *peer_addr);
+                              const struct sockaddr_storage *peer_addr,
+                              bool *registered);
 ANY_THREAD void conn_unref(struct conn *conn);
 
 /* receive.c: reads and dispatches requests until the client is done. */

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -117,6 +118,8 @@ struct server *server_new(const struct server_limits *limits)
     atomic_init(&srv->nr_paused, 0);
     atomic_init(&srv->resume_queued, false);
     srv->resume_task.fn = resume_task_run;
+    srv->done_fd = -1;
+    atomic_init(&srv->single_clean, false);
     return srv;
 }
 
@@ -189,8 +192,8 @@ static void log_changes(const struct export_table *old,
 /*
  * Builds the export table for `configs`, sharing the open image of each
  * export of `old` whose image settings are unchanged.  NULL with err set
- * (naming the export) on failure.  Each export gets its name's counters
- * from srv.
+ * (naming the export) on failure.  With metrics on, each export gets its
+ * name's counters from srv.
  */
 static struct export_table *table_build(struct server *srv,
                                         const struct export_table *old,
@@ -229,7 +232,9 @@ static struct export_table *table_build(struct server *srv,
             goto fail;
         }
         /* Counters go by name: a new object of a name carries on. */
-        t->exps[t->nr]->stats = server_export_stats(srv, c->name);
+        if (srv->stats_on) {
+            t->exps[t->nr]->stats = server_export_stats(srv, c->name);
+        }
         t->nr++;
     }
     return t;
@@ -545,37 +550,7 @@ static void acceptor_entry(void *opaque)
             accept_failed(l, -fd);
             continue;
         }
-        char peer[sizeof((struct conn_start *)NULL)->peer];
-        sock_addr_format((struct sockaddr *)&ss, len, peer, sizeof peer);
-        unsigned count = 0;
-        enum server_admit admitted = server_admit(srv, &ss, &count);
-        if (admitted != SERVER_ADMIT_OK) {
-            close(fd);
-            atomic_fetch_add_explicit(&srv->events.refused[admitted], 1,
-                                      memory_order_relaxed);
-            server_log_refusal(srv, admitted, peer, count);
-            continue;
-        }
-        struct conn_start *cs = calloc(1, sizeof *cs);
-        struct loop *home = server_pick_loop(srv);
-        struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
-        if (co == NULL) {
-            log_error("no memory for a new connection");
-            atomic_fetch_add_explicit(
-                &srv->events.refused[SERVER_ADMIT_NO_MEMORY], 1,
-                memory_order_relaxed);
-            free(cs);
-            server_admit_release(srv, &ss);
-            close(fd);
-            continue;
-        }
-        cs->srv = srv;
-        cs->fd = fd;
-        cs->addr = ss;
-        memcpy(cs->peer, peer, sizeof cs->peer);
-        atomic_fetch_add_explicit(&srv->events.accepted, 1,
-                                  memory_order_relaxed);
-        coro_schedule(home, co);
+        server_serve_fd(srv, fd, &ss, len);
     }
     mutex_lock(&srv->lock);
     server_locked(srv)->nr_acceptors--;
@@ -583,15 +558,52 @@ static void acceptor_entry(void *opaque)
     mutex_unlock(&srv->lock);
 }
 
+int server_serve_fd(struct server *srv, int fd,
+                    const struct sockaddr_storage *peer_addr, socklen_t len)
+{
+    char peer[sizeof((struct conn_start *)NULL)->peer];
+    sock_addr_format((const struct sockaddr *)peer_addr, len, peer,
+                     sizeof peer);
+    unsigned count = 0;
+    enum server_admit admitted = server_admit(srv, peer_addr, &count);
+    if (admitted != SERVER_ADMIT_OK) {
+        close(fd);
+        atomic_fetch_add_explicit(&srv->events.refused[admitted], 1,
+                                  memory_order_relaxed);
+        server_log_refusal(srv, admitted, peer, count);
+        return admitted == SERVER_ADMIT_NO_MEMORY ? -ENOMEM : -EBUSY;
+    }
+    struct conn_start *cs = calloc(1, sizeof *cs);
+    struct loop *home = server_pick_loop(srv);
+    struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
+    if (co == NULL) {
+        log_error("no memory for a new connection");
+        atomic_fetch_add_explicit(&srv->events.refused[SERVER_ADMIT_NO_MEMORY],
+                                  1, memory_order_relaxed);
+        free(cs);
+        server_admit_release(srv, peer_addr);
+        close(fd);
+        return -ENOMEM;
+    }
+    cs->srv = srv;
+    cs->fd = fd;
+    cs->addr = *peer_addr;
+    memcpy(cs->peer, peer, sizeof cs->peer);
+    atomic_fetch_add_explicit(&srv->events.accepted, 1, memory_order_relaxed);
+    coro_schedule(home, co);
+    return 0;
+}
+
 int server_start(struct server *srv, struct loop_group *loops,
                  const int *listen_fds, unsigned nr_listen, struct err *err)
 {
     srv->loops = loops;
     srv->load = calloc(loops->count, sizeof *srv->load);
-    srv->listeners = calloc(nr_listen, sizeof *srv->listeners);
+    srv->listeners =
+        calloc(nr_listen > 0 ? nr_listen : 1, sizeof *srv->listeners);
     if (srv->stats_on) {
-        srv->stats_loops = aligned_alloc(
-            64, loops->count * sizeof *srv->stats_loops);
+        srv->stats_loops =
+            aligned_alloc(64, loops->count * sizeof *srv->stats_loops);
         if (srv->stats_loops != NULL) {
             memset(srv->stats_loops, 0,
                    loops->count * sizeof *srv->stats_loops);
@@ -620,6 +632,80 @@ int server_start(struct server *srv, struct loop_group *loops,
         mutex_unlock(&srv->lock);
         coro_schedule(main_loop, co);
     }
+    return 0;
+}
+
+void server_single_over(struct server *srv, bool clean)
+{
+    /* Release: the reader of done_fd sees how it ended. */
+    atomic_store_explicit(&srv->single_clean, clean, memory_order_release);
+    uint64_t one = 1;
+    if (write(srv->done_fd, &one, sizeof one) != (ssize_t)sizeof one) {
+        log_error("cannot signal the end of the connection: %s",
+                  strerror(errno));
+    }
+}
+
+bool server_single_clean(struct server *srv)
+{
+    return atomic_load_explicit(&srv->single_clean, memory_order_acquire);
+}
+
+static void single_entry(void *opaque)
+{
+    struct conn_start cs = *(struct conn_start *)opaque;
+    free(opaque);
+    if (!conn_run(cs.srv, cs.fd, cs.peer, &cs.addr)) {
+        server_single_over(cs.srv, false);
+    }
+}
+
+int server_start_single(struct server *srv, struct loop_group *loops, int fd,
+                        int *done_fd, struct err *err)
+{
+    srv->loops = loops;
+    srv->load = calloc(loops->count, sizeof *srv->load);
+    struct conn_start *cs = calloc(1, sizeof *cs);
+    srv->done_fd = eventfd(0, EFD_CLOEXEC);
+    if (srv->load == NULL || cs == NULL || srv->done_fd < 0) {
+        int e = srv->done_fd < 0 ? errno : ENOMEM;
+        free(cs);
+        close(fd);
+        return err_set_errno(err, e, "serving the connection");
+    }
+    socklen_t len = sizeof cs->addr;
+    if (getpeername(fd, (struct sockaddr *)&cs->addr, &len) < 0 ||
+        len <= sizeof(sa_family_t)) {
+        /* A socketpair has no name: it counts as a unix client. */
+        memset(&cs->addr, 0, sizeof cs->addr);
+        cs->addr.ss_family = AF_UNIX;
+        snprintf(cs->peer, sizeof cs->peer, "unix:(socketpair)");
+    } else {
+        sock_addr_format((struct sockaddr *)&cs->addr, len, cs->peer,
+                         sizeof cs->peer);
+    }
+    unsigned count = 0;
+    enum server_admit admitted = server_admit(srv, &cs->addr, &count);
+    if (admitted != SERVER_ADMIT_OK) {
+        server_log_refusal(srv, admitted, cs->peer, count);
+        free(cs);
+        close(fd);
+        return err_set(err, EPERM, "the connection is over the limits");
+    }
+    cs->srv = srv;
+    cs->fd = fd;
+    struct loop *home = server_pick_loop(srv);
+    struct coro *co = coro_new(single_entry, cs, home);
+    if (co == NULL) {
+        int e = errno;
+        server_admit_release(srv, &cs->addr);
+        free(cs);
+        close(fd);
+        return err_set_errno(err, e, "starting the connection");
+    }
+    log_info("serving one connection from %s", cs->peer);
+    coro_schedule(home, co);
+    *done_fd = srv->done_fd;
     return 0;
 }
 
@@ -779,6 +865,9 @@ void server_free(struct server *srv)
     }
     free(srv->listeners);
     free(srv->load);
+    if (srv->done_fd >= 0) {
+        close(srv->done_fd);
+    }
     export_table_unref(server_unshared(srv)->table);
     server_unshared(srv)->table = NULL;
     client_table_fini(&server_unshared(srv)->clients);

@@ -28,12 +28,13 @@ static void handshake_expired(struct coro_timer *timer)
     chan_shutdown(d->conn->ch, SHUT_RDWR);
 }
 
-void conn_run(struct server *srv, int fd, const char *peer,
+bool conn_run(struct server *srv, int fd, const char *peer,
               const struct sockaddr_storage *peer_addr)
 {
-    struct conn *conn = conn_new(srv, fd, peer, peer_addr);
+    bool registered;
+    struct conn *conn = conn_new(srv, fd, peer, peer_addr, &registered);
     if (conn == NULL) {
-        return;
+        return registered;
     }
     log_debug("%s: connected", conn->peer);
 
@@ -59,9 +60,13 @@ void conn_run(struct server *srv, int fd, const char *peer,
         receive_requests(conn);
         flow_wait_idle(conn);
     } else {
+        /* A client that only asked (LIST, INFO) and left politely did
+         * not fail; one that was refused on the way did, even then. */
         unsigned why = expired ? STATS_HS_TIMEOUT : conn->hs_failure;
-        atomic_fetch_add_explicit(&srv->events.handshake_failed[why], 1,
-                                  memory_order_relaxed);
+        if (why != STATS_HS_OTHER || !conn->clean_end) {
+            atomic_fetch_add_explicit(&srv->events.handshake_failed[why], 1,
+                                      memory_order_relaxed);
+        }
     }
     if (conn->tls) {
         /* close_notify, if the socket takes it at once: a client that
@@ -74,4 +79,5 @@ void conn_run(struct server *srv, int fd, const char *peer,
     bufpool_put(conn->rbuf, CONN_RBUF_SIZE);
     conn->rbuf = NULL;
     conn_unref(conn);
+    return true;
 }

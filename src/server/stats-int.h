@@ -27,7 +27,8 @@
 #include <stdint.h>
 
 struct server;
-struct request;
+struct conn;
+struct proto_request;
 
 /* Commands by their value (NBD_CMD_READ 0 .. NBD_CMD_RESIZE 8), then one
  * slot for any other. */
@@ -81,8 +82,9 @@ enum stats_handshake {
     STATS_HS_TIMEOUT,        /* handshake-timeout */
     STATS_HS_UNKNOWN_EXPORT, /* the last export asked for does not exist */
     STATS_HS_ALLOW,          /* ...is hidden by allow or tls-identities */
-    STATS_HS_OTHER,          /* the client left, aborted, or broke the
-                                protocol */
+    STATS_HS_OTHER,          /* the client went away mid-way or broke the
+                                protocol (a polite end after only asking
+                                does not count at all) */
     STATS_HS_NR,
 };
 
@@ -108,9 +110,11 @@ ANY_THREAD void server_stats_fini(struct server *srv);
 ANY_THREAD uint64_t stats_clock_ns(void);
 /* The receive side has read a request and dispatches it (home loop). */
 CORO_FN void stats_request_received(struct server *srv);
-/* A request has finished with `err` (0 or the errno replied with), on
- * the loop the calling coroutine is on. */
-CORO_FN void stats_request_done(struct server *srv, const struct request *rq,
-                                int err);
+/* Request `req` of `conn`, whose header was read at arrival_ns, has
+ * finished with `err` (0 or the errno replied with); counted on the loop
+ * the calling coroutine is on. */
+CORO_FN void stats_request_done(const struct conn *conn,
+                                const struct proto_request *req,
+                                uint64_t arrival_ns, int err);
 
 #endif

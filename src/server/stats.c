@@ -21,6 +21,7 @@
  */
 #include "nbdsrv/coro.h"
 #include "nbdsrv/metrics.h"
+#include "nbdsrv/version.h"
 #include "server-int.h"
 
 #include <stdio.h>
@@ -41,11 +42,21 @@ static const uint64_t stats_latency_bounds_ns[STATS_NR_BOUNDS] = {
     1000000000, 2500000000, 5000000000, 10000000000,
 };
 
+/* The command label: the spec's names without NBD_CMD_, in lower case. */
 static const char *const cmd_names[STATS_NR_CMDS] = {
-#define PROTO_CMD(name, value) [value] = #name,
-#include "nbdsrv/proto.def"
-    [STATS_NR_CMDS - 1] = "OTHER",
+    [PROTO_CMD_READ] = "read",
+    [PROTO_CMD_WRITE] = "write",
+    [PROTO_CMD_DISC] = "disc",
+    [PROTO_CMD_FLUSH] = "flush",
+    [PROTO_CMD_TRIM] = "trim",
+    [PROTO_CMD_CACHE] = "cache",
+    [PROTO_CMD_WRITE_ZEROES] = "write_zeroes",
+    [PROTO_CMD_BLOCK_STATUS] = "block_status",
+    [PROTO_CMD_RESIZE] = "resize",
+    [STATS_NR_CMDS - 1] = "other",
 };
+_Static_assert(PROTO_CMD_RESIZE == STATS_NR_CMDS - 2,
+               "a command has no slot of its own in stats_export_loop");
 
 static const uint32_t err_values[STATS_NR_ERRS - 1] = {
 #define PROTO_ERR(name, value) value,
@@ -54,8 +65,10 @@ static const uint32_t err_values[STATS_NR_ERRS - 1] = {
 static const char *const err_names[STATS_NR_ERRS] = {
 #define PROTO_ERR(name, value) #name,
 #include "nbdsrv/proto.def"
-    "OTHER",
+    "other",
 };
+_Static_assert(sizeof err_values / sizeof err_values[0] == STATS_NR_ERRS - 1,
+               "STATS_NR_ERRS does not match proto.def's errors");
 
 static const char *const hs_names[STATS_HS_NR] = {
     [STATS_HS_TLS] = "tls",
@@ -189,20 +202,23 @@ static unsigned err_index(int err)
     return STATS_NR_ERRS - 1;
 }
 
-void stats_request_done(struct server *srv, const struct request *rq, int err)
+void stats_request_done(const struct conn *conn,
+                        const struct proto_request *req, uint64_t arrival_ns,
+                        int err)
 {
+    struct server *srv = conn->srv;
     unsigned i = loop_index(coro_loop(coro_self()));
     add(&srv->stats_loops[i].served, 1);
-    struct export_stats *st = rq->conn->exp->stats;
+    struct export_stats *st = conn->exp->stats;
     struct stats_export_loop *b =
         st != NULL && i < STATS_MAX_LOOPS ? loop_block(st, i) : NULL;
     if (b == NULL) {
         return;
     }
-    unsigned type = rq->req.type;
+    unsigned type = req->type;
     struct stats_cmd *c =
         &b->cmd[type < STATS_NR_CMDS - 1 ? type : STATS_NR_CMDS - 1];
-    uint64_t ns = stats_clock_ns() - rq->arrival_ns;
+    uint64_t ns = stats_clock_ns() - arrival_ns;
     unsigned k = 0;
     while (k < STATS_NR_BOUNDS && ns > stats_latency_bounds_ns[k]) {
         k++;
@@ -213,9 +229,9 @@ void stats_request_done(struct server *srv, const struct request *rq, int err)
     if (err != 0) {
         add(&c->errors[err_index(err)], 1);
     } else if (type == PROTO_CMD_READ) {
-        add(&b->bytes_read, rq->req.length);
+        add(&b->bytes_read, req->length);
     } else if (type == PROTO_CMD_WRITE) {
-        add(&b->bytes_written, rq->req.length);
+        add(&b->bytes_written, req->length);
     }
 }
 

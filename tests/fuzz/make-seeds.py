@@ -124,8 +124,54 @@ def config():
           "\n[export disk1]\npath = /srv/disk1.img\n")
 
 
+# fuzz-server-conn: a configuration byte (bits 0-1 TLS off/on/require,
+# 2 read-only, 3 trim off, 4 max-requests 2, 5 minimal max-payload), a
+# byte choosing the write cuts (below 128: one write), then what a
+# client sends.
+def session(cfg, cuts, *parts):
+    return bytes([cfg, cuts]) + b"".join(parts)
+
+
+def server_conn():
+    t = "fuzz-server-conn"
+    flags = w.pack_client_flags(w.FLAG_FIXED_NEWSTYLE | w.FLAG_NO_ZEROES)
+    meta = string32(b"disk") + struct.pack(">I", 1) + string32(b"base:allocation")
+    io = (w.pack_request(w.CMD_READ, 1, 0, 4096) +
+          w.pack_request(w.CMD_WRITE, 2, 512, 512) + b"x" * 512 +
+          w.pack_request(w.CMD_BLOCK_STATUS, 3, 0, 65536) +
+          w.pack_request(w.CMD_FLUSH, 4, 0, 0) +
+          w.pack_request(w.CMD_WRITE_ZEROES, 5, 4096, 8192) +
+          w.pack_request(w.CMD_TRIM, 6, 0, 4096) +
+          w.pack_request(w.CMD_READ, 7, 1 << 20, 1))
+    disc = w.pack_request(w.CMD_DISC, 9, 0, 0)
+    write(t, "structured",
+          session(0, 0, flags, option(w.OPT_STRUCTURED_REPLY),
+                  option(w.OPT_SET_META_CONTEXT, meta),
+                  w.pack_go(b"disk", infos=(w.INFO_BLOCK_SIZE,)), io, disc))
+    ext_io = (w.pack_ext_request(w.CMD_READ, 1, 0, 4096) +
+              w.pack_ext_request(w.CMD_WRITE, 2, 0, 100) + b"y" * 100 +
+              w.pack_ext_request(w.CMD_BLOCK_STATUS, 3, 0, 1 << 20) +
+              w.pack_ext_request(w.CMD_DISC, 9, 0, 0))
+    write(t, "extended-cut",
+          session(0x80 | 0x10, 0xC5, flags, option(w.OPT_EXTENDED_HEADERS),
+                  option(w.OPT_SET_META_CONTEXT, meta), w.pack_go(b""),
+                  ext_io))
+    write(t, "export-name-simple-ro",
+          session(4, 0, w.pack_client_flags(w.FLAG_FIXED_NEWSTYLE),
+                  option(w.OPT_LIST), option(w.OPT_INFO, string32(b"disk") +
+                                             struct.pack(">H", 0)),
+                  option(w.OPT_EXPORT_NAME, b"disk"), io, disc))
+    write(t, "tls-require-refused",
+          session(2, 0, flags, option(w.OPT_LIST),
+                  w.pack_go(b"disk"), option(w.OPT_ABORT)))
+    write(t, "tls-off-starttls",
+          session(0, 0, flags, option(w.OPT_STARTTLS),
+                  option(w.OPT_LIST_META_CONTEXT, meta), option(w.OPT_ABORT)))
+
+
 handshake()
 request()
 reply()
 client_uri()
 config()
+server_conn()

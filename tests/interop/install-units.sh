@@ -31,7 +31,9 @@ for f in usr/sbin/nbd-serverd \
     etc/nbd-serverd/nbd-serverd.conf \
     etc/nbd-serverd/nbd-serverd.conf.example \
     usr/lib/systemd/system/nbd-serverd.service \
-    usr/lib/systemd/system/nbd-serverd.socket; do
+    usr/lib/systemd/system/nbd-serverd.socket \
+    usr/lib/systemd/system/nbd-serverd@.service \
+    usr/lib/systemd/system/nbd-serverd@.socket; do
     [ -f "$root/$f" ] || fail "make install did not create /$f"
 done
 [ -x "$root/usr/sbin/nbd-serverd" ] || fail "the daemon is not executable"
@@ -41,11 +43,13 @@ for p in "$BUILD"/*; do
             fail "program $(basename "$p") not installed in /usr/bin"
     fi
 done
-grep -q '^ExecStart=/usr/sbin/nbd-serverd -f -c /etc/nbd-serverd/nbd-serverd.conf$' \
-    "$root/usr/lib/systemd/system/nbd-serverd.service" ||
-    fail "ExecStart does not name the installed paths"
+for u in nbd-serverd.service nbd-serverd@.service; do
+    grep -q '^ExecStart=/usr/sbin/nbd-serverd -f -c /etc/nbd-serverd/nbd-serverd.conf$' \
+        "$root/usr/lib/systemd/system/$u" ||
+        fail "ExecStart of $u does not name the installed paths"
+done
 unexpected=$(cd "$root" && find . -type f | sort | grep -v -E \
-    '^\./(usr/sbin/nbd-serverd|usr/bin/[^/]+|usr/share/man/man[158]/[^/]+|etc/nbd-serverd/nbd-serverd\.conf(\.example)?|usr/lib/systemd/system/nbd-serverd\.(service|socket))$' ||
+    '^\./(usr/sbin/nbd-serverd|usr/bin/[^/]+|usr/share/man/man[158]/[^/]+|etc/nbd-serverd/nbd-serverd\.conf(\.example)?|usr/lib/systemd/system/nbd-serverd@?\.(service|socket))$' ||
     true)
 [ -z "$unexpected" ] || fail "unexpected files installed: $unexpected"
 step "PREFIX=/usr/local by default"
@@ -61,14 +65,18 @@ grep -q '^ExecStart=/usr/local/sbin/nbd-serverd ' \
 step "systemd-analyze verify"
 units=$T/units
 mkdir -p "$units"
-cp "$root"/usr/lib/systemd/system/nbd-serverd.* "$units/"
+# The templates are verified as the instances a socket and one of its
+# connections would be (systemd finds the template beside them).
+cp "$root"/usr/lib/systemd/system/nbd-serverd* "$units/"
 # verify wants the ExecStart binary to exist: point it at the installed one.
 sed -i "s|/usr/sbin/nbd-serverd|$root/usr/sbin/nbd-serverd|" \
-    "$units/nbd-serverd.service"
+    "$units/"nbd-serverd*.service
 export MANPATH=$root/usr/share/man
 rc=0
 systemd-analyze verify "$units/nbd-serverd.socket" \
-    "$units/nbd-serverd.service" >"$T/verify.out" 2>&1 || rc=$?
+    "$units/nbd-serverd.service" "$units/nbd-serverd@10809.socket" \
+    "$units/nbd-serverd@0-40000.service" \
+    >"$T/verify.out" 2>&1 || rc=$?
 if [ "$rc" != 0 ] || [ -s "$T/verify.out" ]; then
     cat "$T/verify.out" >&2
     fail "systemd-analyze verify: exit $rc"

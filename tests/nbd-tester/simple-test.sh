@@ -22,8 +22,9 @@
 #   tlswrongcert          a self-signed client certificate is refused (-F)
 #   unix                  read test over a Unix socket (-u)
 #   oversize (cfgsize)    oversize reads (-o)
-#   inetd                 the server on the client's socket (-I); needs
-#                         the daemon's inetd mode (-s), else SKIP
+#   inetd                 the server on the client's socket (-I): the
+#                         tester's socketpair relayed to a fresh
+#                         `nbd-serverd -s` per connection (see c_inetd)
 #
 # Not applicable, reported as SKIP with the reason: cfgnew (the same wire
 # exchange as plain; it tests nbd-server's config), dirconfig (nbd-server's
@@ -220,9 +221,52 @@ c_unix() { fresh_image; serve -e "export1=$img"; tester unix -N export1 -u "$soc
 c_oversize() { fresh_image; serve -e "export=$img"; tester oversize -o -N export 127.0.0.1 "$port"; }
 c_inetd()
 {
-    "$BUILD/nbd-serverd" --help 2>&1 | grep -q -E '(^|[ ,])-s([ ,]|$)|--inetd|--stdin' ||
-        case_skip "nbd-serverd has no inetd mode (-s) yet: the ecosystem issue's -s mode has not landed"
-    case_skip "nbd-serverd has an inetd mode now, but this case does not drive it yet"
+    # The tester runs in the chroot and execs its server there with a
+    # socketpair on stdin; a host program cannot run there.  So it execs a
+    # relay (the chroot's python3) that joins that socketpair to
+    # 127.0.0.1:PORT, where systemd-socket-activate --inetd hands each
+    # connection to a fresh `nbd-serverd -s` as stdin and stdout: the
+    # daemon serves one connected socket on fd 0 and exits, inetd's nowait
+    # way.
+    command -v systemd-socket-activate >/dev/null ||
+        case_skip "systemd-socket-activate is not installed (Debian: systemd)"
+    fresh_image
+    port=$(free_port)
+    cat >"$T/relay.py" <<'PY'
+import selectors
+import socket
+import sys
+
+inner = socket.socket(fileno=0)
+outer = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sel = selectors.DefaultSelector()
+sel.register(inner, selectors.EVENT_READ, outer)
+sel.register(outer, selectors.EVENT_READ, inner)
+while True:
+    for key, _ in sel.select():
+        data = key.fileobj.recv(1 << 16)
+        if not data:
+            sys.exit(0)
+        key.data.sendall(data)
+PY
+    printf '===== server run inetd: systemd-socket-activate --inetd\n' >>"$SERVER_LOG"
+    systemd-socket-activate --inetd -a -l "127.0.0.1:$port" \
+        "$SERVER_BIN" -s -e "export1=$img" >>"$SERVER_LOG" 2>&1 &
+    local activator=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    local rc=0
+    tester inetd -N export1 -I -- python3 "$T/relay.py" "$port" || rc=$?
+    kill "$activator" 2>/dev/null || true
+    wait "$activator" 2>/dev/null || true
+    [ "$rc" = 0 ] || { cat "$T/inetd.out"; exit "$rc"; }
+    # Two connections: the probe above and the tester's; each its own
+    # daemon, each gone again.
+    grep -c 'serving one connection' "$SERVER_LOG" | grep -q -v '^0$' ||
+        { echo "no nbd-serverd -s served the tester"; exit 1; }
 }
 c_cfgnew() { case_skip "cfgnew tests nbd-server's configuration file; its wire exchange is that of plain"; }
 c_dirconfig() { case_skip "dirconfig tests nbd-server's includedir configuration"; }

@@ -774,16 +774,17 @@ END_TEST
 static int listen_fds_steps(void)
 {
     int first = -1;
+    bool connected = true;
     struct err err;
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
-    if (daemon_listen_fds(&first, &err) != 0) {
+    if (daemon_listen_fds(&first, &connected, &err) != 0 || connected) {
         return 1;
     }
     /* Variables meant for another process are ignored. */
     setenv("LISTEN_PID", "1", 1);
     setenv("LISTEN_FDS", "1", 1);
-    if (daemon_listen_fds(&first, &err) != 0) {
+    if (daemon_listen_fds(&first, &connected, &err) != 0) {
         return 2;
     }
     /* Ours, on a listening socket at fd 3. */
@@ -797,23 +798,44 @@ static int listen_fds_steps(void)
     char pid[32];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     setenv("LISTEN_PID", pid, 1);
-    if (daemon_listen_fds(&first, &err) != 1 || first != 3) {
+    if (daemon_listen_fds(&first, &connected, &err) != 1 || first != 3 ||
+        connected) {
         return 4;
     }
     if (getenv("LISTEN_FDS") != NULL ||
         (fcntl(3, F_GETFD) & FD_CLOEXEC) != FD_CLOEXEC) {
         return 5;
     }
-    /* A socket that does not listen is refused. */
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    if (c < 0 || dup2(c, 3) != 3) {
+    /* One connected socket (Accept=yes) is a connection to serve. */
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0 || dup2(sp[0], 3) != 3) {
         return 6;
     }
     setenv("LISTEN_PID", pid, 1);
     setenv("LISTEN_FDS", "1", 1);
-    if (daemon_listen_fds(&first, &err) >= 0 ||
-        strstr(err.msg, "not a listening stream socket") == NULL) {
+    if (daemon_listen_fds(&first, &connected, &err) != 1 || !connected) {
         return 7;
+    }
+    /* A connection among other sockets is refused. */
+    if (dup2(s, 4) != 4) {
+        return 8;
+    }
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "2", 1);
+    if (daemon_listen_fds(&first, &connected, &err) >= 0 ||
+        strstr(err.msg, "exactly one connection") == NULL) {
+        return 9;
+    }
+    /* So is a datagram socket. */
+    int d = socket(AF_INET, SOCK_DGRAM, 0);
+    if (d < 0 || dup2(d, 3) != 3) {
+        return 10;
+    }
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    if (daemon_listen_fds(&first, &connected, &err) >= 0 ||
+        strstr(err.msg, "not a stream socket") == NULL) {
+        return 11;
     }
     return 0;
 }
