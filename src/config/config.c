@@ -611,7 +611,8 @@ static int check_inetd(const struct config *cfg, const struct cmdline *cl,
 {
     for (unsigned i = 0; i < cl->nr_settings; i++) {
         const char *name = cl->settings[i].key->name;
-        if (strcmp(name, "listen") == 0 || strcmp(name, "pidfile") == 0) {
+        if (strcmp(name, "listen") == 0 || strcmp(name, "pidfile") == 0 ||
+            strcmp(name, "metrics-listen") == 0) {
             return err_set(err, EINVAL,
                            "--inetd serves standard input: --%s makes no "
                            "sense with it",

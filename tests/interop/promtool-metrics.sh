@@ -28,6 +28,11 @@ for bad in 127.0.0.1 127.0.0.1:99999 127.0.0.1:0 unix:/tmp/x; do
     grep -q -- "--metrics-listen $bad" "$T/bad.out" ||
         fail "--metrics-listen $bad: the message does not name it: $(cat "$T/bad.out")"
 done
+rc=0
+"$SERVER_BIN" -s -e "disk=$disk" --metrics-listen 127.0.0.1:9 </dev/null \
+    >"$T/bad.out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q -- "--metrics-listen makes no sense" "$T/bad.out" ||
+    fail "-s with --metrics-listen: exit $rc: $(cat "$T/bad.out")"
 printf '[server]\nlisten = 127.0.0.1:1\n\nmetrics-listen = 127.0.0.1:70000\n' \
     >"$T/bad.conf"
 printf '[export disk]\npath = %s\n' "$disk" >>"$T/bad.conf"
