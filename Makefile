@@ -113,7 +113,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .SECONDARY:
 
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
-        check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
+        check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
         check-nbd-tester chroot-trixie programs deb check-deb
@@ -296,6 +296,9 @@ bench: all
 
 bench-threads: all
 	bench/bench-threads.sh $(BUILD)
+
+bench-metrics: all
+	bench/bench-metrics.sh $(BUILD)
 
 bench-client: all
 	bench/bench-client.sh $(BUILD)
