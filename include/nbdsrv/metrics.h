@@ -60,8 +60,7 @@ ANY_THREAD void metrics_text_double(struct metrics_text *t, const char *name,
  * cumulatively as name_bucket lines (the labels, then le), then name_sum
  * (`sum`) and name_count.  nr may be 0; at most 7 labels.
  */
-ANY_THREAD void metrics_text_histogram(struct metrics_text *t,
-                                       const char *name,
+ANY_THREAD void metrics_text_histogram(struct metrics_text *t, const char *name,
                                        const struct metrics_label *labels,
                                        unsigned nr, const double *bounds,
                                        const uint64_t *counts,

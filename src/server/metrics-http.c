@@ -73,8 +73,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
     server_metrics_render(mh->srv, &t);
     if (t.failed || t.buf == NULL) {
         metrics_text_fini(&t);
-        return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "out of memory\n");
+        return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(t.len, t.buf, MHD_RESPMEM_MUST_FREE);

@@ -4,9 +4,8 @@
  * include/nbdsrv/metrics.h for what is escaped where).  Pure: builds text
  * in memory; the HTTP side (metrics-http.c) sends it.
  */
-#include "nbdsrv/metrics.h"
-
 #include "nbdsrv/compiler.h"
+#include "nbdsrv/metrics.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -65,8 +64,7 @@ static void puts_(struct metrics_text *t, const char *s)
     put(t, s, strlen(s));
 }
 
-static void putf(struct metrics_text *t, const char *fmt, ...)
-    PRINTF_FMT(2, 3);
+static void putf(struct metrics_text *t, const char *fmt, ...) PRINTF_FMT(2, 3);
 static void putf(struct metrics_text *t, const char *fmt, ...)
 {
     char tmp[64];

@@ -71,7 +71,7 @@ struct export
     struct export_stats *stats; /* the name's counters (a reference), or
                                    NULL (metrics off, or out of memory:
                                    not counted) */
-    char **tls_identities; /* export_allows_identity */
+    char **tls_identities;      /* export_allows_identity */
     unsigned nr_tls_identities;
 };
 
@@ -198,16 +198,16 @@ struct server_shared {
 
 /* The server.  Owned by its creator. */
 struct server {
-    struct loop_group *loops;    /* immutable after start */
-    atomic_uint next_loop;       /* relaxed: round-robin cursor for homes */
-    struct loop_load *load;      /* one per loop; immutable pointer */
-    atomic_bool stopping;        /* seq_cst: set once by server_stop */
-    bool stats_on;               /* immutable after start: count for
-                                    /metrics (server_enable_metrics) */
+    struct loop_group *loops;       /* immutable after start */
+    atomic_uint next_loop;          /* relaxed: round-robin cursor for homes */
+    struct loop_load *load;         /* one per loop; immutable pointer */
+    atomic_bool stopping;           /* seq_cst: set once by server_stop */
+    bool stats_on;                  /* immutable after start: count for
+                                       /metrics (server_enable_metrics) */
     struct stats_loop *stats_loops; /* one per loop (when stats_on);
                                        immutable pointer */
     struct stats_events events;     /* atomic */
-    struct buffer_budget budget; /* max-buffer-memory; thread-safe */
+    struct buffer_budget budget;    /* max-buffer-memory; thread-safe */
 
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
@@ -363,12 +363,12 @@ struct conn_push {
 struct request {
     struct conn *conn; /* holds a conn reference */
     struct proto_request req;
-    void *buf;       /* payload (WRITE) or read buffer */
-    size_t buf_size; /* size given to bufpool_get */
-    uint64_t held;   /* buffer bytes counted for it (request_memory) */
-    int early_error; /* errno found by the receiver, or 0 */
-    unsigned worker; /* index of the loop it was sent to */
-    unsigned cost;   /* request_cost, counted on that loop */
+    void *buf;           /* payload (WRITE) or read buffer */
+    size_t buf_size;     /* size given to bufpool_get */
+    uint64_t held;       /* buffer bytes counted for it (request_memory) */
+    int early_error;     /* errno found by the receiver, or 0 */
+    unsigned worker;     /* index of the loop it was sent to */
+    unsigned cost;       /* request_cost, counted on that loop */
     uint64_t arrival_ns; /* CLOCK_MONOTONIC when its header was read (only
                             when the server counts, stats_on) */
 };

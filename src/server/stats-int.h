@@ -94,7 +94,7 @@ enum stats_handshake {
  */
 struct stats_events {
     atomic_uint_least64_t accepted;
-    atomic_uint_least64_t refused[8];  /* by enum server_admit */
+    atomic_uint_least64_t refused[8]; /* by enum server_admit */
     atomic_uint_least64_t handshake_failed[STATS_HS_NR];
 };
 

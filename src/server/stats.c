@@ -36,9 +36,9 @@ static const double stats_latency_bounds[STATS_NR_BOUNDS] = {
     0.5,     1,        2.5,     5,      10,
 };
 static const uint64_t stats_latency_bounds_ns[STATS_NR_BOUNDS] = {
-    10000,     25000,     50000,      100000,     250000,
-    500000,    1000000,   2500000,    5000000,    10000000,
-    25000000,  50000000,  100000000,  250000000,  500000000,
+    10000,      25000,      50000,      100000,      250000,
+    500000,     1000000,    2500000,    5000000,     10000000,
+    25000000,   50000000,   100000000,  250000000,   500000000,
     1000000000, 2500000000, 5000000000, 10000000000,
 };
 
@@ -95,9 +95,8 @@ uint64_t stats_clock_ns(void)
 /* An increment by the counter's only writer. */
 static inline void add(atomic_uint_least64_t *c, uint64_t n)
 {
-    atomic_store_explicit(
-        c, atomic_load_explicit(c, memory_order_relaxed) + n,
-        memory_order_relaxed);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
 }
 
 static inline uint64_t get(atomic_uint_least64_t *c)
@@ -173,8 +172,7 @@ void stats_request_received(struct server *srv)
 }
 
 /* This loop's block of `st`, made on first use; NULL if it cannot be. */
-static struct stats_export_loop *loop_block(struct export_stats *st,
-                                            unsigned i)
+static struct stats_export_loop *loop_block(struct export_stats *st, unsigned i)
 {
     struct stats_export_loop *b =
         atomic_load_explicit(&st->loops[i], memory_order_relaxed);
@@ -330,8 +328,8 @@ static void render_exports(struct metrics_text *t,
                 struct metrics_label l[] = {{"export", v[i]->name},
                                             {"command", cmd_names[c]},
                                             {"errno", err_names[e]}};
-                metrics_text_uint(t, "nbd_serverd_request_errors_total", l,
-                                  3, sums[i].errors[c][e]);
+                metrics_text_uint(t, "nbd_serverd_request_errors_total", l, 3,
+                                  sums[i].errors[c][e]);
             }
         }
     }
@@ -350,8 +348,7 @@ static void render_exports(struct metrics_text *t,
         metrics_text_uint(t, "nbd_serverd_written_bytes_total", l, 1,
                           sums[i].bytes_written);
     }
-    metrics_text_family(t, "nbd_serverd_request_duration_seconds",
-                        "histogram",
+    metrics_text_family(t, "nbd_serverd_request_duration_seconds", "histogram",
                         "Time from a request's header being read to its "
                         "reply being written, by export and command.");
     for (unsigned i = 0; i < nr; i++) {
@@ -361,9 +358,9 @@ static void render_exports(struct metrics_text *t,
             }
             struct metrics_label l[] = {{"export", v[i]->name},
                                         {"command", cmd_names[c]}};
-            metrics_text_histogram(t, "nbd_serverd_request_duration_seconds",
-                                   l, 2, stats_latency_bounds,
-                                   sums[i].buckets[c], STATS_NR_BOUNDS,
+            metrics_text_histogram(t, "nbd_serverd_request_duration_seconds", l,
+                                   2, stats_latency_bounds, sums[i].buckets[c],
+                                   STATS_NR_BOUNDS,
                                    (double)sums[i].latency_ns[c] / 1e9);
         }
     }
@@ -378,8 +375,8 @@ static void render_connections(struct server *srv, struct metrics_text *t)
     metrics_text_family(t, "nbd_serverd_connections", "gauge",
                         "Connections open now.");
     metrics_text_uint(t, "nbd_serverd_connections", NULL, 0, current);
-    metrics_text_family(t, "nbd_serverd_connections_accepted_total",
-                        "counter", "Connections accepted.");
+    metrics_text_family(t, "nbd_serverd_connections_accepted_total", "counter",
+                        "Connections accepted.");
     metrics_text_uint(t, "nbd_serverd_connections_accepted_total", NULL, 0,
                       get(&srv->events.accepted));
     metrics_text_family(t, "nbd_serverd_connections_refused_total", "counter",

@@ -302,8 +302,7 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         }
         int nr = server_meta_extents(be, m, req->offset, len, ext, out, max);
         if (nr <= 0) {
-            r = fail_request(conn, req,
-                                    nr < 0 ? storage_errno(nr) : EIO);
+            r = fail_request(conn, req, nr < 0 ? storage_errno(nr) : EIO);
             goto out;
         }
         struct proto_reply hdr = chunk_header(conn, req);

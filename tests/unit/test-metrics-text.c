@@ -60,13 +60,16 @@ START_TEST(test_metrics_text_doubles_as_prometheus_reads_them)
 {
     struct metrics_text t;
     metrics_text_init(&t);
-    metrics_text_double(&t, "d", NULL, 0, 0.25);
-    metrics_text_double(&t, "d", NULL, 0, INFINITY);
-    metrics_text_double(&t, "d", NULL, 0, -INFINITY);
-    metrics_text_double(&t, "d", NULL, 0, NAN);
-    metrics_text_double(&t, "d", NULL, 0, 1e-5);
-    ck_assert_str_eq(t.buf, "d 0.25\nd +Inf\nd -Inf\nd NaN\n"
-                            "d 1.0000000000000001e-05\n");
+    metrics_text_double(&t, "val", NULL, 0, 0.25);
+    metrics_text_double(&t, "val", NULL, 0, INFINITY);
+    metrics_text_double(&t, "val", NULL, 0, -INFINITY);
+    metrics_text_double(&t, "val", NULL, 0, NAN);
+    metrics_text_double(&t, "val", NULL, 0, 1e-5);
+    ck_assert_str_eq(t.buf, "val 0.25\n"
+                            "val +Inf\n"
+                            "val -Inf\n"
+                            "val NaN\n"
+                            "val 1.0000000000000001e-05\n");
     /* The digits read back as the same double. */
     const char *last = strrchr(t.buf, ' ');
     ck_assert(strtod(last + 1, NULL) == 1e-5);
@@ -86,12 +89,13 @@ START_TEST(test_metrics_text_histogram_buckets_are_cumulative)
     metrics_text_histogram(&t, "h_seconds", l, 2, bounds, counts, 3, 6.5);
     ck_assert(!t.failed);
     ck_assert_str_eq(
-        t.buf, "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.001\"} 2\n"
-               "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.01\"} 2\n"
-               "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.5\"} 5\n"
-               "h_seconds_bucket{export=\"e\",command=\"read\",le=\"+Inf\"} 9\n"
-               "h_seconds_sum{export=\"e\",command=\"read\"} 6.5\n"
-               "h_seconds_count{export=\"e\",command=\"read\"} 9\n");
+        t.buf,
+        "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.001\"} 2\n"
+        "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.01\"} 2\n"
+        "h_seconds_bucket{export=\"e\",command=\"read\",le=\"0.5\"} 5\n"
+        "h_seconds_bucket{export=\"e\",command=\"read\",le=\"+Inf\"} 9\n"
+        "h_seconds_sum{export=\"e\",command=\"read\"} 6.5\n"
+        "h_seconds_count{export=\"e\",command=\"read\"} 9\n");
     metrics_text_fini(&t);
 }
 END_TEST
@@ -161,8 +165,8 @@ Suite *unit_suite(void)
     TCase *tc = tcase_create("text");
     tcase_add_test(tc, test_metrics_text_family_and_plain_samples);
     tcase_add_test(tc, test_metrics_text_help_escapes_backslash_and_newline);
-    tcase_add_test(tc,
-                   test_metrics_text_label_values_escape_quote_backslash_newline);
+    tcase_add_test(
+        tc, test_metrics_text_label_values_escape_quote_backslash_newline);
     tcase_add_test(tc, test_metrics_text_doubles_as_prometheus_reads_them);
     tcase_add_test(tc, test_metrics_text_histogram_buckets_are_cumulative);
     tcase_add_test(tc, test_metrics_text_histogram_without_labels);
