@@ -58,7 +58,8 @@ ANY_THREAD void metrics_text_double(struct metrics_text *t, const char *name,
  * (not cumulative; counts[i] are the observations <= bounds[i] and above
  * the bound before, counts[nr_bounds] those above the last), written
  * cumulatively as name_bucket lines (the labels, then le), then name_sum
- * (`sum`) and name_count.  nr may be 0; at most 7 labels.
+ * (`sum`) and name_count.  nr may be 0; at most 7 labels, and a
+ * name of at most 120 bytes (otherwise the text fails).
  */
 ANY_THREAD void metrics_text_histogram(struct metrics_text *t, const char *name,
                                        const struct metrics_label *labels,

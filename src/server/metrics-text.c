@@ -165,13 +165,17 @@ void metrics_text_histogram(struct metrics_text *t, const char *name,
                             const double *bounds, const uint64_t *counts,
                             unsigned nr_bounds, double sum)
 {
-    if (nr > HISTOGRAM_MAX_LABELS) {
+    char series[128];
+    /* The longest suffix is "_bucket". */
+    if (nr > HISTOGRAM_MAX_LABELS ||
+        strlen(name) + sizeof "_bucket" > sizeof series) {
         t->failed = true;
         return;
     }
-    char series[128];
     struct metrics_label l[HISTOGRAM_MAX_LABELS + 1];
-    memcpy(l, labels, nr * sizeof *l);
+    if (nr > 0) {
+        memcpy(l, labels, nr * sizeof *l);
+    }
     char le[32];
     l[nr].name = "le";
     l[nr].value = le;

@@ -128,6 +128,16 @@ START_TEST(test_metrics_text_histogram_refuses_too_many_labels)
     static const uint64_t counts[] = {1, 1};
     metrics_text_histogram(&t, "h", l, 8, bounds, counts, 1, 1);
     ck_assert(t.failed);
+    ck_assert_uint_eq(t.len, 0);
+    /* So is a name too long for its _bucket series. */
+    struct metrics_text t2;
+    metrics_text_init(&t2);
+    char name[130];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    metrics_text_histogram(&t2, name, NULL, 0, bounds, counts, 1, 1);
+    ck_assert(t2.failed);
+    metrics_text_fini(&t2);
     /* Nothing is appended once the text has failed. */
     metrics_text_uint(&t, "x", NULL, 0, 1);
     ck_assert_uint_eq(t.len, 0);
