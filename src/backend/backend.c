@@ -112,6 +112,16 @@ static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
     return offset <= be->size && len <= be->size - offset;
 }
 
+/* Whether a request that changes [offset, offset+len) may go down:
+ * 0, or -EPERM on a read-only layer, -EINVAL past the end. */
+static int check_change(const struct backend *be, uint64_t offset, uint64_t len)
+{
+    if (be->caps & BACKEND_CAP_READ_ONLY) {
+        return -EPERM;
+    }
+    return in_range(be, offset, len) ? 0 : -EINVAL;
+}
+
 /* Takes the layer's mutex unless it may be entered in parallel. */
 static inline void enter(struct backend *be)
 {
@@ -146,11 +156,9 @@ int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
                    uint64_t offset, bool fua)
 {
     coro_assert_in_coroutine();
-    if (be->caps & BACKEND_CAP_READ_ONLY) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
+    int checked = check_change(be, offset, len);
+    if (checked < 0) {
+        return checked;
     }
     if (len == 0) {
         return 0;
@@ -173,11 +181,9 @@ int backend_flush(struct backend *be)
 int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
 {
     coro_assert_in_coroutine();
-    if (be->caps & BACKEND_CAP_READ_ONLY) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
+    int checked = check_change(be, offset, len);
+    if (checked < 0) {
+        return checked;
     }
     if (len == 0 || !(be->caps & BACKEND_CAP_TRIM) || be->ops->trim == NULL) {
         return 0;
@@ -192,11 +198,9 @@ int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
                  unsigned flags, bool fua)
 {
     coro_assert_in_coroutine();
-    if (be->caps & BACKEND_CAP_READ_ONLY) {
-        return -EPERM;
-    }
-    if (!in_range(be, offset, len)) {
-        return -EINVAL;
+    int checked = check_change(be, offset, len);
+    if (checked < 0) {
+        return checked;
     }
     if (len == 0) {
         return 0;

@@ -558,14 +558,17 @@ static void acceptor_entry(void *opaque)
     mutex_unlock(&srv->lock);
 }
 
-int server_serve_fd(struct server *srv, int fd,
-                    const struct sockaddr_storage *peer_addr, socklen_t len)
+/*
+ * Admits the connection on `fd` from `addr` (printed as `peer`) and starts
+ * `entry` for it on the next loop.  On failure the refusal is logged, fd
+ * closed and -EBUSY (over a limit) or -ENOMEM returned.
+ */
+static int admit_and_start(struct server *srv, int fd,
+                           const struct sockaddr_storage *addr,
+                           const char *peer, void (*entry)(void *))
 {
-    char peer[sizeof((struct conn_start *)NULL)->peer];
-    sock_addr_format((const struct sockaddr *)peer_addr, len, peer,
-                     sizeof peer);
     unsigned count = 0;
-    enum server_admit admitted = server_admit(srv, peer_addr, &count);
+    enum server_admit admitted = server_admit(srv, addr, &count);
     if (admitted != SERVER_ADMIT_OK) {
         close(fd);
         atomic_fetch_add_explicit(&srv->events.refused[admitted], 1,
@@ -575,23 +578,32 @@ int server_serve_fd(struct server *srv, int fd,
     }
     struct conn_start *cs = calloc(1, sizeof *cs);
     struct loop *home = server_pick_loop(srv);
-    struct coro *co = cs != NULL ? coro_new(conn_entry, cs, home) : NULL;
+    struct coro *co = cs != NULL ? coro_new(entry, cs, home) : NULL;
     if (co == NULL) {
         log_error("no memory for a new connection");
         atomic_fetch_add_explicit(&srv->events.refused[SERVER_ADMIT_NO_MEMORY],
                                   1, memory_order_relaxed);
         free(cs);
-        server_admit_release(srv, peer_addr);
+        server_admit_release(srv, addr);
         close(fd);
         return -ENOMEM;
     }
     cs->srv = srv;
     cs->fd = fd;
-    cs->addr = *peer_addr;
-    memcpy(cs->peer, peer, sizeof cs->peer);
+    cs->addr = *addr;
+    snprintf(cs->peer, sizeof cs->peer, "%s", peer);
     atomic_fetch_add_explicit(&srv->events.accepted, 1, memory_order_relaxed);
     coro_schedule(home, co);
     return 0;
+}
+
+int server_serve_fd(struct server *srv, int fd,
+                    const struct sockaddr_storage *peer_addr, socklen_t len)
+{
+    char peer[sizeof((struct conn_start *)NULL)->peer];
+    sock_addr_format((const struct sockaddr *)peer_addr, len, peer,
+                     sizeof peer);
+    return admit_and_start(srv, fd, peer_addr, peer, conn_entry);
 }
 
 int server_start(struct server *srv, struct loop_group *loops,
@@ -663,48 +675,35 @@ static void single_entry(void *opaque)
 int server_start_single(struct server *srv, struct loop_group *loops, int fd,
                         int *done_fd, struct err *err)
 {
-    srv->loops = loops;
-    srv->load = calloc(loops->count, sizeof *srv->load);
-    struct conn_start *cs = calloc(1, sizeof *cs);
+    if (server_start(srv, loops, NULL, 0, err) < 0) {
+        close(fd);
+        return -1;
+    }
     srv->done_fd = eventfd(0, EFD_CLOEXEC);
-    if (srv->load == NULL || cs == NULL || srv->done_fd < 0) {
-        int e = srv->done_fd < 0 ? errno : ENOMEM;
-        free(cs);
+    if (srv->done_fd < 0) {
+        int e = errno;
         close(fd);
         return err_set_errno(err, e, "serving the connection");
     }
-    socklen_t len = sizeof cs->addr;
-    if (getpeername(fd, (struct sockaddr *)&cs->addr, &len) < 0 ||
+    struct sockaddr_storage addr;
+    char peer[sizeof((struct conn_start *)NULL)->peer];
+    socklen_t len = sizeof addr;
+    if (getpeername(fd, (struct sockaddr *)&addr, &len) < 0 ||
         len <= sizeof(sa_family_t)) {
         /* A socketpair has no name: it counts as a unix client. */
-        memset(&cs->addr, 0, sizeof cs->addr);
-        cs->addr.ss_family = AF_UNIX;
-        snprintf(cs->peer, sizeof cs->peer, "unix:(socketpair)");
+        memset(&addr, 0, sizeof addr);
+        addr.ss_family = AF_UNIX;
+        snprintf(peer, sizeof peer, "unix:(socketpair)");
     } else {
-        sock_addr_format((struct sockaddr *)&cs->addr, len, cs->peer,
-                         sizeof cs->peer);
+        sock_addr_format((struct sockaddr *)&addr, len, peer, sizeof peer);
     }
-    unsigned count = 0;
-    enum server_admit admitted = server_admit(srv, &cs->addr, &count);
-    if (admitted != SERVER_ADMIT_OK) {
-        server_log_refusal(srv, admitted, cs->peer, count);
-        free(cs);
-        close(fd);
-        return err_set(err, EPERM, "the connection is over the limits");
+    int r = admit_and_start(srv, fd, &addr, peer, single_entry);
+    if (r < 0) {
+        return err_set(err, -r,
+                       r == -EBUSY ? "the connection is over the limits"
+                                   : "starting the connection");
     }
-    cs->srv = srv;
-    cs->fd = fd;
-    struct loop *home = server_pick_loop(srv);
-    struct coro *co = coro_new(single_entry, cs, home);
-    if (co == NULL) {
-        int e = errno;
-        server_admit_release(srv, &cs->addr);
-        free(cs);
-        close(fd);
-        return err_set_errno(err, e, "starting the connection");
-    }
-    log_info("serving one connection from %s", cs->peer);
-    coro_schedule(home, co);
+    log_info("serving one connection from %s", peer);
     *done_fd = srv->done_fd;
     return 0;
 }

@@ -22,6 +22,7 @@
  * WRITE, 2 FLUSH, 3 TRIM, 4 WRITE_ZEROES, 5 CACHE, 6 BLOCK_STATUS, 7 a second
  * READ at the end of the export.
  */
+#include "fuzz-loop.h"
 #include "fuzz.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/client-uri.h"
@@ -54,12 +55,7 @@ static void init_once(void)
         return;
     }
     done = true;
-    log_set_level(getenv("FUZZ_DEBUG") != NULL ? LOG_LEVEL_DEBUG
-                                               : LOG_LEVEL_ERROR);
-    struct err err;
-    err_clear(&err);
-    struct loop_config lc = {.poll_ns = LOOP_POLL_NONE};
-    FUZZ_ASSERT(loop_group_start(&loops, 1, &lc, &err) == 0);
+    fuzz_start_one_loop(&loops);
 }
 
 static void check_result(int r)

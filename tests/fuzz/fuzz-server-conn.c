@@ -36,6 +36,7 @@
  * server closes, every request it read has been answered and no frame is cut
  * short.  A hang is libFuzzer's -timeout.
  */
+#include "fuzz-loop.h"
 #include "fuzz.h"
 #include "nbdsrv/loop.h"
 #include "nbdsrv/server.h"
@@ -119,14 +120,7 @@ static void init_once(void)
         return;
     }
     done = true;
-    log_set_level(getenv("FUZZ_DEBUG") != NULL ? LOG_LEVEL_DEBUG
-                                               : LOG_LEVEL_ERROR);
-    struct err err;
-    err_clear(&err);
-    struct loop_config lc = {.poll_ns = LOOP_POLL_NONE};
-    if (loop_group_start(&loops, 1, &lc, &err) < 0) {
-        FAIL("loop_group_start: %s", err.msg);
-    }
+    fuzz_start_one_loop(&loops);
     snprintf(psk_path, sizeof psk_path, "/tmp/fuzz-server-conn.XXXXXX");
     int fd = mkstemp(psk_path);
     static const char key[] = "alice:00112233445566778899aabbccddeeff\n";
