@@ -10,6 +10,7 @@
 
 #include "nbdsrv/affinity.h"
 #include "nbdsrv/backend.h"
+#include "nbdsrv/dirty-bitmap.h"
 #include "nbdsrv/err.h"
 
 #include <stdbool.h>
@@ -100,6 +101,27 @@ ANY_THREAD struct backend *backend_overlay_open(struct backend *base_take,
  */
 ANY_THREAD int backend_overlay_check(const char *path, uint64_t base_size,
                                      bool read_only, struct err *err);
+
+/*
+ * ---- The dirty-tracking filter (backend-dirty.c): BACKEND_PARALLEL ----
+ *
+ * Marks every write, trim and zero in a set of dirty bitmaps
+ * (dirty-bitmap.h) before passing it down; everything else passes
+ * through unchanged.
+ */
+
+/*
+ * Wraps `lower_take` in the filter, which takes over `set_take` (a set of
+ * the same image size): both references pass to the filter, and are
+ * dropped on failure too.  NULL with err set on ENOMEM.  ANY_THREAD.
+ */
+ANY_THREAD struct backend *backend_dirty_new(struct backend *lower_take,
+                                             struct dirty_set *set_take,
+                                             struct err *err);
+
+/* The set of the first dirty-tracking filter in the chain from `be` down
+ * (borrowed: take a reference to keep it), or NULL.  ANY_THREAD. */
+ANY_THREAD struct dirty_set *backend_dirty_set(struct backend *be);
 
 /*
  * ---- The fault-injection filter (backend-fault.c): a test facility ----

@@ -35,9 +35,13 @@ struct tls_creds;
 
 /* What to negotiate.  Zero-initialised means the defaults noted. */
 struct client_opts {
-    bool no_structured;     /* do not ask for structured replies */
-    bool no_extended;       /* do not ask for extended headers */
-    bool no_meta;           /* do not ask for base:allocation */
+    bool no_structured; /* do not ask for structured replies */
+    bool no_extended;   /* do not ask for extended headers */
+    bool no_meta;       /* do not ask for base:allocation */
+    /* Another metadata context to select beside base:allocation (e.g.
+     * "qemu:dirty-bitmap:NAME"), read by client_block_status_extra; NULL:
+     * none.  Borrowed for the call. */
+    const char *meta_context;
     bool force_export_name; /* skip GO, use NBD_OPT_EXPORT_NAME (tests) */
     unsigned max_requests;  /* in flight per connection; 0 means 64 */
     struct loop *recv_loop; /* receiver's loop; NULL: the caller's */
@@ -73,6 +77,8 @@ struct client_info {
     bool tls;            /* the connection runs over TLS */
     bool has_alloc;      /* base:allocation was selected */
     uint32_t alloc_id;   /* its context id */
+    bool has_extra;      /* client_opts.meta_context was selected */
+    uint32_t extra_id;   /* its context id */
     char *name;          /* canonical export name (or the one asked for) */
     char *description;   /* or NULL */
     /* With TLS, what the handshake agreed, e.g. "TLS1.3" and "AES-128-GCM"
@@ -168,6 +174,12 @@ CORO_FN int client_cache(struct client_conn *c, uint64_t len, uint64_t offset,
 CORO_FN int client_block_status(struct client_conn *c, uint64_t len,
                                 uint64_t offset, uint16_t flags,
                                 struct client_extent *ext, size_t cap);
+/* The same for the context client_opts.meta_context named (-ENOTSUP when
+ * the server did not select it); `flags` of each extent is its status
+ * (for qemu:dirty-bitmap, 1: dirty).  CORO_FN. */
+CORO_FN int client_block_status_extra(struct client_conn *c, uint64_t len,
+                                      uint64_t offset, uint16_t flags,
+                                      struct client_extent *ext, size_t cap);
 
 /*
  * The export names and descriptions NBD_OPT_LIST returns, then

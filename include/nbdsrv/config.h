@@ -126,9 +126,12 @@ struct config_export {
     unsigned nr_allow;
     char **tls_identities;
     unsigned nr_tls_identities;
-    char *origin;         /* "FILE:LINE" of its section, or "--export" */
-    char *path_origin;    /* "FILE:LINE" of its path, or "--export" */
-    char *overlay_origin; /* "FILE:LINE" of its overlay, or "--export" */
+    char **dirty_bitmaps;
+    unsigned nr_dirty_bitmaps;
+    char *dirty_bitmap_file; /* NULL: none */
+    char *origin;            /* "FILE:LINE" of its section, or "--export" */
+    char *path_origin;       /* "FILE:LINE" of its path, or "--export" */
+    char *overlay_origin;    /* "FILE:LINE" of its overlay, or "--export" */
 };
 
 /*

@@ -60,6 +60,13 @@ struct export_config {
      * not listed does not see the export. */
     const char *const *tls_identities;
     unsigned nr_tls_identities;
+    /* Dirty bitmaps (dirty-bitmap.h) that must exist, kept in
+     * dirty_bitmap_file (NULL: in memory only), one bit per
+     * dirty_granularity bytes.  None: the export tracks nothing. */
+    const char *const *dirty_bitmaps;
+    unsigned nr_dirty_bitmaps;
+    const char *dirty_bitmap_file;
+    uint64_t dirty_granularity;
 };
 
 /*

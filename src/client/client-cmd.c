@@ -227,12 +227,10 @@ int client_cache(struct client_conn *c, uint64_t len, uint64_t offset,
                       PROTO_FLAG_SEND_CACHE);
 }
 
-int client_block_status(struct client_conn *c, uint64_t len, uint64_t offset,
-                        uint16_t flags, struct client_extent *ext, size_t cap)
+static int block_status(struct client_conn *c, uint32_t context_id,
+                        uint64_t len, uint64_t offset, uint16_t flags,
+                        struct client_extent *ext, size_t cap)
 {
-    if (!c->info.has_alloc) {
-        return -ENOTSUP;
-    }
     if (cap == 0 || len == 0) {
         return -EINVAL;
     }
@@ -248,7 +246,27 @@ int client_block_status(struct client_conn *c, uint64_t len, uint64_t offset,
                              .offset = offset,
                              .length = len,
                              .ext = ext,
-                             .ext_cap = cap};
+                             .ext_cap = cap,
+                             .context_id = context_id};
     r = issue(c, &req, flags, NULL, 0);
     return r < 0 ? r : (int)req.ext_n;
+}
+
+int client_block_status(struct client_conn *c, uint64_t len, uint64_t offset,
+                        uint16_t flags, struct client_extent *ext, size_t cap)
+{
+    if (!c->info.has_alloc) {
+        return -ENOTSUP;
+    }
+    return block_status(c, c->info.alloc_id, len, offset, flags, ext, cap);
+}
+
+int client_block_status_extra(struct client_conn *c, uint64_t len,
+                              uint64_t offset, uint16_t flags,
+                              struct client_extent *ext, size_t cap)
+{
+    if (!c->info.has_extra) {
+        return -ENOTSUP;
+    }
+    return block_status(c, c->info.extra_id, len, offset, flags, ext, cap);
 }

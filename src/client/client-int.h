@@ -62,6 +62,7 @@ struct client_req {
     uint64_t length;           /* immutable */
     uint8_t *buf;              /* READ: destination; receiver writes into it */
     struct client_extent *ext; /* BLOCK_STATUS: destination */
+    uint32_t context_id;       /* BLOCK_STATUS: the context stored; immutable */
     size_t ext_cap;
     size_t ext_n;       /* receiver-owned until DONE */
     uint64_t data_seen; /* receiver-owned: READ bytes covered so far */

@@ -197,15 +197,27 @@ static int ask_feature(struct chan *ch, uint32_t option, bool *ok,
     return r;
 }
 
-static int set_meta(struct client_conn *conn, const char *name, struct err *err)
+static bool same_string(struct proto_string a, struct proto_string b)
 {
-    uint8_t buf[PROTO_OPTION_HEADER_SIZE + 4096 + 64];
-    struct proto_string q = {.ptr = "base:allocation", .len = 15};
-    int r = send_option(conn->ch, buf,
-                        proto_build_opt_meta(buf, sizeof buf,
-                                             PROTO_OPT_SET_META_CONTEXT, name,
-                                             strlen(name), &q, 1),
-                        PROTO_OPT_SET_META_CONTEXT, err);
+    return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
+}
+
+/* SET_META_CONTEXT for base:allocation and `extra` (NULL: none). */
+static int set_meta(struct client_conn *conn, const char *name,
+                    const char *extra, struct err *err)
+{
+    uint8_t buf[PROTO_OPTION_HEADER_SIZE + 2 * 4096 + 64];
+    struct proto_string q[2] = {
+        {.ptr = "base:allocation", .len = 15},
+        {.ptr = extra, .len = extra != NULL ? strlen(extra) : 0}};
+    if (q[1].len > 4096) {
+        return err_set(err, EINVAL, "metadata context name too long");
+    }
+    int r = send_option(
+        conn->ch, buf,
+        proto_build_opt_meta(buf, sizeof buf, PROTO_OPT_SET_META_CONTEXT, name,
+                             strlen(name), q, extra != NULL ? 2 : 1),
+        PROTO_OPT_SET_META_CONTEXT, err);
     if (r < 0) {
         return r;
     }
@@ -222,9 +234,12 @@ static int set_meta(struct client_conn *conn, const char *name, struct err *err)
             r = proto_parse_rep_meta_context(rep.data, rep.hdr.length, &id, &n);
             if (r < 0) {
                 r = err_set(err, EPROTO, "bad NBD_REP_META_CONTEXT");
-            } else if (n.len == q.len && memcmp(n.ptr, q.ptr, n.len) == 0) {
+            } else if (same_string(n, q[0])) {
                 conn->info.has_alloc = true;
                 conn->info.alloc_id = id;
+            } else if (extra != NULL && same_string(n, q[1])) {
+                conn->info.has_extra = true;
+                conn->info.extra_id = id;
             }
         } else if (type != PROTO_REP_ACK && !is_error(&rep)) {
             r = err_set(err, EPROTO, "unexpected %s reply to %s",
@@ -371,7 +386,7 @@ int client_negotiate(struct client_conn *conn, const struct client_uri *uri,
         info->structured = ok;
     }
     if (info->structured && !opts->no_meta) {
-        r = set_meta(conn, name, err);
+        r = set_meta(conn, name, opts->meta_context, err);
         if (r < 0) {
             return r;
         }

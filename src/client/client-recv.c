@@ -230,12 +230,12 @@ static void finish(struct client_conn *conn, struct client_req *req)
     }
 }
 
-/* Stores the extents of a base:allocation block status payload. */
+/* Stores the extents of the block status payload of the context asked. */
 static void store_extents(struct client_conn *conn, struct client_req *req,
                           const struct proto_block_status *bs)
 {
-    if (!conn->info.has_alloc || bs->context_id != conn->info.alloc_id ||
-        req->ext_n > 0) {
+    (void)conn;
+    if (bs->context_id != req->context_id || req->ext_n > 0) {
         return;
     }
     uint64_t off = req->offset;

@@ -668,6 +668,41 @@ static void identities_print(const struct config_key *k,
     }
 }
 
+static int bitmap_set(const struct config_key *k, struct config *cfg,
+                      struct config_export *ce, const char *v,
+                      const struct config_origin *o, struct err *err)
+{
+    (void)cfg;
+    if (!dirty_name_valid(v)) {
+        return fail(o, err, EINVAL,
+                    "%s = %s: a name of 1 to %u letters, digits, '.', '_' "
+                    "or '-' is needed",
+                    k->name, v, DIRTY_NAME_MAX);
+    }
+    for (unsigned i = 0; i < ce->nr_dirty_bitmaps; i++) {
+        if (strcmp(ce->dirty_bitmaps[i], v) == 0) {
+            return fail(o, err, EINVAL, "%s = %s: named twice", k->name, v);
+        }
+    }
+    if (ce->nr_dirty_bitmaps == DIRTY_MAX_BITMAPS) {
+        return fail(o, err, EINVAL, "%s = %s: an export has at most %u",
+                    k->name, v, DIRTY_MAX_BITMAPS);
+    }
+    if (config_push_string(&ce->dirty_bitmaps, &ce->nr_dirty_bitmaps, v) < 0) {
+        return fail_oom(o, err);
+    }
+    return 0;
+}
+
+static void bitmap_print(const struct config_key *k, const struct config *cfg,
+                         const struct config_export *ce, FILE *out)
+{
+    (void)cfg;
+    for (unsigned i = 0; i < ce->nr_dirty_bitmaps; i++) {
+        print_value(out, k->name, ce->dirty_bitmaps[i]);
+    }
+}
+
 static int check_psk_file(const char *path, char *msg, size_t size)
 {
     return config_check_readable_file("TLS PSK file", path, msg, size);

@@ -93,6 +93,11 @@ static void export_fini(struct config_export *ce)
         free(ce->tls_identities[i]);
     }
     free(ce->tls_identities);
+    for (unsigned i = 0; i < ce->nr_dirty_bitmaps; i++) {
+        free(ce->dirty_bitmaps[i]);
+    }
+    free(ce->dirty_bitmaps);
+    free(ce->dirty_bitmap_file);
     free(ce->origin);
     free(ce->path_origin);
     free(ce->overlay);
@@ -180,6 +185,9 @@ static void link_exports(struct config *cfg)
         ce->ec.nr_allow = ce->nr_allow;
         ce->ec.tls_identities = (const char *const *)ce->tls_identities;
         ce->ec.nr_tls_identities = ce->nr_tls_identities;
+        ce->ec.dirty_bitmaps = (const char *const *)ce->dirty_bitmaps;
+        ce->ec.nr_dirty_bitmaps = ce->nr_dirty_bitmaps;
+        ce->ec.dirty_bitmap_file = ce->dirty_bitmap_file;
     }
 }
 
@@ -520,6 +528,41 @@ static int check_overlay(const struct config_export *ce, struct err *err)
     return 0;
 }
 
+/* An export's dirty-bitmap keys, together.  0, or -EINVAL with err. */
+static int check_dirty_bitmaps(const struct config_export *ce, struct err *err)
+{
+    uint64_t g = ce->ec.dirty_granularity;
+    if ((g & (g - 1)) != 0) {
+        return err_set(err, EINVAL,
+                       "%s: [export %s]: dirty-bitmap-granularity must be a "
+                       "power of two",
+                       ce->origin, ce->name);
+    }
+    const char *file = ce->dirty_bitmap_file;
+    if (ce->ec.memory && file != NULL) {
+        return err_set(err, EINVAL,
+                       "%s: [export %s]: dirty-bitmap-file: a memory "
+                       "export's data does not outlive the daemon, so its "
+                       "bitmaps are kept in memory only",
+                       ce->origin, ce->name);
+    }
+    if (!ce->ec.memory && ce->nr_dirty_bitmaps > 0 && file == NULL) {
+        return err_set(err, EINVAL,
+                       "%s: [export %s]: dirty-bitmap needs dirty-bitmap-file "
+                       "(where the bitmaps are kept between runs)",
+                       ce->origin, ce->name);
+    }
+    if (file != NULL &&
+        ((ce->path != NULL && strcmp(file, ce->path) == 0) ||
+         (ce->overlay != NULL && strcmp(file, ce->overlay) == 0))) {
+        return err_set(err, EINVAL,
+                       "%s: [export %s]: dirty-bitmap-file %s is the export's "
+                       "image or overlay",
+                       ce->origin, ce->name, file);
+    }
+    return 0;
+}
+
 /* Checks across keys, once the command line is applied. */
 static int final_checks(struct config *cfg, struct err *err)
 {
@@ -585,6 +628,9 @@ static int final_checks(struct config *cfg, struct err *err)
                            ce->name, msg);
         }
         if (ce->overlay != NULL && check_overlay(ce, err) < 0) {
+            return -EINVAL;
+        }
+        if (check_dirty_bitmaps(ce, err) < 0) {
             return -EINVAL;
         }
     }

@@ -131,6 +131,80 @@ static int create_file(const char *name, uint64_t size, bool *created,
     return r;
 }
 
+/* Connects `end` (named `name`, an NBD URI) with `meta_context` as the
+ * extra context (NULL: none). */
+static int open_nbd(struct nbdc_end *end, const char *name, bool writable,
+                    unsigned conns, unsigned requests,
+                    const struct loop_group *loops, const char *meta_context,
+                    struct err *err)
+{
+    end->is_nbd = true;
+    int r = client_uri_parse(name, &end->uri, err);
+    if (r < 0) {
+        return r;
+    }
+    struct client_opts opts = {
+        .max_requests = requests,
+        .handshake_timeout_ns = NBDC_HANDSHAKE_TIMEOUT_NS,
+        .meta_context = meta_context,
+    };
+    r = client_pool_connect(&end->pool, &end->uri, &opts, conns, loops, err);
+    if (r < 0) {
+        client_uri_fini(&end->uri);
+        return r;
+    }
+    const struct client_info *info =
+        client_info(client_pool_get(&end->pool, 0));
+    if (writable && (info->tx_flags & PROTO_FLAG_READ_ONLY)) {
+        nbdc_end_close(end);
+        return err_set(err, EROFS, "%s: the export is read-only", name);
+    }
+    end->size = info->size;
+    end->max_request = info->block_max;
+    if (end->max_request > 32u * 1024 * 1024) {
+        end->max_request = 32u * 1024 * 1024;
+    }
+    end->can_extents = info->has_alloc;
+    end->can_zero = (info->tx_flags & PROTO_FLAG_SEND_WRITE_ZEROES) != 0;
+    /* Every connection must have it: each is asked in turn. */
+    end->can_dirty = meta_context != NULL;
+    for (unsigned i = 0; i < end->pool.count; i++) {
+        if (!client_info(client_pool_get(&end->pool, i))->has_extra) {
+            end->can_dirty = false;
+        }
+    }
+    return 0;
+}
+
+int nbdc_end_open_dirty(struct nbdc_end *end, const char *name,
+                        const char *bitmap, unsigned conns, unsigned requests,
+                        const struct loop_group *loops, struct err *err)
+{
+    memset(end, 0, sizeof *end);
+    end->name = name;
+    if (!client_uri_is_uri(name)) {
+        return err_set(err, EINVAL,
+                       "%s: a dirty bitmap is read from an NBD server: the "
+                       "source must be an nbd:// or nbds:// URI",
+                       name);
+    }
+    char context[128];
+    if ((size_t)snprintf(context, sizeof context, "qemu:dirty-bitmap:%s",
+                         bitmap) >= sizeof context) {
+        return err_set(err, EINVAL, "dirty bitmap name too long: %s", bitmap);
+    }
+    int r = open_nbd(end, name, false, conns, requests, loops, context, err);
+    if (r < 0) {
+        return r;
+    }
+    if (!end->can_dirty) {
+        nbdc_end_close(end);
+        return err_set(err, ENOTSUP, "%s: the server does not offer %s", name,
+                       context);
+    }
+    return 0;
+}
+
 int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
                   unsigned conns, unsigned requests,
                   const struct loop_group *loops, uint64_t create_size,
@@ -151,35 +225,7 @@ int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
         return 0;
     }
     if (client_uri_is_uri(name)) {
-        end->is_nbd = true;
-        int r = client_uri_parse(name, &end->uri, err);
-        if (r < 0) {
-            return r;
-        }
-        struct client_opts opts = {
-            .max_requests = requests,
-            .handshake_timeout_ns = NBDC_HANDSHAKE_TIMEOUT_NS,
-        };
-        r = client_pool_connect(&end->pool, &end->uri, &opts, conns, loops,
-                                err);
-        if (r < 0) {
-            client_uri_fini(&end->uri);
-            return r;
-        }
-        const struct client_info *info =
-            client_info(client_pool_get(&end->pool, 0));
-        if (writable && (info->tx_flags & PROTO_FLAG_READ_ONLY)) {
-            nbdc_end_close(end);
-            return err_set(err, EROFS, "%s: the export is read-only", name);
-        }
-        end->size = info->size;
-        end->max_request = info->block_max;
-        if (end->max_request > 32u * 1024 * 1024) {
-            end->max_request = 32u * 1024 * 1024;
-        }
-        end->can_extents = info->has_alloc;
-        end->can_zero = (info->tx_flags & PROTO_FLAG_SEND_WRITE_ZEROES) != 0;
-        return 0;
+        return open_nbd(end, name, writable, conns, requests, loops, NULL, err);
     }
     if (writable && create_size > 0) {
         int r = create_file(name, create_size, &end->fresh, err);
@@ -314,12 +360,32 @@ bool nbdc_all_zero(const uint8_t *p, size_t len)
     return true;
 }
 
+int nbdc_end_dirty_extents(struct nbdc_end *end, unsigned i, uint64_t off,
+                           uint64_t len, struct nbdc_extent *out, unsigned max)
+{
+    struct client_extent ext[256];
+    unsigned cap = max < 256 ? max : 256;
+    int n = client_block_status_extra(client_pool_get(&end->pool, i), len, off,
+                                      0, ext, cap);
+    if (n < 0) {
+        return n;
+    }
+    uint64_t left = len;
+    int k = 0;
+    for (int j = 0; j < n && left > 0; j++) {
+        uint64_t l = ext[j].length < left ? ext[j].length : left;
+        out[k] = (struct nbdc_extent){.length = l, .skip = !(ext[j].flags & 1)};
+        left -= l;
+        k++;
+    }
+    return k;
+}
+
 int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
                      uint64_t len, struct nbdc_extent *out, unsigned max)
 {
     if (!end->can_extents) {
-        out[0].length = len;
-        out[0].zero = false;
+        out[0] = (struct nbdc_extent){.length = len};
         return 1;
     }
     if (end->is_nbd) {
@@ -334,8 +400,8 @@ int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
         int k = 0;
         for (int j = 0; j < n && left > 0; j++) {
             uint64_t l = ext[j].length < left ? ext[j].length : left;
-            out[k].length = l;
-            out[k].zero = (ext[j].flags & PROTO_STATE_ZERO) != 0;
+            out[k] = (struct nbdc_extent){
+                .length = l, .zero = (ext[j].flags & PROTO_STATE_ZERO) != 0};
             left -= l;
             k++;
         }
@@ -348,8 +414,8 @@ int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
         return n;
     }
     for (int j = 0; j < n; j++) {
-        out[j].length = ext[j].length;
-        out[j].zero = ext[j].hole;
+        out[j] =
+            (struct nbdc_extent){.length = ext[j].length, .zero = ext[j].hole};
     }
     return n;
 }

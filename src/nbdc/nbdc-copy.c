@@ -13,6 +13,11 @@
  * stops every worker; the copy then fails with a message naming the side
  * and the cause.  "-" on either side is a stream instead (nbdc-stream.c);
  * "null:" is a destination that discards (nbdc-common.c).
+ *
+ * With --dirty-bitmap NAME the planner walks the source's
+ * qemu:dirty-bitmap:NAME map instead: dirty runs are copied as data,
+ * clean ones skipped, so an existing destination that holds the previous
+ * backup becomes the image as it is now (an incremental backup).
  */
 #include "nbdc-int.h"
 #include "nbdsrv/coro-lock.h"
@@ -38,6 +43,7 @@
 /* One copy.  Owned by nbdc_copy_main. */
 struct copy_ctx {
     const char *src_name, *dst_name;   /* immutable */
+    const char *bitmap;                /* --dirty-bitmap, or NULL */
     unsigned conns, requests, threads; /* immutable after parsing */
     uint32_t chunk;                    /* immutable after open */
     struct nbdc_end src, dst; /* opened before the workers, closed after */
@@ -50,10 +56,12 @@ struct copy_ctx {
     uint64_t ext_used;                    /* under plan_lock */
 
     atomic_uint_fast64_t done_bytes; /* relaxed: progress only */
-    atomic_bool failed;              /* seq_cst; set after errmsg */
-    pthread_mutex_t err_lock;        /* leaf */
-    char errmsg[1024];               /* under err_lock */
-    atomic_uint running;             /* workers still running */
+    atomic_uint_fast64_t copied_bytes, skipped_bytes; /* relaxed; read after
+                                                         the workers end */
+    atomic_bool failed;       /* seq_cst; set after errmsg */
+    pthread_mutex_t err_lock; /* leaf */
+    char errmsg[1024];        /* under err_lock */
+    atomic_uint running;      /* workers still running */
     sem_t all_done;
     int rc;
 };
@@ -92,7 +100,7 @@ static void io_fail(struct copy_ctx *ctx, struct nbdc_end *end, unsigned index,
 
 /* Hands out the next piece of work.  Returns false when there is none. */
 static bool next_work(struct copy_ctx *ctx, unsigned index, uint64_t *off,
-                      uint64_t *len, bool *zero)
+                      uint64_t *len, bool *zero, bool *skip)
 {
     bool got = false;
     co_mutex_lock(&ctx->plan_lock);
@@ -104,9 +112,12 @@ static bool next_work(struct copy_ctx *ctx, unsigned index, uint64_t *off,
         if (left == 0) {
             goto out;
         }
-        int n = nbdc_end_extents(&ctx->src, index, ctx->pos,
-                                 left < PLAN_SPAN ? left : PLAN_SPAN, ctx->ext,
-                                 PLAN_EXTENTS);
+        uint64_t span = left < PLAN_SPAN ? left : PLAN_SPAN;
+        int n = ctx->bitmap != NULL
+                    ? nbdc_end_dirty_extents(&ctx->src, index, ctx->pos, span,
+                                             ctx->ext, PLAN_EXTENTS)
+                    : nbdc_end_extents(&ctx->src, index, ctx->pos, span,
+                                       ctx->ext, PLAN_EXTENTS);
         if (n < 0) {
             io_fail(ctx, &ctx->src, index, "mapping", ctx->pos, n);
             goto out;
@@ -121,7 +132,8 @@ static bool next_work(struct copy_ctx *ctx, unsigned index, uint64_t *off,
         rest = ctx->src.size - ctx->pos;
     }
     *zero = e->zero;
-    *len = e->zero || rest < ctx->chunk ? rest : ctx->chunk;
+    *skip = e->skip;
+    *len = e->zero || e->skip || rest < ctx->chunk ? rest : ctx->chunk;
     *off = ctx->pos;
     ctx->pos += *len;
     ctx->ext_used += *len;
@@ -149,10 +161,13 @@ static void worker_entry(void *arg)
         goto out;
     }
     uint64_t off, len;
-    bool zero;
-    while (next_work(ctx, i, &off, &len, &zero)) {
+    bool zero, skip;
+    while (next_work(ctx, i, &off, &len, &zero, &skip)) {
         int r;
-        if (zero) {
+        if (skip) {
+            atomic_fetch_add_explicit(&ctx->skipped_bytes, len,
+                                      memory_order_relaxed);
+        } else if (zero) {
             r = nbdc_end_zero(&ctx->dst, i, len, off);
             if (r < 0) {
                 io_fail(ctx, &ctx->dst, i, "zeroing", off, r);
@@ -174,6 +189,10 @@ static void worker_entry(void *arg)
                 break;
             }
         }
+        if (!skip) {
+            atomic_fetch_add_explicit(&ctx->copied_bytes, len,
+                                      memory_order_relaxed);
+        }
         atomic_fetch_add_explicit(&ctx->done_bytes, len, memory_order_relaxed);
     }
 out:
@@ -189,14 +208,20 @@ static void open_entry(void *arg)
     struct copy_ctx *ctx = arg;
     struct err err = {0};
     ctx->rc = NBDC_EXIT_FAIL;
-    if (nbdc_end_open(&ctx->src, ctx->src_name, false, ctx->conns,
-                      ctx->requests, &ctx->loops, 0, &err) < 0) {
+    int r =
+        ctx->bitmap != NULL
+            ? nbdc_end_open_dirty(&ctx->src, ctx->src_name, ctx->bitmap,
+                                  ctx->conns, ctx->requests, &ctx->loops, &err)
+            : nbdc_end_open(&ctx->src, ctx->src_name, false, ctx->conns,
+                            ctx->requests, &ctx->loops, 0, &err);
+    if (r < 0) {
         nbdc_error("copy: source %s: %s", ctx->src_name, err.msg);
         return;
     }
+    /* An incremental copy goes onto the previous backup: never created. */
+    uint64_t create = ctx->bitmap == NULL ? ctx->src.size : 0;
     if (nbdc_end_open(&ctx->dst, ctx->dst_name, true, ctx->conns, ctx->requests,
-                      &ctx->loops, ctx->src.size > 0 ? ctx->src.size : 0,
-                      &err) < 0) {
+                      &ctx->loops, create, &err) < 0) {
         nbdc_error("copy: destination %s: %s", ctx->dst_name, err.msg);
         nbdc_end_close(&ctx->src);
         return;
@@ -271,6 +296,7 @@ int nbdc_copy_main(int argc, char **argv)
         {"connections", required_argument, NULL, 'C'},
         {"requests", required_argument, NULL, 'R'},
         {"threads", required_argument, NULL, 'T'},
+        {"dirty-bitmap", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     struct copy_ctx *ctx = calloc(1, sizeof *ctx);
@@ -291,6 +317,10 @@ int nbdc_copy_main(int argc, char **argv)
     int rc = NBDC_EXIT_USAGE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == 'D') {
+            ctx->bitmap = optarg;
+            continue;
+        }
         unsigned *slot = c == 'C'   ? &ctx->conns
                          : c == 'R' ? &ctx->requests
                          : c == 'T' ? &ctx->threads
@@ -323,6 +353,14 @@ int nbdc_copy_main(int argc, char **argv)
     }
     if (strcmp(ctx->src_name, NBDC_NULL_NAME) == 0) {
         nbdc_error("copy: " NBDC_NULL_NAME " is only a destination");
+        goto out_free;
+    }
+    if (ctx->bitmap != NULL && (strcmp(ctx->src_name, NBDC_STDIO_NAME) == 0 ||
+                                strcmp(ctx->dst_name, NBDC_STDIO_NAME) == 0 ||
+                                strcmp(ctx->dst_name, NBDC_NULL_NAME) == 0)) {
+        nbdc_error("copy: --dirty-bitmap writes onto an existing backup: "
+                   "not onto '%s'",
+                   ctx->dst_name);
         goto out_free;
     }
     if (strcmp(ctx->src_name, NBDC_STDIO_NAME) == 0 ||
@@ -389,6 +427,13 @@ int nbdc_copy_main(int argc, char **argv)
         nbdc_error("copy failed: %s", ctx->errmsg);
     } else {
         rc = NBDC_EXIT_OK;
+        if (ctx->bitmap != NULL) {
+            printf("copied %" PRIu64
+                   " bytes marked dirty in %s, skipped %" PRIu64
+                   " clean bytes\n",
+                   (uint64_t)atomic_load(&ctx->copied_bytes), ctx->bitmap,
+                   (uint64_t)atomic_load(&ctx->skipped_bytes));
+        }
     }
 out_loops:
     loop_group_stop(&ctx->loops);

@@ -85,6 +85,7 @@ struct nbdc_end {
     uint32_t max_request;    /* largest read/write */
     bool can_extents;
     bool can_zero;
+    bool can_dirty; /* NBD: the server selected the dirty bitmap asked */
 };
 
 /*
@@ -97,6 +98,14 @@ CORO_FN int nbdc_end_open(struct nbdc_end *end, const char *name, bool writable,
                           unsigned conns, unsigned requests,
                           const struct loop_group *loops, uint64_t create_size,
                           struct err *err);
+/* nbdc_end_open of an NBD source that also selects the dirty bitmap
+ * `bitmap` (qemu:dirty-bitmap:BITMAP); -ENOTSUP with err set when the
+ * server does not offer it, -EINVAL when `name` is not an NBD URI. */
+CORO_FN int nbdc_end_open_dirty(struct nbdc_end *end, const char *name,
+                                const char *bitmap, unsigned conns,
+                                unsigned requests,
+                                const struct loop_group *loops,
+                                struct err *err);
 CORO_FN void nbdc_end_close(struct nbdc_end *end);
 
 /* I/O on an endpoint from any loop; `i` picks the connection. */
@@ -117,9 +126,15 @@ CORO_FN int nbdc_end_flush(struct nbdc_end *end);
 struct nbdc_extent {
     uint64_t length;
     bool zero;
+    bool skip; /* clean in the dirty bitmap: nothing to copy */
 };
 CORO_FN int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
                              uint64_t len, struct nbdc_extent *out,
                              unsigned max);
+/* The same from the dirty bitmap of nbdc_end_open_dirty: dirty extents
+ * are data to copy, clean ones are marked skip. */
+CORO_FN int nbdc_end_dirty_extents(struct nbdc_end *end, unsigned i,
+                                   uint64_t off, uint64_t len,
+                                   struct nbdc_extent *out, unsigned max);
 
 #endif

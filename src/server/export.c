@@ -47,8 +47,28 @@ static void export_free(struct export *exp)
     }
     free(exp->tls_identities);
     export_stats_unref(exp->stats);
+    dirty_set_unref(exp->dirty);
     backend_unref(exp->be);
     free(exp);
+}
+
+/* Puts the dirty-tracking filter of `config`'s bitmaps over `be_take`. */
+static struct backend *track_dirty(const struct export_config *config,
+                                   struct backend *be_take, struct err *err)
+{
+    struct err e;
+    err_clear(&e);
+    struct dirty_set *set = dirty_set_open(
+        config->dirty_bitmap_file, backend_size(be_take),
+        config->dirty_granularity > 0 ? config->dirty_granularity
+                                      : DIRTY_DEFAULT_GRANULARITY,
+        config->dirty_bitmaps, config->nr_dirty_bitmaps, &e);
+    if (set == NULL) {
+        backend_unref(be_take);
+        err_set(err, e.errnum, "export %s: %s", config->name, e.msg);
+        return NULL;
+    }
+    return backend_dirty_new(be_take, set, err);
 }
 
 struct export *export_new(const struct export_config *config,
@@ -120,6 +140,17 @@ struct export *export_new(const struct export_config *config,
             goto out_free;
         }
     }
+    if (reuse == NULL &&
+        (config->nr_dirty_bitmaps > 0 || config->dirty_bitmap_file != NULL)) {
+        exp->be = track_dirty(config, exp->be, err);
+        if (exp->be == NULL) {
+            goto out_free;
+        }
+    }
+    if (backend_dirty_set(exp->be) != NULL) {
+        exp->dirty = dirty_set_ref(backend_dirty_set(exp->be));
+    }
+    exp->dirty_granularity = config->dirty_granularity;
     if (reuse == NULL) {
         exp->be = server_export_test_hook(config, exp->be, err);
         if (exp->be == NULL) {
@@ -160,9 +191,36 @@ void export_unref(struct export *exp)
     }
 }
 
+/* Whether the export tracks the bitmaps `config` asks for, in the same
+ * file at the same granularity (bitmaps its file holds beyond those are
+ * the file's). */
+static bool same_dirty(const struct export *exp,
+                       const struct export_config *config)
+{
+    bool wanted =
+        config->nr_dirty_bitmaps > 0 || config->dirty_bitmap_file != NULL;
+    if (exp->dirty == NULL || !wanted) {
+        return exp->dirty == NULL && !wanted;
+    }
+    if (!dirty_set_same_file(exp->dirty, config->dirty_bitmap_file) ||
+        exp->dirty_granularity != config->dirty_granularity) {
+        return false;
+    }
+    for (unsigned i = 0; i < config->nr_dirty_bitmaps; i++) {
+        const char *name = config->dirty_bitmaps[i];
+        if (dirty_set_find(exp->dirty, name, strlen(name)) < 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool export_same_image(const struct export *exp,
                        const struct export_config *config)
 {
+    if (!same_dirty(exp, config)) {
+        return false;
+    }
     /* An overlay is part of the image: the same one, or none. */
     if ((exp->overlay == NULL) != (config->overlay == NULL) ||
         (exp->overlay != NULL && strcmp(exp->overlay, config->overlay) != 0)) {

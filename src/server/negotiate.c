@@ -208,6 +208,8 @@ static void enter_transmission(struct conn *conn, struct export *exp,
         !(conn->meta_export[0] == '\0' && exp == conn->table->exps[0])) {
         conn->meta = 0;
     }
+    /* A reload between SET and GO may have changed the export's bitmaps. */
+    conn->meta &= server_meta_offered(exp);
 }
 
 static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
@@ -342,7 +344,7 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
     size_t pos = 0;
     struct proto_string q;
     while (proto_opt_meta_next(&meta, &pos, &q)) {
-        named |= server_meta_match(offered, q, set);
+        named |= server_meta_match(exp, offered, q, set);
     }
     if (set && named != 0) {
         conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
@@ -351,14 +353,15 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         }
         conn->meta = named;
     }
-    for (unsigned m = 0; m < SERVER_META_COUNT; m++) {
+    char buf[SERVER_META_NAME_MAX];
+    for (unsigned m = 0; m < server_meta_count(exp); m++) {
         if (!(named & SERVER_META_BIT(m))) {
             continue;
         }
         /* In LIST replies "the metadata context ID ... is reserved and
          * SHOULD be set to zero": ids exist only for a selection. */
         uint32_t id = set ? server_meta_id(m) : 0;
-        const char *name = server_meta_name(m);
+        const char *name = server_meta_name(exp, m, buf);
         r = send_reply(h, proto_build_rep_meta_context(h->reply, REPLY_BUF_SIZE,
                                                        option, id, name,
                                                        strlen(name)));

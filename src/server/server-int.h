@@ -17,6 +17,7 @@
 #include "nbdsrv/chan.h"
 #include "nbdsrv/coro-io.h"
 #include "nbdsrv/coro-lock.h"
+#include "nbdsrv/dirty-bitmap.h"
 #include "nbdsrv/log.h"
 #include "nbdsrv/mutex.h"
 #include "nbdsrv/proto.h"
@@ -39,13 +40,20 @@
 /* Size of a connection's receive buffer. */
 #define CONN_RBUF_SIZE (64u * 1024)
 
-/* The metadata contexts we serve (meta.c); a selection is a bit mask. */
+/*
+ * The metadata contexts we serve (meta.c); a selection is a bit mask.
+ * The fixed ones come first, then an export's dirty bitmaps: context
+ * SERVER_META_FIXED + i is qemu:dirty-bitmap:NAME of its bitmap i.
+ */
 enum server_meta {
     SERVER_META_ALLOCATION, /* base:allocation */
     SERVER_META_DEPTH,      /* qemu:allocation-depth */
-    SERVER_META_COUNT
+    SERVER_META_FIXED
 };
+#define SERVER_META_MAX (SERVER_META_FIXED + DIRTY_MAX_BITMAPS)
 #define SERVER_META_BIT(m) (1u << (m))
+/* Room for a context's name: "qemu:dirty-bitmap:" and a bitmap name. */
+#define SERVER_META_NAME_MAX (24 + DIRTY_NAME_MAX)
 
 /*
  * An export.  Reference-counted (atomic): each export table that lists it
@@ -73,6 +81,10 @@ struct export
                                    not counted) */
     char **tls_identities;      /* export_allows_identity */
     unsigned nr_tls_identities;
+    /* The dirty bitmaps the chain's tracking filter marks, served as
+     * qemu:dirty-bitmap contexts; we hold one reference.  NULL: none. */
+    struct dirty_set *dirty;
+    uint64_t dirty_granularity; /* as configured (export_same_image) */
 };
 
 /*
@@ -562,19 +574,25 @@ ANY_THREAD bool conn_may_use_export(const struct conn *conn,
 ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
 
 /* meta.c: the metadata contexts. */
-ANY_THREAD const char *server_meta_name(enum server_meta m);
+/* How many contexts `exp` has (those above SERVER_META_FIXED are its
+ * bitmaps'); the ones it offers are server_meta_offered's. */
+ANY_THREAD unsigned server_meta_count(const struct export *exp);
+/* The name of context m of `exp`; `buf` holds it when it is a bitmap's. */
+ANY_THREAD const char *server_meta_name(const struct export *exp, unsigned m,
+                                        char buf[SERVER_META_NAME_MAX]);
 /* Its id in SET replies and BLOCK_STATUS chunks (never 0). */
-ANY_THREAD uint32_t server_meta_id(enum server_meta m);
+ANY_THREAD uint32_t server_meta_id(unsigned m);
 /* The contexts `exp` offers (a mask). */
 ANY_THREAD unsigned server_meta_offered(const struct export *exp);
-/* The contexts among `offered` that the query `q` of a LIST (set false)
- * or SET (set true) names. */
-ANY_THREAD unsigned server_meta_match(unsigned offered, struct proto_string q,
+/* The contexts among `offered` (of `exp`) that the query `q` of a LIST
+ * (set false) or SET (set true) names. */
+ANY_THREAD unsigned server_meta_match(const struct export *exp,
+                                      unsigned offered, struct proto_string q,
                                       bool set);
-/* Up to `max` extents of context `m` from offset, len bytes at most, in
- * NBD form in `out` (scratch: `max` backend extents).  The count or
- * -errno (backend_extents_meta). */
-CORO_FN int server_meta_extents(struct backend *be, enum server_meta m,
+/* Up to `max` extents of context `m` of `exp` from offset, len bytes at
+ * most, in NBD form in `out` (scratch: `max` backend extents).  The count
+ * or -errno (backend_extents_meta). */
+CORO_FN int server_meta_extents(const struct export *exp, unsigned m,
                                 uint64_t offset, uint64_t len,
                                 struct backend_extent *scratch,
                                 struct proto_extent *out, unsigned max);

@@ -280,7 +280,6 @@ static int do_read(struct conn *conn, const struct proto_request *req)
  * the error reply it sent. */
 static int do_block_status(struct conn *conn, const struct proto_request *req)
 {
-    struct backend *be = conn->exp->be;
     unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
     uint64_t len = req->length;
     if (!conn->extended && len > UINT32_MAX) {
@@ -296,11 +295,12 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         r = fail_request(conn, req, ENOMEM);
         goto out;
     }
-    for (unsigned m = 0; m < SERVER_META_COUNT; m++) {
+    for (unsigned m = 0; m < server_meta_count(conn->exp); m++) {
         if (!(conn->meta & SERVER_META_BIT(m))) {
             continue;
         }
-        int nr = server_meta_extents(be, m, req->offset, len, ext, out, max);
+        int nr =
+            server_meta_extents(conn->exp, m, req->offset, len, ext, out, max);
         if (nr <= 0) {
             r = fail_request(conn, req, nr < 0 ? storage_errno(nr) : EIO);
             goto out;

@@ -415,6 +415,8 @@ START_TEST(test_config_every_key_printed)
                                   "description = d\n"
                                   "allow = unix\n"
                                   "tls-identities = alice\n"
+                                  "dirty-bitmap = b0\n"
+                                  "dirty-bitmap-file = f.bitmaps\n"
                                   "[export m]\n"
                                   "memory = 1M\n"
                                   "overlay = m.ovl\n");
@@ -599,6 +601,64 @@ END_TEST
  * printed and parsed back; a read-only export's missing overlay, one
  * made over a base of another size, a key without a value.
  */
+START_TEST(test_config_dirty_bitmap)
+{
+    make_dir();
+    const char *path = write_conf("[export f]\n"
+                                  "path = a.img\n"
+                                  "dirty-bitmap = daily\n"
+                                  "dirty-bitmap = weekly.1\n"
+                                  "dirty-bitmap-file = a.bitmaps\n"
+                                  "dirty-bitmap-granularity = 1M\n"
+                                  "[export m]\n"
+                                  "memory = 1M\n"
+                                  "dirty-bitmap = x\n");
+    const char *args[] = {"-c", path, NULL};
+    struct cmdline cl;
+    struct err err;
+    struct config *cfg = build(&cl, args, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    const struct export_config *ec = &cfg->exports[0].ec;
+    ck_assert_uint_eq(ec->nr_dirty_bitmaps, 2);
+    ck_assert_str_eq(ec->dirty_bitmaps[0], "daily");
+    ck_assert_str_eq(ec->dirty_bitmaps[1], "weekly.1");
+    ck_assert_ptr_nonnull(strstr(ec->dirty_bitmap_file, "/a.bitmaps"));
+    ck_assert_uint_eq(ec->dirty_granularity, 1u << 20);
+    ck_assert_uint_eq(cfg->exports[1].ec.dirty_granularity,
+                      DIRTY_DEFAULT_GRANULARITY);
+    ck_assert_ptr_null(cfg->exports[1].ec.dirty_bitmap_file);
+    config_unref(cfg);
+    finish(&cl);
+
+    expect_error("[export f]\npath = a.img\ndirty-bitmap = a/b\n",
+                 "test.conf:3: dirty-bitmap = a/b: a name of 1 to 64 letters");
+    expect_error("[export f]\npath = a.img\ndirty-bitmap = a\n"
+                 "dirty-bitmap = a\n",
+                 "test.conf:4: dirty-bitmap = a: named twice");
+    char many[1024] = "[export f]\npath = a.img\ndirty-bitmap-file = b\n";
+    for (unsigned i = 0; i <= DIRTY_MAX_BITMAPS; i++) {
+        snprintf(many + strlen(many), sizeof many - strlen(many),
+                 "dirty-bitmap = b%u\n", i);
+    }
+    expect_error(many, "test.conf:20: dirty-bitmap = b16: an export has at "
+                       "most 16");
+    expect_error("[export f]\npath = a.img\ndirty-bitmap = a\n",
+                 "test.conf:1: [export f]: dirty-bitmap needs "
+                 "dirty-bitmap-file");
+    expect_error("[export m]\nmemory = 1M\ndirty-bitmap-file = m.bitmaps\n",
+                 "[export m]: dirty-bitmap-file: a memory export's data");
+    expect_error("[export f]\npath = a.img\ndirty-bitmap-file = a.img\n",
+                 "is the export's image or overlay");
+    expect_error("[export f]\npath = a.img\ndirty-bitmap-file = b\n"
+                 "dirty-bitmap-granularity = 96K\n",
+                 "dirty-bitmap-granularity must be a power of two");
+    expect_error("[export f]\npath = a.img\ndirty-bitmap-file = b\n"
+                 "dirty-bitmap-granularity = 512\n",
+                 "test.conf:4: dirty-bitmap-granularity");
+    remove_dir();
+}
+END_TEST
+
 START_TEST(test_config_overlay)
 {
     make_dir();
@@ -935,6 +995,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, test_config_help_and_version);
     tcase_add_test(tc, test_config_memory_exports);
     tcase_add_test(tc, test_config_overlay);
+    tcase_add_test(tc, test_config_dirty_bitmap);
     suite_add_tcase(s, tc);
     tc = tcase_create("daemon");
     tcase_set_timeout(tc, 30);
