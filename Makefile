@@ -24,7 +24,7 @@ else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
 
-PKGS := liburing gnutls inih
+PKGS := liburing gnutls inih libmicrohttpd
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
@@ -99,10 +99,10 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
-             libinih-dev
+             libinih-dev libmicrohttpd-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format debootstrap
+            codespell clang-format debootstrap prometheus curl
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
@@ -113,7 +113,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .SECONDARY:
 
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
-        check-clang check-valgrind check-spelling analyze bench bench-threads bench-client \
+        check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
         check-nbd-tester chroot-trixie programs deb check-deb
@@ -296,6 +296,9 @@ bench: all
 
 bench-threads: all
 	bench/bench-threads.sh $(BUILD)
+
+bench-metrics: all
+	bench/bench-metrics.sh $(BUILD)
 
 bench-client: all
 	bench/bench-client.sh $(BUILD)

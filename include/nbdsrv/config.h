@@ -157,7 +157,8 @@ struct config {
     uint64_t max_buffer_memory; /* max-buffer-memory: bytes, server-wide */
     uint64_t max_conn_buffer;   /* max-buffer-memory-per-connection */
     enum log_level log_level;
-    char *pidfile; /* NULL: none */
+    char *pidfile;        /* NULL: none */
+    char *metrics_listen; /* HOST:PORT of /metrics; NULL: off */
     struct config_export *exports;
     unsigned nr_exports;
 };

@@ -98,6 +98,11 @@ ANY_THREAD struct loop *loop_main(void);
 /* The index of the loop in its group.  ANY_THREAD. */
 ANY_THREAD unsigned loop_index(const struct loop *loop);
 
+/* CPU time the loop's thread has used so far, in *ns: 0 or -errno.
+ * Only while the loop runs (between loop_group_start and _stop).
+ * ANY_THREAD. */
+ANY_THREAD int loop_cpu_ns(const struct loop *loop, uint64_t *ns);
+
 /*
  * Queues `task` to run on `loop`.  From the loop's own thread the task
  * joins the ready queue; from any other thread it is pushed onto the

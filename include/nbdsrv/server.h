@@ -281,6 +281,23 @@ ANY_THREAD struct backend *
 server_export_test_hook(const struct export_config *config, struct backend *be,
                         struct err *err);
 
+/*
+ * Makes the server count what /metrics shows (per request: the command,
+ * its latency, bytes and errors).  Before server_start only; without it
+ * the request path reads no clock and touches no counter.  ANY_THREAD.
+ */
+ANY_THREAD void server_enable_metrics(struct server *srv);
+
+struct metrics_text;
+/*
+ * Appends every metric of the server in the text exposition format: sums
+ * over the loops of what each counted.  Lock-free for the loops; takes
+ * srv->lock briefly for the list of exports and connection counts.
+ * ANY_THREAD, after server_start, until server_free.
+ */
+ANY_THREAD void server_metrics_render(struct server *srv,
+                                      struct metrics_text *out);
+
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);
 

@@ -456,6 +456,60 @@ static void listen_clear(struct config *cfg, struct config_export *ce)
     cfg->nr_listen = 0;
 }
 
+/* The TCP port of a parsed address (network order undone). */
+static unsigned tcp_port(const struct sock_addr *addr)
+{
+    if (addr->ss.ss_family == AF_INET) {
+        return ntohs(((const struct sockaddr_in *)&addr->ss)->sin_port);
+    }
+    return ntohs(((const struct sockaddr_in6 *)&addr->ss)->sin6_port);
+}
+
+/* metrics-listen: one TCP address (HOST:PORT or [V6ADDR]:PORT), port not
+ * 0.  The messages name the key, or the option, and the value. */
+static int metrics_listen_set(const struct config_key *k, struct config *cfg,
+                              struct config_export *ce, const char *v,
+                              const struct config_origin *o, struct err *err)
+{
+    (void)ce;
+    const char *what = o->file == NULL ? o->option : k->name;
+    const char *want = "expected HOST:PORT or [V6ADDR]:PORT (a TCP address "
+                       "for /metrics)";
+    if (strchr(v, ':') == NULL || strncmp(v, "unix:", 5) == 0) {
+        return fail(o, err, EINVAL, "%s %s: %s", what, v, want);
+    }
+    struct sock_addr addr;
+    struct err e;
+    err_clear(&e);
+    if (sock_addr_parse(v, &addr, &e) < 0) {
+        return fail(o, err, EINVAL, "%s %s", what, e.msg);
+    }
+    if (addr.ss.ss_family != AF_INET && addr.ss.ss_family != AF_INET6) {
+        return fail(o, err, EINVAL, "%s %s: %s", what, v, want);
+    }
+    if (tcp_port(&addr) == 0) {
+        return fail(o, err, EINVAL, "%s %s: port 0 (give the port to serve on)",
+                    what, v);
+    }
+    char *copy = strdup(v);
+    if (copy == NULL) {
+        return fail_oom(o, err);
+    }
+    free(cfg->metrics_listen);
+    cfg->metrics_listen = copy;
+    return 0;
+}
+
+static void metrics_listen_print(const struct config_key *k,
+                                 const struct config *cfg,
+                                 const struct config_export *ce, FILE *out)
+{
+    (void)ce;
+    if (cfg->metrics_listen != NULL) {
+        print_value(out, k->name, cfg->metrics_listen);
+    }
+}
+
 /*
  * An export's file key (path, overlay): made absolute, with the origin a
  * message about the file later names ("FILE:LINE", NULL from the command

@@ -115,6 +115,7 @@ static void config_free(struct config *cfg)
     free((char *)cfg->tls.psk_file);
     free((char *)cfg->tls.priority);
     free(cfg->pidfile);
+    free(cfg->metrics_listen);
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         export_fini(&cfg->exports[i]);
     }
@@ -656,7 +657,8 @@ static int check_inetd(const struct config *cfg, const struct cmdline *cl,
 {
     for (unsigned i = 0; i < cl->nr_settings; i++) {
         const char *name = cl->settings[i].key->name;
-        if (strcmp(name, "listen") == 0 || strcmp(name, "pidfile") == 0) {
+        if (strcmp(name, "listen") == 0 || strcmp(name, "pidfile") == 0 ||
+            strcmp(name, "metrics-listen") == 0) {
             return err_set(err, EINVAL,
                            "--inetd serves standard input: --%s makes no "
                            "sense with it",

@@ -101,6 +101,21 @@ unsigned loop_index(const struct loop *loop)
     return loop->index;
 }
 
+int loop_cpu_ns(const struct loop *loop, uint64_t *ns)
+{
+    clockid_t clock;
+    struct timespec ts;
+    int r = pthread_getcpuclockid(loop->thread, &clock);
+    if (r != 0) {
+        return -r;
+    }
+    if (clock_gettime(clock, &ts) < 0) {
+        return -errno;
+    }
+    *ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return 0;
+}
+
 #ifndef NDEBUG
 void loop_assert_owner(const struct loop *loop)
 {

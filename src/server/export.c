@@ -46,6 +46,7 @@ static void export_free(struct export *exp)
         free(exp->tls_identities[i]);
     }
     free(exp->tls_identities);
+    export_stats_unref(exp->stats);
     dirty_set_unref(exp->dirty);
     backend_unref(exp->be);
     free(exp);

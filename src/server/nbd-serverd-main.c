@@ -35,6 +35,7 @@
 #include "nbdsrv/daemon.h"
 #include "nbdsrv/log.h"
 #include "nbdsrv/loop.h"
+#include "nbdsrv/metrics.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-config.h"
 #include "nbdsrv/tls-priority.h"
@@ -229,6 +230,10 @@ static void reload(struct server *srv, struct config **current,
         log_warning("reload: threads changed; it takes effect at the next "
                     "restart");
     }
+    if (!same_string(old->metrics_listen, cfg->metrics_listen)) {
+        log_warning("reload: metrics-listen changed; it takes effect at the "
+                    "next restart");
+    }
     if (!same_string(old->pidfile, cfg->pidfile)) {
         log_warning("reload: pidfile changed; it takes effect at the next "
                     "restart");
@@ -316,6 +321,27 @@ static int open_listeners(const struct config *cfg, int **fds_out,
     return 0;
 }
 
+/* Binds metrics-listen (the fd), or returns -1 when it is not set. */
+static int open_metrics_listener(const struct config *cfg, struct err *err)
+{
+    if (cfg->metrics_listen == NULL) {
+        return -1;
+    }
+    struct sock_addr addr;
+    struct err e;
+    err_clear(&e);
+    int r = sock_addr_parse(cfg->metrics_listen, &addr, &e);
+    if (r >= 0) {
+        r = sock_listen(&addr, 16, &e);
+    }
+    if (r < 0) {
+        return err_set(err, -r, "metrics-listen %s: %s", cfg->metrics_listen,
+                       e.msg);
+    }
+    log_info("metrics at http://%s/metrics", cfg->metrics_listen);
+    return r;
+}
+
 /*
  * Removes the socket files of the unix listeners we bound (NULL: none,
  * e.g. under socket activation, where they belong to systemd), so that
@@ -385,6 +411,8 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     char *pidfile = NULL;
     struct loop_group loops;
     bool loops_started = false;
+    int metrics_fd = -1;
+    struct metrics_http *metrics = NULL;
     int done_fd = -1;
     int sig_fd = signalfd(-1, signals, SFD_CLOEXEC);
     if (sig_fd < 0) {
@@ -430,9 +458,20 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         goto out;
     }
     bool single = connection >= 0;
-    if (single && (cfg->pidfile != NULL || cfg->nr_listen > 0)) {
-        log_debug("one connection: the listen addresses and the pidfile of "
-                  "the configuration are not used");
+    if (single && (cfg->pidfile != NULL || cfg->nr_listen > 0 ||
+                   cfg->metrics_listen != NULL)) {
+        log_debug("one connection: the listen addresses, metrics-listen and "
+                  "the pidfile of the configuration are not used");
+    }
+    /* metrics-listen, like listen, is bound before we fork; its thread
+     * starts after (threads do not survive a fork). */
+    if (cfg->metrics_listen != NULL && !single) {
+        metrics_fd = open_metrics_listener(cfg, &err);
+        if (metrics_fd < 0) {
+            log_error("%s", err.msg);
+            goto out;
+        }
+        server_enable_metrics(srv);
     }
     /* pidfile, listen and threads stay those of the first configuration. */
     if (cfg->pidfile != NULL && !single) {
@@ -487,6 +526,15 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         log_error("%s", err.msg);
         goto out;
     }
+    if (metrics_fd >= 0) {
+        metrics = metrics_http_start(srv, metrics_fd, &err);
+        metrics_fd = -1; /* taken */
+        if (metrics == NULL) {
+            log_error("%s", err.msg);
+            server_stop(srv);
+            goto out;
+        }
+    }
     log_info("serving %u export%s with %u threads", cfg->nr_exports,
              cfg->nr_exports == 1 ? "" : "s", threads);
     daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving %u exports",
@@ -531,6 +579,11 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     log_info("stopped");
 
 out:
+    /* The scraper reads the loops and the server: it stops first. */
+    metrics_http_stop(metrics);
+    if (metrics_fd >= 0) {
+        close(metrics_fd);
+    }
     if (loops_started) {
         loop_group_stop(&loops);
     }

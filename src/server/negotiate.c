@@ -127,6 +127,9 @@ static struct export *find_export(struct haggle *h, struct proto_string name)
     struct conn *conn = h->conn;
     bool hidden = false;
     struct export *exp = conn_find_export(conn, name.ptr, name.len, &hidden);
+    conn->hs_failure = exp != NULL ? STATS_HS_OTHER
+                       : hidden    ? STATS_HS_ALLOW
+                                   : STATS_HS_UNKNOWN_EXPORT;
     if (hidden) {
         conn_log(conn, LOG_LEVEL_INFO,
                  "export '%.*s'%s is not allowed to this client%s%s",
@@ -451,6 +454,7 @@ static enum opt_result opt_starttls(struct haggle *h, uint32_t len)
         return OPT_CLOSE;
     }
     if (chan_tls_handshake(tls, &err) < 0) {
+        conn->hs_failure = STATS_HS_TLS;
         conn_log(conn, LOG_LEVEL_INFO, "TLS handshake failed: %s", err.msg);
         chan_unref(tls);
         return OPT_CLOSE;
@@ -477,6 +481,7 @@ static bool tls_allows(struct haggle *h, uint32_t option)
         option == PROTO_OPT_STARTTLS || option == PROTO_OPT_ABORT) {
         return true;
     }
+    conn->hs_failure = STATS_HS_TLS;
     if (!conn->tls_reqd_logged) {
         conn->tls_reqd_logged = true;
         conn_log(conn, LOG_LEVEL_INFO, "plain-text %s refused: TLS is required",

@@ -28,7 +28,10 @@ static void request_entry(void *opaque)
 {
     struct request *rq = opaque;
     struct conn *conn = rq->conn;
-    transmit_request(conn, rq);
+    int err = transmit_request(conn, rq);
+    if (conn->srv->stats_on) {
+        stats_request_done(conn, &rq->req, rq->arrival_ns, err);
+    }
     uint64_t held = rq->held;
     server_worker_done(conn->srv, rq->worker, rq->cost);
     bufpool_put(rq->buf, rq->buf_size);
@@ -222,6 +225,8 @@ void receive_requests(struct conn *conn)
             break;
         }
         message_done(conn);
+        /* Latency counts from here: the header is read. */
+        uint64_t arrival_ns = conn->srv->stats_on ? stats_clock_ns() : 0;
         struct proto_request req;
         r = proto_decode_request(hdr, hdr_len, conn->extended, &req);
         if (r == -EBADMSG) {
@@ -243,6 +248,10 @@ void receive_requests(struct conn *conn)
                      (unsigned long long)payload);
             flow_wait_idle(conn);
             transmit_send_error(conn, &req, EINVAL);
+            if (conn->srv->stats_on) {
+                stats_request_received(conn->srv);
+                stats_request_done(conn, &req, arrival_ns, EINVAL);
+            }
             break;
         }
         if (payload > 0 && req.type != PROTO_CMD_WRITE) {
@@ -274,6 +283,7 @@ void receive_requests(struct conn *conn)
             .buf_size = payload,
             .held = held,
             .early_error = early_error,
+            .arrival_ns = arrival_ns,
         };
         if (payload > 0) {
             r = conn_read(conn, buf, payload, false);
@@ -289,6 +299,9 @@ void receive_requests(struct conn *conn)
                 break;
             }
             message_done(conn);
+        }
+        if (conn->srv->stats_on) {
+            stats_request_received(conn->srv);
         }
         dispatch(conn, rq);
     }

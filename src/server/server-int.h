@@ -24,6 +24,7 @@
 #include "nbdsrv/refcount.h"
 #include "nbdsrv/server.h"
 #include "nbdsrv/tls-creds.h"
+#include "stats-int.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -75,7 +76,10 @@ struct export
     bool no_trim;
     struct server_allow *allow; /* NULL: every client */
     unsigned nr_allow;
-    char **tls_identities; /* export_allows_identity */
+    struct export_stats *stats; /* the name's counters (a reference), or
+                                   NULL (metrics off, or out of memory:
+                                   not counted) */
+    char **tls_identities;      /* export_allows_identity */
     unsigned nr_tls_identities;
     /* The dirty bitmaps the chain's tracking filter marks, served as
      * qemu:dirty-bitmap contexts; we hold one reference.  NULL: none. */
@@ -198,6 +202,7 @@ struct server_shared {
     unsigned nr_conns;           /* until sockets close */
     unsigned nr_admitted;        /* server_admit's count */
     struct client_table clients; /* per address */
+    struct export_stats *stats;  /* every name's counters (stats-int.h) */
     unsigned nr_acceptors;
     enum tls_mode tls_mode;
     struct tls_creds *tls_creds; /* a reference, NULL when mode is off */
@@ -205,11 +210,16 @@ struct server_shared {
 
 /* The server.  Owned by its creator. */
 struct server {
-    struct loop_group *loops;    /* immutable after start */
-    atomic_uint next_loop;       /* relaxed: round-robin cursor for homes */
-    struct loop_load *load;      /* one per loop; immutable pointer */
-    atomic_bool stopping;        /* seq_cst: set once by server_stop */
-    struct buffer_budget budget; /* max-buffer-memory; thread-safe */
+    struct loop_group *loops;       /* immutable after start */
+    atomic_uint next_loop;          /* relaxed: round-robin cursor for homes */
+    struct loop_load *load;         /* one per loop; immutable pointer */
+    atomic_bool stopping;           /* seq_cst: set once by server_stop */
+    bool stats_on;                  /* immutable after start: count for
+                                       /metrics (server_enable_metrics) */
+    struct stats_loop *stats_loops; /* one per loop (when stats_on);
+                                       immutable pointer */
+    struct stats_events events;     /* atomic */
+    struct buffer_budget budget;    /* max-buffer-memory; thread-safe */
 
     struct listener *listeners; /* immutable after start */
     unsigned nr_listeners;
@@ -274,6 +284,9 @@ struct conn {
     char tls_identity[256]; /* PSK identity or certificate DN the client
                                proved, "" for none */
     bool tls_reqd_logged;   /* a TLS_REQD refusal was logged */
+    /* Receive coroutine only: why the handshake would count as failed
+     * if it ended now (enum stats_handshake). */
+    unsigned hs_failure;
     struct conn_log_limit log_limit; /* receive coroutine only */
     bool no_zeroes;
     /* Receive coroutine: the client ended politely (NBD_CMD_DISC,
@@ -362,12 +375,14 @@ struct conn_push {
 struct request {
     struct conn *conn; /* holds a conn reference */
     struct proto_request req;
-    void *buf;       /* payload (WRITE) or read buffer */
-    size_t buf_size; /* size given to bufpool_get */
-    uint64_t held;   /* buffer bytes counted for it (request_memory) */
-    int early_error; /* errno found by the receiver, or 0 */
-    unsigned worker; /* index of the loop it was sent to */
-    unsigned cost;   /* request_cost, counted on that loop */
+    void *buf;           /* payload (WRITE) or read buffer */
+    size_t buf_size;     /* size given to bufpool_get */
+    uint64_t held;       /* buffer bytes counted for it (request_memory) */
+    int early_error;     /* errno found by the receiver, or 0 */
+    unsigned worker;     /* index of the loop it was sent to */
+    unsigned cost;       /* request_cost, counted on that loop */
+    uint64_t arrival_ns; /* CLOCK_MONOTONIC when its header was read (only
+                            when the server counts, stats_on) */
 };
 
 /* session.c: serves a connection accepted on `fd` (taken), counted by
@@ -511,8 +526,10 @@ CORO_FN int negotiate(struct conn *conn);
 CORO_FN void conn_set_chan_take(struct conn *conn, struct chan *tls);
 
 /* transmit.c */
-/* Runs one request and sends its reply; the caller frees what it held. */
-CORO_FN void transmit_request(struct conn *conn, struct request *rq);
+/* Runs one request and sends its reply; the caller frees what it held.
+ * Returns 0, or the errno of the error reply (for the metrics): a reply
+ * that could not be written still counts as what it said. */
+CORO_FN int transmit_request(struct conn *conn, struct request *rq);
 CORO_FN int transmit_send_error(struct conn *conn,
                                 const struct proto_request *req, int errnum);
 

@@ -192,9 +192,11 @@ static void log_changes(const struct export_table *old,
 /*
  * Builds the export table for `configs`, sharing the open image of each
  * export of `old` whose image settings are unchanged.  NULL with err set
- * (naming the export) on failure.
+ * (naming the export) on failure.  With metrics on, each export gets its
+ * name's counters from srv.
  */
-static struct export_table *table_build(const struct export_table *old,
+static struct export_table *table_build(struct server *srv,
+                                        const struct export_table *old,
                                         const struct export_config *configs,
                                         unsigned nr, struct err *err)
 {
@@ -229,6 +231,10 @@ static struct export_table *table_build(const struct export_table *old,
                     c->name, e.msg);
             goto fail;
         }
+        /* Counters go by name: a new object of a name carries on. */
+        if (srv->stats_on) {
+            t->exps[t->nr]->stats = server_export_stats(srv, c->name);
+        }
         t->nr++;
     }
     return t;
@@ -251,7 +257,7 @@ int server_update_exports(struct server *srv, struct server_update *up,
     struct err e;
     err_clear(&e);
     struct export_table *old = server_get_table(srv);
-    struct export_table *t = table_build(old, configs, nr, &e);
+    struct export_table *t = table_build(srv, old, configs, nr, &e);
     export_table_unref(old);
     if (t == NULL) {
         return pass_err(err, &e);
@@ -565,6 +571,8 @@ static int admit_and_start(struct server *srv, int fd,
     enum server_admit admitted = server_admit(srv, addr, &count);
     if (admitted != SERVER_ADMIT_OK) {
         close(fd);
+        atomic_fetch_add_explicit(&srv->events.refused[admitted], 1,
+                                  memory_order_relaxed);
         server_log_refusal(srv, admitted, peer, count);
         return admitted == SERVER_ADMIT_NO_MEMORY ? -ENOMEM : -EBUSY;
     }
@@ -573,6 +581,8 @@ static int admit_and_start(struct server *srv, int fd,
     struct coro *co = cs != NULL ? coro_new(entry, cs, home) : NULL;
     if (co == NULL) {
         log_error("no memory for a new connection");
+        atomic_fetch_add_explicit(&srv->events.refused[SERVER_ADMIT_NO_MEMORY],
+                                  1, memory_order_relaxed);
         free(cs);
         server_admit_release(srv, addr);
         close(fd);
@@ -582,6 +592,7 @@ static int admit_and_start(struct server *srv, int fd,
     cs->fd = fd;
     cs->addr = *addr;
     snprintf(cs->peer, sizeof cs->peer, "%s", peer);
+    atomic_fetch_add_explicit(&srv->events.accepted, 1, memory_order_relaxed);
     coro_schedule(home, co);
     return 0;
 }
@@ -602,7 +613,16 @@ int server_start(struct server *srv, struct loop_group *loops,
     srv->load = calloc(loops->count, sizeof *srv->load);
     srv->listeners =
         calloc(nr_listen > 0 ? nr_listen : 1, sizeof *srv->listeners);
-    if (srv->listeners == NULL || srv->load == NULL) {
+    if (srv->stats_on) {
+        srv->stats_loops =
+            aligned_alloc(64, loops->count * sizeof *srv->stats_loops);
+        if (srv->stats_loops != NULL) {
+            memset(srv->stats_loops, 0,
+                   loops->count * sizeof *srv->stats_loops);
+        }
+    }
+    if (srv->listeners == NULL || srv->load == NULL ||
+        (srv->stats_on && srv->stats_loops == NULL)) {
         for (unsigned i = 0; i < nr_listen; i++) {
             close(listen_fds[i]);
         }
@@ -850,6 +870,7 @@ void server_free(struct server *srv)
     export_table_unref(server_unshared(srv)->table);
     server_unshared(srv)->table = NULL;
     client_table_fini(&server_unshared(srv)->clients);
+    server_stats_fini(srv);
     pthread_cond_destroy(&srv->changed);
     mutex_destroy(&srv->lock);
     buffer_budget_fini(&srv->budget);

@@ -44,6 +44,7 @@ bool conn_run(struct server *srv, int fd, const char *peer,
         coro_timer_start(&deadline.timer, hs_timeout, handshake_expired);
     }
     conn->table = server_get_table(srv);
+    conn->hs_failure = STATS_HS_OTHER;
     int r = negotiate(conn);
     export_table_unref(conn->table);
     conn->table = NULL;
@@ -58,6 +59,14 @@ bool conn_run(struct server *srv, int fd, const char *peer,
                   conn->extended ? ", extended headers" : "");
         receive_requests(conn);
         flow_wait_idle(conn);
+    } else {
+        /* A client that only asked (LIST, INFO) and left politely did
+         * not fail; one that was refused on the way did, even then. */
+        unsigned why = expired ? STATS_HS_TIMEOUT : conn->hs_failure;
+        if (why != STATS_HS_OTHER || !conn->clean_end) {
+            atomic_fetch_add_explicit(&srv->events.handshake_failed[why], 1,
+                                      memory_order_relaxed);
+        }
     }
     if (conn->tls) {
         /* close_notify, if the socket takes it at once: a client that

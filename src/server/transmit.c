@@ -122,6 +122,14 @@ static int send_ok(struct conn *conn, const struct proto_request *req)
     return reply_send(conn, &iov, 1);
 }
 
+/* Sends an error reply; returns errnum, what the request ended with. */
+static int fail_request(struct conn *conn, const struct proto_request *req,
+                        int errnum)
+{
+    transmit_send_error(conn, req, errnum);
+    return errnum;
+}
+
 /* Keeps errors the spec gives a meaning to; any other failure of the
  * storage is an I/O error to the client. */
 static int storage_errno(int r)
@@ -222,6 +230,7 @@ static int validate(const struct conn *conn, const struct proto_request *req)
     return 0;
 }
 
+/* Returns 0, or the errno of the error reply it sent. */
 static int do_read(struct conn *conn, const struct proto_request *req)
 {
     struct backend *be = conn->exp->be;
@@ -231,7 +240,8 @@ static int do_read(struct conn *conn, const struct proto_request *req)
     ssize_t n;
 
     if (len == 0) {
-        return send_ok(conn, req);
+        send_ok(conn, req);
+        return 0;
     }
     if (conn->structured && len >= HOLE_CHECK_MIN && backend_can_extents(be) &&
         backend_range_is_hole(be, req->offset, len) == 1) {
@@ -239,16 +249,17 @@ static int do_read(struct conn *conn, const struct proto_request *req)
         n = proto_build_chunk_offset_hole(hdr_buf, sizeof hdr_buf, &hdr,
                                           req->offset, len);
         iov[0] = (struct iovec){hdr_buf, (size_t)n};
-        return reply_send(conn, iov, 1);
+        reply_send(conn, iov, 1);
+        return 0;
     }
     void *data = bufpool_get(len);
     if (data == NULL) {
-        return transmit_send_error(conn, req, ENOMEM);
+        return fail_request(conn, req, ENOMEM);
     }
     int r = backend_pread(be, data, len, req->offset);
     if (r < 0) {
         bufpool_put(data, len);
-        return transmit_send_error(conn, req, storage_errno(r));
+        return fail_request(conn, req, storage_errno(r));
     }
     if (conn->structured) {
         struct proto_reply hdr = chunk_header(conn, req);
@@ -259,13 +270,14 @@ static int do_read(struct conn *conn, const struct proto_request *req)
     }
     iov[0] = (struct iovec){hdr_buf, (size_t)n};
     iov[1] = (struct iovec){data, len};
-    r = reply_send(conn, iov, 2);
+    reply_send(conn, iov, 2);
     bufpool_put(data, len);
-    return r;
+    return 0;
 }
 
 /* One BLOCK_STATUS(_EXT) chunk for each selected context, the last one
- * with NBD_REPLY_FLAG_DONE, sent together. */
+ * with NBD_REPLY_FLAG_DONE, sent together.  Returns 0, or the errno of
+ * the error reply it sent. */
 static int do_block_status(struct conn *conn, const struct proto_request *req)
 {
     unsigned max = (req->flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
@@ -280,7 +292,7 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
     size_t used = 0;
     int r;
     if (ext == NULL || out == NULL || reply == NULL) {
-        r = transmit_send_error(conn, req, ENOMEM);
+        r = fail_request(conn, req, ENOMEM);
         goto out;
     }
     for (unsigned m = 0; m < server_meta_count(conn->exp); m++) {
@@ -290,8 +302,7 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         int nr =
             server_meta_extents(conn->exp, m, req->offset, len, ext, out, max);
         if (nr <= 0) {
-            r = transmit_send_error(conn, req,
-                                    nr < 0 ? storage_errno(nr) : EIO);
+            r = fail_request(conn, req, nr < 0 ? storage_errno(nr) : EIO);
             goto out;
         }
         struct proto_reply hdr = chunk_header(conn, req);
@@ -309,13 +320,14 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
                                                (size_t)nr);
         }
         if (n < 0) {
-            r = transmit_send_error(conn, req, EIO);
+            r = fail_request(conn, req, EIO);
             goto out;
         }
         used += (size_t)n;
     }
     struct iovec iov = {reply, used};
-    r = reply_send(conn, &iov, 1);
+    reply_send(conn, &iov, 1);
+    r = 0;
 out:
     bufpool_put(reply, reply_size);
     bufpool_put(out, block_status_out_size(max));
@@ -373,23 +385,24 @@ static int execute(struct conn *conn, struct request *rq)
     return r < 0 ? storage_errno(r) : 0;
 }
 
-void transmit_request(struct conn *conn, struct request *rq)
+int transmit_request(struct conn *conn, struct request *rq)
 {
     const struct proto_request *req = &rq->req;
 
     int err = rq->early_error != 0 ? rq->early_error : validate(conn, req);
     if (err != 0) {
-        transmit_send_error(conn, req, err);
-    } else if (req->type == PROTO_CMD_READ) {
-        do_read(conn, req);
-    } else if (req->type == PROTO_CMD_BLOCK_STATUS) {
-        do_block_status(conn, req);
-    } else {
-        err = execute(conn, rq);
-        if (err != 0) {
-            transmit_send_error(conn, req, err);
-        } else {
-            send_ok(conn, req);
-        }
+        return fail_request(conn, req, err);
     }
+    if (req->type == PROTO_CMD_READ) {
+        return do_read(conn, req);
+    }
+    if (req->type == PROTO_CMD_BLOCK_STATUS) {
+        return do_block_status(conn, req);
+    }
+    err = execute(conn, rq);
+    if (err != 0) {
+        return fail_request(conn, req, err);
+    }
+    send_ok(conn, req);
+    return 0;
 }

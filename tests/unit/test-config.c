@@ -159,6 +159,17 @@ static const struct {
     {"[server]\nmax-requests-per-connection = 0\n",
      "test.conf:2: max-requests-per-connection"},
     {"[server]\nlog-level = loud\n", "test.conf:2: log-level = loud"},
+    {"[server]\nmetrics-listen = 127.0.0.1:99999\n",
+     "test.conf:2: metrics-listen 127.0.0.1:99999: bad port '99999'"},
+    {"[server]\nmetrics-listen = 127.0.0.1\n",
+     "test.conf:2: metrics-listen 127.0.0.1: expected HOST:PORT"},
+    {"[server]\nmetrics-listen = unix:/tmp/m.sock\n",
+     "test.conf:2: metrics-listen unix:/tmp/m.sock: expected HOST:PORT"},
+    {"[server]\nmetrics-listen = [::1]:0\n",
+     "test.conf:2: metrics-listen [::1]:0: port 0"},
+    {"[server]\nmetrics-listen = 127.0.0.1:1\nmetrics-listen = "
+     "127.0.0.1:2\n",
+     "test.conf:3: 'metrics-listen' is given twice"},
     {"[export a]\npath = a.img\n\n[export a]\npath = a.img\n",
      "test.conf:4: duplicate export 'a' (first defined at"},
     {"[export a]\nread-only = yes\n", "test.conf:1: [export a] has no path"},
@@ -398,6 +409,7 @@ START_TEST(test_config_every_key_printed)
                                   "tls-psk = psk.txt\n"
                                   "tls-priority = NORMAL\n"
                                   "pidfile = x.pid\n"
+                                  "metrics-listen = 127.0.0.1:9810\n"
                                   "[export f]\n"
                                   "path = a.img\n"
                                   "description = d\n"
@@ -520,6 +532,8 @@ static const struct {
     {{NULL}, "no export"},
     {{"-c", "/nonexistent.conf", NULL}, "/nonexistent.conf: No such file"},
     {{"-e", "a=/dev/null", "-l", "bad", NULL}, "--listen"},
+    {{"-e", "a=/dev/null", "--metrics-listen", "127.0.0.1:x", NULL},
+     "--metrics-listen 127.0.0.1:x: bad port 'x'"},
     {{"-e", "a=/dev/null", "--tls-psk", "/nonexistent", NULL}, "--tls-psk"},
 };
 
