@@ -111,6 +111,9 @@ cp conf/nbd-serverd.conf "$T/example.conf"
 printf '[export disk]\npath = disk.img\n[export mem]\nmemory = 1M\n' \
     >>"$T/example.conf"
 printf '[export cow]\npath = disk.img\noverlay = cow.ovl\n' >>"$T/example.conf"
+printf '[export bm]\npath = disk.img\ndirty-bitmap = nightly\n' \
+    >>"$T/example.conf"
+printf 'dirty-bitmap-file = bm.bitmaps\n' >>"$T/example.conf"
 "$BUILD/nbd-serverd" -c "$T/example.conf" --check-config >"$T/example.out" ||
     fail "the example configuration is rejected"
 # Every key of the example (commented out) is documented in the
