@@ -70,6 +70,24 @@ static struct backend *track_dirty(const struct export_config *config,
     return backend_dirty_new(be_take, set, err);
 }
 
+/* A reload that keeps the chain: the bitmaps it names that the set lacks
+ * (a new name, or one removed live) are created. */
+static int add_missing_bitmaps(struct dirty_set *set,
+                               const struct export_config *config,
+                               struct err *err)
+{
+    struct dirty_list *l = dirty_set_list(set);
+    int r = 0;
+    for (unsigned i = 0; i < config->nr_dirty_bitmaps && r == 0; i++) {
+        const char *name = config->dirty_bitmaps[i];
+        if (dirty_list_find(l, name, strlen(name)) < 0) {
+            r = dirty_set_create(set, name, err);
+        }
+    }
+    dirty_list_unref(l);
+    return r;
+}
+
 struct export *export_new(const struct export_config *config,
                           struct backend *reuse, struct err *err)
 {
@@ -148,6 +166,9 @@ struct export *export_new(const struct export_config *config,
     }
     if (backend_dirty_set(exp->be) != NULL) {
         exp->dirty = dirty_set_ref(backend_dirty_set(exp->be));
+        if (reuse != NULL && add_missing_bitmaps(exp->dirty, config, err) < 0) {
+            goto out_free;
+        }
     }
     exp->dirty_granularity = config->dirty_granularity;
     if (reuse == NULL) {
@@ -190,9 +211,9 @@ void export_unref(struct export *exp)
     }
 }
 
-/* Whether the export tracks the bitmaps `config` asks for, in the same
- * file at the same granularity (bitmaps its file holds beyond those are
- * the file's). */
+/* Whether the export keeps its bitmaps in the file `config` names, at
+ * the same granularity (export_new creates the bitmaps it names that the
+ * set lacks). */
 static bool same_dirty(const struct export *exp,
                        const struct export_config *config)
 {
@@ -204,12 +225,6 @@ static bool same_dirty(const struct export *exp,
     if (!dirty_set_same_file(exp->dirty, config->dirty_bitmap_file) ||
         exp->dirty_granularity != config->dirty_granularity) {
         return false;
-    }
-    for (unsigned i = 0; i < config->nr_dirty_bitmaps; i++) {
-        const char *name = config->dirty_bitmaps[i];
-        if (dirty_set_find(exp->dirty, name, strlen(name)) < 0) {
-            return false;
-        }
     }
     return true;
 }
