@@ -408,3 +408,35 @@ uint16_t export_tx_flags(const struct export *exp, bool structured)
     }
     return flags;
 }
+
+struct dirty_set *server_export_dirty(struct server *srv, const char *name)
+{
+    struct export_table *t = server_get_table(srv);
+    struct dirty_set *set = NULL;
+    for (unsigned i = 0; i < t->nr && set == NULL; i++) {
+        if (strcmp(t->exps[i]->name, name) == 0 && t->exps[i]->dirty != NULL) {
+            set = dirty_set_ref(t->exps[i]->dirty);
+        }
+    }
+    export_table_unref(t);
+    return set;
+}
+
+static void grace_task(void *arg)
+{
+    (void)arg; /* running at all is the point: no mark is in progress */
+}
+
+void server_dirty_reclaim(struct server *srv, struct dirty_set *set)
+{
+    for (unsigned i = 0; srv->loops != NULL && i < srv->loops->count; i++) {
+        if (coro_run_sync(srv->loops->loops[i], grace_task, NULL) < 0) {
+            /* Without a grace period the retired lists are kept; the
+             * set frees them when it closes. */
+            log_warning("dirty bitmaps: a loop did not answer: what the "
+                        "change replaced is kept until the export closes");
+            return;
+        }
+    }
+    dirty_set_reclaim(set);
+}
