@@ -15,6 +15,7 @@
  * NBD_REP_ERR_UNKNOWN), so a refused client learns nothing about it.
  */
 #include "nbdsrv/backends.h"
+#include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
 #include "server-int.h"
 
