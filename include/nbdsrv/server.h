@@ -298,6 +298,23 @@ struct metrics_text;
 ANY_THREAD void server_metrics_render(struct server *srv,
                                       struct metrics_text *out);
 
+/*
+ * The dirty bitmaps of the current export `name`, with a reference
+ * (dirty_set_unref), for changing them (dirty_set_create and the like);
+ * NULL when there is no such export or it keeps no bitmaps.  ANY_THREAD.
+ */
+struct dirty_set;
+ANY_THREAD struct dirty_set *server_export_dirty(struct server *srv,
+                                                 const char *name);
+
+/*
+ * After a change of `set` (dirty_set_create and the like): waits until
+ * every loop of the started server has run a task queued now, a grace
+ * period for the markers, then frees what the change retired
+ * (dirty_set_reclaim).  ANY_THREAD but never from a loop thread.
+ */
+ANY_THREAD void server_dirty_reclaim(struct server *srv, struct dirty_set *set);
+
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);
 

@@ -5,7 +5,9 @@
  * (dirty-bitmap.h).  The mark comes before the call goes down, so a
  * change is recorded before it is acknowledged, also when it fails
  * half-way (a block marked dirty that did not change costs a backup
- * only a few bytes more).  Reads, flushes and maps pass through.
+ * only a few bytes more).  When the bitmaps changed while the call was
+ * down (a checkpoint), it marks again in the new ones once the call is
+ * back.  Reads, flushes and maps pass through.
  *
  * BACKEND_PARALLEL: marking is lock-free.  The filter owns one
  * reference to its set; the export serving the set takes its own
@@ -72,8 +74,11 @@ static int dirty_pread(struct backend *b, void *buf, uint32_t len,
 static int dirty_pwrite(struct backend *b, const void *buf, uint32_t len,
                         uint64_t offset, bool fua)
 {
-    dirty_set_mark(to_dirty(b)->set, offset, len);
-    return backend_pwrite(b->lower, buf, len, offset, fua);
+    struct dirty_set *set = to_dirty(b)->set;
+    uint64_t gen = dirty_set_mark(set, offset, len);
+    int r = backend_pwrite(b->lower, buf, len, offset, fua);
+    dirty_set_mark_again(set, gen, offset, len);
+    return r;
 }
 
 static int dirty_flush(struct backend *b)
@@ -84,15 +89,21 @@ static int dirty_flush(struct backend *b)
 static int dirty_trim(struct backend *b, uint64_t offset, uint64_t len,
                       bool fua)
 {
-    dirty_set_mark(to_dirty(b)->set, offset, len);
-    return backend_trim(b->lower, offset, len, fua);
+    struct dirty_set *set = to_dirty(b)->set;
+    uint64_t gen = dirty_set_mark(set, offset, len);
+    int r = backend_trim(b->lower, offset, len, fua);
+    dirty_set_mark_again(set, gen, offset, len);
+    return r;
 }
 
 static int dirty_zero(struct backend *b, uint64_t offset, uint64_t len,
                       unsigned flags, bool fua)
 {
-    dirty_set_mark(to_dirty(b)->set, offset, len);
-    return backend_zero(b->lower, offset, len, flags, fua);
+    struct dirty_set *set = to_dirty(b)->set;
+    uint64_t gen = dirty_set_mark(set, offset, len);
+    int r = backend_zero(b->lower, offset, len, flags, fua);
+    dirty_set_mark_again(set, gen, offset, len);
+    return r;
 }
 
 static int dirty_cache(struct backend *b, uint64_t offset, uint64_t len)

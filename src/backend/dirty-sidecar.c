@@ -14,7 +14,8 @@
  *    40  u64 FNV-1a 64 hash of everything after the header
  *    48  16 zero bytes
  *   then for each bitmap:
- *     u32 name length, u32 zero, the name padded with zeroes to a
+ *     u32 name length, u32 flags (bit 0: frozen by a checkpoint, no
+ *     longer marked), the name padded with zeroes to a
  *     multiple of 8 bytes, then ceil(ceil(size / granularity) / 64) u64
  *     words: bit b of word w covers the block w * 64 + b.
  *
@@ -40,6 +41,7 @@
 #define SIDECAR_VERSION 1u
 #define SIDECAR_HEADER 64u
 #define SIDECAR_IN_USE 0x1u
+#define SIDECAR_FROZEN 0x1u /* a bitmap's flags */
 #define FLAGS_OFFSET 12
 
 static uint64_t fnv1a(const uint8_t *p, size_t len)
@@ -83,11 +85,12 @@ static size_t pad8(size_t n)
 }
 
 /* The whole file for `ds` in a new buffer of *len bytes; NULL: no memory. */
-static uint8_t *build(const struct dirty_set *ds, bool in_use, size_t *len)
+static uint8_t *build(const struct dirty_set *ds, const struct dirty_list *l,
+                      bool in_use, size_t *len)
 {
     size_t body = 0;
-    for (unsigned i = 0; i < ds->nr; i++) {
-        body += 8 + pad8(strlen(ds->maps[i].name)) + ds->nwords * 8;
+    for (unsigned i = 0; i < l->nr; i++) {
+        body += 8 + pad8(strlen(l->maps[i]->name)) + ds->nwords * 8;
     }
     uint8_t *buf = calloc(1, SIDECAR_HEADER + body);
     if (buf == NULL) {
@@ -98,15 +101,16 @@ static uint8_t *build(const struct dirty_set *ds, bool in_use, size_t *len)
     put32(buf + FLAGS_OFFSET, in_use ? SIDECAR_IN_USE : 0);
     put64(buf + 16, ds->size);
     put64(buf + 24, ds->granularity);
-    put32(buf + 32, ds->nr);
+    put32(buf + 32, l->nr);
     uint8_t *p = buf + SIDECAR_HEADER;
-    for (unsigned i = 0; i < ds->nr; i++) {
-        size_t n = strlen(ds->maps[i].name);
+    for (unsigned i = 0; i < l->nr; i++) {
+        size_t n = strlen(l->maps[i]->name);
         put32(p, (uint32_t)n);
-        memcpy(p + 8, ds->maps[i].name, n);
+        put32(p + 4, dirty_list_frozen(l, i) ? SIDECAR_FROZEN : 0);
+        memcpy(p + 8, l->maps[i]->name, n);
         p += 8 + pad8(n);
         for (uint64_t w = 0; w < ds->nwords; w++, p += 8) {
-            put64(p, atomic_load_explicit(&ds->maps[i].words[w],
+            put64(p, atomic_load_explicit(&l->maps[i]->words[w],
                                           memory_order_relaxed));
         }
     }
@@ -170,8 +174,8 @@ static int read_file(int fd, size_t max, uint8_t **out, size_t *len)
  * closed cleanly for the same image size and granularity (*why then says
  * what differs).  -EINVAL with err for a file that is not a valid one.
  */
-static int parse(struct dirty_set *ds, const uint8_t *buf, size_t len,
-                 const char **why, struct err *err)
+static int parse(struct dirty_set *ds, struct dirty_list *l, const uint8_t *buf,
+                 size_t len, const char **why, struct err *err)
 {
     if (len < SIDECAR_HEADER || memcmp(buf, SIDECAR_MAGIC, 8) != 0) {
         return err_set(err, EINVAL,
@@ -222,20 +226,25 @@ static int parse(struct dirty_set *ds, const uint8_t *buf, size_t len,
         char name[DIRTY_NAME_MAX + 1];
         memcpy(name, p + 8, n);
         name[n] = '\0';
-        if (!dirty_name_valid(name) || dirty_set_find(ds, name, n) >= 0) {
+        if (!dirty_name_valid(name) || dirty_list_find(l, name, n) >= 0 ||
+            (get32(p + 4) & ~SIDECAR_FROZEN) != 0) {
             return err_set(err, EINVAL,
                            "dirty bitmap file %s: damaged (bitmap %u's name)",
                            ds->file, i + 1);
         }
-        int r = dirty_set_add(ds, name, n, *why != NULL);
-        if (r < 0) {
-            return err_set(err, -r, "out of memory");
+        struct dirty_bitmap *bm = dirty_bitmap_new(ds, name, n, *why != NULL);
+        if (bm == NULL) {
+            return err_set(err, ENOMEM, "out of memory");
         }
+        if (get32(p + 4) & SIDECAR_FROZEN) {
+            l->frozen |= 1u << l->nr;
+        }
+        l->maps[l->nr++] = bm;
         p += 8 + pad8(n);
         if (same && *why == NULL) {
             for (uint64_t w = 0; w < ds->nwords; w++) {
-                atomic_store_explicit(&ds->maps[ds->nr - 1].words[w],
-                                      get64(p + w * 8), memory_order_relaxed);
+                atomic_store_explicit(&bm->words[w], get64(p + w * 8),
+                                      memory_order_relaxed);
             }
         }
         p += file_words * 8;
@@ -249,7 +258,8 @@ static int parse(struct dirty_set *ds, const uint8_t *buf, size_t len,
     return 0;
 }
 
-int dirty_sidecar_load(struct dirty_set *ds, struct err *err)
+int dirty_sidecar_load(struct dirty_set *ds, struct dirty_list *l,
+                       struct err *err)
 {
     /* 16 bitmaps of an image of up to 2^64 bytes at the finest
      * granularity would not fit memory anyway: SIZE_MAX bounds it. */
@@ -263,14 +273,14 @@ int dirty_sidecar_load(struct dirty_set *ds, struct err *err)
     if (len == 0) {
         /* New: write the (empty) set, in use, in place. */
         free(buf);
-        buf = build(ds, true, &len);
+        buf = build(ds, l, true, &len);
         if (buf == NULL) {
             return err_set(err, ENOMEM, "out of memory");
         }
         r = write_all(ds->fd, buf, len, 0);
     } else {
         const char *why = NULL;
-        r = parse(ds, buf, len, &why, err);
+        r = parse(ds, l, buf, len, &why, err);
         if (r < 0) {
             free(buf);
             return r;
@@ -279,7 +289,7 @@ int dirty_sidecar_load(struct dirty_set *ds, struct err *err)
             log_warning("dirty bitmap file %s: %s: its %u bitmap%s taken as "
                         "all dirty (the next incremental backup copies "
                         "everything)",
-                        ds->file, why, ds->nr, ds->nr == 1 ? " is" : "s are");
+                        ds->file, why, l->nr, l->nr == 1 ? " is" : "s are");
         }
         uint8_t flag[4];
         put32(flag, get32(buf + FLAGS_OFFSET) | SIDECAR_IN_USE);
@@ -313,10 +323,11 @@ static int sync_dir(const char *path)
     return r;
 }
 
-int dirty_sidecar_save(const struct dirty_set *ds, bool in_use, struct err *err)
+int dirty_sidecar_save(const struct dirty_set *ds, const struct dirty_list *l,
+                       bool in_use, struct err *err)
 {
     size_t len;
-    uint8_t *buf = build(ds, in_use, &len);
+    uint8_t *buf = build(ds, l, in_use, &len);
     char *tmp = NULL;
     if (buf == NULL || asprintf(&tmp, "%s.tmp", ds->file) < 0) {
         free(buf);

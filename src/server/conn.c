@@ -56,6 +56,7 @@ static void conn_free(struct conn *conn)
     export_table_unref(conn->table);
     tls_creds_unref(conn->tls_creds);
     free(conn->meta_export);
+    dirty_list_unref(conn->meta_dirty);
     free(conn);
     /* Before nr_conns drops: once it is 0, server_stop may go on to free
      * the server. */

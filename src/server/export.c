@@ -15,6 +15,7 @@
  * NBD_REP_ERR_UNKNOWN), so a refused client learns nothing about it.
  */
 #include "nbdsrv/backends.h"
+#include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
 #include "server-int.h"
 
@@ -69,6 +70,24 @@ static struct backend *track_dirty(const struct export_config *config,
         return NULL;
     }
     return backend_dirty_new(be_take, set, err);
+}
+
+/* A reload that keeps the chain: the bitmaps it names that the set lacks
+ * (a new name, or one removed live) are created. */
+static int add_missing_bitmaps(struct dirty_set *set,
+                               const struct export_config *config,
+                               struct err *err)
+{
+    struct dirty_list *l = dirty_set_list(set);
+    int r = 0;
+    for (unsigned i = 0; i < config->nr_dirty_bitmaps && r == 0; i++) {
+        const char *name = config->dirty_bitmaps[i];
+        if (dirty_list_find(l, name, strlen(name)) < 0) {
+            r = dirty_set_create(set, name, err);
+        }
+    }
+    dirty_list_unref(l);
+    return r;
 }
 
 struct export *export_new(const struct export_config *config,
@@ -149,6 +168,9 @@ struct export *export_new(const struct export_config *config,
     }
     if (backend_dirty_set(exp->be) != NULL) {
         exp->dirty = dirty_set_ref(backend_dirty_set(exp->be));
+        if (reuse != NULL && add_missing_bitmaps(exp->dirty, config, err) < 0) {
+            goto out_free;
+        }
     }
     exp->dirty_granularity = config->dirty_granularity;
     if (reuse == NULL) {
@@ -191,9 +213,9 @@ void export_unref(struct export *exp)
     }
 }
 
-/* Whether the export tracks the bitmaps `config` asks for, in the same
- * file at the same granularity (bitmaps its file holds beyond those are
- * the file's). */
+/* Whether the export keeps its bitmaps in the file `config` names, at
+ * the same granularity (export_new creates the bitmaps it names that the
+ * set lacks). */
 static bool same_dirty(const struct export *exp,
                        const struct export_config *config)
 {
@@ -205,12 +227,6 @@ static bool same_dirty(const struct export *exp,
     if (!dirty_set_same_file(exp->dirty, config->dirty_bitmap_file) ||
         exp->dirty_granularity != config->dirty_granularity) {
         return false;
-    }
-    for (unsigned i = 0; i < config->nr_dirty_bitmaps; i++) {
-        const char *name = config->dirty_bitmaps[i];
-        if (dirty_set_find(exp->dirty, name, strlen(name)) < 0) {
-            return false;
-        }
     }
     return true;
 }
@@ -393,4 +409,36 @@ uint16_t export_tx_flags(const struct export *exp, bool structured)
         flags |= PROTO_FLAG_SEND_DF;
     }
     return flags;
+}
+
+struct dirty_set *server_export_dirty(struct server *srv, const char *name)
+{
+    struct export_table *t = server_get_table(srv);
+    struct dirty_set *set = NULL;
+    for (unsigned i = 0; i < t->nr && set == NULL; i++) {
+        if (strcmp(t->exps[i]->name, name) == 0 && t->exps[i]->dirty != NULL) {
+            set = dirty_set_ref(t->exps[i]->dirty);
+        }
+    }
+    export_table_unref(t);
+    return set;
+}
+
+static void grace_task(void *arg)
+{
+    (void)arg; /* running at all is the point: no mark is in progress */
+}
+
+void server_dirty_reclaim(struct server *srv, struct dirty_set *set)
+{
+    for (unsigned i = 0; srv->loops != NULL && i < srv->loops->count; i++) {
+        if (coro_run_sync(srv->loops->loops[i], grace_task, NULL) < 0) {
+            /* Without a grace period the retired lists are kept; the
+             * set frees them when it closes. */
+            log_warning("dirty bitmaps: a loop did not answer: what the "
+                        "change replaced is kept until the export closes");
+            return;
+        }
+    }
+    dirty_set_reclaim(set);
 }

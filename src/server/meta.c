@@ -37,20 +37,19 @@ static const struct meta_context contexts[SERVER_META_FIXED] = {
 #define DIRTY_PREFIX "qemu:dirty-bitmap:"
 #define DIRTY_PREFIX_LEN (sizeof DIRTY_PREFIX - 1)
 
-unsigned server_meta_count(const struct export *exp)
+unsigned server_meta_count(const struct dirty_list *dl)
 {
-    return SERVER_META_FIXED +
-           (exp->dirty != NULL ? dirty_set_count(exp->dirty) : 0);
+    return SERVER_META_FIXED + (dl != NULL ? dirty_list_count(dl) : 0);
 }
 
-const char *server_meta_name(const struct export *exp, unsigned m,
+const char *server_meta_name(const struct dirty_list *dl, unsigned m,
                              char buf[SERVER_META_NAME_MAX])
 {
     if (m < SERVER_META_FIXED) {
         return contexts[m].name;
     }
     snprintf(buf, SERVER_META_NAME_MAX, DIRTY_PREFIX "%s",
-             dirty_set_name(exp->dirty, m - SERVER_META_FIXED));
+             dirty_list_name(dl, m - SERVER_META_FIXED));
     return buf;
 }
 
@@ -59,13 +58,14 @@ uint32_t server_meta_id(unsigned m)
     return (uint32_t)m + 1;
 }
 
-unsigned server_meta_offered(const struct export *exp)
+unsigned server_meta_offered(const struct export *exp,
+                             const struct dirty_list *dl)
 {
     unsigned offered = SERVER_META_BIT(SERVER_META_ALLOCATION);
     if (exp->overlay != NULL) {
         offered |= SERVER_META_BIT(SERVER_META_DEPTH);
     }
-    for (unsigned m = SERVER_META_FIXED; m < server_meta_count(exp); m++) {
+    for (unsigned m = SERVER_META_FIXED; m < server_meta_count(dl); m++) {
         offered |= SERVER_META_BIT(m);
     }
     return offered;
@@ -83,13 +83,13 @@ static bool starts_with(struct proto_string q, const char *prefix, size_t len)
  * NBD_OPT_SET_META_CONTEXT" for base:, and qemu-nbd treats qemu: alike).
  * Other names, and contexts the export does not offer, are ignored.
  */
-unsigned server_meta_match(const struct export *exp, unsigned offered,
+unsigned server_meta_match(const struct dirty_list *dl, unsigned offered,
                            struct proto_string q, bool set)
 {
     unsigned named = 0;
     char buf[SERVER_META_NAME_MAX];
-    for (unsigned m = 0; m < server_meta_count(exp); m++) {
-        const char *name = server_meta_name(exp, m, buf);
+    for (unsigned m = 0; m < server_meta_count(dl); m++) {
+        const char *name = server_meta_name(dl, m, buf);
         bool whole = q.len == strlen(name) && memcmp(q.ptr, name, q.len) == 0;
         bool wildcard =
             !set && (starts_with(q, name, 5) ||
@@ -103,18 +103,18 @@ unsigned server_meta_match(const struct export *exp, unsigned offered,
 }
 
 /* Bitmap `i`'s map: dirty is status 1, as qemu-nbd reports it. */
-static int dirty_extents(const struct dirty_set *set, unsigned i,
+static int dirty_extents(const struct dirty_list *dl, unsigned i,
                          uint64_t offset, uint64_t len,
                          struct proto_extent *out, unsigned max)
 {
-    if (offset >= dirty_set_size(set) || len == 0) {
+    if (offset >= dirty_list_size(dl) || len == 0) {
         return -EINVAL;
     }
     struct dirty_run runs[64];
     unsigned n = 0;
     while (n < max && len > 0) {
         unsigned want = max - n < 64 ? max - n : 64;
-        unsigned got = dirty_set_map(set, i, offset, len, runs, want);
+        unsigned got = dirty_list_map(dl, i, offset, len, runs, want);
         for (unsigned k = 0; k < got; k++) {
             if (n > 0 && (out[n - 1].status != 0) == runs[k].dirty) {
                 out[n - 1].length += runs[k].length;
@@ -132,13 +132,13 @@ static int dirty_extents(const struct dirty_set *set, unsigned i,
     return (int)n;
 }
 
-int server_meta_extents(const struct export *exp, unsigned m, uint64_t offset,
-                        uint64_t len, struct backend_extent *scratch,
+int server_meta_extents(const struct export *exp, const struct dirty_list *dl,
+                        unsigned m, uint64_t offset, uint64_t len,
+                        struct backend_extent *scratch,
                         struct proto_extent *out, unsigned max)
 {
     if (m >= SERVER_META_FIXED) {
-        return dirty_extents(exp->dirty, m - SERVER_META_FIXED, offset, len,
-                             out, max);
+        return dirty_extents(dl, m - SERVER_META_FIXED, offset, len, out, max);
     }
     int nr = backend_extents_meta(exp->be, contexts[m].backend, offset, len,
                                   scratch, max);

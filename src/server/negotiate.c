@@ -208,8 +208,8 @@ static void enter_transmission(struct conn *conn, struct export *exp,
         !(conn->meta_export[0] == '\0' && exp == conn->table->exps[0])) {
         conn->meta = 0;
     }
-    /* A reload between SET and GO may have changed the export's bitmaps. */
-    conn->meta &= server_meta_offered(exp);
+    /* The bitmaps stay those SET saw, whatever changed since. */
+    conn->meta &= server_meta_offered(exp, conn->meta_dirty);
 }
 
 static enum opt_result opt_info_go(struct haggle *h, uint32_t option,
@@ -339,35 +339,46 @@ static enum opt_result opt_meta(struct haggle *h, uint32_t option, uint32_t len)
         return refuse(h, option, PROTO_REP_ERR_UNKNOWN, "no such export");
     }
     /* LIST with no query lists everything; SET with none selects none. */
-    unsigned offered = server_meta_offered(exp);
+    struct dirty_list *dl =
+        exp->dirty != NULL ? dirty_set_list(exp->dirty) : NULL;
+    unsigned offered = server_meta_offered(exp, dl);
     unsigned named = meta.nr_queries == 0 && !set ? offered : 0;
     size_t pos = 0;
     struct proto_string q;
     while (proto_opt_meta_next(&meta, &pos, &q)) {
-        named |= server_meta_match(exp, offered, q, set);
+        named |= server_meta_match(dl, offered, q, set);
     }
+    enum opt_result result = OPT_CONTINUE;
     if (set && named != 0) {
         conn->meta_export = strndup(meta.export_name.ptr, meta.export_name.len);
         if (conn->meta_export == NULL) {
-            return OPT_CLOSE;
+            result = OPT_CLOSE;
+            goto out;
         }
         conn->meta = named;
+        conn->meta_dirty = dl != NULL ? dirty_list_ref(dl) : NULL;
     }
     char buf[SERVER_META_NAME_MAX];
-    for (unsigned m = 0; m < server_meta_count(exp); m++) {
+    for (unsigned m = 0; m < server_meta_count(dl); m++) {
         if (!(named & SERVER_META_BIT(m))) {
             continue;
         }
         /* In LIST replies "the metadata context ID ... is reserved and
          * SHOULD be set to zero": ids exist only for a selection. */
         uint32_t id = set ? server_meta_id(m) : 0;
-        const char *name = server_meta_name(exp, m, buf);
+        const char *name = server_meta_name(dl, m, buf);
         r = send_reply(h, proto_build_rep_meta_context(h->reply, REPLY_BUF_SIZE,
                                                        option, id, name,
                                                        strlen(name)));
         if (r < 0) {
-            return OPT_CLOSE;
+            result = OPT_CLOSE;
+            goto out;
         }
+    }
+out:
+    dirty_list_unref(dl);
+    if (result == OPT_CLOSE) {
+        return OPT_CLOSE;
     }
     return reply_ack(h, option) < 0 ? OPT_CLOSE : OPT_CONTINUE;
 }

@@ -294,8 +294,11 @@ struct conn {
     bool clean_end;
     bool structured;
     bool extended;
-    unsigned meta;              /* contexts selected: SERVER_META_BIT()s */
-    char *meta_export;          /* export name SET_META_CONTEXT named */
+    unsigned meta;     /* contexts selected: SERVER_META_BIT()s */
+    char *meta_export; /* export name SET_META_CONTEXT named */
+    /* The export's bitmaps when SET_META_CONTEXT ran: the ids of the
+     * qemu:dirty-bitmap contexts index it.  A reference, or NULL. */
+    struct dirty_list *meta_dirty;
     struct export_table *table; /* while haggling: the exports offered
                                    (a reference); NULL afterwards */
     struct export *exp;         /* the export in use (a reference) */
@@ -573,26 +576,30 @@ ANY_THREAD bool conn_may_use_export(const struct conn *conn,
                                     const struct export *exp);
 ANY_THREAD uint16_t export_tx_flags(const struct export *exp, bool structured);
 
-/* meta.c: the metadata contexts. */
-/* How many contexts `exp` has (those above SERVER_META_FIXED are its
- * bitmaps'); the ones it offers are server_meta_offered's. */
-ANY_THREAD unsigned server_meta_count(const struct export *exp);
-/* The name of context m of `exp`; `buf` holds it when it is a bitmap's. */
-ANY_THREAD const char *server_meta_name(const struct export *exp, unsigned m,
+/*
+ * meta.c: the metadata contexts.  `dl` is the export's list of dirty
+ * bitmaps at the time (dirty_set_list; NULL: none): context
+ * SERVER_META_FIXED + i is its bitmap i.
+ */
+ANY_THREAD unsigned server_meta_count(const struct dirty_list *dl);
+/* The name of context m; `buf` holds it when it is a bitmap's. */
+ANY_THREAD const char *server_meta_name(const struct dirty_list *dl, unsigned m,
                                         char buf[SERVER_META_NAME_MAX]);
 /* Its id in SET replies and BLOCK_STATUS chunks (never 0). */
 ANY_THREAD uint32_t server_meta_id(unsigned m);
-/* The contexts `exp` offers (a mask). */
-ANY_THREAD unsigned server_meta_offered(const struct export *exp);
-/* The contexts among `offered` (of `exp`) that the query `q` of a LIST
- * (set false) or SET (set true) names. */
-ANY_THREAD unsigned server_meta_match(const struct export *exp,
+/* The contexts `exp` with the bitmaps `dl` offers (a mask). */
+ANY_THREAD unsigned server_meta_offered(const struct export *exp,
+                                        const struct dirty_list *dl);
+/* The contexts among `offered` that the query `q` of a LIST (set false)
+ * or SET (set true) names. */
+ANY_THREAD unsigned server_meta_match(const struct dirty_list *dl,
                                       unsigned offered, struct proto_string q,
                                       bool set);
-/* Up to `max` extents of context `m` of `exp` from offset, len bytes at
- * most, in NBD form in `out` (scratch: `max` backend extents).  The count
- * or -errno (backend_extents_meta). */
-CORO_FN int server_meta_extents(const struct export *exp, unsigned m,
+/* Up to `max` extents of context `m` from offset, len bytes at most, in
+ * NBD form in `out` (scratch: `max` backend extents).  The count or
+ * -errno (backend_extents_meta). */
+CORO_FN int server_meta_extents(const struct export *exp,
+                                const struct dirty_list *dl, unsigned m,
                                 uint64_t offset, uint64_t len,
                                 struct backend_extent *scratch,
                                 struct proto_extent *out, unsigned max);

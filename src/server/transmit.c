@@ -295,12 +295,12 @@ static int do_block_status(struct conn *conn, const struct proto_request *req)
         r = fail_request(conn, req, ENOMEM);
         goto out;
     }
-    for (unsigned m = 0; m < server_meta_count(conn->exp); m++) {
+    for (unsigned m = 0; m < server_meta_count(conn->meta_dirty); m++) {
         if (!(conn->meta & SERVER_META_BIT(m))) {
             continue;
         }
-        int nr =
-            server_meta_extents(conn->exp, m, req->offset, len, ext, out, max);
+        int nr = server_meta_extents(conn->exp, conn->meta_dirty, m,
+                                     req->offset, len, ext, out, max);
         if (nr <= 0) {
             r = fail_request(conn, req, nr < 0 ? storage_errno(nr) : EIO);
             goto out;

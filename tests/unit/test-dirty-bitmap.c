@@ -71,14 +71,50 @@ static void open_fails(const char *path, uint64_t size, uint64_t gran,
                   want);
 }
 
+/* What the set's current list says (the list is let go at once). */
+static unsigned t_count(struct dirty_set *ds)
+{
+    struct dirty_list *l = dirty_set_list(ds);
+    unsigned n = dirty_list_count(l);
+    dirty_list_unref(l);
+    return n;
+}
+
+static const char *t_name(struct dirty_set *ds, unsigned i)
+{
+    static char name[DIRTY_NAME_MAX + 1];
+    struct dirty_list *l = dirty_set_list(ds);
+    snprintf(name, sizeof name, "%s", dirty_list_name(l, i));
+    dirty_list_unref(l);
+    return name;
+}
+
+static int t_find(struct dirty_set *ds, const char *name)
+{
+    struct dirty_list *l = dirty_set_list(ds);
+    int i = dirty_list_find(l, name, strlen(name));
+    dirty_list_unref(l);
+    return i;
+}
+
+static uint64_t t_dirty_bytes(struct dirty_set *ds, unsigned i)
+{
+    struct dirty_list *l = dirty_set_list(ds);
+    uint64_t n = dirty_list_dirty_bytes(l, i);
+    dirty_list_unref(l);
+    return n;
+}
+
 /* The map of bitmap i as "D:len C:len ..." (D dirty, C clean). */
-static const char *map_text(const struct dirty_set *ds, unsigned i,
-                            uint64_t offset, uint64_t len, unsigned max)
+static const char *map_text(struct dirty_set *ds, unsigned i, uint64_t offset,
+                            uint64_t len, unsigned max)
 {
     static char text[1024];
     struct dirty_run runs[64];
     ck_assert_uint_le(max, 64);
-    unsigned n = dirty_set_map(ds, i, offset, len, runs, max);
+    struct dirty_list *l = dirty_set_list(ds);
+    unsigned n = dirty_list_map(l, i, offset, len, runs, max);
+    dirty_list_unref(l);
     text[0] = '\0';
     for (unsigned k = 0; k < n; k++) {
         snprintf(text + strlen(text), sizeof text - strlen(text), "%s%c:%llu",
@@ -112,10 +148,10 @@ START_TEST(test_dirty_mark_and_map)
     /* 10 blocks and a half: the last block is clipped. */
     uint64_t size = 10 * G + G / 2;
     struct dirty_set *ds = open_set(NULL, size, G, names, 2);
-    ck_assert_uint_eq(dirty_set_count(ds), 2);
-    ck_assert_str_eq(dirty_set_name(ds, 1), "b");
-    ck_assert_int_eq(dirty_set_find(ds, "b", 1), 1);
-    ck_assert_int_eq(dirty_set_find(ds, "c", 1), -1);
+    ck_assert_uint_eq(t_count(ds), 2);
+    ck_assert_str_eq(t_name(ds, 1), "b");
+    ck_assert_int_eq(t_find(ds, "b"), 1);
+    ck_assert_int_eq(t_find(ds, "c"), -1);
     ck_assert_str_eq(map_text(ds, 0, 0, size, 64), "C:688128");
 
     dirty_set_mark(ds, 1, 1);         /* block 0 */
@@ -130,7 +166,7 @@ START_TEST(test_dirty_mark_and_map)
     ck_assert_str_eq(map_text(ds, 0, 100, 70000, 64), "D:65436 C:4564");
     ck_assert_str_eq(map_text(ds, 0, 2 * G, 10 * G, 1), "D:131072");
     ck_assert_str_eq(map_text(ds, 0, 10 * G + 5, 1, 64), "D:1");
-    ck_assert_uint_eq(dirty_set_dirty_bytes(ds, 0), 3 * G + G / 2);
+    ck_assert_uint_eq(t_dirty_bytes(ds, 0), 3 * G + G / 2);
     dirty_set_unref(ds);
 }
 END_TEST
@@ -147,7 +183,7 @@ START_TEST(test_dirty_map_across_words)
     snprintf(want, sizeof want, "C:%llu D:%llu C:%llu D:%u", 63ull * G,
              130ull * G, (999ull - 193) * G, G);
     ck_assert_str_eq(map_text(ds, 0, 0, size, 64), want);
-    ck_assert_uint_eq(dirty_set_dirty_bytes(ds, 0), 131ull * G);
+    ck_assert_uint_eq(t_dirty_bytes(ds, 0), 131ull * G);
     dirty_set_unref(ds);
 }
 END_TEST
@@ -168,7 +204,7 @@ START_TEST(test_dirty_open_checks)
     ck_assert_ptr_null(dirty_set_open(NULL, MiB, G, names, 17, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "at most 16 bitmaps"));
     struct dirty_set *ds = open_set(NULL, MiB, G, names, 16);
-    ck_assert_uint_eq(dirty_set_count(ds), 16);
+    ck_assert_uint_eq(t_count(ds), 16);
     dirty_set_unref(ds);
 }
 END_TEST
@@ -191,8 +227,8 @@ START_TEST(test_dirty_file_round_trip)
     /* Reopened: the same bits, and a new name is added empty. */
     const char *more[] = {"c", "a"};
     ds = open_set(file, 8 * G, G, more, 2);
-    ck_assert_uint_eq(dirty_set_count(ds), 3);
-    ck_assert_int_eq(dirty_set_find(ds, "c", 1), 2);
+    ck_assert_uint_eq(t_count(ds), 3);
+    ck_assert_int_eq(t_find(ds, "c"), 2);
     ck_assert_str_eq(map_text(ds, 0, 0, 8 * G, 64),
                      "C:131072 D:65536 C:262144 D:65536");
     ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64),
@@ -202,7 +238,7 @@ START_TEST(test_dirty_file_round_trip)
     open_fails(file, 8 * G, G, "in use");
     dirty_set_unref(ds);
     ds = open_set(file, 8 * G, G, NULL, 0);
-    ck_assert_uint_eq(dirty_set_count(ds), 3);
+    ck_assert_uint_eq(t_count(ds), 3);
     dirty_set_unref(ds);
 }
 END_TEST
@@ -325,6 +361,123 @@ START_TEST(test_dirty_filter_marks_changes)
 }
 END_TEST
 
+/* Expects a change to fail with -want and a message holding `msg`. */
+static void change_fails(int r, const struct err *err, int want,
+                         const char *msg)
+{
+    ck_assert_int_eq(r, -want);
+    ck_assert_msg(strstr(err->msg, msg) != NULL, "'%s' lacks '%s'", err->msg,
+                  msg);
+}
+
+START_TEST(test_dirty_changes)
+{
+    struct err err;
+    err_clear(&err);
+    const char *names[] = {"a", "b"};
+    struct dirty_set *ds = open_set(file, 8 * G, G, names, 2);
+    dirty_set_mark(ds, 0, 1);
+    struct dirty_list *before = dirty_set_list(ds);
+
+    ck_assert_int_eq(dirty_set_create(ds, "c", &err), 0);
+    ck_assert_uint_eq(t_count(ds), 3);
+    ck_assert_str_eq(map_text(ds, 2, 0, 8 * G, 64), "C:524288");
+    change_fails(dirty_set_create(ds, "c", &err), &err, EEXIST,
+                 "a dirty bitmap named c exists");
+    change_fails(dirty_set_create(ds, "x y", &err), &err, EINVAL,
+                 "dirty bitmap name 'x y'");
+    change_fails(dirty_set_clear(ds, "nope", &err), &err, ENOENT,
+                 "no dirty bitmap named nope");
+    change_fails(dirty_set_merge(ds, "a", "nope", &err), &err, ENOENT,
+                 "no dirty bitmap named nope");
+
+    /* Checkpoint: a frozen, marks go to a2 (and b, c) only. */
+    ck_assert_int_eq(dirty_set_checkpoint(ds, "a", "a2", &err), 0);
+    struct dirty_list *l = dirty_set_list(ds);
+    ck_assert(dirty_list_frozen(l, 0));
+    ck_assert(!dirty_list_frozen(l, 1));
+    ck_assert_str_eq(dirty_list_name(l, 3), "a2");
+    dirty_list_unref(l);
+    dirty_set_mark(ds, 2 * G, 1);
+    ck_assert_str_eq(map_text(ds, 0, 0, 8 * G, 64), "D:65536 C:458752");
+    ck_assert_str_eq(map_text(ds, 3, 0, 8 * G, 64),
+                     "C:131072 D:65536 C:327680");
+    /* A list taken before is unchanged by the changes. */
+    ck_assert_uint_eq(dirty_list_count(before), 2);
+
+    /* Merge, clear, remove (the frozen mark follows its bitmap). */
+    ck_assert_int_eq(dirty_set_merge(ds, "a2", "b", &err), 0);
+    ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64),
+                     "D:65536 C:65536 D:65536 C:327680");
+    ck_assert_int_eq(dirty_set_clear(ds, "b", &err), 0);
+    ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64), "C:524288");
+    ck_assert_int_eq(dirty_set_remove(ds, "b", &err), 0);
+    ck_assert_int_eq(dirty_set_remove(ds, "c", &err), 0);
+    l = dirty_set_list(ds);
+    ck_assert_uint_eq(dirty_list_count(l), 2);
+    ck_assert_str_eq(dirty_list_name(l, 0), "a");
+    ck_assert(dirty_list_frozen(l, 0));
+    ck_assert_str_eq(dirty_list_name(l, 1), "a2");
+    ck_assert(!dirty_list_frozen(l, 1));
+    dirty_list_unref(l);
+    /* The old list still reads as it was. */
+    ck_assert_str_eq(dirty_list_name(before, 1), "b");
+    dirty_list_unref(before);
+    dirty_set_reclaim(ds);
+
+    /* 16 at most. */
+    char name[8];
+    for (unsigned i = 2; i < DIRTY_MAX_BITMAPS; i++) {
+        snprintf(name, sizeof name, "n%u", i);
+        ck_assert_int_eq(dirty_set_create(ds, name, &err), 0);
+    }
+    change_fails(dirty_set_create(ds, "full", &err), &err, ENOSPC,
+                 "at most 16 bitmaps");
+    change_fails(dirty_set_checkpoint(ds, "a2", "full", &err), &err, ENOSPC,
+                 "at most 16 bitmaps");
+    for (unsigned i = 2; i < DIRTY_MAX_BITMAPS; i++) {
+        snprintf(name, sizeof name, "n%u", i);
+        ck_assert_int_eq(dirty_set_remove(ds, name, &err), 0);
+    }
+    dirty_set_unref(ds);
+
+    /* The frozen mark and the bits outlive a reopen. */
+    ds = open_set(file, 8 * G, G, NULL, 0);
+    l = dirty_set_list(ds);
+    ck_assert_uint_eq(dirty_list_count(l), 2);
+    ck_assert(dirty_list_frozen(l, 0));
+    dirty_list_unref(l);
+    ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64),
+                     "C:131072 D:65536 C:327680");
+    dirty_set_mark(ds, 7 * G, 1);
+    ck_assert_str_eq(map_text(ds, 0, 0, 8 * G, 64), "D:65536 C:458752");
+    dirty_set_unref(ds);
+}
+END_TEST
+
+/* A change in flight across a checkpoint is marked in the new bitmap
+ * when it finishes; one that began after is marked once, in the new. */
+START_TEST(test_dirty_mark_again_after_a_checkpoint)
+{
+    struct err err;
+    err_clear(&err);
+    const char *names[] = {"old"};
+    struct dirty_set *ds = open_set(NULL, 8 * G, G, names, 1);
+    uint64_t gen = dirty_set_mark(ds, G, 1);
+    ck_assert_int_eq(dirty_set_checkpoint(ds, "old", "new", &err), 0);
+    dirty_set_mark_again(ds, gen, G, 1);
+    ck_assert_str_eq(map_text(ds, 0, 0, 8 * G, 64), "C:65536 D:65536 C:393216");
+    ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64), "C:65536 D:65536 C:393216");
+    gen = dirty_set_mark(ds, 3 * G, 1);
+    dirty_set_mark_again(ds, gen, 3 * G, 1);
+    ck_assert_str_eq(map_text(ds, 0, 0, 8 * G, 64), "C:65536 D:65536 C:393216");
+    ck_assert_str_eq(map_text(ds, 1, 0, 8 * G, 64),
+                     "C:65536 D:65536 C:65536 D:65536 C:262144");
+    dirty_set_reclaim(ds);
+    dirty_set_unref(ds);
+}
+END_TEST
+
 static struct backend *conf_dirty_memory(uint64_t size, bool read_only)
 {
     struct err err;
@@ -358,6 +511,8 @@ Suite *unit_suite(void)
     tcase_add_test(tc, test_dirty_file_of_another_shape_is_all_dirty);
     tcase_add_test(tc, test_dirty_bad_files_are_refused);
     tcase_add_test(tc, test_dirty_filter_marks_changes);
+    tcase_add_test(tc, test_dirty_changes);
+    tcase_add_test(tc, test_dirty_mark_again_after_a_checkpoint);
     suite_add_tcase(s, tc);
     fixture_backend_conformance(s, conformance_impls,
                                 sizeof conformance_impls /
