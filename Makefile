@@ -24,7 +24,7 @@ else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
 
-PKGS := liburing gnutls inih
+PKGS := liburing gnutls inih json-c
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
@@ -99,7 +99,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
-             libinih-dev
+             libinih-dev libjson-c-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
             codespell clang-format debootstrap

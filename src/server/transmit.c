@@ -381,7 +381,11 @@ void transmit_request(struct conn *conn, struct request *rq)
     if (err != 0) {
         transmit_send_error(conn, req, err);
     } else if (req->type == PROTO_CMD_READ) {
-        do_read(conn, req);
+        if (do_read(conn, req) >= 0) {
+            /* Relaxed: a statistic (struct conn). */
+            atomic_fetch_add_explicit(&conn->bytes_read, req->length,
+                                      memory_order_relaxed);
+        }
     } else if (req->type == PROTO_CMD_BLOCK_STATUS) {
         do_block_status(conn, req);
     } else {
@@ -389,6 +393,10 @@ void transmit_request(struct conn *conn, struct request *rq)
         if (err != 0) {
             transmit_send_error(conn, req, err);
         } else {
+            if (req->type == PROTO_CMD_WRITE) {
+                atomic_fetch_add_explicit(&conn->bytes_written, req->length,
+                                          memory_order_relaxed);
+            }
             send_ok(conn, req);
         }
     }
