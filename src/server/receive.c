@@ -261,6 +261,12 @@ void receive_requests(struct conn *conn)
             early_error = EINVAL;
             payload = 0;
         }
+        /* Again after the read: a wake can lose the race with data
+         * that arrived meanwhile, and a request sent after a disconnect
+         * was acknowledged must be refused. */
+        if (!window.started && atomic_load(&conn->disconnecting)) {
+            conn_shutdown_window_start(conn, &window);
+        }
         if (window.started && early_error == 0) {
             early_error = ESHUTDOWN;
         }
