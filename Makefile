@@ -402,7 +402,8 @@ check-spelling:
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
-# codec, the URI parser, the configuration parser, or a whole server
+# codec, the URI parser, the configuration parser, the control socket's
+# request parser, or a whole server
 # connection in process (fuzz-server-conn: the input plays the client
 # against the real negotiate and transmit code), or the client library
 # against a scripted server (fuzz-client-conn).  They build with
@@ -439,6 +440,8 @@ FUZZ_MAX_LEN_fuzz-client-uri := 8192
 FUZZ_MAX_LEN_fuzz-config := 16384
 FUZZ_MAX_LEN_fuzz-server-conn := 16384
 FUZZ_MAX_LEN_fuzz-client-conn := 16384
+# One control request line, a little over CONTROL_MAX_LINE.
+FUZZ_MAX_LEN_fuzz-control-request := 66000
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -477,9 +480,10 @@ fuzz-regress: $(FUZZ_BINS)
 
 # CI's share: the seed corpora of every target, then FUZZ_CI_RUNS fresh
 # inputs (a fixed seed, so a finding reproduces) of each connection
-# target, the ones whose state machines a short run still explores.
+# target, the ones whose state machines a short run still explores, and
+# of the control socket's request parser.
 FUZZ_CI_RUNS ?= 100000
-FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn
+FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn fuzz-control-request
 fuzz-ci: fuzz-regress
 	@failed=""; $(foreach t,$(FUZZ_CI_NAMES),\
 	    echo "== $(t): $(FUZZ_CI_RUNS) runs"; \
