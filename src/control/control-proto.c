@@ -95,6 +95,9 @@ static int get_settings(struct control_request *req, struct err *err)
     if (!json_object_is_type(set, json_type_object)) {
         return err_set(err, EINVAL, "settings: expected an object");
     }
+    if (json_object_object_length(set) == 0) {
+        return err_set(err, EINVAL, "settings: no key given");
+    }
     json_object_object_foreach(set, key, v)
     {
         if (strlen(key) == 0) {

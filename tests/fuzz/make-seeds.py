@@ -186,6 +186,8 @@ def control_request():
         ("bad-id", '{"command": "disconnect", "id": -1}'),
         ("nested", '{"command": "add", "name": "a", "settings": '
                    '{"allow": [["x"]]}}'),
+        # A finding: add with no setting was accepted.
+        ("empty-settings", '{"command": "add", "name": "", "settings": {}}'),
     ]:
         write(t, name, line)
 

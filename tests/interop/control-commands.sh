@@ -111,6 +111,8 @@ cases = [
     (b'{"command": "add", "name": "x", "settings": {"path": 1}}',
      "settings.path: expected a string"),
     (b'{"command": "disconnect", "id": "x"}', "id: expected"),
+    (b'{"command": "change", "name": "a", "settings": {}}',
+     "settings: no key given"),
     (b'{"command": "status", "extra": 1}', "extra: not a field"),
     (b'{"command": "status"} trailing', "text after the JSON object"),
     (b"[" * 100000, "longer than 65536 bytes"),
