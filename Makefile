@@ -125,6 +125,7 @@ SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
 # The daemon with the test suite's fault-injection hook: the interop
 # tests' only way to make an export's storage fail or stall (see
@@ -322,16 +323,21 @@ deps:
 fuzz-deps:
 	$(call deb_install,$(DEB_FUZZ),fuzzing)
 
-# The daemon goes to sbin, other programs to bin.  The configuration
+# The daemon and nbd-serverd-ctl go to sbin, other programs to bin; the
+# bash completions to BASHCOMPDIR.  The configuration
 # example is installed as nbd-serverd.conf.example, and as
 # nbd-serverd.conf unless one exists; the units get the real paths.
+SBIN_PROGS := $(BUILD)/nbd-serverd $(BUILD)/nbd-serverd-ctl
 install: $(PROGS)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
-	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd $(DESTDIR)$(UNITDIR)
-	install -m 755 $(BUILD)/nbd-serverd $(DESTDIR)$(SBINDIR)/nbd-serverd
-	for p in $(filter-out $(BUILD)/nbd-serverd,$(PROGS)); do \
+	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(BASHCOMPDIR)
+	for p in $(SBIN_PROGS); do \
+	    install -m 755 $$p $(DESTDIR)$(SBINDIR)/; done
+	for p in $(filter-out $(SBIN_PROGS),$(PROGS)); do \
 	    install -m 755 $$p $(DESTDIR)$(BINDIR)/; done
+	install -m 644 bash-completion/* $(DESTDIR)$(BASHCOMPDIR)/
 	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
 	for m in $(wildcard man/*.1); do \
@@ -398,7 +404,7 @@ check-format:
 # Spelling of code, comments, tests and documents (settings: .codespellrc).
 check-spelling:
 	codespell src include tests man docs conf systemd bench debian \
-	    README.md SECURITY.md Makefile .ci
+	    bash-completion README.md SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the

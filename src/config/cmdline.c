@@ -131,6 +131,7 @@ void cmdline_usage(FILE *out)
         "the CA\n"
         "      --tls-priority STR    GnuTLS priority string\n"
         "      --pidfile FILE        write the process id to FILE (locked)\n"
+        "      --control PATH        a control socket for nbd-serverd-ctl\n"
         "      --check-config        parse options and configuration, print "
         "the\n"
         "                            effective configuration, exit 0 or 2\n"
