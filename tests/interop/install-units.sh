@@ -136,7 +136,7 @@ sed 's/\\-/-/g' man/nbd-serverd.conf.5 >"$T/conf5.txt"
 while read -r key; do
     grep -q -E "^\.B[IR]? $key( |$)" "$T/conf5.txt" ||
         fail "example key '$key' is not in nbd-serverd.conf(5)"
-    case $key in listen | threads | tls* | pidfile | allow | description) continue ;; esac
+    case $key in listen | threads | tls* | pidfile | control* | allow | description) continue ;; esac
     grep -q "^$key = " "$T/example.out" ||
         fail "--check-config does not print '$key'"
 done <"$T/example.keys"
