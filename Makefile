@@ -24,7 +24,7 @@ else
   $(error SANITIZE must be empty, address,undefined or thread)
 endif
 
-PKGS := liburing gnutls inih libmicrohttpd
+PKGS := liburing gnutls inih libmicrohttpd json-c
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
@@ -99,7 +99,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
-             libinih-dev libmicrohttpd-dev
+             libinih-dev libmicrohttpd-dev libjson-c-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
             codespell clang-format debootstrap prometheus curl
@@ -125,6 +125,7 @@ SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
 # The daemon with the test suite's fault-injection hook: the interop
 # tests' only way to make an export's storage fail or stall (see
@@ -325,16 +326,21 @@ deps:
 fuzz-deps:
 	$(call deb_install,$(DEB_FUZZ),fuzzing)
 
-# The daemon goes to sbin, other programs to bin.  The configuration
+# The daemon and nbd-serverd-ctl go to sbin, other programs to bin; the
+# bash completions to BASHCOMPDIR.  The configuration
 # example is installed as nbd-serverd.conf.example, and as
 # nbd-serverd.conf unless one exists; the units get the real paths.
+SBIN_PROGS := $(BUILD)/nbd-serverd $(BUILD)/nbd-serverd-ctl
 install: $(PROGS)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
-	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd $(DESTDIR)$(UNITDIR)
-	install -m 755 $(BUILD)/nbd-serverd $(DESTDIR)$(SBINDIR)/nbd-serverd
-	for p in $(filter-out $(BUILD)/nbd-serverd,$(PROGS)); do \
+	    $(DESTDIR)$(SYSCONFDIR)/nbd-serverd $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(BASHCOMPDIR)
+	for p in $(SBIN_PROGS); do \
+	    install -m 755 $$p $(DESTDIR)$(SBINDIR)/; done
+	for p in $(filter-out $(SBIN_PROGS),$(PROGS)); do \
 	    install -m 755 $$p $(DESTDIR)$(BINDIR)/; done
+	install -m 644 bash-completion/* $(DESTDIR)$(BASHCOMPDIR)/
 	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
 	for m in $(wildcard man/*.1); do \
@@ -401,11 +407,12 @@ check-format:
 # Spelling of code, comments, tests and documents (settings: .codespellrc).
 check-spelling:
 	codespell src include tests man docs conf systemd bench debian \
-	    README.md SECURITY.md Makefile .ci
+	    bash-completion README.md SECURITY.md Makefile .ci
 
 # ---- libFuzzer targets ----
 # Each tests/fuzz/fuzz-NAME.c holds one LLVMFuzzerTestOneInput over the
-# codec, the URI parser, the configuration parser, or a whole server
+# codec, the URI parser, the configuration parser, the control socket's
+# request parser, or a whole server
 # connection in process (fuzz-server-conn: the input plays the client
 # against the real negotiate and transmit code), or the client library
 # against a scripted server (fuzz-client-conn).  They build with
@@ -442,6 +449,8 @@ FUZZ_MAX_LEN_fuzz-client-uri := 8192
 FUZZ_MAX_LEN_fuzz-config := 16384
 FUZZ_MAX_LEN_fuzz-server-conn := 16384
 FUZZ_MAX_LEN_fuzz-client-conn := 16384
+# One control request line, a little over CONTROL_MAX_LINE.
+FUZZ_MAX_LEN_fuzz-control-request := 66000
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),4096)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -480,9 +489,10 @@ fuzz-regress: $(FUZZ_BINS)
 
 # CI's share: the seed corpora of every target, then FUZZ_CI_RUNS fresh
 # inputs (a fixed seed, so a finding reproduces) of each connection
-# target, the ones whose state machines a short run still explores.
+# target, the ones whose state machines a short run still explores, and
+# of the control socket's request parser.
 FUZZ_CI_RUNS ?= 100000
-FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn
+FUZZ_CI_NAMES := fuzz-server-conn fuzz-client-conn fuzz-control-request
 fuzz-ci: fuzz-regress
 	@failed=""; $(foreach t,$(FUZZ_CI_NAMES),\
 	    echo "== $(t): $(FUZZ_CI_RUNS) runs"; \

@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* Exit status for a bad command line or configuration. */
 #define CONFIG_EXIT_USAGE 2
@@ -159,6 +160,11 @@ struct config {
     enum log_level log_level;
     char *pidfile;        /* NULL: none */
     char *metrics_listen; /* HOST:PORT of /metrics; NULL: off */
+    char *control;        /* the control socket's path; NULL: none */
+    /* control-group: the group that may use it too (mode 0660), NULL:
+     * none (0600); control_gid is its id, looked up when it was set. */
+    char *control_group;
+    gid_t control_gid;
     struct config_export *exports;
     unsigned nr_exports;
 };
@@ -203,5 +209,39 @@ ANY_THREAD void config_limits(const struct config *cfg,
  * --check-config prints).  ANY_THREAD.
  */
 ANY_THREAD void config_print(const struct config *cfg, FILE *out);
+
+/* ---- One export from the control socket ---- */
+
+/* What errors about a control-socket export name as its origin. */
+#define CONFIG_CONTROL_ORIGIN "control socket"
+
+/* One "key = value" of an export, borrowed. */
+struct config_setting {
+    const char *key;
+    const char *value;
+};
+
+/*
+ * Builds export `name` from `settings` as an [export NAME] section of
+ * the file would be, through the same table, setters and checks (each
+ * key at most once except the list keys; a path or memory; the image and
+ * overlay usable), with the same messages, but without the "FILE:LINE: "
+ * prefix: "read-only = maybe: expected yes or no".  Relative paths are
+ * taken from /.  Returns the export (its `ec` ready for the server;
+ * config_export_free ends it), or NULL with err set.  ANY_THREAD (not a
+ * loop thread: it opens the image to check it).
+ */
+ANY_THREAD struct config_export *
+config_export_parse(const char *name, const struct config_setting *settings,
+                    unsigned n, struct err *err);
+
+/* Frees what config_export_parse returned.  NULL is allowed. */
+ANY_THREAD void config_export_free(struct config_export *ce);
+
+/*
+ * Writes the export's keys as "key = value" lines, as --check-config
+ * prints them (which config_export_parse reads back).  ANY_THREAD.
+ */
+ANY_THREAD void config_export_print(const struct config_export *ce, FILE *out);
 
 #endif

@@ -314,6 +314,95 @@ ANY_THREAD struct dirty_set *server_export_dirty(struct server *srv,
  * (dirty_set_reclaim).  ANY_THREAD but never from a loop thread.
  */
 ANY_THREAD void server_dirty_reclaim(struct server *srv, struct dirty_set *set);
+/* ---- Introspection and live changes, for the control socket ---- */
+
+/* One export as the control socket's `exports` shows it.  Borrowed
+ * strings, valid during the callback. */
+struct server_export_info {
+    const char *name;
+    const char *backend; /* backend_name of its storage chain */
+    const char *path;    /* NULL for a memory export */
+    const char *overlay; /* NULL: none */
+    uint64_t size;
+    bool read_only;
+    unsigned connections; /* current connections in transmission */
+    /* Summed over those connections (their counters, as below). */
+    uint64_t bytes_read, bytes_written;
+    unsigned requests_inflight;
+};
+
+/* One connection.  Borrowed strings, valid during the callback. */
+struct server_conn_info {
+    uint64_t id;
+    const char *peer;
+    const char *export_name; /* NULL while the client still haggles */
+    bool tls;
+    const char *tls_identity; /* "" for none */
+    int64_t started;          /* CLOCK_REALTIME seconds */
+    unsigned requests_inflight;
+    uint64_t bytes_read, bytes_written; /* READ and WRITE data bytes */
+    bool disconnecting;
+};
+
+typedef void server_export_info_fn(void *opaque,
+                                   const struct server_export_info *info);
+typedef void server_conn_info_fn(void *opaque,
+                                 const struct server_conn_info *info);
+
+/*
+ * Calls fn for each export offered to new clients, in table order, then
+ * returns.  fn runs with srv->lock held: it must not block or call into
+ * the server.  ANY_THREAD.
+ */
+ANY_THREAD void server_list_exports(struct server *srv,
+                                    server_export_info_fn *fn, void *opaque);
+
+/* The same for each connection, newest first.  ANY_THREAD. */
+ANY_THREAD void server_list_conns(struct server *srv, server_conn_info_fn *fn,
+                                  void *opaque);
+
+/*
+ * Disconnects connection `id` softly: requests that arrive from now on
+ * are answered with ESHUTDOWN, those in flight complete, then (after the
+ * shutdown window, at most shutdown-timeout) the socket closes.  A
+ * client still haggling is closed at once.  0, or -ENOENT.  ANY_THREAD.
+ */
+ANY_THREAD int server_disconnect(struct server *srv, uint64_t id);
+
+/* What `status` reports. */
+struct server_status {
+    int64_t started; /* CLOCK_REALTIME seconds */
+    unsigned threads;
+    unsigned connections;
+    unsigned exports;
+    uint64_t buffer_memory_used; /* bytes, server-wide */
+    struct server_limits limits; /* for new connections */
+};
+
+/* Fills `st`.  ANY_THREAD, after server_start. */
+ANY_THREAD void server_get_status(struct server *srv, struct server_status *st);
+
+/* What server_edit_export does. */
+enum server_edit {
+    SERVER_EDIT_ADD,    /* a new name; EEXIST if taken */
+    SERVER_EDIT_CHANGE, /* an existing one; ENOENT if none */
+    SERVER_EDIT_REMOVE, /* an existing one (config NULL); ENOENT if none */
+};
+
+/*
+ * Adds, replaces or removes the export `name`, keeping every other one
+ * as it is (with its open image), as a reload would: a removed or
+ * replaced export stops being offered to new clients, and connected
+ * ones keep the export they entered transmission with until they leave.
+ * A replaced export with unchanged image settings keeps its open image.
+ * All or nothing: on failure (err names the export) nothing changes.
+ * The caller serialises this with other changes of the export table
+ * (server_update_*).  ANY_THREAD, not from a loop thread.
+ */
+ANY_THREAD int server_edit_export(struct server *srv, enum server_edit how,
+                                  const char *name,
+                                  const struct export_config *config,
+                                  struct err *err);
 
 /* Frees a stopped (or never started) server.  NULL is allowed. */
 ANY_THREAD void server_free(struct server *srv);

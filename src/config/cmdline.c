@@ -134,6 +134,7 @@ void cmdline_usage(FILE *out)
         "      --metrics-listen HOST:PORT\n"
         "                            serve Prometheus metrics at "
         "/metrics there\n"
+        "      --control PATH        a control socket for nbd-serverd-ctl\n"
         "      --check-config        parse options and configuration, print "
         "the\n"
         "                            effective configuration, exit 0 or 2\n"

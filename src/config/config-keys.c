@@ -20,6 +20,8 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,10 @@ static int fail(const struct config_origin *o, struct err *err, int errnum,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (o->file != NULL && o->line == 0) {
+        /* The control socket: the message alone names the key. */
+        return err_set(err, EINVAL, "%s", msg);
+    }
     if (o->file != NULL) {
         return err_set(err, EINVAL, "%s:%u: %s", o->file, o->line, msg);
     }
@@ -405,12 +411,17 @@ void config_print(const struct config *cfg, FILE *out)
         const struct config_export *ce = &cfg->exports[i];
         fprintf(out, "\n# %s%s\n[export %s]\n", ce->origin,
                 i == 0 ? "; also the default export \"\"" : "", ce->name);
-        for (unsigned j = 0; j < config_nr_keys; j++) {
-            const struct config_key *k = &config_keys[j];
-            if (k->section == CONFIG_SECTION_EXPORT ||
-                (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory)) {
-                print_key(k, cfg, ce, out);
-            }
+        config_export_print(ce, out);
+    }
+}
+
+void config_export_print(const struct config_export *ce, FILE *out)
+{
+    for (unsigned j = 0; j < config_nr_keys; j++) {
+        const struct config_key *k = &config_keys[j];
+        if (k->section == CONFIG_SECTION_EXPORT ||
+            (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory)) {
+            print_key(k, NULL, ce, out);
         }
     }
 }
@@ -530,7 +541,12 @@ static int set_file_with_origin(const struct config_key *k, char **field,
     *field = path;
     free(*origin);
     *origin = NULL;
-    if (o->file != NULL && asprintf(origin, "%s:%u", o->file, o->line) < 0) {
+    if (o->file != NULL && o->line == 0 &&
+        (*origin = strdup(o->file)) == NULL) {
+        return fail_oom(o, err);
+    }
+    if (o->file != NULL && o->line != 0 &&
+        asprintf(origin, "%s:%u", o->file, o->line) < 0) {
         *origin = NULL;
         return fail_oom(o, err);
     }
@@ -706,6 +722,41 @@ static void bitmap_print(const struct config_key *k, const struct config *cfg,
 static int check_psk_file(const char *path, char *msg, size_t size)
 {
     return config_check_readable_file("TLS PSK file", path, msg, size);
+}
+
+/* control-group: a group that exists, by name or number. */
+static int control_group_set(const struct config_key *k, struct config *cfg,
+                             struct config_export *ce, const char *v,
+                             const struct config_origin *o, struct err *err)
+{
+    (void)ce;
+    char buf[4096];
+    struct group gr, *found = NULL;
+    int r = getgrnam_r(v, &gr, buf, sizeof buf, &found);
+    if (r == 0 && found == NULL && v[0] >= '0' && v[0] <= '9') {
+        unsigned gid;
+        if (config_parse_uint(v, 0, UINT_MAX, &gid) == 0) {
+            r = getgrgid_r((gid_t)gid, &gr, buf, sizeof buf, &found);
+        }
+    }
+    if (found == NULL) {
+        return fail(o, err, EINVAL, "%s = %s: no such group", k->name, v);
+    }
+    if (config_set_string(&cfg->control_group, v) < 0) {
+        return fail_oom(o, err);
+    }
+    cfg->control_gid = found->gr_gid;
+    return 0;
+}
+
+static void control_group_print(const struct config_key *k,
+                                const struct config *cfg,
+                                const struct config_export *ce, FILE *out)
+{
+    (void)ce;
+    if (cfg->control_group != NULL) {
+        print_value(out, k->name, cfg->control_group);
+    }
 }
 
 static const char *const tls_mode_names[] = {

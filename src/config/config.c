@@ -116,6 +116,8 @@ static void config_free(struct config *cfg)
     free((char *)cfg->tls.priority);
     free(cfg->pidfile);
     free(cfg->metrics_listen);
+    free(cfg->control);
+    free(cfg->control_group);
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
         export_fini(&cfg->exports[i]);
     }
@@ -172,11 +174,10 @@ static struct config_export *new_export(struct config *cfg, const char *name,
     return ce;
 }
 
-/* Points each export's `ec` at its strings (after the array settled). */
-static void link_exports(struct config *cfg)
+/* Points an export's `ec` at its strings. */
+static void link_export(struct config_export *ce)
 {
-    for (unsigned i = 0; i < cfg->nr_exports; i++) {
-        struct config_export *ce = &cfg->exports[i];
+    {
         ce->ec.name = ce->name;
         ce->ec.path = ce->path;
         ce->ec.overlay = ce->overlay;
@@ -191,6 +192,14 @@ static void link_exports(struct config *cfg)
     }
 }
 
+/* Points each export's `ec` at its strings (after the array settled). */
+static void link_exports(struct config *cfg)
+{
+    for (unsigned i = 0; i < cfg->nr_exports; i++) {
+        link_export(&cfg->exports[i]);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* The file */
 
@@ -200,26 +209,42 @@ static struct config_export *current_export(struct parse_ctx *ctx)
 }
 
 /*
- * The section that just ended: an export must have had a path or a
- * memory size, not both, and cache = none needs a file.
+ * What is wrong with an export's keys taken together, written to msg:
+ * it must have a path or a memory size, not both, and cache = none
+ * needs a file.  False when nothing is.
  */
+static bool section_problem(const struct config_export *ce, char *msg,
+                            size_t size)
+{
+    if (ce->path == NULL && !ce->ec.memory) {
+        snprintf(msg, size, "[export %s] has no path (or memory = SIZE)",
+                 ce->name);
+    } else if (ce->path != NULL && ce->ec.memory) {
+        snprintf(msg, size, "[export %s] has both a path and memory: give one",
+                 ce->name);
+    } else if (ce->ec.memory && ce->ec.direct) {
+        snprintf(msg, size,
+                 "[export %s]: cache = none needs a file (path), not memory",
+                 ce->name);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* The section that just ended (section_problem). */
 static void finish_section(struct parse_ctx *ctx)
 {
     if (ctx->failed || ctx->kind != SECTION_EXPORT) {
         return;
     }
-    struct config_export *ce = current_export(ctx);
-    unsigned line = ctx->line;
-    ctx->line = ctx->section_line;
-    if (ce->path == NULL && !ce->ec.memory) {
-        fail(ctx, "[export %s] has no path (or memory = SIZE)", ce->name);
-    } else if (ce->path != NULL && ce->ec.memory) {
-        fail(ctx, "[export %s] has both a path and memory: give one", ce->name);
-    } else if (ce->ec.memory && ce->ec.direct) {
-        fail(ctx, "[export %s]: cache = none needs a file (path), not memory",
-             ce->name);
+    char msg[ERR_MSG_MAX];
+    if (section_problem(current_export(ctx), msg, sizeof msg)) {
+        unsigned line = ctx->line;
+        ctx->line = ctx->section_line;
+        fail(ctx, "%s", msg);
+        ctx->line = line;
     }
-    ctx->line = line;
 }
 
 /* A section header "[...]" on the current line; `text` is inside. */
@@ -563,6 +588,24 @@ static int check_dirty_bitmaps(const struct config_export *ce, struct err *err)
     return 0;
 }
 
+/* An export's image and overlay.  0, or -EINVAL with err set. */
+static int check_export_files(const struct config_export *ce, struct err *err)
+{
+    char msg[ERR_MSG_MAX];
+    /* Under an overlay the image is only read. */
+    if (!ce->ec.memory &&
+        config_check_image(ce->path, ce->ec.read_only || ce->overlay, msg,
+                           sizeof msg) < 0) {
+        return err_set(err, EINVAL, "%s: [export %s]: %s",
+                       ce->path_origin != NULL ? ce->path_origin : ce->origin,
+                       ce->name, msg);
+    }
+    if (ce->overlay != NULL && check_overlay(ce, err) < 0) {
+        return -EINVAL;
+    }
+    return check_dirty_bitmaps(ce, err);
+}
+
 /* Checks across keys, once the command line is applied. */
 static int final_checks(struct config *cfg, struct err *err)
 {
@@ -616,21 +659,7 @@ static int final_checks(struct config *cfg, struct err *err)
         }
     }
     for (unsigned i = 0; i < cfg->nr_exports; i++) {
-        struct config_export *ce = &cfg->exports[i];
-        char msg[ERR_MSG_MAX];
-        /* Under an overlay the image is only read. */
-        if (!ce->ec.memory &&
-            config_check_image(ce->path, ce->ec.read_only || ce->overlay, msg,
-                               sizeof msg) < 0) {
-            return err_set(err, EINVAL, "%s: [export %s]: %s",
-                           ce->path_origin != NULL ? ce->path_origin
-                                                   : ce->origin,
-                           ce->name, msg);
-        }
-        if (ce->overlay != NULL && check_overlay(ce, err) < 0) {
-            return -EINVAL;
-        }
-        if (check_dirty_bitmaps(ce, err) < 0) {
+        if (check_export_files(&cfg->exports[i], err) < 0) {
             return -EINVAL;
         }
     }
@@ -716,4 +745,78 @@ void config_limits(const struct config *cfg, struct server_limits *limits)
         .max_buffer_memory = cfg->max_buffer_memory,
         .max_connections_per_client = cfg->max_connections_per_client,
     };
+}
+
+/* ------------------------------------------------------------------ */
+/* One export from the control socket */
+
+void config_export_free(struct config_export *ce)
+{
+    if (ce == NULL) {
+        return;
+    }
+    export_fini(ce);
+    free(ce);
+}
+
+struct config_export *config_export_parse(const char *name,
+                                          const struct config_setting *settings,
+                                          unsigned n, struct err *err)
+{
+    if (name[0] == '\0') {
+        err_set(err, EINVAL, "[export NAME]: the export name is empty");
+        return NULL;
+    }
+    if (strlen(name) > 4096) {
+        err_set(err, EINVAL, "export name is longer than 4096 bytes");
+        return NULL;
+    }
+    struct config_export *ce = calloc(1, sizeof *ce);
+    if (ce == NULL) {
+        err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    config_set_defaults(NULL, ce);
+    ce->name = strdup(name);
+    ce->origin = strdup(CONFIG_CONTROL_ORIGIN);
+    if (ce->name == NULL || ce->origin == NULL) {
+        err_set(err, ENOMEM, "out of memory");
+        goto fail;
+    }
+    /* Relative paths: against / (the daemon's directory); the control
+     * program sends absolute ones. */
+    struct config_origin origin = {.file = CONFIG_CONTROL_ORIGIN, .base = "/"};
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const struct config_key *k = config_find_key(true, settings[i].key);
+        if (k == NULL) {
+            err_set(err, EINVAL, "unknown key '%s' in [export %s]",
+                    settings[i].key, name);
+            goto fail;
+        }
+        uint64_t bit = 1ull << (k - config_keys);
+        if (k->type != CONFIG_LIST && (seen & bit)) {
+            err_set(err, EINVAL, "'%s' is given twice in [export %s]",
+                    settings[i].key, name);
+            goto fail;
+        }
+        seen |= bit;
+        if (config_set_key(k, NULL, ce, settings[i].value, &origin, err) < 0) {
+            goto fail;
+        }
+    }
+    char msg[ERR_MSG_MAX];
+    if (section_problem(ce, msg, sizeof msg)) {
+        err_set(err, EINVAL, "%s", msg);
+        goto fail;
+    }
+    link_export(ce);
+    if (check_export_files(ce, err) < 0) {
+        goto fail;
+    }
+    return ce;
+
+fail:
+    config_export_free(ce);
+    return NULL;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static void conn_free(struct conn *conn)
@@ -152,6 +153,10 @@ struct conn *conn_new(struct server *srv, int fd, const char *peer,
     }
     snprintf(conn->peer, sizeof conn->peer, "%s", peer);
     conn->peer_addr = *peer_addr;
+    conn->id =
+        atomic_fetch_add_explicit(&srv->next_conn_id, 1, memory_order_relaxed) +
+        1;
+    conn->started = (int64_t)time(NULL);
     refcount_init(&conn->refs);
     co_mutex_init(&conn->send_lock);
     flow_init(conn);

@@ -32,6 +32,7 @@
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/chan-sock.h"
 #include "nbdsrv/config.h"
+#include "nbdsrv/control.h"
 #include "nbdsrv/daemon.h"
 #include "nbdsrv/log.h"
 #include "nbdsrv/loop.h"
@@ -201,9 +202,10 @@ static void warn_nofile(const struct config *cfg)
  * running.  On any failure nothing changes: every part is staged before
  * any is committed.
  */
-static void reload(struct server *srv, struct config **current,
-                   const struct cmdline *cl)
+static int reload(struct server *srv, struct config **current,
+                  const struct cmdline *cl, struct err *err_out)
 {
+    int status = 0;
     daemon_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
                   daemon_monotonic_usec());
     struct config *old = *current;
@@ -218,6 +220,9 @@ static void reload(struct server *srv, struct config **current,
         stage_exports(srv, &up, cfg, &err) < 0) {
         log_error("reload failed, the running configuration stays: %s",
                   err.msg);
+        status = err_set(err_out, err.errnum != 0 ? err.errnum : EINVAL,
+                         "reload failed, the running configuration stays: %s",
+                         err.msg);
         server_update_fini(&up);
         config_unref(cfg);
         goto out;
@@ -233,6 +238,11 @@ static void reload(struct server *srv, struct config **current,
     if (!same_string(old->metrics_listen, cfg->metrics_listen)) {
         log_warning("reload: metrics-listen changed; it takes effect at the "
                     "next restart");
+    }
+    if (!same_string(old->control, cfg->control) ||
+        !same_string(old->control_group, cfg->control_group)) {
+        log_warning("reload: control or control-group changed; it takes "
+                    "effect at the next restart");
     }
     if (!same_string(old->pidfile, cfg->pidfile)) {
         log_warning("reload: pidfile changed; it takes effect at the next "
@@ -254,6 +264,26 @@ static void reload(struct server *srv, struct config **current,
     config_unref(old);
 out:
     daemon_notify("READY=1\nSTATUS=serving %u exports", (*current)->nr_exports);
+    return status;
+}
+
+/* What the control socket's reload needs (control_env.opaque). */
+struct reload_ctx {
+    struct server *srv;
+    struct config **cfg;
+    const struct cmdline *cl;
+    struct control *ctl;
+};
+
+/* A reload from SIGHUP or the control socket. */
+static int do_reload(void *opaque, struct err *err)
+{
+    struct reload_ctx *rc = opaque;
+    int r = reload(rc->srv, rc->cfg, rc->cl, err);
+    if (r == 0) {
+        control_reloaded(rc->ctl);
+    }
+    return r;
 }
 
 /*
@@ -367,19 +397,25 @@ static void close_fds(int *fds, unsigned nr)
 
 /*
  * Waits for a signal, for the end of the one connection (done_fd, -1
- * when listening) or for a second to pass.  Returns the signal, 0 when
+ * when listening), for the control socket (served here) or for a second
+ * to pass.  Returns the signal, 0 when
  * the second passed, or -1 when the connection is over.
  */
-static int wait_event(int sig_fd, int done_fd)
+static int wait_event(int sig_fd, int done_fd, struct control *ctl)
 {
-    struct pollfd pfd[2] = {
+    struct pollfd pfd[2 + CONTROL_MAX_POLLFDS] = {
         {.fd = sig_fd, .events = POLLIN},
         {.fd = done_fd, .events = POLLIN},
     };
-    int n = poll(pfd, 2, 1000);
+    unsigned nfds = 2;
+    control_add_pollfds(ctl, pfd, &nfds, 2 + CONTROL_MAX_POLLFDS);
+    int n = poll(pfd, nfds, 1000);
     if (n <= 0) {
         return 0; /* the period passed (or EINTR): housekeeping */
     }
+    /* The control socket first: a reload it asks for runs here, on the
+     * main thread, like SIGHUP's. */
+    control_process(ctl, pfd + 2, nfds - 2);
     if (pfd[0].revents & POLLIN) {
         struct signalfd_siginfo si;
         if (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -414,6 +450,8 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     int metrics_fd = -1;
     struct metrics_http *metrics = NULL;
     int done_fd = -1;
+    struct control *ctl = NULL;
+    struct reload_ctx rc = {.cfg = &cfg, .cl = cl};
     int sig_fd = signalfd(-1, signals, SFD_CLOEXEC);
     if (sig_fd < 0) {
         log_error("signalfd: %s", strerror(errno));
@@ -488,6 +526,19 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         goto out;
     }
     commit(srv, &up);
+    rc.srv = srv;
+    if (cfg->control != NULL) {
+        struct control_env env = {
+            .srv = srv, .cfg = &cfg, .reload = do_reload, .opaque = &rc};
+        ctl = control_open(cfg->control, cfg->control_group != NULL,
+                           cfg->control_gid, &env, &err);
+        if (ctl == NULL) {
+            log_error("%s", err.msg);
+            status = CONFIG_EXIT_USAGE;
+            goto out;
+        }
+        rc.ctl = ctl;
+    }
 
     int ready_fd = -1;
     if (!cl->foreground && !single) {
@@ -552,7 +603,7 @@ static int serve(const struct cmdline *cl, struct config *cfg,
     /* Buffers unused for POOL_TRIM_IDLE_NS are freed within a period. */
     int sig;
     for (;;) {
-        sig = wait_event(sig_fd, done_fd);
+        sig = wait_event(sig_fd, done_fd, ctl);
         if (sig == 0) {
             bufpool_trim(POOL_TRIM_IDLE_NS);
             server_tick(srv);
@@ -561,8 +612,10 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         if (sig != SIGHUP) {
             break;
         }
-        reload(srv, &cfg, cl);
+        do_reload(&rc, NULL);
     }
+    control_close(ctl);
+    ctl = NULL;
     daemon_notify("STOPPING=1\nSTATUS=draining");
     bool clean = true;
     if (sig < 0) {
@@ -584,6 +637,7 @@ out:
     if (metrics_fd >= 0) {
         close(metrics_fd);
     }
+    control_close(ctl);
     if (loops_started) {
         loop_group_stop(&loops);
     }

@@ -8,7 +8,8 @@
  * and then gives back what the receive side took for it.
  *
  * The receive side stops on end of file, on a framing error, on
- * NBD_CMD_DISC, when the server stops (chan_wake of the read side), or
+ * NBD_CMD_DISC, when the server stops or the control socket disconnects
+ * the client (chan_wake of the read side, then the shutdown window), or
  * when a request stalls half way (the request timeout, below).  Its
  * caller then waits until every request in flight has sent its reply.
  */
@@ -36,6 +37,8 @@ static void request_entry(void *opaque)
     server_worker_done(conn->srv, rq->worker, rq->cost);
     bufpool_put(rq->buf, rq->buf_size);
     bufpool_put(rq, sizeof *rq);
+    atomic_fetch_sub_explicit(&conn->requests_inflight, 1,
+                              memory_order_relaxed);
     flow_release(conn, held);
     conn_unref(conn);
 }
@@ -43,6 +46,9 @@ static void request_entry(void *opaque)
 static void dispatch(struct conn *conn, struct request *rq)
 {
     refcount_get(&conn->refs);
+    /* Relaxed: a statistic (struct conn). */
+    atomic_fetch_add_explicit(&conn->requests_inflight, 1,
+                              memory_order_relaxed);
     rq->conn = conn;
     rq->cost = request_cost(&rq->req);
     rq->worker = server_pick_worker(conn->srv, conn, rq->cost);
@@ -205,7 +211,8 @@ void receive_requests(struct conn *conn)
     struct shutdown_window window = {0}; /* started: draining */
     for (;;) {
         if (!window.started &&
-            atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed)) {
+            (atomic_load_explicit(&conn->srv->stopping, memory_order_relaxed) ||
+             atomic_load(&conn->disconnecting))) {
             conn_shutdown_window_start(conn, &window);
         }
         uint8_t hdr[PROTO_EXTENDED_REQUEST_SIZE];
@@ -262,6 +269,12 @@ void receive_requests(struct conn *conn)
             message_done(conn);
             early_error = EINVAL;
             payload = 0;
+        }
+        /* Again after the read: a wake can lose the race with data
+         * that arrived meanwhile, and a request sent after a disconnect
+         * was acknowledged must be refused. */
+        if (!window.started && atomic_load(&conn->disconnecting)) {
+            conn_shutdown_window_start(conn, &window);
         }
         if (window.started && early_error == 0) {
             early_error = ESHUTDOWN;

@@ -230,6 +230,9 @@ struct server {
     atomic_bool resume_queued; /* resume_task is posted */
     struct loop_task resume_task;
 
+    atomic_uint_least64_t next_conn_id; /* relaxed: ids for conn_new */
+    int64_t started;                    /* immutable: CLOCK_REALTIME s */
+
     struct mutex lock;      /* protects `shared`; leaf */
     pthread_cond_t changed; /* signalled when nr_conns or nr_acceptors
                                drops */
@@ -333,6 +336,28 @@ struct conn {
 
     /* Only through conn_links(srv, conn), under srv->lock. */
     struct conn_links links_;
+
+    /*
+     * What the control socket's `connections` shows (server-info.c).
+     * id and started are immutable after conn_new.  The counters are
+     * written with relaxed atomics by whichever loop runs the request
+     * (the worker loop in transmit.c, the home loop in receive.c) and
+     * read, relaxed, by the control thread: each is a statistic on its
+     * own, ordered against nothing else.
+     */
+    uint64_t id;                         /* immutable: unique per server */
+    int64_t started;                     /* immutable: CLOCK_REALTIME s */
+    atomic_uint_least64_t bytes_read;    /* relaxed: READ reply data */
+    atomic_uint_least64_t bytes_written; /* relaxed: WRITE payload data */
+    atomic_uint requests_inflight;       /* relaxed: dispatched, unfinished */
+    /* Release by the receive coroutine once exp, tls and tls_identity are
+     * final (before the transmission phase); acquire by readers on other
+     * threads, which may then read those fields. */
+    atomic_bool transmitting;
+    /* seq_cst: set by server_disconnect before it wakes the read side;
+     * the receive side then answers new requests with ESHUTDOWN and
+     * closes, as when the server stops. */
+    atomic_bool disconnecting;
 };
 
 /* The fields under srv->lock, for a caller that holds it. */

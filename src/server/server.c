@@ -114,6 +114,8 @@ struct server *server_new(const struct server_limits *limits)
     client_table_init(&server_unshared(srv)->clients);
     pthread_cond_init(&srv->changed, NULL);
     atomic_init(&srv->next_loop, 0);
+    atomic_init(&srv->next_conn_id, 0);
+    srv->started = (int64_t)time(NULL);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->nr_paused, 0);
     atomic_init(&srv->resume_queued, false);

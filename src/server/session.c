@@ -57,6 +57,9 @@ bool conn_run(struct server *srv, int fd, const char *peer,
         log_debug("%s: serving export '%s'%s%s", conn->peer, conn->exp->name,
                   conn->structured ? ", structured replies" : "",
                   conn->extended ? ", extended headers" : "");
+        /* exp, tls and tls_identity are final: the control socket may
+         * read them from now on (release, paired with server-info.c). */
+        atomic_store_explicit(&conn->transmitting, true, memory_order_release);
         receive_requests(conn);
         flow_wait_idle(conn);
     } else {

@@ -394,7 +394,13 @@ int transmit_request(struct conn *conn, struct request *rq)
         return fail_request(conn, req, err);
     }
     if (req->type == PROTO_CMD_READ) {
-        return do_read(conn, req);
+        err = do_read(conn, req);
+        if (err == 0) {
+            /* Relaxed: a statistic (struct conn). */
+            atomic_fetch_add_explicit(&conn->bytes_read, req->length,
+                                      memory_order_relaxed);
+        }
+        return err;
     }
     if (req->type == PROTO_CMD_BLOCK_STATUS) {
         return do_block_status(conn, req);
@@ -402,6 +408,10 @@ int transmit_request(struct conn *conn, struct request *rq)
     err = execute(conn, rq);
     if (err != 0) {
         return fail_request(conn, req, err);
+    }
+    if (req->type == PROTO_CMD_WRITE) {
+        atomic_fetch_add_explicit(&conn->bytes_written, req->length,
+                                  memory_order_relaxed);
     }
     send_ok(conn, req);
     return 0;

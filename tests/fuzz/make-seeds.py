@@ -169,9 +169,33 @@ def server_conn():
                   option(w.OPT_LIST_META_CONTEXT, meta), option(w.OPT_ABORT)))
 
 
+def control_request():
+    t = "fuzz-control-request"
+    for name, line in [
+        ("exports", '{"command": "exports"}'),
+        ("connections", '{"command": "connections"}'),
+        ("status", '{"command": "status"}'),
+        ("reload", '{"command": "reload"}'),
+        ("add", '{"command": "add", "name": "disk", "settings": '
+                '{"path": "/srv/disk.img", "read-only": "yes", '
+                '"allow": ["127.0.0.1", "unix"]}}'),
+        ("change", '{"command": "change", "name": "disk", "settings": '
+                   '{"description": "x"}}'),
+        ("remove", '{"command": "remove", "name": "disk"}'),
+        ("disconnect", '{"command": "disconnect", "id": 7}'),
+        ("bad-id", '{"command": "disconnect", "id": -1}'),
+        ("nested", '{"command": "add", "name": "a", "settings": '
+                   '{"allow": [["x"]]}}'),
+        # A finding: add with no setting was accepted.
+        ("empty-settings", '{"command": "add", "name": "", "settings": {}}'),
+    ]:
+        write(t, name, line)
+
+
 handshake()
 request()
 reply()
 client_uri()
 config()
 server_conn()
+control_request()

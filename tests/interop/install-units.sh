@@ -38,18 +38,32 @@ for f in usr/sbin/nbd-serverd \
 done
 [ -x "$root/usr/sbin/nbd-serverd" ] || fail "the daemon is not executable"
 for p in "$BUILD"/*; do
-    if [ -f "$p" ] && [ -x "$p" ] && [ "$(basename "$p")" != nbd-serverd ]; then
+    case $(basename "$p") in
+    nbd-serverd | nbd-serverd-ctl)
+        [ -x "$root/usr/sbin/$(basename "$p")" ] ||
+            fail "program $(basename "$p") not installed in /usr/sbin"
+        continue
+        ;;
+    esac
+    if [ -f "$p" ] && [ -x "$p" ]; then
         [ -x "$root/usr/bin/$(basename "$p")" ] ||
             fail "program $(basename "$p") not installed in /usr/bin"
     fi
 done
 for u in nbd-serverd.service nbd-serverd@.service; do
-    grep -q '^ExecStart=/usr/sbin/nbd-serverd -f -c /etc/nbd-serverd/nbd-serverd.conf$' \
+    grep -q '^ExecStart=/usr/sbin/nbd-serverd -f -c /etc/nbd-serverd/nbd-serverd.conf\( --control /run/nbd-serverd/control\)\?$' \
         "$root/usr/lib/systemd/system/$u" ||
         fail "ExecStart of $u does not name the installed paths"
 done
+grep -q '^ExecStart=.* --control /run/nbd-serverd/control$' \
+    "$root/usr/lib/systemd/system/nbd-serverd.service" ||
+    fail "nbd-serverd.service does not put the control socket in its RuntimeDirectory"
+for f in nbd-serverd nbd-serverd-ctl nbdc; do
+    [ -f "$root/usr/share/bash-completion/completions/$f" ] ||
+        fail "no bash completion for $f"
+done
 unexpected=$(cd "$root" && find . -type f | sort | grep -v -E \
-    '^\./(usr/sbin/nbd-serverd|usr/bin/[^/]+|usr/share/man/man[158]/[^/]+|etc/nbd-serverd/nbd-serverd\.conf(\.example)?|usr/lib/systemd/system/nbd-serverd@?\.(service|socket))$' ||
+    '^\./(usr/sbin/nbd-serverd(-ctl)?|usr/bin/[^/]+|usr/share/bash-completion/completions/(nbd-serverd(-ctl)?|nbdc)|usr/share/man/man[158]/[^/]+|etc/nbd-serverd/nbd-serverd\.conf(\.example)?|usr/lib/systemd/system/nbd-serverd@?\.(service|socket))$' ||
     true)
 [ -z "$unexpected" ] || fail "unexpected files installed: $unexpected"
 step "PREFIX=/usr/local by default"
@@ -125,7 +139,7 @@ sed 's/\\-/-/g' man/nbd-serverd.conf.5 >"$T/conf5.txt"
 while read -r key; do
     grep -q -E "^\.B[IR]? $key( |$)" "$T/conf5.txt" ||
         fail "example key '$key' is not in nbd-serverd.conf(5)"
-    case $key in listen | threads | tls* | pidfile | metrics-listen | allow | description) continue ;; esac
+    case $key in listen | threads | tls* | pidfile | metrics-listen | control* | allow | description) continue ;; esac
     grep -q "^$key = " "$T/example.out" ||
         fail "--check-config does not print '$key'"
 done <"$T/example.keys"

@@ -410,6 +410,8 @@ START_TEST(test_config_every_key_printed)
                                   "tls-priority = NORMAL\n"
                                   "pidfile = x.pid\n"
                                   "metrics-listen = 127.0.0.1:9810\n"
+                                  "control = ctl.sock\n"
+                                  "control-group = root\n"
                                   "[export f]\n"
                                   "path = a.img\n"
                                   "description = d\n"
@@ -975,6 +977,96 @@ START_TEST(test_daemon_raise_nofile)
 }
 END_TEST
 
+/* An export from the control socket: the file's checks and messages. */
+START_TEST(test_config_export_parse)
+{
+    make_dir();
+    char img[PATH_MAX + 16];
+    snprintf(img, sizeof img, "%s/a.img", dir);
+    struct err err;
+    static const struct {
+        struct config_setting set[3];
+        unsigned n;
+        const char *want; /* NULL: accepted */
+    } cases[] = {
+        {{{"memory", "1M"}, {"read-only", "yes"}}, 2, NULL},
+        {{{"memory", "1M"}, {"read-only", "maybe"}},
+         2,
+         "read-only = maybe: expected yes or no"},
+        {{{"memory", "1M"}, {"frob", "1"}},
+         2,
+         "unknown key 'frob' in [export x]"},
+        {{{"memory", "1M"}, {"memory", "2M"}},
+         2,
+         "'memory' is given twice in [export x]"},
+        {{{"read-only", "yes"}},
+         1,
+         "[export x] has no path (or memory = SIZE)"},
+        {{{"memory", "1M"}, {"cache", "none"}},
+         2,
+         "[export x]: cache = none needs a file (path), not memory"},
+        {{{"path", "/nonexistent/x.img"}}, 1, "control socket: [export x]"},
+        {{{"memory", "1M"}, {"allow", "unix"}, {"allow", "10.0.0.0/8"}},
+         3,
+         NULL},
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        err_clear(&err);
+        struct config_export *ce =
+            config_export_parse("x", cases[i].set, cases[i].n, &err);
+        if (cases[i].want == NULL) {
+            ck_assert_msg(ce != NULL, "case %u: %s", i, err.msg);
+            ck_assert_str_eq(ce->ec.name, "x");
+            ck_assert(ce->ec.memory);
+            config_export_free(ce);
+            continue;
+        }
+        ck_assert_msg(ce == NULL, "case %u accepted", i);
+        ck_assert_msg(strstr(err.msg, cases[i].want) != NULL,
+                      "case %u: '%s' lacks '%s'", i, err.msg, cases[i].want);
+    }
+    struct config_setting file[] = {{"path", img}, {"description", "d"}};
+    struct config_export *ce = config_export_parse("f", file, 2, &err);
+    ck_assert_msg(ce != NULL, "%s", err.msg);
+    ck_assert_str_eq(ce->ec.path, img);
+    ck_assert_str_eq(ce->ec.description, "d");
+    /* What it prints, it reads back. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    config_export_print(ce, f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "description = d\n"));
+    free(text);
+    config_export_free(ce);
+    err_clear(&err);
+    ck_assert_ptr_null(config_export_parse("", file, 2, &err));
+    ck_assert_str_eq(err.msg, "[export NAME]: the export name is empty");
+    remove_dir();
+}
+END_TEST
+
+/* control-group names a group that exists, or the line is an error. */
+START_TEST(test_config_control_group)
+{
+    make_dir();
+    struct err err;
+    err_clear(&err);
+    struct config *cfg = config_parse_string(
+        "[server]\ncontrol = /x.sock\ncontrol-group = root\n", "t.conf", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.msg);
+    ck_assert_str_eq(cfg->control, "/x.sock");
+    ck_assert_int_eq(cfg->control_gid, 0);
+    config_unref(cfg);
+    cfg = config_parse_string("[server]\ncontrol-group = no-such-group-x\n",
+                              "t.conf", &err);
+    ck_assert_ptr_null(cfg);
+    ck_assert_str_eq(
+        err.msg, "t.conf:2: control-group = no-such-group-x: no such group");
+    remove_dir();
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *s = suite_create("config");
@@ -986,6 +1078,8 @@ Suite *unit_suite(void)
     tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
     tcase_add_test(tc, test_config_defaults);
     tcase_add_test(tc, test_config_every_key_printed);
+    tcase_add_test(tc, test_config_export_parse);
+    tcase_add_test(tc, test_config_control_group);
     suite_add_tcase(s, tc);
     tc = tcase_create("cmdline");
     tcase_set_timeout(tc, 30);

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: the control socket's request parser (control-proto.c). */
+#include "fixture-main.h"
+#include "nbdsrv/control.h"
+
+#include <check.h>
+#include <errno.h>
+#include <string.h>
+
+static const struct {
+    const char *line;
+    enum control_cmd cmd;
+    const char *error; /* NULL: parses */
+} cases[] = {
+    {"{\"command\": \"exports\"}", CONTROL_EXPORTS, NULL},
+    {"{\"command\": \"connections\"}  ", CONTROL_CONNECTIONS, NULL},
+    {"{\"command\": \"status\"}", CONTROL_STATUS, NULL},
+    {"{\"command\": \"reload\"}", CONTROL_RELOAD, NULL},
+    {"{\"command\": \"remove\", \"name\": \"d\"}", CONTROL_REMOVE, NULL},
+    {"{\"command\": \"disconnect\", \"id\": 3}", CONTROL_DISCONNECT, NULL},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {\"memory\": "
+     "\"1M\", \"allow\": [\"unix\", \"::1\"]}}",
+     CONTROL_ADD, NULL},
+    {"", 0, "request: not JSON"},
+    {"{", 0, "request: not JSON (unexpected end of line)"},
+    {"[1]", 0, "request: expected a JSON object"},
+    {"{}", 0, "command: missing"},
+    {"{\"command\": null}", 0, "command: expected a string"},
+    {"{\"command\": \"halt\"}", 0, "command: unknown command 'halt'"},
+    {"{\"command\": \"remove\"}", 0, "name: missing"},
+    {"{\"command\": \"remove\", \"name\": 1}", 0, "name: expected a string"},
+    {"{\"command\": \"disconnect\", \"id\": 0}", 0,
+     "id: expected a connection number"},
+    {"{\"command\": \"disconnect\", \"id\": 1.5}", 0,
+     "id: expected a connection number"},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": []}", 0,
+     "settings: expected an object"},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {}}", 0,
+     "settings: no key given"},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {\"a\": []}}", 0,
+     "settings.a: the list is empty"},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {\"a\": [1]}}", 0,
+     "settings.a: expected a string or a list of strings"},
+    {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {\"a\": "
+     "\"x\\u0000y\"}}",
+     0, "settings.a: contains a NUL character"},
+    {"{\"command\": \"status\", \"name\": \"d\"}", 0,
+     "name: not a field of command status"},
+    {"{\"command\": \"status\"} {}", 0, "request: text after the JSON object"},
+    {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+     "]"
+     "]]]]]]",
+     0, "request: not JSON"},
+};
+
+START_TEST(test_control_parse_table)
+{
+    struct control_request req;
+    struct err err;
+    err_clear(&err);
+    int r = control_parse_request(cases[_i].line, strlen(cases[_i].line), &req,
+                                  &err);
+    if (cases[_i].error == NULL) {
+        ck_assert_msg(r == 0, "'%s': %s", cases[_i].line, err.msg);
+        ck_assert_int_eq(req.cmd, cases[_i].cmd);
+        if (req.cmd == CONTROL_ADD) {
+            ck_assert_uint_eq(req.nr_settings, 3);
+            ck_assert_str_eq(req.settings[1].key, "allow");
+            ck_assert_str_eq(req.settings[2].value, "::1");
+        }
+        if (req.cmd == CONTROL_DISCONNECT) {
+            ck_assert_uint_eq(req.id, 3);
+        }
+        control_request_fini(&req);
+        return;
+    }
+    ck_assert_int_eq(r, -EINVAL);
+    ck_assert_msg(strstr(err.msg, cases[_i].error) == err.msg, "'%s': '%s'",
+                  cases[_i].line, err.msg);
+}
+END_TEST
+
+/* A NUL inside the line, and a line over the limit. */
+START_TEST(test_control_parse_bytes)
+{
+    struct control_request req;
+    struct err err;
+    static const char nul[] = "{\"command\": \"status\"}\0junk";
+    ck_assert_int_eq(control_parse_request(nul, sizeof nul - 1, &req, &err),
+                     -EINVAL);
+    static char big[CONTROL_MAX_LINE + 2];
+    memset(big, ' ', sizeof big);
+    ck_assert_int_eq(control_parse_request(big, sizeof big, &req, &err),
+                     -EINVAL);
+    ck_assert_str_eq(err.msg, "request: longer than 65536 bytes");
+}
+END_TEST
+
+Suite *unit_suite(void)
+{
+    Suite *s = suite_create("control");
+    TCase *tc = tcase_create("parse");
+    tcase_set_timeout(tc, 10);
+    tcase_add_loop_test(tc, test_control_parse_table, 0,
+                        (int)(sizeof cases / sizeof cases[0]));
+    tcase_add_test(tc, test_control_parse_bytes);
+    suite_add_tcase(s, tc);
+    return s;
+}
