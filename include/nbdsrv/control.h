@@ -6,7 +6,12 @@
  * Requests: {"command": "exports" | "connections" | "status" | "reload"},
  * {"command": "add" | "change", "name": NAME, "settings": {KEY: VALUE
  * or [VALUE, ...], ...}}, {"command": "remove", "name": NAME},
- * {"command": "disconnect", "id": ID}.  Replies: {"ok": true, ...} with
+ * {"command": "disconnect", "id": ID}; dirty bitmaps of export NAME:
+ * {"command": "bitmaps", "name": NAME}, {"command": "bitmap-add" |
+ * "bitmap-clear" | "bitmap-remove", "name": NAME, "bitmap": B},
+ * {"command": "checkpoint", "name": NAME, "bitmap": B, "new": N} (B
+ * frozen, N created, in one step), {"command": "bitmap-merge", "name":
+ * NAME, "bitmap": B, "into": I}.  Replies: {"ok": true, ...} with
  * what was asked for, or {"error": "message"} naming the bad field.
  *
  * The control socket is served by the daemon's main thread, in the poll
@@ -45,6 +50,12 @@ enum control_cmd {
     CONTROL_REMOVE,
     CONTROL_DISCONNECT,
     CONTROL_RELOAD,
+    CONTROL_BITMAPS,
+    CONTROL_BITMAP_ADD,
+    CONTROL_CHECKPOINT,
+    CONTROL_BITMAP_CLEAR,
+    CONTROL_BITMAP_REMOVE,
+    CONTROL_BITMAP_MERGE,
 };
 
 struct json_object;
@@ -55,7 +66,9 @@ struct json_object;
  */
 struct control_request {
     enum control_cmd cmd;
-    const char *name;                /* add, change, remove */
+    const char *name;                /* add, change, remove, bitmap* */
+    const char *bitmap;              /* bitmap-*, checkpoint */
+    const char *other;               /* checkpoint: new; bitmap-merge: into */
     uint64_t id;                     /* disconnect */
     struct config_setting *settings; /* add, change: owned array */
     unsigned nr_settings;

@@ -327,6 +327,13 @@ struct json_object *control_exec(struct control *ctl,
             return control_error(err.msg);
         }
         return ok();
+    case CONTROL_BITMAPS:
+    case CONTROL_BITMAP_ADD:
+    case CONTROL_CHECKPOINT:
+    case CONTROL_BITMAP_CLEAR:
+    case CONTROL_BITMAP_REMOVE:
+    case CONTROL_BITMAP_MERGE:
+        return control_bitmap_exec(ctl, req);
     }
     return control_error("command: not handled");
 }

@@ -42,6 +42,11 @@ struct control {
 ANY_THREAD struct json_object *control_exec(struct control *ctl,
                                             const struct control_request *req);
 
+/* The bitmaps commands (CONTROL_BITMAPS and the bitmap changes), for
+ * control_exec.  control-bitmap.c. */
+ANY_THREAD struct json_object *
+control_bitmap_exec(struct control *ctl, const struct control_request *req);
+
 /* {"error": msg}.  control-cmd.c. */
 ANY_THREAD struct json_object *control_error(const char *msg);
 

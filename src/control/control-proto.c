@@ -22,10 +22,20 @@
 #define CONTROL_JSON_DEPTH 8
 
 static const char *const cmd_names[] = {
-    [CONTROL_EXPORTS] = "exports",       [CONTROL_CONNECTIONS] = "connections",
-    [CONTROL_STATUS] = "status",         [CONTROL_ADD] = "add",
-    [CONTROL_CHANGE] = "change",         [CONTROL_REMOVE] = "remove",
-    [CONTROL_DISCONNECT] = "disconnect", [CONTROL_RELOAD] = "reload",
+    [CONTROL_EXPORTS] = "exports",
+    [CONTROL_CONNECTIONS] = "connections",
+    [CONTROL_STATUS] = "status",
+    [CONTROL_ADD] = "add",
+    [CONTROL_CHANGE] = "change",
+    [CONTROL_REMOVE] = "remove",
+    [CONTROL_DISCONNECT] = "disconnect",
+    [CONTROL_RELOAD] = "reload",
+    [CONTROL_BITMAPS] = "bitmaps",
+    [CONTROL_BITMAP_ADD] = "bitmap-add",
+    [CONTROL_CHECKPOINT] = "checkpoint",
+    [CONTROL_BITMAP_CLEAR] = "bitmap-clear",
+    [CONTROL_BITMAP_REMOVE] = "bitmap-remove",
+    [CONTROL_BITMAP_MERGE] = "bitmap-merge",
 };
 
 const char *control_cmd_name(enum control_cmd cmd)
@@ -157,7 +167,21 @@ static int check_members(const struct control_request *req, struct err *err)
             ok = ok || strcmp(key, "name") == 0 || strcmp(key, "settings") == 0;
             break;
         case CONTROL_REMOVE:
+        case CONTROL_BITMAPS:
             ok = ok || strcmp(key, "name") == 0;
+            break;
+        case CONTROL_BITMAP_ADD:
+        case CONTROL_BITMAP_CLEAR:
+        case CONTROL_BITMAP_REMOVE:
+            ok = ok || strcmp(key, "name") == 0 || strcmp(key, "bitmap") == 0;
+            break;
+        case CONTROL_CHECKPOINT:
+            ok = ok || strcmp(key, "name") == 0 || strcmp(key, "bitmap") == 0 ||
+                 strcmp(key, "new") == 0;
+            break;
+        case CONTROL_BITMAP_MERGE:
+            ok = ok || strcmp(key, "name") == 0 || strcmp(key, "bitmap") == 0 ||
+                 strcmp(key, "into") == 0;
             break;
         case CONTROL_DISCONNECT:
             ok = ok || strcmp(key, "id") == 0;
@@ -236,7 +260,24 @@ int control_parse_request(const char *line, size_t len,
         }
         break;
     case CONTROL_REMOVE:
+    case CONTROL_BITMAPS:
         r = get_string(req->obj, "name", &req->name, err);
+        break;
+    case CONTROL_BITMAP_ADD:
+    case CONTROL_BITMAP_CLEAR:
+    case CONTROL_BITMAP_REMOVE:
+    case CONTROL_CHECKPOINT:
+    case CONTROL_BITMAP_MERGE:
+        r = get_string(req->obj, "name", &req->name, err);
+        if (r == 0) {
+            r = get_string(req->obj, "bitmap", &req->bitmap, err);
+        }
+        if (r == 0 && req->cmd == CONTROL_CHECKPOINT) {
+            r = get_string(req->obj, "new", &req->other, err);
+        }
+        if (r == 0 && req->cmd == CONTROL_BITMAP_MERGE) {
+            r = get_string(req->obj, "into", &req->other, err);
+        }
         break;
     case CONTROL_DISCONNECT:
         r = get_id(req, err);

@@ -38,6 +38,13 @@ static const char usage_text[] =
     "  remove NAME                stop offering an export\n"
     "  disconnect ID              disconnect a connection softly\n"
     "  reload                     reload the configuration (as SIGHUP)\n"
+    "  bitmaps NAME               the export's dirty bitmaps\n"
+    "  bitmap-add NAME BITMAP     a new dirty bitmap, clean\n"
+    "  checkpoint NAME BITMAP NEW freeze BITMAP and start NEW, at once\n"
+    "  bitmap-clear NAME BITMAP   make a bitmap all clean\n"
+    "  bitmap-remove NAME BITMAP  drop a bitmap\n"
+    "  bitmap-merge NAME BITMAP INTO\n"
+    "                             mark BITMAP's dirty blocks in INTO\n"
     "Options:\n"
     "  -s, --socket PATH  the control socket (default " CTL_DEFAULT_SOCKET ",\n"
     "                     or $NBD_SERVERD_CONTROL)\n"
@@ -91,6 +98,37 @@ static struct json_object *build_request(int argc, char **argv,
             goto fail;
         }
         json_object_object_add(req, "name", json_object_new_string(argv[1]));
+        return req;
+    }
+    /* Bitmap commands: the export, the bitmap, and maybe one more. */
+    static const struct {
+        const char *cmd, *extra, *usage;
+    } bitmap_cmds[] = {
+        {"bitmaps", NULL, "usage: bitmaps NAME"},
+        {"bitmap-add", "", "usage: bitmap-add NAME BITMAP"},
+        {"bitmap-clear", "", "usage: bitmap-clear NAME BITMAP"},
+        {"bitmap-remove", "", "usage: bitmap-remove NAME BITMAP"},
+        {"checkpoint", "new", "usage: checkpoint NAME BITMAP NEW"},
+        {"bitmap-merge", "into", "usage: bitmap-merge NAME BITMAP INTO"},
+    };
+    for (size_t k = 0; k < sizeof bitmap_cmds / sizeof bitmap_cmds[0]; k++) {
+        const char *extra = bitmap_cmds[k].extra;
+        if (strcmp(cmd, bitmap_cmds[k].cmd) != 0) {
+            continue;
+        }
+        int want = extra == NULL ? 2 : extra[0] == '\0' ? 3 : 4;
+        if (argc != want) {
+            *why = bitmap_cmds[k].usage;
+            goto fail;
+        }
+        json_object_object_add(req, "name", json_object_new_string(argv[1]));
+        if (want >= 3) {
+            json_object_object_add(req, "bitmap",
+                                   json_object_new_string(argv[2]));
+        }
+        if (want == 4) {
+            json_object_object_add(req, extra, json_object_new_string(argv[3]));
+        }
         return req;
     }
     if (strcmp(cmd, "disconnect") == 0) {
@@ -277,6 +315,23 @@ static void print_connections(struct json_object *reply)
     }
 }
 
+static void print_bitmaps(struct json_object *reply)
+{
+    struct json_object *list;
+    json_object_object_get_ex(reply, "bitmaps", &list);
+    printf("%-24s %-6s %16s %12s\n", "BITMAP", "FROZEN", "DIRTY",
+           "GRANULARITY");
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *b = json_object_array_get_idx(list, i);
+        struct json_object *frozen;
+        json_object_object_get_ex(b, "frozen", &frozen);
+        printf("%-24s %-6s %16llu %12llu\n", str(b, "name"),
+               json_object_get_boolean(frozen) ? "yes" : "no",
+               (unsigned long long)num(b, "dirty-bytes"),
+               (unsigned long long)num(b, "granularity"));
+    }
+}
+
 static void print_status(struct json_object *reply)
 {
     printf("version             %s\n", str(reply, "version"));
@@ -372,6 +427,8 @@ int main(int argc, char **argv)
             print_connections(reply);
         } else if (strcmp(cmd, "status") == 0) {
             print_status(reply);
+        } else if (strcmp(cmd, "bitmaps") == 0) {
+            print_bitmaps(reply);
         }
     }
     json_object_put(reply);

@@ -360,13 +360,20 @@ bool nbdc_all_zero(const uint8_t *p, size_t len)
     return true;
 }
 
-int nbdc_end_dirty_extents(struct nbdc_end *end, unsigned i, uint64_t off,
-                           uint64_t len, struct nbdc_extent *out, unsigned max)
+/*
+ * Block status of connection i over [off, off+len) into `out`, clipped to
+ * len: from the dirty bitmap (`dirty`: clean extents are skipped) or from
+ * base:allocation (zero extents marked).  The count or -errno.
+ */
+static int nbd_extents(struct nbdc_end *end, unsigned i, bool dirty,
+                       uint64_t off, uint64_t len, struct nbdc_extent *out,
+                       unsigned max)
 {
     struct client_extent ext[256];
     unsigned cap = max < 256 ? max : 256;
-    int n = client_block_status_extra(client_pool_get(&end->pool, i), len, off,
-                                      0, ext, cap);
+    struct client_conn *c = client_pool_get(&end->pool, i);
+    int n = dirty ? client_block_status_extra(c, len, off, 0, ext, cap)
+                  : client_block_status(c, len, off, 0, ext, cap);
     if (n < 0) {
         return n;
     }
@@ -374,11 +381,20 @@ int nbdc_end_dirty_extents(struct nbdc_end *end, unsigned i, uint64_t off,
     int k = 0;
     for (int j = 0; j < n && left > 0; j++) {
         uint64_t l = ext[j].length < left ? ext[j].length : left;
-        out[k] = (struct nbdc_extent){.length = l, .skip = !(ext[j].flags & 1)};
+        out[k] = (struct nbdc_extent){
+            .length = l,
+            .zero = !dirty && (ext[j].flags & PROTO_STATE_ZERO) != 0,
+            .skip = dirty && !(ext[j].flags & 1)};
         left -= l;
         k++;
     }
     return k;
+}
+
+int nbdc_end_dirty_extents(struct nbdc_end *end, unsigned i, uint64_t off,
+                           uint64_t len, struct nbdc_extent *out, unsigned max)
+{
+    return nbd_extents(end, i, true, off, len, out, max);
 }
 
 int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
@@ -389,23 +405,7 @@ int nbdc_end_extents(struct nbdc_end *end, unsigned i, uint64_t off,
         return 1;
     }
     if (end->is_nbd) {
-        struct client_extent ext[256];
-        unsigned cap = max < 256 ? max : 256;
-        int n = client_block_status(client_pool_get(&end->pool, i), len, off, 0,
-                                    ext, cap);
-        if (n < 0) {
-            return n;
-        }
-        uint64_t left = len;
-        int k = 0;
-        for (int j = 0; j < n && left > 0; j++) {
-            uint64_t l = ext[j].length < left ? ext[j].length : left;
-            out[k] = (struct nbdc_extent){
-                .length = l, .zero = (ext[j].flags & PROTO_STATE_ZERO) != 0};
-            left -= l;
-            k++;
-        }
-        return k;
+        return nbd_extents(end, i, false, off, len, out, max);
     }
     struct backend_extent ext[256];
     unsigned cap = max < 256 ? max : 256;

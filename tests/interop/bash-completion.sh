@@ -50,7 +50,7 @@ expect nbd-serverd "--control" nbd-serverd --contr
 expect nbdc "info" nbdc in
 expect nbdc "randread randrw randwrite" nbdc bench --rw rand
 expect nbdc "--json" nbdc info --j
-expect nbd-serverd-ctl "change connections" nbd-serverd-ctl c
+expect nbd-serverd-ctl "change checkpoint connections" nbd-serverd-ctl c
 expect nbd-serverd-ctl "read-only=" nbd-serverd-ctl add x read-
 
 if is_our_server; then

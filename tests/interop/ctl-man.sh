@@ -20,7 +20,8 @@ for opt in $(grep -o -- '--[a-z][a-z-]*' "$T/man.txt" | sort -u); do
     [ "$opt" != --control ] || continue
     grep -q -- "$opt" "$T/help.txt" || fail "the manual names $opt, --help does not"
 done
-for cmd in exports connections status add change remove disconnect reload; do
+for cmd in exports connections status add change remove disconnect reload \
+    bitmaps bitmap-add checkpoint bitmap-clear bitmap-remove bitmap-merge; do
     grep -q "^  $cmd" "$T/help.txt" || fail "--help lacks $cmd"
     grep -E -q "^ +$cmd( |$)" "$T/man.txt" || fail "the manual lacks $cmd"
 done

@@ -180,17 +180,7 @@ diff -u "$T/before.map" "$T/after.map" || fail "the bits changed over a restart"
 
 step "kill -9: the next start takes the bitmaps as all dirty"
 signal_server KILL
-rc=0
-wait "$SERVER_PID" || rc=$?
-[ "$rc" = 137 ] || fail "the server exited with status $rc, not by SIGKILL"
-SERVER_PID=
-# The kernel tears a dead process's io_uring down asynchronously: its
-# pending accept keeps the listening socket open a little longer.
-for ((i = 0; i < 100; i++)); do
-    python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' \
-        "$sock" 2>/dev/null || break
-    sleep 0.1
-done
+reap_killed_server "$sock"
 start_server -c "$T/c.conf" -l "unix:$sock"
 grep -q "disk.bitmaps: the daemon that had it open did not stop cleanly" \
     "$SERVER_LOG" || fail "no warning about the unclean stop"

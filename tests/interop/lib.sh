@@ -371,6 +371,27 @@ signal_server()
         fail "server $SERVER_PID had already exited"
 }
 
+# reap_killed_server [UNIX_SOCKET]: the server was sent SIGKILL; collect
+# it (it must have died of the signal), then wait until nothing answers
+# on UNIX_SOCKET: the kernel tears a dead process's io_uring down
+# asynchronously, and its pending accept keeps the listening socket open a
+# little longer.
+reap_killed_server()
+{
+    local rc=0 i
+    wait "$SERVER_PID" 2>/dev/null || rc=$?
+    [ "$rc" = 137 ] || fail "the server exited with status $rc, not by SIGKILL"
+    SERVER_PID=
+    [ $# -gt 0 ] || return 0
+    for ((i = 0; i < 100; i++)); do
+        python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1" 2>/dev/null ||
+            return 0
+        sleep 0.1
+    done
+    fail "$1 still answers 10 s after the server was killed"
+}
+
 # wait_server_exit: the server, already told to stop, must exit with
 # status 0 within 15 s, and its log must hold no sanitizer report.
 wait_server_exit()

@@ -21,6 +21,30 @@ static const struct {
     {"{\"command\": \"add\", \"name\": \"d\", \"settings\": {\"memory\": "
      "\"1M\", \"allow\": [\"unix\", \"::1\"]}}",
      CONTROL_ADD, NULL},
+    {"{\"command\": \"bitmaps\", \"name\": \"d\"}", CONTROL_BITMAPS, NULL},
+    {"{\"command\": \"bitmap-add\", \"name\": \"d\", \"bitmap\": \"b\"}",
+     CONTROL_BITMAP_ADD, NULL},
+    {"{\"command\": \"checkpoint\", \"name\": \"d\", \"bitmap\": \"b\", "
+     "\"new\": \"n\"}",
+     CONTROL_CHECKPOINT, NULL},
+    {"{\"command\": \"bitmap-merge\", \"name\": \"d\", \"bitmap\": \"b\", "
+     "\"into\": \"n\"}",
+     CONTROL_BITMAP_MERGE, NULL},
+    {"{\"command\": \"bitmap-clear\", \"name\": \"d\", \"bitmap\": \"b\"}",
+     CONTROL_BITMAP_CLEAR, NULL},
+    {"{\"command\": \"bitmap-remove\", \"name\": \"d\", \"bitmap\": \"b\"}",
+     CONTROL_BITMAP_REMOVE, NULL},
+    {"{\"command\": \"bitmap-add\", \"name\": \"d\"}", 0, "bitmap: missing"},
+    {"{\"command\": \"checkpoint\", \"name\": \"d\", \"bitmap\": \"b\"}", 0,
+     "new: missing"},
+    {"{\"command\": \"bitmap-merge\", \"name\": \"d\", \"bitmap\": \"b\", "
+     "\"into\": 2}",
+     0, "into: expected a string"},
+    {"{\"command\": \"bitmaps\", \"name\": \"d\", \"bitmap\": \"b\"}", 0,
+     "bitmap: not a field of command bitmaps"},
+    {"{\"command\": \"bitmap-add\", \"name\": \"d\", \"bitmap\": \"b\", "
+     "\"new\": \"n\"}",
+     0, "new: not a field of command bitmap-add"},
     {"", 0, "request: not JSON"},
     {"{", 0, "request: not JSON (unexpected end of line)"},
     {"[1]", 0, "request: expected a JSON object"},
@@ -70,6 +94,13 @@ START_TEST(test_control_parse_table)
         }
         if (req.cmd == CONTROL_DISCONNECT) {
             ck_assert_uint_eq(req.id, 3);
+        }
+        if (req.cmd >= CONTROL_BITMAP_ADD) {
+            ck_assert_str_eq(req.name, "d");
+            ck_assert_str_eq(req.bitmap, "b");
+        }
+        if (req.cmd == CONTROL_CHECKPOINT || req.cmd == CONTROL_BITMAP_MERGE) {
+            ck_assert_str_eq(req.other, "n");
         }
         control_request_fini(&req);
         return;
