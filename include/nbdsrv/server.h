@@ -338,7 +338,9 @@ struct server_conn_info {
     const char *export_name; /* NULL while the client still haggles */
     bool tls;
     const char *tls_identity; /* "" for none */
-    int64_t started;          /* CLOCK_REALTIME seconds */
+    /* What TLS agreed, e.g. "TLS1.3" and "AES-256-GCM"; NULL without. */
+    const char *tls_version, *tls_cipher;
+    int64_t started; /* CLOCK_REALTIME seconds */
     unsigned requests_inflight;
     uint64_t bytes_read, bytes_written; /* READ and WRITE data bytes */
     bool disconnecting;

@@ -73,6 +73,8 @@ static void conn_cb(void *opaque, const struct server_conn_info *info)
     json_object_object_add(c, "tls", json_object_new_boolean(info->tls));
     add_str(c, "tls-identity",
             info->tls_identity[0] != '\0' ? info->tls_identity : NULL);
+    add_str(c, "tls-version", info->tls_version);
+    add_str(c, "tls-cipher", info->tls_cipher);
     json_object_object_add(c, "started", json_object_new_int64(info->started));
     add_u64(c, "requests-in-flight", info->requests_inflight);
     add_u64(c, "bytes-read", info->bytes_read);

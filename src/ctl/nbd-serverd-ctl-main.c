@@ -290,8 +290,8 @@ static void print_connections(struct json_object *reply)
 {
     struct json_object *list;
     json_object_object_get_ex(reply, "connections", &list);
-    printf("%-5s %-24s %-12s %-14s %-20s %6s %12s %12s\n", "ID", "PEER",
-           "EXPORT", "TLS", "STARTED", "FLIGHT", "READ", "WRITTEN");
+    printf("%-5s %-24s %-12s %-14s %-18s %-20s %6s %12s %12s\n", "ID", "PEER",
+           "EXPORT", "TLS", "CIPHER", "STARTED", "FLIGHT", "READ", "WRITTEN");
     for (size_t i = 0; i < json_object_array_length(list); i++) {
         struct json_object *c = json_object_array_get_idx(list, i);
         struct json_object *tls;
@@ -306,9 +306,9 @@ static void print_connections(struct json_object *reply)
         char when[32];
         struct tm tm;
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-        printf("%-5llu %-24s %-12s %-14s %-20s %6llu %12llu %12llu\n",
+        printf("%-5llu %-24s %-12s %-14s %-18s %-20s %6llu %12llu %12llu\n",
                (unsigned long long)num(c, "id"), str(c, "peer"),
-               str(c, "export"), tlsbuf, when,
+               str(c, "export"), tlsbuf, str(c, "tls-cipher"), when,
                (unsigned long long)num(c, "requests-in-flight"),
                (unsigned long long)num(c, "bytes-read"),
                (unsigned long long)num(c, "bytes-written"));

@@ -425,11 +425,14 @@ static int drain(struct haggle *h, uint64_t len)
     return 0;
 }
 
-/* Once per connection: what TLS the handshake agreed, and with whom. */
-static void log_tls_established(const struct conn *conn)
+/* Once per connection: what TLS the handshake agreed, and with whom;
+ * the version and cipher are kept for the control socket. */
+static void log_tls_established(struct conn *conn)
 {
     struct chan_tls_info ti;
     chan_tls_get_info(conn->ch, &ti);
+    conn->tls_version = ti.version;
+    conn->tls_cipher = ti.cipher;
     const char *who = conn->tls_identity[0] == '\0' ? "no client certificate"
                       : ti.psk                      ? "PSK identity "
                                                     : "client certificate ";

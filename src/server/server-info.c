@@ -93,6 +93,8 @@ void server_list_conns(struct server *srv, server_conn_info_fn *fn,
             .export_name = exp != NULL ? exp->name : NULL,
             .tls = exp != NULL && c->tls,
             .tls_identity = exp != NULL ? c->tls_identity : "",
+            .tls_version = exp != NULL && c->tls ? c->tls_version : NULL,
+            .tls_cipher = exp != NULL && c->tls ? c->tls_cipher : NULL,
             .started = c->started,
             .disconnecting = atomic_load(&c->disconnecting),
         };

@@ -286,7 +286,10 @@ struct conn {
     bool tls;               /* STARTTLS succeeded: ch is the TLS channel */
     char tls_identity[256]; /* PSK identity or certificate DN the client
                                proved, "" for none */
-    bool tls_reqd_logged;   /* a TLS_REQD refusal was logged */
+    /* What the TLS handshake agreed (GnuTLS's static names), NULL
+     * without TLS. */
+    const char *tls_version, *tls_cipher;
+    bool tls_reqd_logged; /* a TLS_REQD refusal was logged */
     /* Receive coroutine only: why the handshake would count as failed
      * if it ended now (enum stats_handshake). */
     unsigned hs_failure;
