@@ -10,6 +10,7 @@
 static const char usage_text[] =
     "Usage: nbdc info URI [--json] [--list] [--map]\n"
     "       nbdc copy SRC DST [--connections N] [--requests N] [--threads N]\n"
+    "                 [--dirty-bitmap NAME]\n"
     "       nbdc bench URI [--rw MODE] [--bs SIZE] [--iodepth N]\n"
     "                  [--threads N] [--connections M] [--time S]\n"
     "                  [--size SIZE]\n"
@@ -26,6 +27,8 @@ static const char usage_text[] =
     "  --connections N  connections per NBD side (default 2)\n"
     "  --requests N     requests in flight per connection (default 8)\n"
     "  --threads N      event-loop threads (default: CPUs, at most 8)\n"
+    "  --dirty-bitmap NAME  copy only the blocks the source's dirty bitmap\n"
+    "                   NAME marks, onto an existing DST (incremental)\n"
     "bench: a fixed-time load; a line a second, then IOPS, MiB/s and\n"
     "latency percentiles (p50, p99, p99.9).\n"
     "  --rw MODE        randread (default), randwrite, read, write, randrw\n"
