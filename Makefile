@@ -99,10 +99,11 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
-             libinih-dev libmicrohttpd-dev
+             libinih-dev libmicrohttpd-dev librbd-dev librados-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format debootstrap prometheus curl
+            codespell clang-format debootstrap prometheus curl \
+            ceph-mon ceph-osd ceph-mgr ceph-common
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
