@@ -79,6 +79,14 @@ ifneq ($(SANITIZE),)
   ALL_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS := $(PKG_LIBS)
+# The RBD backend is built when librbd's headers are there (librbd-dev
+# and librados-dev ship no pkg-config files); otherwise rbd exports are
+# refused with a message saying so.
+HAVE_RBD := $(if $(wildcard /usr/include/rbd/librbd.h),1,)
+ifeq ($(HAVE_RBD),1)
+  ALL_CFLAGS += -DNBDSRV_HAVE_RBD
+  LIBS += -lrbd -lrados
+endif
 
 # Programs: src/<dir>/<name>-main.c becomes $(BUILD)/<name>.
 PROG_SRCS := $(wildcard src/*/*-main.c)

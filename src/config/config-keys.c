@@ -408,7 +408,8 @@ void config_print(const struct config *cfg, FILE *out)
         for (unsigned j = 0; j < config_nr_keys; j++) {
             const struct config_key *k = &config_keys[j];
             if (k->section == CONFIG_SECTION_EXPORT ||
-                (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory)) {
+                (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory &&
+                 ce->rbd == NULL)) {
                 print_key(k, cfg, ce, out);
             }
         }

@@ -88,6 +88,10 @@ static void export_fini(struct config_export *ce)
     free(ce->name);
     free(ce->path);
     free(ce->description);
+    free(ce->rbd);
+    free(ce->ceph_conf);
+    free(ce->ceph_id);
+    free(ce->ceph_keyring);
     free(ce->allow);
     for (unsigned i = 0; i < ce->nr_tls_identities; i++) {
         free(ce->tls_identities[i]);
@@ -181,6 +185,10 @@ static void link_exports(struct config *cfg)
         ce->ec.path = ce->path;
         ce->ec.overlay = ce->overlay;
         ce->ec.description = ce->description;
+        ce->ec.rbd = ce->rbd;
+        ce->ec.ceph_conf = ce->ceph_conf;
+        ce->ec.ceph_id = ce->ceph_id;
+        ce->ec.ceph_keyring = ce->ceph_keyring;
         ce->ec.allow = ce->allow;
         ce->ec.nr_allow = ce->nr_allow;
         ce->ec.tls_identities = (const char *const *)ce->tls_identities;
@@ -211,10 +219,28 @@ static void finish_section(struct parse_ctx *ctx)
     struct config_export *ce = current_export(ctx);
     unsigned line = ctx->line;
     ctx->line = ctx->section_line;
-    if (ce->path == NULL && !ce->ec.memory) {
-        fail(ctx, "[export %s] has no path (or memory = SIZE)", ce->name);
-    } else if (ce->path != NULL && ce->ec.memory) {
-        fail(ctx, "[export %s] has both a path and memory: give one", ce->name);
+    unsigned sources =
+        (ce->path != NULL) + ce->ec.memory + (ce->rbd != NULL);
+    bool ceph_keys = ce->ceph_conf != NULL || ce->ceph_id != NULL ||
+                     ce->ceph_keyring != NULL;
+    if (sources == 0) {
+        fail(ctx, "[export %s] has no path (or memory = SIZE, or rbd = "
+                  "POOL/IMAGE)",
+             ce->name);
+    } else if (sources > 1) {
+        fail(ctx,
+             "[export %s] has more than one of path, memory and rbd: give one",
+             ce->name);
+    } else if (ce->rbd == NULL && ceph_keys) {
+        fail(ctx, "[export %s]: ceph-conf, ceph-id and ceph-keyring need rbd",
+             ce->name);
+    } else if (ce->rbd != NULL && (ce->ec.direct || ce->overlay != NULL ||
+                                   ce->nr_dirty_bitmaps > 0 ||
+                                   ce->dirty_bitmap_file != NULL)) {
+        fail(ctx,
+             "[export %s]: an rbd export takes no cache, overlay or "
+             "dirty-bitmap keys",
+             ce->name);
     } else if (ce->ec.memory && ce->ec.direct) {
         fail(ctx, "[export %s]: cache = none needs a file (path), not memory",
              ce->name);
@@ -488,6 +514,12 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
              (ce->overlay_origin = strdup("--export")) == NULL)) {
             return err_set(err, ENOMEM, "out of memory");
         }
+        if (x->rbd != NULL) {
+            if ((ce->rbd = strdup(x->rbd)) == NULL) {
+                return err_set(err, ENOMEM, "out of memory");
+            }
+            continue;
+        }
         if (x->memory) {
             ce->ec.memory = true;
             ce->ec.memory_size = x->memory_size;
@@ -619,7 +651,7 @@ static int final_checks(struct config *cfg, struct err *err)
         struct config_export *ce = &cfg->exports[i];
         char msg[ERR_MSG_MAX];
         /* Under an overlay the image is only read. */
-        if (!ce->ec.memory &&
+        if (!ce->ec.memory && ce->rbd == NULL &&
             config_check_image(ce->path, ce->ec.read_only || ce->overlay, msg,
                                sizeof msg) < 0) {
             return err_set(err, EINVAL, "%s: [export %s]: %s",
