@@ -58,15 +58,20 @@
 #include <rbd/librbd.h>
 
 /*
- * Timeouts set before the configuration file is read, so that a
- * ceph.conf may still override them: an unreachable cluster fails the
- * open within client_mount_timeout instead of librados's default of
- * five minutes, and a cluster lost while serving fails requests with an
- * error after rados_osd_op_timeout instead of waiting for ever.
+ * Timeouts, in seconds, that replace librados's defaults when the
+ * configuration leaves them at those defaults (a ceph.conf that sets one
+ * keeps its value): an unreachable cluster fails the open within
+ * client_mount_timeout instead of five minutes, and a cluster lost while
+ * serving fails requests with an error after rados_osd_op_timeout
+ * instead of waiting for ever.
  */
-#define RBD_MOUNT_TIMEOUT "10"
-#define RBD_MON_OP_TIMEOUT "10"
-#define RBD_OSD_OP_TIMEOUT "30"
+static const struct {
+    const char *name, *librados_default, *ours;
+} rbd_timeouts[] = {
+    {"client_mount_timeout", "300", "10"},
+    {"rados_mon_op_timeout", "0", "10"},
+    {"rados_osd_op_timeout", "0", "30"},
+};
 
 /* One connection to a cluster, shared by the exports naming the same
  * settings.  Listed in `clusters` while it has users; fields immutable
@@ -149,19 +154,15 @@ static struct rbd_cluster *cluster_connect(const struct rbd_backend_spec *s,
         cluster_free(c);
         return NULL;
     }
-    const char *what = "client_mount_timeout";
-    r = rados_conf_set(c->rados, what, RBD_MOUNT_TIMEOUT);
-    if (r == 0) {
-        what = "rados_mon_op_timeout";
-        r = rados_conf_set(c->rados, what, RBD_MON_OP_TIMEOUT);
-    }
-    if (r == 0) {
-        what = "rados_osd_op_timeout";
-        r = rados_conf_set(c->rados, what, RBD_OSD_OP_TIMEOUT);
-    }
-    if (r == 0) {
-        what = "reading the configuration";
-        r = rados_conf_read_file(c->rados, s->conf);
+    const char *what = "reading the configuration";
+    r = rados_conf_read_file(c->rados, s->conf);
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(rbd_timeouts); i++) {
+        char v[64];
+        what = rbd_timeouts[i].name;
+        r = rados_conf_get(c->rados, what, v, sizeof v);
+        if (r == 0 && strcmp(v, rbd_timeouts[i].librados_default) == 0) {
+            r = rados_conf_set(c->rados, what, rbd_timeouts[i].ours);
+        }
     }
     if (r == 0 && s->keyring != NULL) {
         what = "keyring";
