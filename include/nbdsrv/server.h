@@ -48,7 +48,7 @@ struct export_config {
      * ceph.conf, cephx user and keyring (NULL: librados's defaults). */
     const char *rbd;
     const char *ceph_conf, *ceph_id, *ceph_keyring;
-    bool memory;      /* a memory export of memory_size bytes */
+    bool memory; /* a memory export of memory_size bytes */
     uint64_t memory_size;
     /* NULL, or an overlay file: the image (or memory) is then a base,
      * opened read-only, and writes go to the overlay. */

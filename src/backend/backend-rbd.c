@@ -322,8 +322,7 @@ static int rbd_pwrite(struct backend *be, const void *buf, uint32_t len,
     return after(be, r, fua);
 }
 
-static int rbd_trim(struct backend *be, uint64_t offset, uint64_t len,
-                    bool fua)
+static int rbd_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
 {
     int r = rbd_submit(to_rbd(be), REQ_DISCARD, NULL, len, offset, 0);
     return after(be, r, fua);
@@ -367,8 +366,8 @@ static bool diff_add(struct rbd_diff *d, uint64_t length, bool hole)
     } else if (d->nr == d->max) {
         return false;
     } else {
-        d->out[d->nr++] = (struct backend_extent){.length = length,
-                                                  .hole = hole};
+        d->out[d->nr++] =
+            (struct backend_extent){.length = length, .hole = hole};
     }
     d->pos += length;
     return true;
@@ -525,7 +524,10 @@ fail_free:
     return NULL;
 }
 
-bool backend_rbd_available(void) { return true; }
+bool backend_rbd_available(void)
+{
+    return true;
+}
 
 #else /* !NBDSRV_HAVE_RBD */
 
@@ -540,7 +542,10 @@ struct backend *backend_rbd_open(const struct rbd_backend_spec *s,
     return NULL;
 }
 
-bool backend_rbd_available(void) { return false; }
+bool backend_rbd_available(void)
+{
+    return false;
+}
 
 #endif
 
@@ -566,9 +571,8 @@ int backend_rbd_parse(const char *spec, char *pool, char *ns, char *image,
     const char *s3 =
         s2 != NULL ? memchr(s2 + 1, '/', body - (size_t)(s2 + 1 - spec)) : NULL;
     const char *img = s2 != NULL ? s2 + 1 : s1 != NULL ? s1 + 1 : NULL;
-    bool ok = s1 != NULL && s3 == NULL && s1 > spec &&
-              img < spec + body && (s2 == NULL || s2 > s1 + 1) &&
-              (at == NULL || at[1] != '\0') &&
+    bool ok = s1 != NULL && s3 == NULL && s1 > spec && img < spec + body &&
+              (s2 == NULL || s2 > s1 + 1) && (at == NULL || at[1] != '\0') &&
               (at == NULL || strchr(at + 1, '@') == NULL);
     ok = ok && take(pool, cap, spec, (size_t)(s1 - spec)) &&
          take(ns, cap, s2 != NULL ? s1 + 1 : "",

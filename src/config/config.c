@@ -207,6 +207,20 @@ static struct config_export *current_export(struct parse_ctx *ctx)
     return &ctx->cfg->exports[ctx->cfg->nr_exports - 1];
 }
 
+/* Whether the export's rbd value parses; else fails the parse. */
+static bool rbd_spec_ok(struct parse_ctx *ctx, const struct config_export *ce)
+{
+    char pool[256], ns[256], image[256], snap[256];
+    struct err e;
+    err_clear(&e);
+    if (backend_rbd_parse(ce->rbd, pool, ns, image, snap, sizeof pool, &e) <
+        0) {
+        fail(ctx, "[export %s]: %s", ce->name, e.msg);
+        return false;
+    }
+    return true;
+}
+
 /*
  * The section that just ended: an export must have had a path or a
  * memory size, not both, and cache = none needs a file.
@@ -219,24 +233,26 @@ static void finish_section(struct parse_ctx *ctx)
     struct config_export *ce = current_export(ctx);
     unsigned line = ctx->line;
     ctx->line = ctx->section_line;
-    unsigned sources =
-        (ce->path != NULL) + ce->ec.memory + (ce->rbd != NULL);
+    unsigned sources = (ce->path != NULL) + ce->ec.memory + (ce->rbd != NULL);
     bool ceph_keys = ce->ceph_conf != NULL || ce->ceph_id != NULL ||
                      ce->ceph_keyring != NULL;
     if (sources == 0) {
-        fail(ctx, "[export %s] has no path (or memory = SIZE, or rbd = "
-                  "POOL/IMAGE)",
+        fail(ctx,
+             "[export %s] has no path (or memory = SIZE, or rbd = "
+             "POOL/IMAGE)",
              ce->name);
     } else if (sources > 1) {
         fail(ctx,
              "[export %s] has more than one of path, memory and rbd: give one",
              ce->name);
+    } else if (ce->rbd != NULL && !rbd_spec_ok(ctx, ce)) {
+        /* rbd_spec_ok said why */
     } else if (ce->rbd == NULL && ceph_keys) {
         fail(ctx, "[export %s]: ceph-conf, ceph-id and ceph-keyring need rbd",
              ce->name);
-    } else if (ce->rbd != NULL && (ce->ec.direct || ce->overlay != NULL ||
-                                   ce->nr_dirty_bitmaps > 0 ||
-                                   ce->dirty_bitmap_file != NULL)) {
+    } else if (ce->rbd != NULL &&
+               (ce->ec.direct || ce->overlay != NULL ||
+                ce->nr_dirty_bitmaps > 0 || ce->dirty_bitmap_file != NULL)) {
         fail(ctx,
              "[export %s]: an rbd export takes no cache, overlay or "
              "dirty-bitmap keys",
