@@ -111,7 +111,7 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
             codespell clang-format debootstrap prometheus curl \
-            ceph-mon ceph-osd ceph-mgr ceph-common
+            ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
@@ -125,7 +125,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
-        check-nbd-tester check-rbd chroot-trixie programs deb check-deb
+        check-nbd-tester check-rbd bench-rbd chroot-trixie programs deb check-deb
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -309,6 +309,12 @@ serve: $(BUILD)/nbd-serverd
 
 bench: all
 	bench/bench-servers.sh $(BUILD)
+
+# nbd-serverd's RBD backend against qemu-nbd's rbd driver on one image
+# of a throwaway Ceph cluster, fio on make bench's workloads
+# (bench/bench-rbd.py; BENCH_RUNS, BENCH_RUNTIME, BENCH_RAMP).
+bench-rbd: all
+	bench/bench-rbd.py $(BUILD)
 
 bench-threads: all
 	bench/bench-threads.sh $(BUILD)

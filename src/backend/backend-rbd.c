@@ -20,8 +20,15 @@
  * coro_wake, which posts the coroutine to the loop it is parked on, so
  * the request resumes on its own loop.  A wake that comes before the
  * coroutine has finished yielding is harmless: it only queues the
- * coroutine on the loop that is busy yielding it (see coro-lock.c).  The
- * coroutine releases the completion after it resumes.
+ * coroutine on the loop that is busy yielding it (see coro-lock.c).
+ * coro_wake still touches the loop after the coroutine may already run
+ * again, so the callback sets `woken` (release) once coro_wake has
+ * returned, and the resumed coroutine waits for it (a spin of at most
+ * the rest of one loop_post) before it goes on: otherwise the request,
+ * its connection and, at shutdown, the loop itself could be gone while
+ * a librbd thread is still inside coro_wake.  The coroutine then
+ * releases the completion (librbd holds its own reference while it
+ * finishes the callback).
  *
  * (librbd can also signal completions through an eventfd,
  * rbd_set_image_notification, to be drained with rbd_poll_io_events by
@@ -48,6 +55,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,14 +246,32 @@ static struct rbd_backend *to_rbd(struct backend *be)
 struct rbd_wait {
     struct coro *co;
     ssize_t ret;
+    atomic_bool woken; /* set by the waker once coro_wake has returned */
 };
 
-/* librbd's thread: the last touch of `w` is the wake. */
+/* The waker's side: wake, then say so (its last touch of `woken`'s
+ * owner).  ANY_THREAD. */
+static void wake_waiter(struct coro *co, atomic_bool *woken)
+{
+    coro_wake(co);
+    atomic_store_explicit(woken, true, memory_order_release);
+}
+
+/* The waiter's side, after it resumed: the waker is out of coro_wake
+ * within a few instructions.  CORO_FN. */
+static void wait_waker(atomic_bool *woken)
+{
+    while (!atomic_load_explicit(woken, memory_order_acquire)) {
+        sched_yield();
+    }
+}
+
+/* librbd's thread. */
 static void rbd_done(rbd_completion_t c, void *arg)
 {
     struct rbd_wait *w = arg;
     w->ret = rbd_aio_get_return_value(c);
-    coro_wake(w->co);
+    wake_waiter(w->co, &w->woken);
 }
 
 /* The kinds of aio request. */
@@ -286,6 +313,7 @@ static int rbd_submit(struct rbd_backend *rb, enum rbd_req req, void *buf,
         return r;
     }
     coro_yield();
+    wait_waker(&w.woken);
     rbd_aio_release(c);
     if (w.ret < 0) {
         return (int)w.ret;
@@ -356,6 +384,7 @@ struct rbd_diff {
     unsigned max, nr;
     int ret;
     struct coro *co;
+    atomic_bool woken;
 };
 
 /* Appends a run, merging with the last one of its kind. */
@@ -406,7 +435,7 @@ static void *diff_thread(void *arg)
     int r = rbd_diff_iterate2(d->rb->image, NULL, d->offset, d->len, 1, 1,
                               diff_cb, d);
     d->ret = r == -ECANCELED ? 0 : r;
-    coro_wake(d->co);
+    wake_waiter(d->co, &d->woken);
     return NULL;
 }
 
@@ -434,6 +463,7 @@ static int rbd_extents(struct backend *be, enum backend_meta meta,
         return -r;
     }
     coro_yield();
+    wait_waker(&d.woken);
     if (d.ret < 0) {
         return d.ret;
     }
