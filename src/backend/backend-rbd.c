@@ -26,9 +26,9 @@
  * returned, and the resumed coroutine waits for it (a spin of at most
  * the rest of one loop_post) before it goes on: otherwise the request,
  * its connection and, at shutdown, the loop itself could be gone while
- * a librbd thread is still inside coro_wake.  The coroutine then
- * releases the completion (librbd holds its own reference while it
- * finishes the callback).
+ * a librbd thread is still inside coro_wake.  The callback releases the
+ * completion before the wake: librbd holds its own reference until it
+ * has finished with it, so the release only gives up ours.
  *
  * (librbd can also signal completions through an eventfd,
  * rbd_set_image_notification, to be drained with rbd_poll_io_events by
@@ -271,6 +271,7 @@ static void rbd_done(rbd_completion_t c, void *arg)
 {
     struct rbd_wait *w = arg;
     w->ret = rbd_aio_get_return_value(c);
+    rbd_aio_release(c);
     wake_waiter(w->co, &w->woken);
 }
 
@@ -314,7 +315,6 @@ static int rbd_submit(struct rbd_backend *rb, enum rbd_req req, void *buf,
     }
     coro_yield();
     wait_waker(&w.woken);
-    rbd_aio_release(c);
     if (w.ret < 0) {
         return (int)w.ret;
     }
