@@ -56,7 +56,7 @@ def start(kind, build, image, conf, sock, log):
                 f"unix:{sock}", "-e", f"disk=rbd:{image}"]
     else:
         argv = ["qemu-nbd", "-f", "raw", "-x", "disk", "--socket", sock,
-                "--shared=8", "--cache=none", "--aio=threads",
+                "--shared=8", "--persistent", "--cache=none", "--aio=threads",
                 f"rbd:{image}:conf={conf}"]
     p = subprocess.Popen(argv, stdout=log, stderr=log,
                          env=dict(os.environ, CEPH_CONF=conf))
