@@ -79,6 +79,14 @@ ifneq ($(SANITIZE),)
   ALL_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS := $(PKG_LIBS)
+# The RBD backend is built when librbd's headers are there (librbd-dev
+# and librados-dev ship no pkg-config files); otherwise rbd exports are
+# refused with a message saying so.
+HAVE_RBD := $(if $(wildcard /usr/include/rbd/librbd.h),1,)
+ifeq ($(HAVE_RBD),1)
+  ALL_CFLAGS += -DNBDSRV_HAVE_RBD
+  LIBS += -lrbd -lrados
+endif
 
 # Programs: src/<dir>/<name>-main.c becomes $(BUILD)/<name>.
 PROG_SRCS := $(wildcard src/*/*-main.c)
@@ -99,10 +107,12 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 
 DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
-             libinih-dev libmicrohttpd-dev libjson-c-dev
+             libinih-dev libmicrohttpd-dev libjson-c-dev librbd-dev \
+             librados-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format debootstrap prometheus curl
+            codespell clang-format debootstrap prometheus curl \
+            ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian
 DEB_PKGS := $(DEB_BUILD) $(DEB_TEST) $(DEB_PACKAGING)
@@ -116,7 +126,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
         check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
-        check-nbd-tester chroot-trixie programs deb check-deb
+        check-nbd-tester check-rbd bench-rbd chroot-trixie programs deb check-deb
 
 # Installation directories; DESTDIR is prepended to each.
 PREFIX ?= /usr/local
@@ -220,6 +230,13 @@ check-modern: all
 	@tests/chroot-trixie.sh ensure
 	@tests/chroot-trixie.sh run $(BUILD) tests/modern
 
+# The RBD backend against a real single-node Ceph cluster that the test
+# starts in a temporary directory (tests/ceph-cluster.sh, one mon and one
+# BlueStore OSD on 127.0.0.1) and stops: tests/rbd/*.sh.  Without Ceph
+# or a build with the RBD backend it skips, and fails under CI=true.
+check-rbd: all
+	@tests/check-rbd.sh $(BUILD)
+
 check-nbd-tester: all
 	@tests/chroot-trixie.sh ensure tester
 	@tests/chroot-trixie.sh run $(BUILD) tests/nbd-tester
@@ -294,6 +311,12 @@ serve: $(BUILD)/nbd-serverd
 
 bench: all
 	bench/bench-servers.sh $(BUILD)
+
+# nbd-serverd's RBD backend against qemu-nbd's rbd driver on one image
+# of a throwaway Ceph cluster, fio on make bench's workloads
+# (bench/bench-rbd.py; BENCH_RUNS, BENCH_RUNTIME, BENCH_RAMP).
+bench-rbd: all
+	bench/bench-rbd.py $(BUILD)
 
 bench-threads: all
 	bench/bench-threads.sh $(BUILD)

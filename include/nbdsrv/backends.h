@@ -14,6 +14,7 @@
 #include "nbdsrv/err.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* ---- The file backend (backend-file.c): BACKEND_PARALLEL ---- */
@@ -44,6 +45,39 @@ backend_file_open_flags(const char *path, unsigned flags, struct err *err);
 
 /* Whether `be`, a file backend, was opened for cache=none.  ANY_THREAD. */
 ANY_THREAD bool backend_file_is_direct(const struct backend *be);
+
+/* ---- The RBD backend (backend-rbd.c): BACKEND_PARALLEL ---- */
+
+/* What names an RBD image and its cluster.  Borrowed for the call. */
+struct rbd_backend_spec {
+    const char *image;   /* POOL/IMAGE or POOL/NAMESPACE/IMAGE[@SNAP] */
+    const char *conf;    /* ceph.conf; NULL: librados's search */
+    const char *id;      /* cephx user without "client."; NULL: admin */
+    const char *keyring; /* NULL: as the configuration says */
+};
+
+/*
+ * Opens an RBD image (a snapshot, with @SNAP, is read-only), connecting
+ * to its cluster unless an open image already shares the same (conf,
+ * id, keyring).  Blocks on the network (up to about 10 s when the
+ * cluster does not answer): main thread, never a loop.  NULL with err
+ * naming the image, the cluster and the cause; -ENOTSUP in a build
+ * without librbd.  ANY_THREAD but not a loop thread.
+ */
+ANY_THREAD struct backend *backend_rbd_open(const struct rbd_backend_spec *s,
+                                            bool read_only, struct err *err);
+
+/* Whether this build has the RBD backend.  ANY_THREAD. */
+ANY_THREAD bool backend_rbd_available(void);
+
+/*
+ * Splits POOL/IMAGE, POOL/NAMESPACE/IMAGE, either with @SNAP, into the
+ * four buffers of `cap` bytes each (an absent part is ""); -EINVAL with
+ * err saying what is expected.  ANY_THREAD.
+ */
+ANY_THREAD int backend_rbd_parse(const char *spec, char *pool, char *ns,
+                                 char *image, char *snap, size_t cap,
+                                 struct err *err);
 
 /* ---- The memory backend (backend-mem.c): BACKEND_PARALLEL ---- */
 

@@ -54,7 +54,8 @@
  * followed by ,overlay=FILE).  Strings point into argv. */
 struct cmdline_export {
     const char *name;
-    const char *path; /* NULL for memory */
+    const char *path; /* NULL for memory and rbd */
+    const char *rbd;  /* -e NAME=rbd:POOL/IMAGE: NULL otherwise */
     bool memory;
     uint64_t memory_size;
     const char *overlay; /* NULL: none */
@@ -123,6 +124,8 @@ struct config_export {
     struct export_config ec;
     char *name, *path, *description; /* path NULL: memory (ec.memory) */
     char *overlay;                   /* NULL: none */
+    char *rbd;                       /* NULL: not an RBD export */
+    char *ceph_conf, *ceph_id, *ceph_keyring;
     struct server_allow *allow;
     unsigned nr_allow;
     char **tls_identities;

@@ -43,8 +43,12 @@ struct server_allow {
  */
 struct export_config {
     const char *name;
-    const char *path; /* the image; NULL for a memory export */
-    bool memory;      /* a memory export of memory_size bytes */
+    const char *path; /* the image; NULL for a memory or RBD export */
+    /* An RBD export: POOL[/NAMESPACE]/IMAGE[@SNAP], and its cluster's
+     * ceph.conf, cephx user and keyring (NULL: librados's defaults). */
+    const char *rbd;
+    const char *ceph_conf, *ceph_id, *ceph_keyring;
+    bool memory; /* a memory export of memory_size bytes */
     uint64_t memory_size;
     /* NULL, or an overlay file: the image (or memory) is then a base,
      * opened read-only, and writes go to the overlay. */

@@ -261,6 +261,22 @@ static int parse_export(struct cmdline *cl, char *arg, struct err *err)
         }
         x.memory = true;
         x.path = NULL;
+    } else if (strncmp(x.path, CONFIG_RBD_PREFIX, strlen(CONFIG_RBD_PREFIX)) ==
+               0) {
+        char p[256], n[256], i[256], s[256];
+        x.rbd = x.path + strlen(CONFIG_RBD_PREFIX);
+        x.path = NULL;
+        struct err e;
+        err_clear(&e);
+        if (x.overlay != NULL) {
+            return err_set(err, EINVAL,
+                           "--export %s=rbd:%s: an rbd export takes no overlay",
+                           arg, x.rbd);
+        }
+        if (backend_rbd_parse(x.rbd, p, n, i, s, sizeof p, &e) < 0) {
+            return err_set(err, EINVAL, "--export %s=rbd:%s: %s", arg, x.rbd,
+                           e.msg);
+        }
     }
     if (grow(&cl->exports, cl->nr_exports, sizeof *cl->exports) < 0) {
         return err_set(err, ENOMEM, "out of memory");

@@ -17,6 +17,7 @@
 
 /* -e NAME=memory:SIZE */
 #define CONFIG_MEMORY_PREFIX "memory:"
+#define CONFIG_RBD_PREFIX "rbd:"
 /* -e NAME=PATH,overlay=FILE */
 #define CONFIG_OVERLAY_SUFFIX ",overlay="
 /* What a bad memory size (memory = SIZE, -e NAME=memory:SIZE) lacks. */

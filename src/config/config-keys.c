@@ -420,7 +420,8 @@ void config_export_print(const struct config_export *ce, FILE *out)
     for (unsigned j = 0; j < config_nr_keys; j++) {
         const struct config_key *k = &config_keys[j];
         if (k->section == CONFIG_SECTION_EXPORT ||
-            (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory)) {
+            (k->section == CONFIG_SECTION_FILE_EXPORT && !ce->ec.memory &&
+             ce->rbd == NULL)) {
             print_key(k, NULL, ce, out);
         }
     }

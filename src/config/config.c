@@ -88,6 +88,10 @@ static void export_fini(struct config_export *ce)
     free(ce->name);
     free(ce->path);
     free(ce->description);
+    free(ce->rbd);
+    free(ce->ceph_conf);
+    free(ce->ceph_id);
+    free(ce->ceph_keyring);
     free(ce->allow);
     for (unsigned i = 0; i < ce->nr_tls_identities; i++) {
         free(ce->tls_identities[i]);
@@ -182,6 +186,10 @@ static void link_export(struct config_export *ce)
         ce->ec.path = ce->path;
         ce->ec.overlay = ce->overlay;
         ce->ec.description = ce->description;
+        ce->ec.rbd = ce->rbd;
+        ce->ec.ceph_conf = ce->ceph_conf;
+        ce->ec.ceph_id = ce->ceph_id;
+        ce->ec.ceph_keyring = ce->ceph_keyring;
         ce->ec.allow = ce->allow;
         ce->ec.nr_allow = ce->nr_allow;
         ce->ec.tls_identities = (const char *const *)ce->tls_identities;
@@ -208,19 +216,44 @@ static struct config_export *current_export(struct parse_ctx *ctx)
     return &ctx->cfg->exports[ctx->cfg->nr_exports - 1];
 }
 
+/* Whether the export's rbd value parses; else fails the parse. */
 /*
  * What is wrong with an export's keys taken together, written to msg:
- * it must have a path or a memory size, not both, and cache = none
- * needs a file.  False when nothing is.
+ * it must have one of a path, a memory size and an rbd image (a valid
+ * POOL[/NAMESPACE]/IMAGE[@SNAP]); the ceph-* keys need rbd; an rbd export
+ * takes no cache or overlay key; cache = none needs a file.  False when
+ * nothing is.
  */
 static bool section_problem(const struct config_export *ce, char *msg,
                             size_t size)
 {
-    if (ce->path == NULL && !ce->ec.memory) {
-        snprintf(msg, size, "[export %s] has no path (or memory = SIZE)",
+    unsigned sources = (ce->path != NULL) + ce->ec.memory + (ce->rbd != NULL);
+    bool ceph_keys = ce->ceph_conf != NULL || ce->ceph_id != NULL ||
+                     ce->ceph_keyring != NULL;
+    char pool[256], ns[256], image[256], snap[256];
+    struct err e;
+    err_clear(&e);
+    if (sources == 0) {
+        snprintf(msg, size,
+                 "[export %s] has no path (or memory = SIZE, or rbd = "
+                 "POOL/IMAGE)",
                  ce->name);
-    } else if (ce->path != NULL && ce->ec.memory) {
-        snprintf(msg, size, "[export %s] has both a path and memory: give one",
+    } else if (sources > 1) {
+        snprintf(msg, size,
+                 "[export %s] has more than one of path, memory and rbd: "
+                 "give one",
+                 ce->name);
+    } else if (ce->rbd != NULL &&
+               backend_rbd_parse(ce->rbd, pool, ns, image, snap, sizeof pool,
+                                 &e) < 0) {
+        snprintf(msg, size, "[export %s]: %.300s", ce->name, e.msg);
+    } else if (ce->rbd == NULL && ceph_keys) {
+        snprintf(msg, size,
+                 "[export %s]: ceph-conf, ceph-id and ceph-keyring need rbd",
+                 ce->name);
+    } else if (ce->rbd != NULL && (ce->ec.direct || ce->overlay != NULL)) {
+        snprintf(msg, size,
+                 "[export %s]: an rbd export takes no cache or overlay key",
                  ce->name);
     } else if (ce->ec.memory && ce->ec.direct) {
         snprintf(msg, size,
@@ -513,6 +546,12 @@ static int apply_cmdline(struct config *cfg, const struct cmdline *cl,
              (ce->overlay_origin = strdup("--export")) == NULL)) {
             return err_set(err, ENOMEM, "out of memory");
         }
+        if (x->rbd != NULL) {
+            if ((ce->rbd = strdup(x->rbd)) == NULL) {
+                return err_set(err, ENOMEM, "out of memory");
+            }
+            continue;
+        }
         if (x->memory) {
             ce->ec.memory = true;
             ce->ec.memory_size = x->memory_size;
@@ -593,7 +632,7 @@ static int check_export_files(const struct config_export *ce, struct err *err)
 {
     char msg[ERR_MSG_MAX];
     /* Under an overlay the image is only read. */
-    if (!ce->ec.memory &&
+    if (!ce->ec.memory && ce->rbd == NULL &&
         config_check_image(ce->path, ce->ec.read_only || ce->overlay, msg,
                            sizeof msg) < 0) {
         return err_set(err, EINVAL, "%s: [export %s]: %s",

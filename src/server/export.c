@@ -40,6 +40,10 @@ static void export_free(struct export *exp)
 {
     free(exp->name);
     free(exp->path);
+    free(exp->rbd);
+    free(exp->ceph_conf);
+    free(exp->ceph_id);
+    free(exp->ceph_keyring);
     free(exp->overlay);
     free(exp->description);
     free(exp->allow);
@@ -106,6 +110,10 @@ struct export *export_new(const struct export_config *config,
     exp->description = strdup_or_null(config->description, &failed);
     exp->direct = config->direct;
     exp->memory = config->memory;
+    exp->rbd = strdup_or_null(config->rbd, &failed);
+    exp->ceph_conf = strdup_or_null(config->ceph_conf, &failed);
+    exp->ceph_id = strdup_or_null(config->ceph_id, &failed);
+    exp->ceph_keyring = strdup_or_null(config->ceph_keyring, &failed);
     exp->memory_size = config->memory_size;
     exp->no_trim = config->no_trim;
     if (config->nr_allow > 0) {
@@ -141,6 +149,16 @@ struct export *export_new(const struct export_config *config,
                      (config->direct ? BACKEND_OPEN_DIRECT : 0);
     if (reuse != NULL) {
         exp->be = backend_ref(reuse);
+    } else if (config->rbd != NULL) {
+        /* Blocks on the network: this runs on the main thread. */
+        struct rbd_backend_spec spec = {.image = config->rbd,
+                                        .conf = config->ceph_conf,
+                                        .id = config->ceph_id,
+                                        .keyring = config->ceph_keyring};
+        exp->be = backend_rbd_open(&spec, base_ro, err);
+        if (exp->be == NULL) {
+            goto out_free;
+        }
     } else if (config->memory) {
         exp->be = backend_memory_new(config->memory_size, base_ro, err);
         if (exp->be == NULL) {
@@ -216,6 +234,12 @@ void export_unref(struct export *exp)
 /* Whether the export keeps its bitmaps in the file `config` names, at
  * the same granularity (export_new creates the bitmaps it names that the
  * set lacks). */
+/* Two optional strings: both NULL, or equal. */
+static bool same_opt(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
 static bool same_dirty(const struct export *exp,
                        const struct export_config *config)
 {
@@ -241,6 +265,15 @@ bool export_same_image(const struct export *exp,
     if ((exp->overlay == NULL) != (config->overlay == NULL) ||
         (exp->overlay != NULL && strcmp(exp->overlay, config->overlay) != 0)) {
         return false;
+    }
+    /* An RBD export keeps its image while image and cluster stay. */
+    if (exp->rbd != NULL || config->rbd != NULL) {
+        return exp->rbd != NULL && config->rbd != NULL &&
+               strcmp(exp->rbd, config->rbd) == 0 &&
+               same_opt(exp->ceph_conf, config->ceph_conf) &&
+               same_opt(exp->ceph_id, config->ceph_id) &&
+               same_opt(exp->ceph_keyring, config->ceph_keyring) &&
+               backend_read_only(exp->be) == config->read_only;
     }
     if (exp->memory || config->memory) {
         /* A memory export keeps its data while its shape stays. */

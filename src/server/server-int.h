@@ -69,7 +69,10 @@ struct export
     char *description;  /* NULL when none */
     struct backend *be; /* we hold one reference */
     bool read_only;
-    bool memory;          /* a memory export (path NULL) */
+    bool memory; /* a memory export (path NULL) */
+    /* An RBD export (path NULL): its image and cluster settings, as in
+     * struct export_config; rbd NULL otherwise. */
+    char *rbd, *ceph_conf, *ceph_id, *ceph_keyring;
     uint64_t memory_size; /* its size */
     char *overlay;        /* the overlay file, or NULL */
     bool direct;

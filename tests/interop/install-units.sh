@@ -128,6 +128,11 @@ printf '[export cow]\npath = disk.img\noverlay = cow.ovl\n' >>"$T/example.conf"
 printf '[export bm]\npath = disk.img\ndirty-bitmap = nightly\n' \
     >>"$T/example.conf"
 printf 'dirty-bitmap-file = bm.bitmaps\n' >>"$T/example.conf"
+# --check-config does not connect to a cluster: an rbd export's keys
+# are checked and printed without one.
+printf '[export vm]\nrbd = rbd/vm1\nceph-conf = ceph.conf\nceph-id = nbd\n' \
+    >>"$T/example.conf"
+printf 'ceph-keyring = nbd.keyring\n' >>"$T/example.conf"
 "$BUILD/nbd-serverd" -c "$T/example.conf" --check-config >"$T/example.out" ||
     fail "the example configuration is rejected"
 # Every key of the example (commented out) is documented in the

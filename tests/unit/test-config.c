@@ -176,7 +176,25 @@ static const struct {
     {"[export a]\n[export b]\npath = a.img\n",
      "test.conf:1: [export a] has no path"},
     {"[export a]\nmemory = 1G\npath = a.img\n",
-     "test.conf:1: [export a] has both a path and memory"},
+     "test.conf:1: [export a] has more than one of path, memory and rbd"},
+    {"[export a]\nrbd = p/i\npath = a.img\n",
+     "test.conf:1: [export a] has more than one of path, memory and rbd"},
+    {"[export a]\npath = a.img\nceph-id = x\n",
+     "test.conf:1: [export a]: ceph-conf, ceph-id and ceph-keyring need rbd"},
+    {"[export a]\nrbd = p/i\ncache = none\n",
+     "test.conf:1: [export a]: an rbd export takes no cache"},
+    {"[export a]\nrbd = p/i\noverlay = o.img\n",
+     "test.conf:1: [export a]: an rbd export takes no cache or overlay"},
+    /* Dirty bitmaps are fine on RBD, with their file. */
+    {"[export a]\nrbd = p/i\ndirty-bitmap = b\n",
+     "test.conf:1: [export a]: dirty-bitmap needs dirty-bitmap-file"},
+    {"[export a]\nrbd = pool\n",
+     "test.conf:1: [export a]: rbd = pool: expected POOL/IMAGE"},
+    {"[export a]\nrbd = p/n/i/x\n", "rbd = p/n/i/x: expected POOL/IMAGE"},
+    {"[export a]\nrbd = p/i@\n", "rbd = p/i@: expected POOL/IMAGE"},
+    {"[export a]\nrbd = /i\n", "rbd = /i: expected POOL/IMAGE"},
+    {"[export a]\nrbd = p//i\n", "rbd = p//i: expected POOL/IMAGE"},
+    {"[export a]\nrbd = p/i@s@t\n", "rbd = p/i@s@t: expected POOL/IMAGE"},
     {"[export a]\nmemory = lots\n", "test.conf:2: memory = lots: expected"},
     {"[export a]\nmemory = 17T\n", "test.conf:2: memory = 17T: expected"},
     {"[export a]\nmemory = 1G\nmemory = 2G\n",
@@ -421,7 +439,12 @@ START_TEST(test_config_every_key_printed)
                                   "dirty-bitmap-file = f.bitmaps\n"
                                   "[export m]\n"
                                   "memory = 1M\n"
-                                  "overlay = m.ovl\n");
+                                  "overlay = m.ovl\n"
+                                  "[export r]\n"
+                                  "rbd = rbd/ns/img@snap\n"
+                                  "ceph-conf = ceph.conf\n"
+                                  "ceph-id = nbd\n"
+                                  "ceph-keyring = nbd.keyring\n");
     const char *args[] = {"-c", conf, NULL};
     struct cmdline cl;
     struct err err;
@@ -522,6 +545,10 @@ static const struct {
     {{"-e", "a=x.img,overlay=", NULL},
      "--export a=x.img,overlay=: expected NAME=PATH,overlay=FILE"},
     {{"-e", "a=,overlay=o.img", NULL}, "expected NAME=PATH,overlay=FILE"},
+    {{"-e", "a=rbd:nopool", NULL},
+     "--export a=rbd:nopool: rbd = nopool: expected POOL/IMAGE"},
+    {{"-e", "a=rbd:p/i,overlay=o.img", NULL},
+     "--export a=rbd:p/i: an rbd export takes no overlay"},
     {{"--bogus", NULL}, "unknown option '--bogus'"},
     {{"-l", NULL}, "needs an argument"},
     {{"extra", NULL}, "unexpected argument 'extra'"},
@@ -1001,7 +1028,7 @@ START_TEST(test_config_export_parse)
          "'memory' is given twice in [export x]"},
         {{{"read-only", "yes"}},
          1,
-         "[export x] has no path (or memory = SIZE)"},
+         "[export x] has no path (or memory = SIZE, or rbd = POOL/IMAGE)"},
         {{{"memory", "1M"}, {"cache", "none"}},
          2,
          "[export x]: cache = none needs a file (path), not memory"},
