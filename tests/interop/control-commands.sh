@@ -88,7 +88,7 @@ ctl_status 1 add bad frob=1
 grep -q "unknown key 'frob' in \[export bad\]" "$T/ctl.out" ||
     fail "the unknown key is not named"
 ctl_status 1 add bad path="$b" memory=1M
-grep -q "has both a path and memory" "$T/ctl.out" || fail "path+memory"
+grep -q "has more than one of path, memory and rbd" "$T/ctl.out" || fail "path+memory"
 ctl_status 1 add a path="$b"
 ctl_status 2 -s "$T/nosuch.sock" status
 
