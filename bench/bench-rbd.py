@@ -55,8 +55,11 @@ def start(kind, build, image, conf, sock, log):
         argv = [os.path.join(build, "nbd-serverd"), "-f", "-l",
                 f"unix:{sock}", "-e", f"disk=rbd:{image}"]
     else:
+        # cache=writeback: QEMU's rbd driver then leaves librbd's cache on
+        # (rbd_cache=true), as nbd-serverd does, so both sides cache alike.
         argv = ["qemu-nbd", "-f", "raw", "-x", "disk", "--socket", sock,
-                "--shared=8", "--persistent", "--cache=none", "--aio=threads",
+                "--shared=8", "--persistent", "--cache=writeback",
+                "--aio=threads",
                 f"rbd:{image}:conf={conf}"]
     p = subprocess.Popen(argv, stdout=log, stderr=log,
                          env=dict(os.environ, CEPH_CONF=conf))

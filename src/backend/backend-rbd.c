@@ -101,6 +101,12 @@ struct rbd_backend {
     rados_ioctx_t io;
     rbd_image_t image;
     char *spec; /* "POOL[/NS]/IMAGE[@SNAP]", for messages; owned */
+    /* rbd_update_watch of a writable image: librbd calls image_updated
+     * on one of its threads; `logged_size` (that thread only) is the
+     * size last reported. */
+    bool watching;
+    uint64_t watch_handle;
+    uint64_t logged_size;
 };
 
 static const struct backend_ops rbd_ops;
@@ -477,9 +483,35 @@ static int rbd_extents(struct backend *be, enum backend_meta meta,
 
 /* ---- Open and close (main thread) ---- */
 
+/*
+ * librbd's thread, when the image's header changed (a resize, a
+ * snapshot, a lock): a resize is logged once per new size.  The export
+ * keeps the size it advertised (a client's idea of it cannot change
+ * under it); the image is reopened at its new size by a reload that
+ * changes the export, or a restart.  An image with an export open has a
+ * watcher, so Ceph refuses to remove it (`rbd rm` says so).
+ */
+static void image_updated(void *arg)
+{
+    struct rbd_backend *rb = arg;
+    uint64_t now;
+    if (rbd_get_size(rb->image, &now) < 0 || now == rb->logged_size) {
+        return;
+    }
+    rb->logged_size = now;
+    log_warning("rbd %s: the image was resized from %llu to %llu bytes; "
+                "the export goes on serving %llu bytes until it is "
+                "opened again (a restart, or a reload that changes it)",
+                rb->spec, (unsigned long long)rb->be.size,
+                (unsigned long long)now, (unsigned long long)rb->be.size);
+}
+
 static void rbd_close_op(struct backend *be)
 {
     struct rbd_backend *rb = to_rbd(be);
+    if (rb->watching) {
+        rbd_update_unwatch(rb->image, rb->watch_handle);
+    }
     rbd_close(rb->image);
     rados_ioctx_destroy(rb->io);
     cluster_put(rb->cluster);
@@ -542,6 +574,13 @@ struct backend *backend_rbd_open(const struct rbd_backend_spec *s,
     unsigned caps = BACKEND_CAP_EXTENTS | BACKEND_CAP_MULTI_CONN;
     caps |= ro ? BACKEND_CAP_READ_ONLY : BACKEND_CAP_TRIM | BACKEND_CAP_ZERO;
     backend_init(&rb->be, &rbd_ops, NULL, size, caps, BACKEND_PARALLEL);
+    rb->logged_size = size;
+    if (sn == NULL) {
+        /* Without it a resize goes unnoticed, which is no reason to
+         * refuse the export. */
+        rb->watching = rbd_update_watch(rb->image, &rb->watch_handle,
+                                        image_updated, rb) == 0;
+    }
     return &rb->be;
 
 fail_io:
