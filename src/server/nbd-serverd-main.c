@@ -522,7 +522,11 @@ static int serve(const struct cmdline *cl, struct config *cfg,
         }
     }
     if (stage_exports(srv, &up, cfg, &err) < 0) {
+        /* An export the configuration names cannot be served (a missing
+         * image, an unreachable Ceph cluster, a locked bitmap file): as
+         * a configuration that --check-config would refuse. */
         log_error("%s", err.msg);
+        status = CONFIG_EXIT_USAGE;
         goto out;
     }
     commit(srv, &up);

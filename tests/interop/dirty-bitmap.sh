@@ -218,7 +218,7 @@ dirty-bitmap-file = $T/disk.bitmaps
 EOF
 rc=0
 tmo "$SERVER_BIN" -f -c "$T/second.conf" >"$T/second.log" 2>&1 || rc=$?
-[ "$rc" = 1 ] || fail "second daemon: exit $rc: $(cat "$T/second.log")"
+[ "$rc" = 2 ] || fail "second daemon: exit $rc: $(cat "$T/second.log")"
 grep -q "disk.bitmaps: in use by another export or process" "$T/second.log" ||
     fail "second daemon: $(cat "$T/second.log")"
 stop_server

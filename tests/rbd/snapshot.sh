@@ -52,7 +52,7 @@ rc=0
 timeout 60 "$SERVER_BIN" -f -l "127.0.0.1:$port" -e "x=rbd:rbd/no-such-image" \
     >"$T/miss.log" 2>&1 || rc=$?
 cat "$T/miss.log"
-[ "$rc" = 1 ] || fail "exit status $rc for a missing image, expected 1"
+[ "$rc" = 2 ] || fail "exit status $rc for a missing image, expected 2"
 grep -q 'rbd rbd/no-such-image' "$T/miss.log" ||
     fail "the message does not name the image"
 step "exit status $rc"

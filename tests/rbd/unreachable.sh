@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # A cluster that does not answer (a ceph.conf whose monitor address
 # nobody listens on): the daemon gives up within librados's mount
-# timeout (10 s, set by the backend), exits 1 and names the cluster
+# timeout (10 s, set by the backend), exits 2 and names the cluster
 # (its ceph.conf) and the cause.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../interop/lib.sh
@@ -31,8 +31,8 @@ timeout 60 "$SERVER_BIN" -f -c "$T/conf" -l "127.0.0.1:$port" \
     >"$T/out.log" 2>&1 || rc=$?
 took=$((SECONDS - start))
 cat "$T/out.log"
-[ "$rc" = 1 ] || fail "exit status $rc, expected 1"
+[ "$rc" = 2 ] || fail "exit status $rc, expected 2"
 grep -q "ceph cluster ($T/dead.conf" "$T/out.log" ||
     fail "the message does not name the cluster's ceph.conf"
 grep -q "connecting" "$T/out.log" || fail "the message does not say what failed"
-step "exit status 1 after $took s, naming the cluster and the cause"
+step "exit status 2 after $took s, naming the cluster and the cause"
