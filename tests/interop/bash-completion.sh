@@ -50,6 +50,7 @@ expect nbd-serverd "--control" nbd-serverd --contr
 expect nbdc "info" nbdc in
 expect nbdc "randread randrw randwrite" nbdc bench --rw rand
 expect nbdc "--json" nbdc info --j
+expect nbdc "--dirty-bitmap" nbdc copy --dir
 expect nbd-serverd-ctl "change checkpoint connections" nbd-serverd-ctl c
 expect nbd-serverd-ctl "read-only=" nbd-serverd-ctl add x read-
 
@@ -60,6 +61,16 @@ if is_our_server; then
         --control "$T/ctl.sock"
     expect nbd-serverd-ctl "alpha" nbd-serverd-ctl -s "$T/ctl.sock" remove al
     expect nbd-serverd-ctl "alpha beta" nbd-serverd-ctl -s "$T/ctl.sock" change ""
+    stop_server
+    # nbdc: export names of a TCP server, from nbdc info --list.
+    port=$(free_port)
+    start_server -l "127.0.0.1:$port" -e "alpha=$disk" -e "beta=$disk" \
+        -e "gamma=$disk"
+    PATH=$BUILD:$PATH expect nbdc "nbd://127.0.0.1:$port/alpha" \
+        nbdc info "nbd://127.0.0.1:$port/al"
+    PATH=$BUILD:$PATH expect nbdc \
+        "nbd://127.0.0.1:$port/alpha nbd://127.0.0.1:$port/beta nbd://127.0.0.1:$port/gamma" \
+        nbdc copy "nbd://127.0.0.1:$port/"
     stop_server
 fi
 step "pass"
