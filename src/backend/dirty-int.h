@@ -56,7 +56,7 @@ struct dirty_set {
     struct mutex lock;
     _Atomic(struct dirty_list *) list;
     atomic_uint_least64_t gen;
-    struct dirty_list *retired GUARDED_BY(lock);
+    struct dirty_list *retired; /* under lock */
 };
 
 /* A new bitmap for `ds` with all bits clear (or all set when `dirty`);
