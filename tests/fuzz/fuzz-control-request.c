@@ -41,6 +41,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case CONTROL_DISCONNECT:
         FUZZ_ASSERT(req.id > 0);
         break;
+    case CONTROL_BITMAPS:
+        FUZZ_ASSERT(req.name != NULL && req.bitmap == NULL);
+        break;
+    case CONTROL_BITMAP_ADD:
+    case CONTROL_BITMAP_CLEAR:
+    case CONTROL_BITMAP_REMOVE:
+        FUZZ_ASSERT(req.name != NULL && req.bitmap != NULL &&
+                    req.other == NULL);
+        break;
+    case CONTROL_CHECKPOINT:
+    case CONTROL_BITMAP_MERGE:
+        FUZZ_ASSERT(req.name != NULL && req.bitmap != NULL &&
+                    req.other != NULL);
+        break;
     default:
         FUZZ_ASSERT(req.name == NULL && req.nr_settings == 0);
         break;

@@ -153,9 +153,12 @@ EOF
 
 step "hostile readers against caps of ${PER_CONN} MiB per connection, ${GLOBAL} MiB in all"
 sanitizer=none
-if ldd "$BUILD/nbd-serverd" 2>/dev/null | grep -q libasan; then
+# The whole list first: grep -q would stop reading, and ldd, killed by
+# SIGPIPE, would fail the pipeline (pipefail).
+libs=$(ldd "$BUILD/nbd-serverd" 2>/dev/null || true)
+if grep -q libasan <<<"$libs"; then
     sanitizer=asan
-elif ldd "$BUILD/nbd-serverd" 2>/dev/null | grep -q libtsan; then
+elif grep -q libtsan <<<"$libs"; then
     sanitizer=tsan
 fi
 "$NBD_PYTHON" "$T/hostile.py" "$SERVER_PID" "$port" $PER_CONN $GLOBAL $SLACK \
