@@ -53,6 +53,11 @@ static void export_free(struct export *exp)
     free(exp->tls_identities);
     export_stats_unref(exp->stats);
     dirty_set_unref(exp->dirty);
+    for (unsigned i = 0; i < exp->nr_dirty_bitmaps; i++) {
+        free(exp->dirty_bitmaps[i]);
+    }
+    free(exp->dirty_bitmaps);
+    free(exp->dirty_bitmap_file);
     backend_unref(exp->be);
     free(exp);
 }
@@ -110,6 +115,20 @@ struct export *export_new(const struct export_config *config,
     exp->description = strdup_or_null(config->description, &failed);
     exp->direct = config->direct;
     exp->memory = config->memory;
+    exp->dirty_bitmap_file = strdup_or_null(config->dirty_bitmap_file, &failed);
+    if (config->nr_dirty_bitmaps > 0) {
+        exp->dirty_bitmaps =
+            calloc(config->nr_dirty_bitmaps, sizeof *exp->dirty_bitmaps);
+        if (exp->dirty_bitmaps == NULL) {
+            failed = true;
+        } else {
+            exp->nr_dirty_bitmaps = config->nr_dirty_bitmaps;
+            for (unsigned i = 0; i < config->nr_dirty_bitmaps; i++) {
+                exp->dirty_bitmaps[i] =
+                    strdup_or_null(config->dirty_bitmaps[i], &failed);
+            }
+        }
+    }
     exp->rbd = strdup_or_null(config->rbd, &failed);
     exp->ceph_conf = strdup_or_null(config->ceph_conf, &failed);
     exp->ceph_id = strdup_or_null(config->ceph_id, &failed);
@@ -474,4 +493,31 @@ void server_dirty_reclaim(struct server *srv, struct dirty_set *set)
         }
     }
     dirty_set_reclaim(set);
+}
+
+struct export_config export_config_of(const struct export *exp)
+{
+    return (struct export_config){
+        .name = exp->name,
+        .path = exp->path,
+        .rbd = exp->rbd,
+        .ceph_conf = exp->ceph_conf,
+        .ceph_id = exp->ceph_id,
+        .ceph_keyring = exp->ceph_keyring,
+        .memory = exp->memory,
+        .memory_size = exp->memory_size,
+        .overlay = exp->overlay,
+        .description = exp->description,
+        .read_only = backend_read_only(exp->be),
+        .direct = exp->direct,
+        .no_trim = exp->no_trim,
+        .allow = exp->allow,
+        .nr_allow = exp->nr_allow,
+        .tls_identities = (const char *const *)exp->tls_identities,
+        .nr_tls_identities = exp->nr_tls_identities,
+        .dirty_bitmaps = (const char *const *)exp->dirty_bitmaps,
+        .nr_dirty_bitmaps = exp->nr_dirty_bitmaps,
+        .dirty_bitmap_file = exp->dirty_bitmap_file,
+        .dirty_granularity = exp->dirty_granularity,
+    };
 }

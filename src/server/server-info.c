@@ -146,26 +146,6 @@ void server_get_status(struct server *srv, struct server_status *st)
     st->buffer_memory_used = buffer_budget_used(&srv->budget);
 }
 
-/* The configuration an export was made from (borrowing its strings). */
-static struct export_config config_of(const struct export *exp)
-{
-    return (struct export_config){
-        .name = exp->name,
-        .path = exp->path,
-        .memory = exp->memory,
-        .memory_size = exp->memory_size,
-        .overlay = exp->overlay,
-        .description = exp->description,
-        .read_only = exp->read_only,
-        .direct = exp->direct,
-        .no_trim = exp->no_trim,
-        .allow = exp->allow,
-        .nr_allow = exp->nr_allow,
-        .tls_identities = (const char *const *)exp->tls_identities,
-        .nr_tls_identities = exp->nr_tls_identities,
-    };
-}
-
 int server_edit_export(struct server *srv, enum server_edit how,
                        const char *name, const struct export_config *config,
                        struct err *err)
@@ -181,7 +161,7 @@ int server_edit_export(struct server *srv, enum server_edit how,
     bool found = false;
     for (unsigned i = 0; i < old->nr; i++) {
         if (strcmp(old->exps[i]->name, name) != 0) {
-            all[nr++] = config_of(old->exps[i]);
+            all[nr++] = export_config_of(old->exps[i]);
             continue;
         }
         found = true;

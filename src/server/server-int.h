@@ -88,6 +88,9 @@ struct export
      * qemu:dirty-bitmap contexts; we hold one reference.  NULL: none. */
     struct dirty_set *dirty;
     uint64_t dirty_granularity; /* as configured (export_same_image) */
+    char **dirty_bitmaps;       /* the names configured, and the file */
+    unsigned nr_dirty_bitmaps;
+    char *dirty_bitmap_file;
 };
 
 /*
@@ -586,6 +589,9 @@ ANY_THREAD struct export_table *export_table_new(unsigned nr);
 ANY_THREAD void export_table_unref(struct export_table *t); /* NULL ok */
 /* The current table, with a reference for the caller. */
 ANY_THREAD struct export_table *server_get_table(struct server *srv);
+/* The configuration `exp` was made from, borrowing its strings: what a
+ * table edit passes again for the exports it keeps (export.c). */
+ANY_THREAD struct export_config export_config_of(const struct export *exp);
 /*
  * Looks `name` up among the exports `conn` is offered, as this client
  * may see them: an export whose allow list or TLS identities exclude the

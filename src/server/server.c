@@ -368,25 +368,7 @@ int server_add_export(struct server *srv, const struct export_config *config,
         goto out;
     }
     for (unsigned i = 0; i < old->nr; i++) {
-        const struct export *exp = old->exps[i];
-        all[i] = (struct export_config){
-            .name = exp->name,
-            .path = exp->path,
-            .rbd = exp->rbd,
-            .ceph_conf = exp->ceph_conf,
-            .ceph_id = exp->ceph_id,
-            .ceph_keyring = exp->ceph_keyring,
-            .memory = exp->memory,
-            .memory_size = exp->memory_size,
-            .description = exp->description,
-            .read_only = backend_read_only(exp->be),
-            .direct = exp->direct,
-            .no_trim = exp->no_trim,
-            .allow = exp->allow,
-            .nr_allow = exp->nr_allow,
-            .tls_identities = (const char *const *)exp->tls_identities,
-            .nr_tls_identities = exp->nr_tls_identities,
-        };
+        all[i] = export_config_of(old->exps[i]);
     }
     all[old->nr] = *config;
     r = server_set_exports(srv, all, old->nr + 1, err);

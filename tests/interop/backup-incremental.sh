@@ -156,6 +156,12 @@ step "bitmap commands: clear, merge, add, and their errors"
 ctl bitmap-add disk extra
 tmo qemu-io -f raw "$disk" -c 'write -P 6 0 4k' >/dev/null
 [ "$(bitmap_bytes disk extra)" = 65536 ] || fail "extra did not record"
+step "adding an export live keeps the others and their bitmaps"
+ctl add scratch memory=1M
+tmo qemu-io -f raw "$disk" -c 'write -P 6 128k 4k' >/dev/null
+[ "$(bitmap_bytes disk extra)" = 131072 ] ||
+    fail "extra stopped recording after an add"
+ctl remove scratch
 ctl bitmap-merge disk extra b3
 ctl bitmap-clear disk extra
 [ "$(bitmap_bytes disk extra)" = 0 ] || fail "extra was not cleared"
