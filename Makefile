@@ -111,7 +111,7 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              librados-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format debootstrap prometheus curl \
+            codespell clang-format debootstrap prometheus curl gnuplot-nox \
             ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian

@@ -22,9 +22,12 @@ Environment (all optional):
   BENCH_RUNTIME=5          measured seconds per client run
   BENCH_RAMP=1             seconds before the measured window
   BENCH_SIZE_MIB=1024      image size in MiB (created in /dev/shm)
-  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,nbdkit-trixie,qsd-trixie][,...-tls,...-psk]
+  BENCH_SERVERS=nbd-serverd,nbdkit,qemu-nbd[,nbdkit-trixie,qsd-trixie][,...-tls,...-psk,...-unix]
   BENCH_TLS=1              1: also the -tls (X.509) and -psk (PSK) servers, TLS
                            required; 0: not; only: nothing else
+  BENCH_UNIX=1             1: also every server on a unix socket (the -unix
+                           rows) for the 1 MiB workloads; all: for every
+                           workload; 0: not
   BENCH_CLIENTS=fio,nbdc   the load generators (fio's nbd engine, nbdc bench)
   BENCH_WORKLOADS=...      comma list of workload names (default: all)
   BENCH_THREADS=$(nproc)   nbd-serverd --threads
@@ -36,6 +39,10 @@ Environment (all optional):
   BENCH_REQUIRE_ALL=0      1: fail instead of skipping a server that is missing
   BENCH_REPORT=FILE        also write the Markdown report to FILE
   BENCH_JSON=FILE          also write every single measurement as JSON
+  BENCH_OUT=DIR            where every run leaves bench-STAMP.md (the report),
+                           .json (every measurement) and .png (the chart, by
+                           bench-chart.py with gnuplot); default bench/results,
+                           which git ignores
   BENCH_BASELINE=FILE      a BENCH_JSON file of an earlier run: adds a column
                            "vs baseline" (median / that run's median of the same
                            workload, server and client), e.g. to compare builds
@@ -89,6 +96,7 @@ import tempfile
 import threading
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 GIB = 1 << 30
 MIB = 1 << 20
 # The trixie chroot (tests/chroot-trixie.sh exec sets both variables when
@@ -103,14 +111,15 @@ PEERS = HOST_PEERS + CHROOT_PEERS
 PLAIN_SERVERS = ("nbd-serverd",) + PEERS
 TLS_KINDS = ("tls", "psk")  # X.509, PSK
 TLS_SERVERS = tuple(f"{s}-{k}" for k in TLS_KINDS for s in PLAIN_SERVERS)
-ALL_SERVERS = PLAIN_SERVERS + TLS_SERVERS
+UNIX_SERVERS = tuple(f"{s}-unix" for s in PLAIN_SERVERS)  # plain NBD on a unix socket
+ALL_SERVERS = PLAIN_SERVERS + TLS_SERVERS + UNIX_SERVERS
 CLIENTS = ("fio", "nbdc")
 PSK_USER = "bench"
 
 
 def kind_of(name):
-    """'plain', 'tls' (X.509) or 'psk'."""
-    for k in TLS_KINDS:
+    """'plain', 'tls' (X.509), 'psk' or 'unix'."""
+    for k in TLS_KINDS + ("unix",):
         if name.endswith(f"-{k}"):
             return k
     return "plain"
@@ -193,6 +202,19 @@ def cpu_seconds(pid):
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def connected_to(path):
+    """Number of connected unix stream sockets bound to PATH: the server's ends
+    (an accepted socket carries its listener's name; a client's is unnamed)."""
+    n = 0
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[5] == "03" and fields[7] == path:
+                n += 1
+    return n
+
+
 def established_to(port):
     """Number of ESTABLISHED IPv4 TCP sockets whose local port is PORT (server side)."""
     n = 0
@@ -238,11 +260,17 @@ class Server:
     def __init__(self, name, argv, logpath):
         self.name, self.argv, self.logpath = name, argv, logpath
         self.port = None
+        self.sock = None  # the socket's path for a -unix server
         self.proc = None
 
     def start(self, port):
+        """port: a free TCP port, or for a -unix server the number that names
+        its socket (in the directory of its log)."""
         self.port = port
-        argv = [a.replace("{PORT}", str(port)) for a in self.argv]
+        if kind_of(self.name) == "unix":
+            self.sock = os.path.join(os.path.dirname(self.logpath), f"sock-{port}")
+        argv = [a.replace("{PORT}", str(port)).replace("{SOCK}", self.sock or "")
+                for a in self.argv]
         logf = open(self.logpath, "ab")
         logf.write(f"\n=== {shlex.join(argv)}\n".encode())
         logf.flush()
@@ -260,15 +288,27 @@ class Server:
         while True:
             self.check_alive("while starting")
             try:
+                if self.sock:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.settimeout(1.0)
+                        s.connect(self.sock)
+                        return
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} did not accept connections on "
-                                 f"127.0.0.1:{self.port} within {timeout:.0f} s\n"
+                                 f"{self.address()} within {timeout:.0f} s\n"
                                  f"--- {self.logpath}\n{tail(self.logpath)}")
             time.sleep(0.02)
+
+    def address(self):
+        return self.sock or f"127.0.0.1:{self.port}"
+
+    def connections(self):
+        """Clients connected now, counted at the server's end."""
+        return connected_to(self.sock) if self.sock else established_to(self.port)
 
     def check_alive(self, when):
         rc = self.proc.poll()
@@ -396,14 +436,38 @@ def server_specs(build_dir, image, cfg):
                        f"tls-creds-psk,id=tls0,endpoint=server,dir={tls}/psk")
                 argv = argv[:i] + ["--object", obj, "--tls-creds=tls0"] + argv[i:]
             specs[tname] = (argv, export)
+        uname = f"{name}-unix"
+        if name not in specs:
+            missing[uname] = missing[name]
+            continue
+        specs[uname] = (unix_argv(name, specs[name][0]), specs[name][1])
     return specs, missing
 
 
-def client_uri(client, server, export, cfg, port="{PORT}"):
+def unix_argv(name, argv):
+    """A server's TCP argv turned into one listening on {SOCK}."""
+    def swap(old, new):
+        for i in range(len(argv) - len(old) + 1):
+            if argv[i:i + len(old)] == old:
+                return argv[:i] + new + argv[i + len(old):]
+        raise BenchError(f"{name}: no {old} in {argv} to turn into a unix socket")
+    if base_of(name) in ("nbd-serverd", OTHER):
+        return swap(["127.0.0.1:{PORT}"], ["unix:{SOCK}"])
+    if base_of(name).startswith("nbdkit"):
+        return swap(["-p", "{PORT}", "-i", "127.0.0.1"], ["-U", "{SOCK}"])
+    if base_of(name) == "qsd-trixie":
+        return swap(["addr.type=inet,addr.host=127.0.0.1,addr.port={PORT}"],
+                    ["addr.type=unix,addr.path={SOCK}"])
+    return swap(["-b", "127.0.0.1", "-p", "{PORT}"], ["-k", "{SOCK}"])
+
+
+def client_uri(client, server, export, cfg, port="{PORT}", sock="{SOCK}"):
     """The URI `client` is given for `server` (a spec name)."""
     kind = kind_of(server)
     if kind == "plain":
         return f"nbd://127.0.0.1:{port}/{export}"
+    if kind == "unix":
+        return f"nbd+unix:///{export}?socket={sock}"
     tls = cfg["tls_dir"]
     if kind == "tls":
         q = "" if client == "fio" else f"?tls-certificates={tls}/home/.pki/libnbd"
@@ -479,7 +543,7 @@ def fio_argv(wl, uri, cfg, out_json):
 def wait_first_connection(server, proc, t0):
     """When the server first shows an established connection (or t0)."""
     while proc.poll() is None and time.monotonic() - t0 < 30:
-        if established_to(server.port) > 0:
+        if server.connections() > 0:
             return time.monotonic()
         time.sleep(0.002)
     return t0
@@ -508,7 +572,7 @@ def run_fio(server, wl, cfg, tmpdir, log_path, uri):
             conn_at = wait_first_connection(server, fio, t0)
             while fio.poll() is None and time.monotonic() < conn_at + cfg["ramp"]:
                 time.sleep(min(0.005, max(0.0, conn_at + cfg["ramp"] - time.monotonic())))
-            conns = established_to(server.port)
+            conns = server.connections()
             cpu0 = cpu_seconds(server.proc.pid)
             w0 = time.monotonic()
             limit = cfg["ramp"] + cfg["runtime"] + 60
@@ -609,7 +673,7 @@ def run_nbdc(server, wl, cfg, log_path, uri):
                     sec = int(line[1:line.index("s]")])
                     per_sec[sec] = int(line.split("IOPS: ")[1].split(",")[0])
                     if sec == cfg["ramp"]:
-                        conns = established_to(server.port)
+                        conns = server.connections()
                         cpu0, w0 = cpu_seconds(server.proc.pid), time.monotonic()
                     elif sec == total_s:
                         cpu1, w1 = cpu_seconds(server.proc.pid), time.monotonic()
@@ -696,7 +760,11 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
                       if cfg.get("other_client") else "the same clients")
                    + "; \"this build / .b\" on its rows: the median of the same row of this "
                    "build's nbd-serverd / its own")
-    if any(kind_of(n) != "plain" for n, _c in rows):
+    if any(kind_of(n) == "unix" for n, _c in rows):
+        out.append("- -unix rows: plain NBD on a unix socket (nbd+unix:///EXPORT?socket=PATH), "
+                   + ("every workload" if cfg["unix"] == "all" else
+                      "the 1 MiB workloads only (BENCH_UNIX=all: every workload)"))
+    if any(kind_of(n) in TLS_KINDS for n, _c in rows):
         out.append("- -tls rows: TLS required, X.509 (ECDSA P-256 certificates from certtool); "
                    "fio over nbds:// with libnbd's default certificate directory "
                    "(HOME/.pki/libnbd), since fio cannot pass tls-certificates=; "
@@ -756,6 +824,8 @@ def build_report(cfg, specs, missing, rows, workloads, results, notes, host,
                 med[key] = statistics.median(r[metric] for r in rs)
         for srv, client in rows:
             rs = results.get((name, srv, client), [])
+            if not rs and kind_of(srv) == "unix":
+                continue  # BENCH_UNIX=1 runs them on the 1 MiB workloads only
             if not rs:
                 dashes = head.count("|") - 3
                 out.append(f"| {srv} | {client} |" + " – |" * dashes)
@@ -862,7 +932,7 @@ def probe_cipher(cfg, specs, name, tmpdir):
     srv = Server(name, specs[name][0], os.path.join(tmpdir, f"{name}.log"))
     srv.start(free_port())
     try:
-        uri = client_uri("nbdc", name, specs[name][1], cfg, srv.port)
+        uri = client_uri("nbdc", name, specs[name][1], cfg, srv.port, srv.sock)
         p = subprocess.run([nbdc_for(name, cfg), "info", "--json", uri], capture_output=True,
                            text=True, timeout=30, check=False)
     finally:
@@ -913,7 +983,13 @@ def main(argv):
     tls_mode = os.environ.get("BENCH_TLS", "1")
     if tls_mode not in ("0", "1", "only"):
         raise BenchError(f"BENCH_TLS={tls_mode!r}: want 0, 1 or only")
-    default = {"0": PLAIN_SERVERS, "1": ALL_SERVERS, "only": TLS_SERVERS}[tls_mode]
+    default = {"0": PLAIN_SERVERS, "1": PLAIN_SERVERS + TLS_SERVERS,
+               "only": TLS_SERVERS}[tls_mode]
+    cfg["unix"] = os.environ.get("BENCH_UNIX", "1")
+    if cfg["unix"] not in ("0", "1", "all"):
+        raise BenchError(f"BENCH_UNIX={cfg['unix']!r}: want 0, 1 or all")
+    if cfg["unix"] != "0" and tls_mode != "only":
+        default = default + UNIX_SERVERS
     known = ALL_SERVERS
     cfg["other_build"] = os.environ.get("BENCH_OTHER_BUILD") or None
     cfg["other_client"] = os.environ.get("BENCH_OTHER_CLIENT") == "1"
@@ -924,7 +1000,7 @@ def main(argv):
         others = tuple(n.replace("nbd-serverd", OTHER, 1) for n in default
                        if base_of(n) == "nbd-serverd")
         default = tuple(default) + others
-        known = ALL_SERVERS + (OTHER,) + tuple(f"{OTHER}-{k}" for k in TLS_KINDS)
+        known = ALL_SERVERS + (OTHER,) + tuple(f"{OTHER}-{k}" for k in TLS_KINDS + ("unix",))
     servers = env_list("BENCH_SERVERS", default, known)
     clients = env_list("BENCH_CLIENTS", CLIENTS, CLIENTS)
     wl_names = [w[0] for w in WORKLOADS]
@@ -950,7 +1026,7 @@ def main(argv):
     cfg["image"] = image
     ok = False
     try:
-        if any(kind_of(n) != "plain" for n in servers):
+        if any(kind_of(n) in TLS_KINDS for n in servers):
             try:
                 cfg["tls_dir"] = make_tls(tmpdir)
             except BenchError as e:
@@ -1001,7 +1077,7 @@ def main(argv):
         ciphers = {}
         if os.access(cfg["nbdc"], os.X_OK):
             for name in active:
-                if kind_of(name) != "plain":
+                if kind_of(name) in TLS_KINDS:
                     ciphers[name] = probe_cipher(cfg, specs, name, tmpdir)
 
         host = host_info(specs)
@@ -1009,20 +1085,23 @@ def main(argv):
         raw = []
         client_log = os.path.join(tmpdir, "clients.log")
         active_rows = [(n, c) for n, c in rows if n in specs]
-        total = cfg["runs"] * len(workloads) * len(active_rows)
+
+        def runs_on(name, wl):
+            return kind_of(name) != "unix" or cfg["unix"] == "all" or wl[3] == "1m"
+        total = cfg["runs"] * sum(runs_on(n, wl) for wl in workloads for n, _c in active_rows)
         done = 0
         for run in range(cfg["runs"]):
             order = active[run % len(active):] + active[:run % len(active)]
             for wl in workloads:
                 for name in order:
                     for client in clients:
-                        if (name, client) not in active_rows:
+                        if (name, client) not in active_rows or not runs_on(name, wl):
                             continue
                         done += 1
                         srv = Server(name, specs[name][0],
                                      os.path.join(tmpdir, f"{name}.log"))
                         srv.start(free_port())
-                        uri = client_uri(client, name, specs[name][1], cfg, srv.port)
+                        uri = client_uri(client, name, specs[name][1], cfg, srv.port, srv.sock)
                         try:
                             if client == "fio":
                                 r = run_fio(srv, wl, cfg, tmpdir, client_log, uri)
@@ -1038,14 +1117,14 @@ def main(argv):
                                          f"the ramp, expected {wl[5]}")
                         results.setdefault((wl[0], name, client), []).append(r)
                         raw.append(dict(r, run=run + 1, workload=wl[0], server=name,
-                                        client=client))
+                                        client=client, metric=wl[6]))
                         unit = wl[6]
                         log(f"bench: [{done}/{total}] run {run + 1} {wl[0]:<16} {name:<16} "
                             f"{client:<4} {fmt_val(r[unit], unit):>10} "
                             f"{'IOPS' if unit == 'iops' else 'MiB/s'}  server CPU "
                             f"{1e6 * r['server_cpu_s'] / max(r['ios'], 1):.1f} µs/req")
         for name in active:
-            if base_of(name) in ("nbd-serverd", OTHER) and kind_of(name) != "plain":
+            if base_of(name) in ("nbd-serverd", OTHER) and kind_of(name) in TLS_KINDS:
                 seen = serverd_ciphers(os.path.join(tmpdir, f"{name}.log"))
                 if seen:
                     ciphers[name] = (ciphers.get(name, "") + "; its log: " + ", ".join(
@@ -1058,10 +1137,21 @@ def main(argv):
         if os.environ.get("BENCH_REPORT"):
             with open(os.environ["BENCH_REPORT"], "w", encoding="utf-8") as f:
                 f.write(report)
+        outdir = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
+        os.makedirs(outdir, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        json_paths = [os.path.join(outdir, f"bench-{stamp}.json")]
         if os.environ.get("BENCH_JSON"):
-            with open(os.environ["BENCH_JSON"], "w", encoding="utf-8") as f:
+            json_paths.append(os.environ["BENCH_JSON"])
+        for path in json_paths:
+            with open(path, "w", encoding="utf-8") as f:
                 json.dump({"config": cfg, "host": host, "ciphers": ciphers, "results": raw},
                           f, indent=1)
+        with open(os.path.join(outdir, f"bench-{stamp}.md"), "w", encoding="utf-8") as f:
+            f.write(report)
+        # The chart is a convenience: a machine without gnuplot still gets the tables.
+        subprocess.run([sys.executable, os.path.join(HERE, "bench-chart.py"), json_paths[0],
+                        os.path.join(outdir, f"bench-{stamp}.png")], check=False)
         ok = True
     finally:
         Server.kill_all()

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# One connection, 32 requests in flight: nbd-serverd at -t 1 against -t 2.
-# For each setting, runs fio's nbd engine (one job, QD 32; by default 4 KiB
+# Scaling with loops and connections: nbd-serverd at -t 1, 2 and twice as
+# many loops as cores, each with one and with two connections of 32
+# requests in flight.
+# For each setting, runs fio's nbd engine (a job per connection, QD 32; by default 4 KiB
 # random read and write, then 1 MiB sequential read and write) against a
 # 256 MiB image in /dev/shm and reports the rate, the CPU each server
 # thread used during the run (utime+stime from /proc/PID/task/TID/stat),
 # which shows whether the request work spreads over both loops, and the
-# CPU fio itself used, which shows how much of the machine was left.
+# CPU fio itself used, which shows how much of the machine was left, and
+# the server's CPU per request (all its threads over fio's requests).
 #
 # Usage: bench/bench-threads.sh [BUILD_DIR]
 #   BENCH_RUNTIME   seconds per run (default 5)
 #   BENCH_THREADS_WORKLOADS  RW:BS list (default
 #                   "randread:4k randwrite:4k read:1m write:1m")
+#   BENCH_THREADS_LIST  the -t settings (default "1 2 2*cores")
+#   BENCH_THREADS_CONNS the connection counts (default "1 2")
 set -euo pipefail
 
 build=${1:-build}
 runtime=${BENCH_RUNTIME:-5}
 workloads=${BENCH_THREADS_WORKLOADS:-randread:4k randwrite:4k read:1m write:1m}
+thread_list=${BENCH_THREADS_LIST:-1 2 $((2 * $(nproc)))}
+conn_list=${BENCH_THREADS_CONNS:-1 2}
 server=$build/nbd-serverd
 [ -x "$server" ] || { echo "bench-threads: $server not built" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench-threads: fio is required" >&2; exit 1; }
@@ -59,12 +66,13 @@ proc_tree_ticks()
     echo "$total"
 }
 
-echo "| workload | -t | rate | server threads: CPU % during the run | fio CPU % |"
-echo "|---|---:|---:|---|---:|"
+echo "| workload | -t | connections | rate | server CPU µs/req | server threads: CPU % during the run | fio CPU % |"
+echo "|---|---:|---:|---:|---:|---|---:|"
 for workload in $workloads; do
     rw=${workload%%:*}
     bs=${workload#*:}
-    for threads in 1 2; do
+    for conns in $conn_list; do
+    for threads in $thread_list; do
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
         "$server" -f -t "$threads" -l "127.0.0.1:$port" -e "bench=$img" \
             2>/dev/null &
@@ -75,8 +83,8 @@ for workload in $workloads; do
         done
         out=$(mktemp)
         fio --name=t --ioengine=nbd --uri="nbd://127.0.0.1:$port/bench" \
-            --rw="$rw" --bs="$bs" --iodepth=32 --numjobs=1 --time_based \
-            --runtime="$runtime" --ramp_time=1 --norandommap \
+            --rw="$rw" --bs="$bs" --iodepth=32 --numjobs="$conns" --time_based \
+            --runtime="$runtime" --ramp_time=1 --norandommap --group_reporting \
             --output-format=json --output="$out" >/dev/null 2>&1 &
         fio_pid=$!
         sleep 1.5
@@ -92,8 +100,11 @@ for workload in $workloads; do
         wait "$pid" || true
         pid=
         dir=${rw#rand}
-        iops=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0][sys.argv[2]]; print("%d IOPS, %.0f MiB/s" % (round(j["iops"]), j["bw_bytes"] / 2**20))' \
+        # The window is the last runtime-1 s of fio's runtime s after its ramp:
+        # requests in it are fio's rate times its length.
+        read -r iops req_s < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0][sys.argv[2]]; print("%d_IOPS,_%.0f_MiB/s" % (round(j["iops"]), j["bw_bytes"] / 2**20), j["iops"])' \
             "$out" "$dir")
+        iops=${iops//_/ }
         rm -f "$out"
         cpu=$(python3 - "$hz" "$t0" "$t1" <<PY
 import sys
@@ -113,6 +124,9 @@ PY
 )
         fio_cpu=$(python3 -c 'import sys; hz, a, b, t0, t1 = map(float, sys.argv[1:]); print("%.0f%%" % ((b - a) / hz / (t1 - t0) * 100))' \
             "$hz" "$fio_before" "$fio_after" "$t0" "$t1")
-        echo "| $rw $bs QD32 | $threads | $iops | $cpu | $fio_cpu |"
+        us_req=$(python3 -c 'import sys; hz, t0, t1, rate = map(float, sys.argv[1:5]); ticks = sum(int(l.split()[2]) for l in sys.argv[6].splitlines()) - sum(int(l.split()[2]) for l in sys.argv[5].splitlines()); print("%.1f" % (ticks / hz * 1e6 / max(rate * (t1 - t0), 1)))' \
+            "$hz" "$t0" "$t1" "$req_s" "$before" "$after")
+        echo "| $rw $bs QD32 | $threads | $conns | $iops | $us_req | $cpu | $fio_cpu |"
+    done
     done
 done
