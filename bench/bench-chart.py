@@ -4,7 +4,7 @@
 Usage: bench/bench-chart.py RESULTS.json OUT.png
 
 One panel per client (fio, nbdc).  Along x, the workloads (and transports:
-plain, -tls, -psk); per workload one bar per server: its median throughput
+plain, -tls, -psk, -unix); per workload one bar per server: its median throughput
 divided by the best peer's median over the same transport with the same
 client (1.0 = as fast as the best peer), with a line from the slowest to the
 fastest run.  A second pair of panels does the same for server CPU per
@@ -21,11 +21,11 @@ import statistics
 import subprocess
 import sys
 
-TRANSPORTS = ("plain", "tls", "psk")
+TRANSPORTS = ("plain", "tls", "psk", "unix")
 
 
 def transport_of(server):
-    for t in ("tls", "psk"):
+    for t in TRANSPORTS[1:]:
         if server.endswith("-" + t):
             return t
     return "plain"
