@@ -111,7 +111,7 @@ DEB_BUILD := build-essential pkg-config liburing-dev libgnutls28-dev check \
              librados-dev
 DEB_TEST := gnutls-bin nbdkit qemu-utils nbd-server libnbd-bin \
             python3-libnbd fio systemd groff-base man-db clang valgrind \
-            codespell clang-format debootstrap prometheus curl gnuplot-nox \
+            codespell clang-format debootstrap prometheus curl gnuplot-nox linux-perf \
             ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra
 # Building and checking the Debian packages (make deb, make check-deb).
 DEB_PACKAGING := debhelper dpkg-dev lintian
@@ -123,7 +123,7 @@ DEB_FUZZ := clang libclang-rt-14-dev
 .SECONDARY:
 
 .PHONY: FORCE all check check-unit check-interop check-asan check-tsan \
-        check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client \
+        check-clang check-valgrind check-spelling analyze bench bench-threads bench-metrics bench-client bench-profile \
         bench-runtime soak deps fuzz-deps clean format check-format serve \
         install fuzz fuzz-regress fuzz-ci check-faults check-load check-modern \
         check-nbd-tester check-rbd bench-rbd chroot-trixie programs deb check-deb
@@ -328,6 +328,11 @@ bench-metrics: all
 
 bench-client: all
 	bench/bench-client.sh $(BUILD)
+
+# perf samples of the server sorted by system call, as µs per request
+# (bench/bench-profile.sh; PROFILE_WORKLOADS, PROFILE_TRANSPORT, ...).
+bench-profile: all
+	bench/bench-profile.sh $(BUILD)
 
 # Long mixed load with leak checks; SOAK_TIME seconds (default 600).
 soak: all
