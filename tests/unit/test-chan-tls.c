@@ -214,7 +214,7 @@ static void job_init(struct job *j, struct chan *ch, size_t len, unsigned seed,
     atomic_init(&j->done, 0);
 }
 
-START_TEST(test_chan_tls_handshake_on_two_loops)
+UNIT_TEST("tls", test_chan_tls_handshake_on_two_loops)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -238,7 +238,7 @@ END_TEST
  * and writes on loop 1, the client the other way round.  8 MiB each way
  * is far more than the socket buffers hold, so every side waits.
  */
-START_TEST(test_chan_tls_reader_and_writer_on_different_loops)
+UNIT_TEST("tls", test_chan_tls_reader_and_writer_on_different_loops)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -305,7 +305,7 @@ static void eof_entry(void *arg)
  * One 16 KiB record, then nothing: 100-byte reads must all come from
  * the record GnuTLS decrypted first.  Then close_notify is end of file.
  */
-START_TEST(test_chan_tls_small_reads_drain_decrypted_record)
+UNIT_TEST("tls", test_chan_tls_small_reads_drain_decrypted_record)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -359,7 +359,7 @@ static void empty_iov_writer_entry(void *arg)
  * An empty iovec with a NULL base is skipped when small pieces are
  * gathered into one record (UBSan flags memcpy from NULL, even of 0).
  */
-START_TEST(test_chan_tls_writev_skips_empty_iovecs)
+UNIT_TEST("tls", test_chan_tls_writev_skips_empty_iovecs)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -379,7 +379,7 @@ START_TEST(test_chan_tls_writev_skips_empty_iovecs)
 }
 END_TEST
 
-START_TEST(test_chan_tls_wake_cancels_parked_reader)
+UNIT_TEST("tls", test_chan_tls_wake_cancels_parked_reader)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -399,7 +399,7 @@ START_TEST(test_chan_tls_wake_cancels_parked_reader)
 }
 END_TEST
 
-START_TEST(test_chan_tls_wrong_key_fails_both_sides)
+UNIT_TEST("tls", test_chan_tls_wrong_key_fails_both_sides)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -464,7 +464,7 @@ static void x509_pair_open(struct tls_pair *p, const char *client_dir,
     tls_pair_open_creds(p, sc, cc);
 }
 
-START_TEST(test_chan_tls_x509_client_verifies_server_name)
+UNIT_TEST("x509", test_chan_tls_x509_client_verifies_server_name)
 {
     make_x509();
     fixture_loops_start(2, 0);
@@ -500,7 +500,7 @@ START_TEST(test_chan_tls_x509_client_verifies_server_name)
 }
 END_TEST
 
-START_TEST(test_chan_tls_x509_server_requires_client_certificate)
+UNIT_TEST("x509", test_chan_tls_x509_server_requires_client_certificate)
 {
     make_x509();
     fixture_loops_start(2, 0);
@@ -565,7 +565,7 @@ static const char *negotiated_cipher(const char *sp, const char *cp)
  * NORMAL (which, left to itself, picks ChaCha20 for TLS 1.3 PSK): our
  * server by its own precedence, our client by its order.
  */
-START_TEST(test_chan_tls_default_with_aes_negotiates_aes_gcm)
+UNIT_TEST("priority", test_chan_tls_default_with_aes_negotiates_aes_gcm)
 {
     fixture_loops_start(2, 0);
     const char *srv = tls_priority_default(TLS_SIDE_SERVER, true);
@@ -584,7 +584,7 @@ START_TEST(test_chan_tls_default_with_aes_negotiates_aes_gcm)
 END_TEST
 
 /* Without them: GnuTLS's own choice, ChaCha20 here, on both sides. */
-START_TEST(test_chan_tls_default_without_aes_keeps_gnutls_choice)
+UNIT_TEST("priority", test_chan_tls_default_without_aes_keeps_gnutls_choice)
 {
     fixture_loops_start(2, 0);
     const char *srv = tls_priority_default(TLS_SIDE_SERVER, false);
@@ -601,7 +601,7 @@ END_TEST
  * negotiates ChaCha20 with our default client on any CPU, and a server
  * string without precedence lets the client's order win.
  */
-START_TEST(test_chan_tls_given_priority_is_honoured)
+UNIT_TEST("priority", test_chan_tls_given_priority_is_honoured)
 {
     fixture_loops_start(2, 0);
     const char *cli = tls_priority_choose(TLS_SIDE_CLIENT, NULL);
@@ -615,33 +615,7 @@ START_TEST(test_chan_tls_given_priority_is_honoured)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("chan-tls");
-    TCase *tc = tcase_create("tls");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_handshake_on_two_loops);
-    tcase_add_test(tc, test_chan_tls_reader_and_writer_on_different_loops);
-    tcase_add_test(tc, test_chan_tls_small_reads_drain_decrypted_record);
-    tcase_add_test(tc, test_chan_tls_writev_skips_empty_iovecs);
-    tcase_add_test(tc, test_chan_tls_wake_cancels_parked_reader);
-    tcase_add_test(tc, test_chan_tls_wrong_key_fails_both_sides);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("x509");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_x509_client_verifies_server_name);
-    tcase_add_test(tc, test_chan_tls_x509_server_requires_client_certificate);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("priority");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_default_with_aes_negotiates_aes_gcm);
-    tcase_add_test(tc, test_chan_tls_default_without_aes_keeps_gnutls_choice);
-    tcase_add_test(tc, test_chan_tls_given_priority_is_honoured);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("chan-tls");
+UNIT_TCASE("tls", 120, setup, teardown);
+UNIT_TCASE("x509", 120, setup, teardown);
+UNIT_TCASE("priority", 120, setup, teardown);
