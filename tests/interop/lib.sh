@@ -526,6 +526,21 @@ write_at()
         status=none
 }
 
+# make_sparse PATH SIZE OFFSET:LEN...: a sparse file of SIZE (truncate
+# syntax), holes but for LEN random bytes (head -c syntax) at each byte
+# OFFSET; the data of the Nth range is also kept in PATH.dN.
+make_sparse()
+{
+    local path=$1 r n=0
+    make_image "$path" "$2"
+    shift 2
+    for r in "$@"; do
+        n=$((n + 1))
+        make_random "$path.d$n" "${r#*:}"
+        write_at "$path" "${r%%:*}" "$path.d$n"
+    done
+}
+
 sha256_of()
 {
     sha256sum "$1" | cut -d' ' -f1
@@ -643,6 +658,20 @@ make_pki()
         [ -s "$d/expired/client-cert.pem" ] &&
         [ -s "$d/othca/client-cert.pem" ] || fail "certtool did not make the PKI"
     step "made a test PKI in $d"
+}
+
+# tls_fixture SIZE USER...: what most TLS tests start from: disk, an
+# image of SIZE at $T/disk.img; pki, a test PKI at $T/pki (make_pki);
+# psk, a key file at $T/keys.psk with one key per USER (make_psk).
+tls_fixture()
+{
+    local size=$1
+    shift
+    # shellcheck disable=SC2034 # read by the scripts that source this
+    disk=$T/disk.img pki=$T/pki psk=$T/keys.psk
+    make_image "$disk" "$size"
+    make_pki "$pki"
+    make_psk "$psk" "$@"
 }
 
 # make_psk FILE USER...: a psktool key file with one key per user.
