@@ -66,11 +66,11 @@ void fixture_backend_conformance(Suite *s, const struct backend_impl *impls,
 
 /* In a test file: adds the conformance TCase for the array impls to the
  * file's Suite (fixture-main.h's UNIT_SUITE_EXTEND). */
-#define FIXTURE_BACKEND_CONFORMANCE(impls)                                   \
-    static void fixture_backend_add_conformance(Suite *s)                    \
-    {                                                                        \
-        fixture_backend_conformance(s, impls, ARRAY_SIZE(impls));            \
-    }                                                                        \
+#define FIXTURE_BACKEND_CONFORMANCE(impls)                                     \
+    static void fixture_backend_add_conformance(Suite *s)                      \
+    {                                                                          \
+        fixture_backend_conformance(s, impls, ARRAY_SIZE(impls));              \
+    }                                                                          \
     UNIT_SUITE_EXTEND(fixture_backend_add_conformance)
 
 #endif

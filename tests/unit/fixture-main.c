@@ -30,8 +30,8 @@ void unit_register_tcase(struct unit_tcase *tc)
 void unit_register_extend(unit_extend_fn *fn)
 {
     if (n_extend == MAX_EXTEND) {
-        fprintf(stderr, "%s: more than %d UNIT_SUITE_EXTEND\n",
-                unit_suite_name, MAX_EXTEND);
+        fprintf(stderr, "%s: more than %d UNIT_SUITE_EXTEND\n", unit_suite_name,
+                MAX_EXTEND);
         exit(EXIT_FAILURE);
     }
     extend[n_extend++] = fn;
@@ -72,8 +72,8 @@ static Suite *build_suite(void)
     for (size_t i = 0; i < n; i++) {
         const TTest *t = *sorted[i]->test;
         if (!find_tcase(sorted[i]->tcase)) {
-            fprintf(stderr, "%s:%d: %s: no UNIT_TCASE(\"%s\", ...)\n",
-                    t->file, t->line, t->name, sorted[i]->tcase);
+            fprintf(stderr, "%s:%d: %s: no UNIT_TCASE(\"%s\", ...)\n", t->file,
+                    t->line, t->name, sorted[i]->tcase);
             ok = 0;
         }
     }

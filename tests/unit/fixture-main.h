@@ -74,22 +74,22 @@ extern const char unit_suite_name[];
 
 #define UNIT_SUITE(name) const char unit_suite_name[] = name
 
-#define UNIT_TCASE(name, timeout, setup, teardown)                           \
-    static struct unit_tcase UNIT_CAT(unit_tcase_, __LINE__) = {             \
-        name, timeout, setup, teardown, __LINE__, NULL};                     \
-    __attribute__((constructor)) static void UNIT_CAT(unit_tcase_reg_,       \
-                                                      __LINE__)(void)        \
-    {                                                                        \
-        unit_register_tcase(&UNIT_CAT(unit_tcase_, __LINE__));               \
-    }                                                                        \
+#define UNIT_TCASE(name, timeout, setup, teardown)                             \
+    static struct unit_tcase UNIT_CAT(unit_tcase_, __LINE__) = {               \
+        name, timeout, setup, teardown, __LINE__, NULL};                       \
+    __attribute__((constructor)) static void UNIT_CAT(unit_tcase_reg_,         \
+                                                      __LINE__)(void)          \
+    {                                                                          \
+        unit_register_tcase(&UNIT_CAT(unit_tcase_, __LINE__));                 \
+    }                                                                          \
     extern int unit_semicolon_
 
-#define UNIT_SUITE_EXTEND(fn)                                                \
-    __attribute__((constructor)) static void UNIT_CAT(unit_extend_reg_,      \
-                                                      __LINE__)(void)        \
-    {                                                                        \
-        unit_register_extend(fn);                                            \
-    }                                                                        \
+#define UNIT_SUITE_EXTEND(fn)                                                  \
+    __attribute__((constructor)) static void UNIT_CAT(unit_extend_reg_,        \
+                                                      __LINE__)(void)          \
+    {                                                                          \
+        unit_register_extend(fn);                                              \
+    }                                                                          \
     extern int unit_semicolon_
 
 /*
@@ -98,20 +98,20 @@ extern const char unit_suite_name[];
  * fn lets the registry entry point at the variable START_TEST defines
  * just after it.
  */
-#define UNIT_TEST_FULL(tcase, fn, signal, start, end)                        \
-    static const TTest *fn;                                                  \
-    static struct unit_test fn##_unit = {tcase, &fn, signal,                 \
-                                         start, end, NULL};                  \
-    __attribute__((constructor)) static void fn##_register(void)             \
-    {                                                                        \
-        unit_register_test(&fn##_unit);                                      \
-    }                                                                        \
+#define UNIT_TEST_FULL(tcase, fn, signal, start, end)                          \
+    static const TTest *fn;                                                    \
+    static struct unit_test fn##_unit = {                                      \
+        tcase, &fn, signal, start, end, NULL};                                 \
+    __attribute__((constructor)) static void fn##_register(void)               \
+    {                                                                          \
+        unit_register_test(&fn##_unit);                                        \
+    }                                                                          \
     START_TEST(fn)
 
 #define UNIT_TEST(tcase, fn) UNIT_TEST_FULL(tcase, fn, 0, 0, 1)
-#define UNIT_LOOP_TEST(tcase, fn, start, end)                                \
+#define UNIT_LOOP_TEST(tcase, fn, start, end)                                  \
     UNIT_TEST_FULL(tcase, fn, 0, start, end)
-#define UNIT_SIGNAL_TEST(tcase, fn, signal)                                  \
+#define UNIT_SIGNAL_TEST(tcase, fn, signal)                                    \
     UNIT_TEST_FULL(tcase, fn, signal, 0, 1)
 
 #endif

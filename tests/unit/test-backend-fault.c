@@ -212,7 +212,8 @@ static const struct {
     {"read:EIO,write", "fault rule 'write': expected OPS:ACTION"},
 };
 
-UNIT_LOOP_TEST("fault", test_backend_fault_parse_errors, 0, ARRAY_SIZE(bad_rules))
+UNIT_LOOP_TEST("fault", test_backend_fault_parse_errors, 0,
+               ARRAY_SIZE(bad_rules))
 {
     struct backend_fault_rule *rules = (void *)1;
     unsigned nr = 7;

@@ -214,6 +214,40 @@ static void job_init(struct job *j, struct chan *ch, size_t len, unsigned seed,
     atomic_init(&j->done, 0);
 }
 
+/* Two loops and a PSK pair with the right key, handshaken on both
+ * sides. */
+static void psk_pair_ready(struct tls_pair *p)
+{
+    fixture_loops_start(2, 0);
+    tls_pair_open(p, psk_path);
+    struct job s, c;
+    handshake_both(p, &s, &c);
+    ck_assert(s.result == 0 && c.result == 0);
+}
+
+static void psk_pair_done(struct tls_pair *p)
+{
+    tls_pair_close(p);
+    fixture_loops_stop();
+}
+
+/* writer (an entry that takes a struct job) on loop 1 writes len pattern
+ * bytes of seed in pieces of wpiece to the client's channel; then a
+ * reader on loop 0 reads them from the server's in pieces of rpiece and
+ * checks them. */
+static void client_to_server(struct tls_pair *p, coro_entry_fn *writer,
+                             size_t len, unsigned seed, size_t wpiece,
+                             size_t rpiece)
+{
+    struct job w, r;
+    job_init(&w, p->cli, len, seed, wpiece);
+    fixture_run_on(1, writer, &w);
+    ck_assert_int_eq(w.result, 0);
+    job_init(&r, p->srv, len, seed, rpiece);
+    fixture_run_on(0, reader_entry, &r);
+    ck_assert_int_eq(r.result, 0);
+}
+
 UNIT_TEST("tls", test_chan_tls_handshake_on_two_loops)
 {
     fixture_loops_start(2, 0);
@@ -307,20 +341,9 @@ static void eof_entry(void *arg)
  */
 UNIT_TEST("tls", test_chan_tls_small_reads_drain_decrypted_record)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
-
-    struct job w, r;
-    job_init(&w, p.cli, 16384, 9, 16384);
-    fixture_run_on(1, writer_entry, &w);
-    ck_assert_int_eq(w.result, 0);
-    job_init(&r, p.srv, 16384, 9, 100);
-    fixture_run_on(0, reader_entry, &r);
-    ck_assert_int_eq(r.result, 0);
+    psk_pair_ready(&p);
+    client_to_server(&p, writer_entry, 16384, 9, 16384, 100);
 
     struct bye_job b = {.ch = p.cli};
     atomic_init(&b.done, 0);
@@ -331,8 +354,7 @@ UNIT_TEST("tls", test_chan_tls_small_reads_drain_decrypted_record)
     job_init(&e, p.srv, 1, 0, 1);
     fixture_run_on(0, eof_entry, &e);
     ck_assert_int_eq(e.result, 0);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_done(&p);
 }
 END_TEST
 
@@ -361,32 +383,17 @@ static void empty_iov_writer_entry(void *arg)
  */
 UNIT_TEST("tls", test_chan_tls_writev_skips_empty_iovecs)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
-    struct job w, r;
-    job_init(&w, p.cli, 100, 5, 100);
-    fixture_run_on(1, empty_iov_writer_entry, &w);
-    ck_assert_int_eq(w.result, 0);
-    job_init(&r, p.srv, 100, 5, 100);
-    fixture_run_on(0, reader_entry, &r);
-    ck_assert_int_eq(r.result, 0);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_ready(&p);
+    client_to_server(&p, empty_iov_writer_entry, 100, 5, 100, 100);
+    psk_pair_done(&p);
 }
 END_TEST
 
 UNIT_TEST("tls", test_chan_tls_wake_cancels_parked_reader)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
+    psk_pair_ready(&p);
     struct job r;
     job_init(&r, p.srv, 10, 1, 10);
     fixture_spawn_on(1, reader_entry, &r);
@@ -394,8 +401,7 @@ UNIT_TEST("tls", test_chan_tls_wake_cancels_parked_reader)
     chan_wake(p.srv, CHAN_IN);
     wait_job(&r);
     ck_assert_int_eq(r.result, -ECANCELED);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_done(&p);
 }
 END_TEST
 

@@ -227,7 +227,8 @@ static const struct {
     {"[export ro]\npath = ro.img\n", "read-write; or set read-only"},
 };
 
-UNIT_LOOP_TEST("file", test_config_file_errors, 0, (int)(sizeof bad_files / sizeof bad_files[0]))
+UNIT_LOOP_TEST("file", test_config_file_errors, 0,
+               (int)(sizeof bad_files / sizeof bad_files[0]))
 {
     make_dir();
     const char *text = bad_files[_i].text;
@@ -566,7 +567,8 @@ static const struct {
     {{"-e", "a=/dev/null", "--tls-psk", "/nonexistent", NULL}, "--tls-psk"},
 };
 
-UNIT_LOOP_TEST("cmdline", test_config_cmdline_errors, 0, (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]))
+UNIT_LOOP_TEST("cmdline", test_config_cmdline_errors, 0,
+               (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]))
 {
     struct cmdline cl;
     struct err err;

@@ -77,7 +77,8 @@ static const struct {
      0, "request: not JSON"},
 };
 
-UNIT_LOOP_TEST("parse", test_control_parse_table, 0, (int)(sizeof cases / sizeof cases[0]))
+UNIT_LOOP_TEST("parse", test_control_parse_table, 0,
+               (int)(sizeof cases / sizeof cases[0]))
 {
     struct control_request req;
     struct err err;

@@ -68,7 +68,8 @@ static const struct chunk_check_case chunk_check_cases[] = {
 #undef X
 #undef DONE
 
-UNIT_LOOP_TEST("chunk", test_proto_chunk_length_checked, 0, ARRAY_SIZE(chunk_check_cases))
+UNIT_LOOP_TEST("chunk", test_proto_chunk_length_checked, 0,
+               ARRAY_SIZE(chunk_check_cases))
 {
     const struct chunk_check_case *c = &chunk_check_cases[_i];
     struct proto_reply rep = {
@@ -350,7 +351,8 @@ static const struct bs_case block_status_cases[] = {
      -EBADMSG},
 };
 
-UNIT_LOOP_TEST("chunk", test_proto_chunk_block_status_malformed, 0, ARRAY_SIZE(block_status_cases))
+UNIT_LOOP_TEST("chunk", test_proto_chunk_block_status_malformed, 0,
+               ARRAY_SIZE(block_status_cases))
 {
     const struct bs_case *c = &block_status_cases[_i];
     decode_fn *fn = c->extended ? w_block_status_ext : w_block_status;
@@ -526,7 +528,8 @@ static const struct error_case chunk_error_cases[] = {
      -EINVAL},
 };
 
-UNIT_LOOP_TEST("chunk", test_proto_chunk_error_malformed, 0, ARRAY_SIZE(chunk_error_cases))
+UNIT_LOOP_TEST("chunk", test_proto_chunk_error_malformed, 0,
+               ARRAY_SIZE(chunk_error_cases))
 {
     const struct error_case *c = &chunk_error_cases[_i];
     uint8_t *p = dup_exact(c->bytes, c->len);

@@ -50,7 +50,8 @@ static const struct errno_case errno_cases[] = {
     {-2147483647 - 1, PROTO_EINVAL}, /* INT_MIN cannot be negated */
 };
 
-UNIT_LOOP_TEST("errors-and-names", test_proto_errno_to_nbd_mapping, 0, ARRAY_SIZE(errno_cases))
+UNIT_LOOP_TEST("errors-and-names", test_proto_errno_to_nbd_mapping, 0,
+               ARRAY_SIZE(errno_cases))
 {
     const struct errno_case *c = &errno_cases[_i];
 

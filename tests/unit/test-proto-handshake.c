@@ -84,7 +84,8 @@ static const struct client_flags_case client_flags_cases[] = {
     {0xffff, 0xffffffff, -EINVAL},
 };
 
-UNIT_LOOP_TEST("handshake", test_proto_client_flags_unknown_rejected, 0, ARRAY_SIZE(client_flags_cases))
+UNIT_LOOP_TEST("handshake", test_proto_client_flags_unknown_rejected, 0,
+               ARRAY_SIZE(client_flags_cases))
 {
     const struct client_flags_case *c = &client_flags_cases[_i];
     uint8_t buf[4];

@@ -248,7 +248,8 @@ static const struct rep_case rep_cases[] = {
 };
 
 /* Exact bytes, and -ENOBUFS for every buffer one byte short or smaller. */
-UNIT_LOOP_TEST("option-reply", test_proto_rep_builders_bytes, 0, ARRAY_SIZE(rep_cases))
+UNIT_LOOP_TEST("option-reply", test_proto_rep_builders_bytes, 0,
+               ARRAY_SIZE(rep_cases))
 {
     const struct rep_case *c = &rep_cases[_i];
     uint8_t buf[64];
@@ -342,7 +343,8 @@ static const struct payload_case rep_info_cases[] = {
     {"unknown type is ignored", {0x12, 0x34, 1, 2, 3}, 5, 0},
 };
 
-UNIT_LOOP_TEST("option-reply", test_proto_rep_info_parse, 0, ARRAY_SIZE(rep_info_cases))
+UNIT_LOOP_TEST("option-reply", test_proto_rep_info_parse, 0,
+               ARRAY_SIZE(rep_info_cases))
 {
     const struct payload_case *c = &rep_info_cases[_i];
 

@@ -189,7 +189,8 @@ static const struct payload_case opt_info_cases[] = {
     {"three requests", {0, 0, 0, 1, 'x', 0, 3, 0, 0, 0, 1, 0, 2}, 13, 0},
 };
 
-UNIT_LOOP_TEST("option", test_proto_opt_info_malformed, 0, ARRAY_SIZE(opt_info_cases))
+UNIT_LOOP_TEST("option", test_proto_opt_info_malformed, 0,
+               ARRAY_SIZE(opt_info_cases))
 {
     const struct payload_case *c = &opt_info_cases[_i];
 
@@ -308,7 +309,8 @@ static const struct payload_case opt_meta_cases[] = {
     {"empty query", {0, 0, 0, 1, 'a', 0, 0, 0, 1, 0, 0, 0, 0}, 13, 0},
 };
 
-UNIT_LOOP_TEST("option", test_proto_opt_meta_malformed, 0, ARRAY_SIZE(opt_meta_cases))
+UNIT_LOOP_TEST("option", test_proto_opt_meta_malformed, 0,
+               ARRAY_SIZE(opt_meta_cases))
 {
     const struct payload_case *c = &opt_meta_cases[_i];
 

@@ -66,7 +66,8 @@ static const struct request_case request_cases[] = {
     {{0, PROTO_CMD_CACHE, ~0ull, ~0ull, ~0ull}, true},
 };
 
-UNIT_LOOP_TEST("request", test_proto_request_round_trip, 0, ARRAY_SIZE(request_cases))
+UNIT_LOOP_TEST("request", test_proto_request_round_trip, 0,
+               ARRAY_SIZE(request_cases))
 {
     const struct request_case *c = &request_cases[_i];
     size_t size =
@@ -135,7 +136,8 @@ static const struct flags_case request_flag_cases[] = {
 };
 
 /* Unknown flags are -EINVAL, with the request still decoded. */
-UNIT_LOOP_TEST("request", test_proto_request_unknown_flags, 0, ARRAY_SIZE(request_flag_cases))
+UNIT_LOOP_TEST("request", test_proto_request_unknown_flags, 0,
+               ARRAY_SIZE(request_flag_cases))
 {
     const struct flags_case *c = &request_flag_cases[_i];
     struct proto_request in = {c->flags, PROTO_CMD_WRITE, COOKIE, 512, 1024};

@@ -22,7 +22,8 @@
 /* ------------------------------------------------------------------ */
 
 /* Every known-good frame decodes, and every strict prefix of it fails. */
-UNIT_LOOP_TEST("truncation", test_proto_truncated_frames_fail, 0, ARRAY_SIZE(frames))
+UNIT_LOOP_TEST("truncation", test_proto_truncated_frames_fail, 0,
+               ARRAY_SIZE(frames))
 {
     const struct frame *f = &frames[_i];
 

@@ -97,7 +97,8 @@ static const struct {
     {"alice:00\nb\0b:11\n", "2: NUL byte in the line"},
 };
 
-UNIT_LOOP_TEST("psk", test_tls_psk_malformed_lines_name_file_and_line, 0, (int)(sizeof bad_psk / sizeof bad_psk[0]))
+UNIT_LOOP_TEST("psk", test_tls_psk_malformed_lines_name_file_and_line, 0,
+               (int)(sizeof bad_psk / sizeof bad_psk[0]))
 {
     char name[32];
     snprintf(name, sizeof name, "bad%d.psk", _i);
@@ -314,7 +315,8 @@ UNIT_LOOP_TEST("priority", test_tls_priority_with_aes_puts_chacha20_last, 0, 2)
 END_TEST
 
 /* Without them: GnuTLS's NORMAL, untouched (ChaCha20 is the fast one). */
-UNIT_LOOP_TEST("priority", test_tls_priority_without_aes_keeps_gnutls_order, 0, 2)
+UNIT_LOOP_TEST("priority", test_tls_priority_without_aes_keeps_gnutls_order, 0,
+               2)
 {
     ck_assert_str_eq(tls_priority_default(sides[_i], false), "NORMAL");
 }
