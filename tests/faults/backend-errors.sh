@@ -49,23 +49,10 @@ nbdkit -f --exit-with-parent -U "$nsock" eval \
     >>"$SERVER_LOG" 2>&1 &
 nk_pid=$!
 fault_track_pid "$nk_pid"
-for ((i = 0; i < 100; i++)); do
-    probe "unix:$nsock" && break
-    kill -0 "$nk_pid" 2>/dev/null || fail "nbdkit exited at start"
-    sleep 0.1
-done
+wait_nbdkit "$nk_pid" "$nsock"
 [ -e /dev/fuse ] || cannot "/dev/fuse does not exist"
-nbdfuse "$mnt/disk" "nbd+unix:///?socket=$nsock" >>"$SERVER_LOG" 2>&1 &
-fuse_pid=$!
-fault_track_pid "$fuse_pid"
-FAULT_MOUNTS+=("$mnt")
-for ((i = 0; i < 100; i++)); do
-    is_mounted "$mnt" && [ -e "$mnt/disk" ] && break
-    kill -0 "$fuse_pid" 2>/dev/null ||
-        cannot "nbdfuse could not mount $mnt (FUSE not usable here?)"
-    sleep 0.1
-done
-is_mounted "$mnt" || fail "nbdfuse did not mount $mnt within 10 s"
+nbdfuse_mount "$mnt" "$nsock" ||
+    cannot "nbdfuse could not mount $mnt (FUSE not usable here?)"
 
 printf '[export eio]\npath = %s\n[export eio-direct]\npath = %s\ncache = none\n' \
     "$mnt/disk" "$mnt/disk" >"$T/eio.conf"

@@ -35,25 +35,14 @@ addr=unix:$sock
 url=$(uri_for "$addr" disk)
 
 # The images must be on a disk, not in memory.
-disk_dir=$T
-case $(stat -f -c %T "$T") in
-tmpfs | ramfs)
-    case $BUILD in
-    /*) disk_dir=$BUILD ;;
-    *) disk_dir=$PWD/$BUILD ;;
-    esac
-    disk_dir=$(mktemp -d "$disk_dir/faults-disk.XXXXXX")
-    trap 'rc=$?; set +e; faults_cleanup; rm -rf "$disk_dir"; (exit $rc); cleanup' EXIT
-    ;;
-esac
-step "images in $disk_dir ($(stat -f -c %T "$disk_dir"))"
+durability_disk_dir
 
 # The base: 256 MiB, random data in its first 32 MiB and last 16 MiB, a
 # hole between.  The writes cover all of it (--pages), so that most of
 # them allocate a new block and the map changes until the kill, not
 # only at the start.
 PAGES=65536
-base=$disk_dir/base.img
+base=$DISK_DIR/base.img
 truncate -s 256M "$base"
 head -c 32M /dev/urandom | dd of="$base" conv=notrunc status=none
 head -c 16M /dev/urandom |
@@ -79,35 +68,22 @@ fresh_overlay()
     [ -s "$1" ] || fail "the server did not create the overlay $1"
 }
 
-reap_killed()
-{
-    local rc=0
-    wait "$SERVER_PID" || rc=$?
-    [ "$rc" = 137 ] || fail "the server exited with status $rc, not by SIGKILL"
-    SERVER_PID=
-}
-
 # check_overlay PATH WANT WHAT: restart on overlay PATH and check it; the
-# status must be WANT (0: consistent, 3: lost writes).
-FAILED=()
-NO_POWER_CUT=
+# status must be WANT (durability_status), and the base unchanged.
 check_overlay()
 {
     local rc=0
     serve "$1" writeback
     pyrun durability.py check "$url" "$T/journal.json" --base "$base" || rc=$?
     stop_server
-    if [ "$rc" != "$2" ]; then
-        step "FAILED: $3: durability check status $rc, want $2"
-        FAILED+=("$3")
-    fi
+    durability_status "$rc" "$2" "$3"
     cmp "$base" "$T/base.orig" || fail "$3: the base file was written"
 }
 
 # disk_case CACHE MIX
 disk_case()
 {
-    local cache=$1 mix=$2 ovl=$disk_dir/disk-$1.ovl
+    local cache=$1 mix=$2 ovl=$DISK_DIR/disk-$1.ovl
     step "== overlay on disk, cache=$cache, $mix: SIGKILL of the server"
     rm -f "$ovl"
     serve "$ovl" "$cache"
@@ -120,73 +96,18 @@ disk_case()
 # power_cut_case CACHE MIX WANT [FILTER ARGS...]
 power_cut_case()
 {
-    local cache=$1 mix=$2 want=$3 back=$disk_dir/back.ovl
-    local nsock=$T/nbdkit.sock mnt=$T/fuse nk_pid fuse_pid i a
-    local -a filters=() params=()
+    local cache=$1 mix=$2 want=$3 back=$DISK_DIR/back.ovl
     shift 3
     [ -z "$NO_POWER_CUT" ] || return 0
-    for a in "$@"; do
-        case $a in
-        --filter=*) filters+=("$a") ;;
-        *) params+=("$a") ;;
-        esac
-    done
     step "== power cut under the overlay, cache=$cache, $mix${*:+, nbdkit $*}"
     fresh_overlay "$back"
-    rm -f "$nsock"
-    TMPDIR=$T nbdkit -f --exit-with-parent -U "$nsock" "${filters[@]}" \
-        --filter=cache file "$back" cache=writeback "${params[@]}" \
-        >>"$SERVER_LOG" 2>&1 &
-    nk_pid=$!
-    fault_track_pid "$nk_pid"
-    for ((i = 0; i < 100; i++)); do
-        probe "unix:$nsock" && break
-        kill -0 "$nk_pid" 2>/dev/null || fail "nbdkit exited at start"
-        sleep 0.1
-    done
-    mkdir -p "$mnt"
-    nbdfuse "$mnt/disk" "nbd+unix:///?socket=$nsock" >>"$SERVER_LOG" 2>&1 &
-    fuse_pid=$!
-    fault_track_pid "$fuse_pid"
-    FAULT_MOUNTS+=("$mnt")
-    for ((i = 0; i < 100; i++)); do
-        is_mounted "$mnt" && [ -e "$mnt/disk" ] && break
-        if ! kill -0 "$fuse_pid" 2>/dev/null; then
-            NO_POWER_CUT="nbdfuse could not mount $mnt (is /dev/fuse usable?)"
-            stop_pid "$nk_pid"
-            return 0
-        fi
-        sleep 0.1
-    done
-    is_mounted "$mnt" || fail "nbdfuse did not mount $mnt within 10 s"
-
-    serve "$mnt/disk" "$cache"
+    power_cut_start "$back" "$@" || return 0
+    serve "$PC_DISK" "$cache"
     pyrun durability.py write "$url" "$T/journal.json" --ops "$OPS" \
-        --pages "$PAGES" --mix "$mix" --kill "$nk_pid,$SERVER_PID"
-    reap_killed
-    wait "$nk_pid" 2>/dev/null || true
-    unmount "$mnt"
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$fuse_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    stop_pid "$fuse_pid"
+        --pages "$PAGES" --mix "$mix" --kill "$NK_PID,$SERVER_PID"
+    power_cut_end
     check_overlay "$back" "$want" \
         "power cut, cache=$cache, $mix${*:+, nbdkit $*}"
 }
 
-for cache in writeback none; do
-    for mix in mixed fua flush; do
-        disk_case "$cache" "$mix"
-    done
-done
-for cache in writeback none; do
-    for mix in mixed fua flush; do
-        power_cut_case "$cache" "$mix" 0
-    done
-done
-step "== control: a server that drops FUA and FLUSH must be caught"
-power_cut_case writeback mixed 3 --filter=fua fuamode=discard
-[ "${#FAILED[@]}" = 0 ] || fail "failed: $(printf '[%s] ' "${FAILED[@]}")"
-[ -z "$NO_POWER_CUT" ] || cannot "power-cut cases not run: $NO_POWER_CUT"
-step "PASS"
+durability_cases

@@ -28,12 +28,7 @@ aarch64) cpu_flag aes && cpu_flag pmull && aes_gcm=yes || aes_gcm=no ;;
 *) aes_gcm=no ;;
 esac
 
-disk=$T/disk.img
-make_image "$disk" 1M
-pki=$T/pki
-make_pki "$pki"
-psk=$T/keys.psk
-make_psk "$psk" alice
+tls_fixture 1M alice
 key=$(sed -n 's/^alice://p' "$psk")
 
 addr=127.0.0.1:$(free_port)

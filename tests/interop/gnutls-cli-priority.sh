@@ -15,12 +15,7 @@ set -euo pipefail
 requires certtool psktool gnutls-cli python3 truncate
 is_our_server || skip "--tls-priority and the TLS log are nbd-serverd's"
 
-disk=$T/disk.img
-make_image "$disk" 1M
-pki=$T/pki
-make_pki "$pki"
-psk=$T/keys.psk
-make_psk "$psk" alice
+tls_fixture 1M alice
 key=$(sed -n 's/^alice://p' "$psk")
 cli_psk=(--priority "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK" --pskusername alice
     --pskkey "$key")

@@ -122,6 +122,53 @@ tmo()
     timeout -k 5 "$NBDSRV_TEST_TIMEOUT" "$@"
 }
 
+# qemu_io_ok ARG... -- CMD...: run qemu-io with ARGs (the image and how
+# to open it) and one -c per CMD; every command must succeed and every
+# pattern must match (a wrong one makes qemu-io print "Pattern
+# verification failed").  Its output stays in $T/qio.out.
+qemu_io_ok()
+{
+    local c rc=0
+    local -a args=()
+    while [ "$1" != -- ]; do
+        args+=("$1")
+        shift
+    done
+    shift
+    for c in "$@"; do
+        args+=(-c "$c")
+    done
+    tmo qemu-io "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
+    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
+        cat "$T/qio.out" >&2
+        fail "qemu-io exited $rc or reported a failure (commands: $*)"
+    fi
+    step "qemu-io: $# commands ok ($(printf '%s; ' "$@" | head -c 100)...)"
+}
+
+# qio [-r] URI CMD...: qemu_io_ok on the raw image at URI (read-only
+# with -r).
+qio()
+{
+    local -a ro=()
+    if [ "$1" = -r ]; then
+        ro=(-r)
+        shift
+    fi
+    qemu_io_ok "${ro[@]}" -f raw "$1" -- "${@:2}"
+}
+
+# aio_cmds VERB N BASE: N asynchronous commands on 4 KiB blocks from byte
+# BASE, block i with pattern i+1 (qemu-io issues every aio_ command
+# before it waits, so they are all in flight together).
+aio_cmds()
+{
+    local verb=$1 n=$2 base=$3 i
+    for ((i = 0; i < n; i++)); do
+        printf '%s -P %d %d 4k\n' "$verb" $((i + 1)) $((base + i * 4096))
+    done
+}
+
 # ---------------------------------------------------------------------
 # Temporary directory and cleanup
 
@@ -479,6 +526,21 @@ write_at()
         status=none
 }
 
+# make_sparse PATH SIZE OFFSET:LEN...: a sparse file of SIZE (truncate
+# syntax), holes but for LEN random bytes (head -c syntax) at each byte
+# OFFSET; the data of the Nth range is also kept in PATH.dN.
+make_sparse()
+{
+    local path=$1 r n=0
+    make_image "$path" "$2"
+    shift 2
+    for r in "$@"; do
+        n=$((n + 1))
+        make_random "$path.d$n" "${r#*:}"
+        write_at "$path" "${r%%:*}" "$path.d$n"
+    done
+}
+
 sha256_of()
 {
     sha256sum "$1" | cut -d' ' -f1
@@ -596,6 +658,20 @@ make_pki()
         [ -s "$d/expired/client-cert.pem" ] &&
         [ -s "$d/othca/client-cert.pem" ] || fail "certtool did not make the PKI"
     step "made a test PKI in $d"
+}
+
+# tls_fixture SIZE USER...: what most TLS tests start from: disk, an
+# image of SIZE at $T/disk.img; pki, a test PKI at $T/pki (make_pki);
+# psk, a key file at $T/keys.psk with one key per USER (make_psk).
+tls_fixture()
+{
+    local size=$1
+    shift
+    # shellcheck disable=SC2034 # read by the scripts that source this
+    disk=$T/disk.img pki=$T/pki psk=$T/keys.psk
+    make_image "$disk" "$size"
+    make_pki "$pki"
+    make_psk "$psk" "$@"
 }
 
 # make_psk FILE USER...: a psktool key file with one key per user.

@@ -78,11 +78,7 @@ same_content "$src" "$dst"
 
 step "sparse images stay sparse"
 sparse=$T/sparse.img
-make_image "$sparse" 64M
-make_random "$T/d1" 64K
-make_random "$T/d2" 128K
-write_at "$sparse" $((1 * MiB)) "$T/d1"
-write_at "$sparse" $((40 * MiB)) "$T/d2"
+make_sparse "$sparse" 64M $((1 * MiB)):64K $((40 * MiB)):128K
 want=$((192 * 1024))
 serve -e "sparse=$sparse"
 rm -f "$T/out.img"

@@ -16,12 +16,7 @@ set -euo pipefail
 requires certtool psktool python3 sha256sum truncate
 is_our_server || skip "TLS options are specific to nbd-serverd"
 
-disk=$T/disk.img
-make_image "$disk" 8M
-pki=$T/pki
-make_pki "$pki"
-psk=$T/keys.psk
-make_psk "$psk" alice bob
+tls_fixture 8M alice bob
 make_psk "$T/wrong.psk" alice
 # A client that trusts only the other CA, which did not sign the server.
 mkdir -p "$T/othtrust"

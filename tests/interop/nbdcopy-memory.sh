@@ -14,11 +14,7 @@ requires nbdcopy nbdinfo sha256sum truncate dd
 
 MiB=$((1024 * 1024))
 src=$T/src.img
-make_image "$src" 64M
-make_random "$T/a" 3M
-make_random "$T/b" 1M
-write_at "$src" $((7 * MiB)) "$T/a"
-write_at "$src" $((63 * MiB)) "$T/b"
+make_sparse "$src" 64M $((7 * MiB)):3M $((63 * MiB)):1M
 
 sock=$T/ours.sock
 start_server -l "unix:$sock" -e mem=memory:64M -e other=memory:64M

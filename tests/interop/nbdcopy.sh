@@ -33,11 +33,7 @@ same_content "$src" "$T/out.img" "$disk"
 
 step "sparse file over the random data (holes become zero requests)"
 sparse=$T/sparse.img
-make_image "$sparse" 64M
-make_random "$T/a" 3M
-make_random "$T/b" 1M
-write_at "$sparse" $((7 * MiB)) "$T/a"
-write_at "$sparse" $((63 * MiB)) "$T/b"
+make_sparse "$sparse" 64M $((7 * MiB)):3M $((63 * MiB)):1M
 tmo nbdcopy --connections=4 --flush "$sparse" "$(uri disk)" ||
     fail "nbdcopy of the sparse file failed"
 make_image "$T/out.img" 64M

@@ -18,11 +18,7 @@ odd=$T/odd.img
 # disk: 8 MiB, data at [1 MiB, +64 KiB) and [5 MiB, +128 KiB), holes
 # elsewhere.  other: 4 MiB, all hole.  odd: a size that is not a multiple
 # of 512.
-make_image "$disk" 8M
-make_random "$T/d1" 64K
-make_random "$T/d2" 128K
-write_at "$disk" $((1 * MiB)) "$T/d1"
-write_at "$disk" $((5 * MiB)) "$T/d2"
+make_sparse "$disk" 8M $((1 * MiB)):64K $((5 * MiB)):128K
 make_image "$other" 4M
 make_image "$odd" 1000001
 disk_map="0:$MiB:3 $MiB:65536:0 $((MiB + 65536)):$((4 * MiB - 65536)):3"
@@ -204,5 +200,5 @@ tmo nbdinfo --size "$(uri other)" >/dev/null ||
 stop_server
 
 # The images are unchanged: nothing above writes.
-cmp -s -n 65536 -i "0:$MiB" "$T/d1" "$disk" || fail "disk image changed"
+cmp -s -n 65536 -i "0:$MiB" "$disk.d1" "$disk" || fail "disk image changed"
 step "pass"

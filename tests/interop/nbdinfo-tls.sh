@@ -14,12 +14,7 @@ set -euo pipefail
 requires nbdinfo certtool psktool truncate
 is_our_server || skip "TLS options are specific to nbd-serverd"
 
-disk=$T/disk.img
-make_image "$disk" 8M
-pki=$T/pki
-make_pki "$pki"
-psk=$T/keys.psk
-make_psk "$psk" alice bob
+tls_fixture 8M alice bob
 # The same identity with another key.
 make_psk "$T/wrong.psk" alice
 

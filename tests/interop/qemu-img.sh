@@ -13,13 +13,7 @@ MiB=$((1024 * 1024))
 
 # src: 16 MiB with data in three places and holes between.
 src=$T/src.img
-make_image "$src" 16M
-make_random "$T/a" 1M
-make_random "$T/b" 2M
-make_random "$T/c" 4K
-write_at "$src" 0 "$T/a"
-write_at "$src" $((5 * MiB)) "$T/b"
-write_at "$src" $((15 * MiB + 8192)) "$T/c"
+make_sparse "$src" 16M 0:1M $((5 * MiB)):2M $((15 * MiB + 8192)):4K
 
 # disk: the target, full of random bytes, so that converting must also
 # overwrite the holes of src with zeroes.
@@ -28,9 +22,7 @@ make_random "$disk" 16M
 
 # sparse: a known layout for qemu-img map.
 sparse=$T/sparse.img
-make_image "$sparse" 8M
-make_random "$T/d" 64K
-write_at "$sparse" "$MiB" "$T/d"
+make_sparse "$sparse" 8M "$MiB:64K"
 
 # bench: an empty export for qemu-img bench.
 bench=$T/bench.img

@@ -34,19 +34,18 @@ make_image "$slow" 4M
 # contain WANT (an error text, or "ok" for success with no error).
 qio_expect()
 {
-    local u=$1 want=$2 c rc=0
+    local u=$1 want=$2 c
     local -a args=()
     shift 2
+    if [ "$want" = ok ]; then
+        qio "$u" "$@"
+        return
+    fi
     for c in "$@"; do
         args+=(-c "$c")
     done
-    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$want" = ok ]; then
-        if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-            cat "$T/qio.out" >&2
-            fail "qemu-io failed (commands: $*)"
-        fi
-    elif ! grep -q "$want" "$T/qio.out"; then
+    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || true
+    if ! grep -q "$want" "$T/qio.out"; then
         cat "$T/qio.out" >&2
         fail "qemu-io did not report '$want' (commands: $*)"
     fi

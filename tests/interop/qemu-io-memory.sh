@@ -13,24 +13,6 @@ set -euo pipefail
 is_our_server || skip "memory exports are specific to nbd-serverd"
 requires qemu-io nbdinfo python3
 
-# qio URI CMD...: run qemu-io with one -c per command; every command must
-# succeed and every pattern must match.
-qio()
-{
-    local u=$1 c rc=0
-    local -a args=()
-    shift
-    for c in "$@"; do
-        args+=(-c "$c")
-    done
-    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-        cat "$T/qio.out" >&2
-        fail "qemu-io exited $rc or reported a failure (commands: $*)"
-    fi
-    step "qemu-io: $# commands ok ($(printf '%s; ' "$@" | head -c 100)...)"
-}
-
 # map URI: the allocation map as "offset length type" lines.
 map()
 {

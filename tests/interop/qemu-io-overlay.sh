@@ -15,29 +15,6 @@ set -euo pipefail
 is_our_server || skip "overlays are specific to nbd-serverd"
 requires qemu-io qemu-img nbdinfo cmp
 
-# qio [-r] URI CMD...: run qemu-io (read-only with -r) with one -c per
-# command; every command must succeed and every pattern must match.
-qio()
-{
-    local u c rc=0
-    local -a args=()
-    if [ "$1" = -r ]; then
-        args+=(-r)
-        shift
-    fi
-    u=$1
-    shift
-    for c in "$@"; do
-        args+=(-c "$c")
-    done
-    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-        cat "$T/qio.out" >&2
-        fail "qemu-io exited $rc or reported a failure (commands: $*)"
-    fi
-    step "qemu-io: $# commands ok ($(printf '%s; ' "$@" | head -c 100)...)"
-}
-
 # The base: 0x11 in [0, 8M), a hole in [8M, 12M), 0x22 in [12M, 16M).
 base=$T/base.img
 make_image "$base" 16M

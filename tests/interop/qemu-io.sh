@@ -15,34 +15,6 @@ requires qemu-io python3 truncate
 disk=$T/disk.img
 make_image "$disk" 16M
 
-# qio URI CMD...: run qemu-io with one -c per command; every command must
-# succeed and every pattern must match.
-qio()
-{
-    local u=$1 c rc=0
-    local -a args=()
-    shift
-    for c in "$@"; do
-        args+=(-c "$c")
-    done
-    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-        cat "$T/qio.out" >&2
-        fail "qemu-io exited $rc or reported a failure (commands: $*)"
-    fi
-    step "qemu-io: $# commands ok ($(printf '%s; ' "$@" | head -c 120)...)"
-}
-
-# aio_cmds VERB N BASE: N asynchronous commands on 4 KiB blocks from byte
-# BASE, block i with pattern i+1.
-aio_cmds()
-{
-    local verb=$1 n=$2 base=$3 i
-    for ((i = 0; i < n; i++)); do
-        printf '%s -P %d %d 4k\n' "$verb" $((i + 1)) $((base + i * 4096))
-    done
-}
-
 run_io()
 {
     local u=$1

@@ -34,29 +34,10 @@ psk_obj="tls-creds-psk,id=tls0,endpoint=client,dir=$T/pskdir,username=alice"
 # qio OBJECT PORT CMD...: qemu-io over TLS; each command must succeed.
 qio()
 {
-    local obj=$1 port=$2 c rc=0
-    local -a args=()
+    local obj=$1 port=$2
     shift 2
-    for c in "$@"; do
-        args+=(-c "$c")
-    done
-    tmo qemu-io --object "$obj" --image-opts "$(img_opts "$port" tls0)" \
-        "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-        cat "$T/qio.out" >&2
-        fail "qemu-io exited $rc or reported a failure (commands: $*)"
-    fi
-    step "qemu-io over TLS: $# commands ok"
-}
-
-# aio_cmds VERB N BASE: N asynchronous 4 KiB commands from byte BASE,
-# block i with pattern i+1.
-aio_cmds()
-{
-    local verb=$1 n=$2 base=$3 i
-    for ((i = 0; i < n; i++)); do
-        printf '%s -P %d %d 4k\n' "$verb" $((i + 1)) $((base + i * 4096))
-    done
+    qemu_io_ok --object "$obj" --image-opts "$(img_opts "$port" tls0)" \
+        -- "$@"
 }
 
 port=$(free_port)

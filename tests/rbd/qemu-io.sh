@@ -17,29 +17,14 @@ port=$(free_port)
 start_server -l "127.0.0.1:$port" -t 2 -e "disk=rbd:$IMG"
 u=$(uri disk)
 
-qio()
-{
-    local c rc=0
-    local -a args=()
-    for c in "$@"; do
-        args+=(-c "$c")
-    done
-    tmo qemu-io -f raw "$u" "${args[@]}" >"$T/qio.out" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] || grep -qi 'failed\|error' "$T/qio.out"; then
-        cat "$T/qio.out" >&2
-        fail "qemu-io exited $rc or reported a failure (commands: $*)"
-    fi
-    step "qemu-io ok: $*"
-}
-
-qio 'write -P 0xab 0 64k' 'read -P 0xab 0 64k'
-qio 'write -P 0x5a 1001 3333' 'read -P 0x5a 1001 3333' \
+qio "$u" 'write -P 0xab 0 64k' 'read -P 0xab 0 64k'
+qio "$u" 'write -P 0x5a 1001 3333' 'read -P 0x5a 1001 3333' \
     'read -P 0xab 0 1001' 'read -P 0xab 4334 61202'
-qio 'write -f -P 0x33 64k 64k' 'read -P 0x33 64k 64k'
-qio 'write -P 0x77 5M 6M' 'write -z 5M 1M' 'write -z -u 6M 4M' \
+qio "$u" 'write -f -P 0x33 64k 64k' 'read -P 0x33 64k 64k'
+qio "$u" 'write -P 0x77 5M 6M' 'write -z 5M 1M' 'write -z -u 6M 4M' \
     'write -z -f 10M 512k' 'read -P 0 5M 5632k' 'read -P 0x77 10752k 512k'
-qio 'write -P 0x44 20M 8M' 'discard 20M 8M' 'flush'
-qio 'aio_write -P 1 40M 4k' 'aio_write -P 2 41M 4k' 'aio_write -P 3 42M 4k' \
+qio "$u" 'write -P 0x44 20M 8M' 'discard 20M 8M' 'flush'
+qio "$u" 'aio_write -P 1 40M 4k' 'aio_write -P 2 41M 4k' 'aio_write -P 3 42M 4k' \
     aio_flush 'read -P 1 40M 4k' 'read -P 2 41M 4k' 'read -P 3 42M 4k'
 
 step "negative control: a wrong pattern is noticed"

@@ -7,7 +7,9 @@
 #ifndef NBDSRV_FIXTURE_BACKEND_H
 #define NBDSRV_FIXTURE_BACKEND_H
 
+#include "fixture-main.h"
 #include "nbdsrv/backend.h"
+#include "nbdsrv/compiler.h"
 
 #include <check.h>
 #include <stdbool.h>
@@ -61,5 +63,14 @@ struct backend_impl {
  */
 void fixture_backend_conformance(Suite *s, const struct backend_impl *impls,
                                  unsigned n);
+
+/* In a test file: adds the conformance TCase for the array impls to the
+ * file's Suite (fixture-main.h's UNIT_SUITE_EXTEND). */
+#define FIXTURE_BACKEND_CONFORMANCE(impls)                                     \
+    static void fixture_backend_add_conformance(Suite *s)                      \
+    {                                                                          \
+        fixture_backend_conformance(s, impls, ARRAY_SIZE(impls));              \
+    }                                                                          \
+    UNIT_SUITE_EXTEND(fixture_backend_add_conformance)
 
 #endif

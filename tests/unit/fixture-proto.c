@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TIMEOUT 30
-
 /* A heap copy of exactly `len` bytes (at least one byte allocated). */
 uint8_t *dup_exact(const void *src, size_t len)
 {
@@ -372,13 +370,3 @@ const struct frame frames[] = {
 };
 
 /* ------------------------------------------------------------------ */
-
-/* A TCase of suite `s` with the codec tests' timeout. */
-TCase *tcase(Suite *s, const char *name)
-{
-    TCase *tc = tcase_create(name);
-
-    tcase_set_timeout(tc, TIMEOUT);
-    suite_add_tcase(s, tc);
-    return tc;
-}

@@ -23,9 +23,6 @@ uint8_t *dup_exact(const void *src, size_t len);
 /* A heap buffer of `len` bytes of `c`, for long strings. */
 char *filled(size_t len, char c);
 
-/* A TCase of suite `s` with the codec tests' timeout. */
-TCase *tcase(Suite *s, const char *name);
-
 /* Uniform wrappers: each decodes one message kind and returns 0/-errno. */
 typedef int decode_fn(const void *buf, size_t len);
 

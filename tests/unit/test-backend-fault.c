@@ -84,7 +84,7 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "fault over a file", .open = conf_fault_file, .holes = true},
 };
 
-START_TEST(test_backend_fault_errors_by_operation_and_range)
+UNIT_TEST("fault", test_backend_fault_errors_by_operation_and_range)
 {
     struct backend *lower = memory(4 * MiB, false);
     struct backend *be =
@@ -125,7 +125,7 @@ START_TEST(test_backend_fault_errors_by_operation_and_range)
 }
 END_TEST
 
-START_TEST(test_backend_fault_flush_and_first_rule_wins)
+UNIT_TEST("fault", test_backend_fault_flush_and_first_rule_wins)
 {
     struct backend *be =
         wrap(memory(1 * MiB, false), "flush:EIO,write@0-4K:EPERM,write:EIO");
@@ -144,7 +144,7 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-START_TEST(test_backend_fault_delay_then_pass_or_fail)
+UNIT_TEST("fault", test_backend_fault_delay_then_pass_or_fail)
 {
     struct backend *be = wrap(memory(1 * MiB, false),
                               "write@0-4K:delay=50,read@0-4K:delay=50/EIO");
@@ -166,7 +166,7 @@ START_TEST(test_backend_fault_delay_then_pass_or_fail)
 }
 END_TEST
 
-START_TEST(test_backend_fault_read_rule_is_not_a_hole)
+UNIT_TEST("fault", test_backend_fault_read_rule_is_not_a_hole)
 {
     struct backend *be = wrap(memory(4 * MiB, false), "read@1M-2M:EIO");
     ck_assert_int_eq(t_is_hole(be, 0, 1 * MiB), 1);
@@ -177,7 +177,7 @@ START_TEST(test_backend_fault_read_rule_is_not_a_hole)
 }
 END_TEST
 
-START_TEST(test_backend_fault_chain_facts_from_below)
+UNIT_TEST("fault", test_backend_fault_chain_facts_from_below)
 {
     struct backend *lower = memory(3 * MiB + 1, true);
     struct backend *be = wrap(backend_ref(lower), "read:EIO");
@@ -212,7 +212,8 @@ static const struct {
     {"read:EIO,write", "fault rule 'write': expected OPS:ACTION"},
 };
 
-START_TEST(test_backend_fault_parse_errors)
+UNIT_LOOP_TEST("fault", test_backend_fault_parse_errors, 0,
+               ARRAY_SIZE(bad_rules))
 {
     struct backend_fault_rule *rules = (void *)1;
     unsigned nr = 7;
@@ -228,7 +229,7 @@ START_TEST(test_backend_fault_parse_errors)
 }
 END_TEST
 
-START_TEST(test_backend_fault_parse_good)
+UNIT_TEST("fault", test_backend_fault_parse_good)
 {
     struct backend_fault_rule *r;
     unsigned nr;
@@ -323,7 +324,7 @@ static bool probe_done(void *arg)
     return atomic_load(&((struct probe_run *)arg)->done) == PROBE_READERS;
 }
 
-START_TEST(test_backend_serial_layer_entered_one_call_at_a_time)
+UNIT_TEST("chain", test_backend_serial_layer_entered_one_call_at_a_time)
 {
     fixture_loops_stop();
     fixture_loops_start(PROBE_LOOPS, 0);
@@ -347,28 +348,7 @@ START_TEST(test_backend_serial_layer_entered_one_call_at_a_time)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("backend-fault");
-    fixture_backend_conformance(s, conformance_impls,
-                                ARRAY_SIZE(conformance_impls));
-    TCase *tc = tcase_create("fault");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_fault_errors_by_operation_and_range);
-    tcase_add_test(tc, test_backend_fault_flush_and_first_rule_wins);
-    tcase_add_test(tc, test_backend_fault_delay_then_pass_or_fail);
-    tcase_add_test(tc, test_backend_fault_read_rule_is_not_a_hole);
-    tcase_add_test(tc, test_backend_fault_chain_facts_from_below);
-    tcase_add_loop_test(tc, test_backend_fault_parse_errors, 0,
-                        ARRAY_SIZE(bad_rules));
-    tcase_add_test(tc, test_backend_fault_parse_good);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("chain");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_serial_layer_entered_one_call_at_a_time);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("backend-fault");
+UNIT_TCASE("fault", 30, setup, teardown);
+UNIT_TCASE("chain", 30, setup, teardown);
+FIXTURE_BACKEND_CONFORMANCE(conformance_impls);

@@ -38,7 +38,7 @@ static struct backend *mem_open(uint64_t size, bool read_only)
     return be;
 }
 
-START_TEST(test_backend_mem_facts)
+UNIT_TEST("memory", test_backend_mem_facts)
 {
     struct backend *be = mem_open(10 * GiB + 3, false);
     ck_assert_uint_eq(backend_size(be), 10 * GiB + 3);
@@ -65,7 +65,7 @@ START_TEST(test_backend_mem_facts)
 }
 END_TEST
 
-START_TEST(test_backend_mem_too_large)
+UNIT_TEST("memory", test_backend_mem_too_large)
 {
     struct err err;
     err_clear(&err);
@@ -78,7 +78,7 @@ START_TEST(test_backend_mem_too_large)
 }
 END_TEST
 
-START_TEST(test_backend_mem_pages_on_first_write)
+UNIT_TEST("memory", test_backend_mem_pages_on_first_write)
 {
     struct backend *be = mem_open(64 * MiB, false);
     unsigned char buf[3 * PAGE];
@@ -114,7 +114,7 @@ START_TEST(test_backend_mem_pages_on_first_write)
 }
 END_TEST
 
-START_TEST(test_backend_mem_trim_and_zero_give_pages_back)
+UNIT_TEST("memory", test_backend_mem_trim_and_zero_give_pages_back)
 {
     struct backend *be = mem_open(64 * MiB, false);
     unsigned char *buf = malloc(32 * MiB);
@@ -154,7 +154,7 @@ START_TEST(test_backend_mem_trim_and_zero_give_pages_back)
 }
 END_TEST
 
-START_TEST(test_backend_mem_extents_by_page)
+UNIT_TEST("memory", test_backend_mem_extents_by_page)
 {
     struct backend *be = mem_open(1 * TiB + 100, false);
     struct backend_extent ext[8];
@@ -189,19 +189,6 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "memory", .open = mem_open, .holes = true},
 };
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("backend-mem");
-    fixture_backend_conformance(s, conformance_impls,
-                                ARRAY_SIZE(conformance_impls));
-    TCase *tc = tcase_create("memory");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_mem_facts);
-    tcase_add_test(tc, test_backend_mem_too_large);
-    tcase_add_test(tc, test_backend_mem_pages_on_first_write);
-    tcase_add_test(tc, test_backend_mem_trim_and_zero_give_pages_back);
-    tcase_add_test(tc, test_backend_mem_extents_by_page);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("backend-mem");
+UNIT_TCASE("memory", 30, setup, teardown);
+FIXTURE_BACKEND_CONFORMANCE(conformance_impls);

@@ -295,7 +295,7 @@ static void depth_map(struct backend *be, char *out, size_t size)
 
 /* ---- Tests ---- */
 
-START_TEST(test_backend_overlay_facts)
+UNIT_TEST("overlay", test_backend_overlay_facts)
 {
     struct fix f;
     fix_init(&f, 1 * MiB + 5);
@@ -316,7 +316,7 @@ START_TEST(test_backend_overlay_facts)
 }
 END_TEST
 
-START_TEST(test_backend_overlay_reads_base_and_copies_up)
+UNIT_TEST("overlay", test_backend_overlay_reads_base_and_copies_up)
 {
     struct fix f;
     fix_init(&f, 4 * MiB + 1000);
@@ -341,7 +341,7 @@ START_TEST(test_backend_overlay_reads_base_and_copies_up)
 END_TEST
 
 /* A backend holds all its bytes, holes too: depth 1 throughout. */
-START_TEST(test_backend_overlay_depth_of_a_backend)
+UNIT_TEST("overlay", test_backend_overlay_depth_of_a_backend)
 {
     struct backend *mem = backend_memory_new(1 * MiB, false, NULL);
     ck_assert_ptr_nonnull(mem);
@@ -357,7 +357,7 @@ END_TEST
 
 /* An overlay over an overlay: each layer adds one to what it reads
  * through, so the base file is depth 3 from the top. */
-START_TEST(test_backend_overlay_depth_counts_stacked_layers)
+UNIT_TEST("overlay", test_backend_overlay_depth_counts_stacked_layers)
 {
     struct fix f;
     fix_init(&f, 1 * MiB);
@@ -378,7 +378,7 @@ START_TEST(test_backend_overlay_depth_counts_stacked_layers)
 }
 END_TEST
 
-START_TEST(test_backend_overlay_survives_reopen)
+UNIT_TEST("overlay", test_backend_overlay_survives_reopen)
 {
     struct fix f;
     fix_init(&f, 2 * MiB);
@@ -406,7 +406,7 @@ END_TEST
  * leaves.  Blocks first written since the last commit read the base in
  * it; after FLUSH, or a FUA write, the copy holds them.
  */
-START_TEST(test_backend_overlay_map_persisted_at_flush_and_fua)
+UNIT_TEST("overlay", test_backend_overlay_map_persisted_at_flush_and_fua)
 {
     struct fix f;
     fix_init(&f, 2 * MiB);
@@ -458,7 +458,7 @@ START_TEST(test_backend_overlay_map_persisted_at_flush_and_fua)
 }
 END_TEST
 
-START_TEST(test_backend_overlay_zero_and_trim_mask_the_base)
+UNIT_TEST("overlay", test_backend_overlay_zero_and_trim_mask_the_base)
 {
     struct fix f;
     fix_init(&f, 2 * MiB);
@@ -535,7 +535,7 @@ static bool race_done(void *arg)
     return atomic_load(&((struct race *)arg)->done) == RACE_WRITERS;
 }
 
-START_TEST(test_backend_overlay_copy_up_race)
+UNIT_TEST("overlay", test_backend_overlay_copy_up_race)
 {
     fixture_loops_stop();
     fixture_loops_start(RACE_LOOPS, 0);
@@ -563,7 +563,7 @@ START_TEST(test_backend_overlay_copy_up_race)
 }
 END_TEST
 
-START_TEST(test_backend_overlay_on_disk_format)
+UNIT_TEST("overlay", test_backend_overlay_on_disk_format)
 {
     struct fix f;
     fix_init(&f, 3 * GRAN + 100);
@@ -612,7 +612,7 @@ static void poke(const char *path, uint64_t offset, const void *buf, size_t len)
     close(fd);
 }
 
-START_TEST(test_backend_overlay_bad_files)
+UNIT_TEST("overlay", test_backend_overlay_bad_files)
 {
     struct fix f;
     fix_init(&f, 1 * MiB);
@@ -672,24 +672,6 @@ START_TEST(test_backend_overlay_bad_files)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("backend-overlay");
-    fixture_backend_conformance(s, conformance_impls,
-                                ARRAY_SIZE(conformance_impls));
-    TCase *tc = tcase_create("overlay");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_backend_overlay_facts);
-    tcase_add_test(tc, test_backend_overlay_reads_base_and_copies_up);
-    tcase_add_test(tc, test_backend_overlay_depth_of_a_backend);
-    tcase_add_test(tc, test_backend_overlay_depth_counts_stacked_layers);
-    tcase_add_test(tc, test_backend_overlay_survives_reopen);
-    tcase_add_test(tc, test_backend_overlay_map_persisted_at_flush_and_fua);
-    tcase_add_test(tc, test_backend_overlay_zero_and_trim_mask_the_base);
-    tcase_add_test(tc, test_backend_overlay_copy_up_race);
-    tcase_add_test(tc, test_backend_overlay_on_disk_format);
-    tcase_add_test(tc, test_backend_overlay_bad_files);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("backend-overlay");
+UNIT_TCASE("overlay", 60, setup, teardown);
+FIXTURE_BACKEND_CONFORMANCE(conformance_impls);

@@ -134,7 +134,7 @@ static void assert_open_fails(const char *path, bool read_only,
                   err.msg, want_msg);
 }
 
-START_TEST(test_backend_open_errors)
+UNIT_TEST("open", test_backend_open_errors)
 {
     char path[64];
     int fd = temp_create("/tmp", path);
@@ -164,7 +164,7 @@ START_TEST(test_backend_open_errors)
 }
 END_TEST
 
-START_TEST(test_backend_size_of_sparse_file)
+UNIT_TEST("open", test_backend_size_of_sparse_file)
 {
     int raw;
     uint64_t size = 10 * GiB + 12345; /* sparse */
@@ -194,7 +194,7 @@ END_TEST
 
 /* ---- data ---- */
 
-START_TEST(test_backend_read_write_roundtrip_unaligned)
+UNIT_TEST("data", test_backend_read_write_roundtrip_unaligned)
 {
     int raw;
     uint64_t size = 4 * MiB + 3;
@@ -236,7 +236,7 @@ START_TEST(test_backend_read_write_roundtrip_unaligned)
 }
 END_TEST
 
-START_TEST(test_backend_outside_size_refused)
+UNIT_TEST("data", test_backend_outside_size_refused)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 8192, false, &raw);
@@ -256,7 +256,7 @@ START_TEST(test_backend_outside_size_refused)
 }
 END_TEST
 
-START_TEST(test_backend_read_of_shrunk_file_is_eio)
+UNIT_TEST("data", test_backend_read_of_shrunk_file_is_eio)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 64 * KiB, false, &raw);
@@ -271,7 +271,7 @@ START_TEST(test_backend_read_of_shrunk_file_is_eio)
 }
 END_TEST
 
-START_TEST(test_backend_fua_write)
+UNIT_TEST("data", test_backend_fua_write)
 {
     const char *dirs[] = {"/tmp", "/dev/shm"};
     for (unsigned d = 0; d < ARRAY_SIZE(dirs); d++) {
@@ -288,7 +288,7 @@ START_TEST(test_backend_fua_write)
 }
 END_TEST
 
-START_TEST(test_backend_flush)
+UNIT_TEST("data", test_backend_flush)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 1 * MiB, false, &raw);
@@ -306,7 +306,7 @@ START_TEST(test_backend_flush)
 }
 END_TEST
 
-START_TEST(test_backend_read_only_refuses_writes)
+UNIT_TEST("data", test_backend_read_only_refuses_writes)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 1 * MiB, true, &raw);
@@ -396,7 +396,7 @@ static void check_trim(const char *dir)
     close(raw);
 }
 
-START_TEST(test_backend_trim_punches_hole)
+UNIT_TEST("zero", test_backend_trim_punches_hole)
 {
     check_trim("/tmp");
     check_trim("/dev/shm");
@@ -419,7 +419,7 @@ static void check_zero_may_trim(const char *dir)
     close(raw);
 }
 
-START_TEST(test_backend_zero_may_trim_punches_hole)
+UNIT_TEST("zero", test_backend_zero_may_trim_punches_hole)
 {
     check_zero_may_trim("/tmp");
     check_zero_may_trim("/dev/shm");
@@ -457,7 +457,7 @@ static void check_zero_keeps_allocation(const char *dir, bool fua)
     close(raw);
 }
 
-START_TEST(test_backend_zero_without_trim_keeps_allocation)
+UNIT_TEST("zero", test_backend_zero_without_trim_keeps_allocation)
 {
     check_zero_keeps_allocation("/tmp", false);
     check_zero_keeps_allocation("/tmp", true);
@@ -487,7 +487,7 @@ static void check_zero_fast(const char *dir)
     close(raw);
 }
 
-START_TEST(test_backend_zero_fast)
+UNIT_TEST("zero", test_backend_zero_fast)
 {
     check_zero_fast("/tmp");
     check_zero_fast("/dev/shm");
@@ -531,14 +531,14 @@ static void check_extents_layout(const char *dir)
     close(raw);
 }
 
-START_TEST(test_backend_extents_data_hole_data)
+UNIT_TEST("extents", test_backend_extents_data_hole_data)
 {
     check_extents_layout("/tmp");
     check_extents_layout("/dev/shm");
 }
 END_TEST
 
-START_TEST(test_backend_extents_clipped_to_len)
+UNIT_TEST("extents", test_backend_extents_clipped_to_len)
 {
     int raw;
     struct backend *be = layout_backend("/tmp", &raw);
@@ -580,14 +580,14 @@ static void check_range_is_hole(const char *dir)
     close(raw);
 }
 
-START_TEST(test_backend_range_is_hole)
+UNIT_TEST("extents", test_backend_range_is_hole)
 {
     check_range_is_hole("/tmp");
     check_range_is_hole("/dev/shm");
 }
 END_TEST
 
-START_TEST(test_backend_extents_max_one)
+UNIT_TEST("extents", test_backend_extents_max_one)
 {
     int raw;
     struct backend *be = layout_backend("/tmp", &raw);
@@ -611,7 +611,7 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-START_TEST(test_backend_extents_huge_sparse_file)
+UNIT_TEST("extents", test_backend_extents_huge_sparse_file)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 1 * TiB, false, &raw);
@@ -641,7 +641,7 @@ END_TEST
 
 /* ---- cache ---- */
 
-START_TEST(test_backend_cache)
+UNIT_TEST("data", test_backend_cache)
 {
     int raw;
     struct backend *be = temp_backend("/tmp", 8 * MiB, false, &raw);
@@ -666,7 +666,7 @@ END_TEST
 
 /* ---- references and concurrency ---- */
 
-START_TEST(test_backend_refcount)
+UNIT_TEST("open", test_backend_refcount)
 {
     int fds = count_open_fds();
     int raw;
@@ -728,7 +728,7 @@ static int loop_device_attach(int backing_fd, char *dev_out, size_t size)
     return fd;
 }
 
-START_TEST(test_backend_block_device)
+UNIT_TEST("blockdev", test_backend_block_device)
 {
     char path[64], dev[64];
     int backing = temp_create("/tmp", path);
@@ -804,7 +804,7 @@ END_TEST
  * two stay coherent with each other and with the file.  /var/tmp, as the
  * file system must take O_DIRECT (tmpfs before Linux 6.6 does not).
  */
-START_TEST(test_backend_direct_roundtrip)
+UNIT_TEST("data", test_backend_direct_roundtrip)
 {
     char path[64];
     int raw = temp_create("/var/tmp", path);
@@ -885,55 +885,10 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "file on /dev/shm", .open = conformance_shm, .holes = true},
 };
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("backend");
-    fixture_backend_conformance(s, conformance_impls,
-                                ARRAY_SIZE(conformance_impls));
-    TCase *tc = tcase_create("open");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_open_errors);
-    tcase_add_test(tc, test_backend_size_of_sparse_file);
-    tcase_add_test(tc, test_backend_refcount);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("data");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_backend_read_write_roundtrip_unaligned);
-    tcase_add_test(tc, test_backend_outside_size_refused);
-    tcase_add_test(tc, test_backend_read_of_shrunk_file_is_eio);
-    tcase_add_test(tc, test_backend_fua_write);
-    tcase_add_test(tc, test_backend_flush);
-    tcase_add_test(tc, test_backend_read_only_refuses_writes);
-    tcase_add_test(tc, test_backend_cache);
-    tcase_add_test(tc, test_backend_direct_roundtrip);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("zero");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_backend_trim_punches_hole);
-    tcase_add_test(tc, test_backend_zero_may_trim_punches_hole);
-    tcase_add_test(tc, test_backend_zero_without_trim_keeps_allocation);
-    tcase_add_test(tc, test_backend_zero_fast);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("extents");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_extents_data_hole_data);
-    tcase_add_test(tc, test_backend_extents_clipped_to_len);
-    tcase_add_test(tc, test_backend_extents_max_one);
-    tcase_add_test(tc, test_backend_range_is_hole);
-    tcase_add_test(tc, test_backend_extents_huge_sparse_file);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("blockdev");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_backend_block_device);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("backend");
+UNIT_TCASE("open", 30, setup, teardown);
+UNIT_TCASE("data", 60, setup, teardown);
+UNIT_TCASE("zero", 60, setup, teardown);
+UNIT_TCASE("extents", 30, setup, teardown);
+UNIT_TCASE("blockdev", 60, setup, teardown);
+FIXTURE_BACKEND_CONFORMANCE(conformance_impls);

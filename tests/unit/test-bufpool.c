@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_bufpool_sizes_and_alignment)
+UNIT_TEST("pool", test_bufpool_sizes_and_alignment)
 {
     static const size_t sizes[] = {
         1, 200, 256, 257, 4096, 4097, 65536, 100000, 1 << 20, BUFPOOL_MAX_SIZE};
@@ -27,7 +27,7 @@ START_TEST(test_bufpool_sizes_and_alignment)
 }
 END_TEST
 
-START_TEST(test_bufpool_reuses_freed_buffer)
+UNIT_TEST("pool", test_bufpool_reuses_freed_buffer)
 {
     void *a = bufpool_get(5000);
     bufpool_put(a, 5000);
@@ -52,7 +52,7 @@ static void *put_all(void *arg)
     return NULL;
 }
 
-START_TEST(test_bufpool_buffers_move_between_threads)
+UNIT_TEST("pool", test_bufpool_buffers_move_between_threads)
 {
     /* Taken here, returned on another thread (which then exits): the
      * buffers travel through the global lists and are reused here. */
@@ -79,7 +79,7 @@ START_TEST(test_bufpool_buffers_move_between_threads)
 }
 END_TEST
 
-START_TEST(test_bufpool_alloc_size_is_the_class)
+UNIT_TEST("pool", test_bufpool_alloc_size_is_the_class)
 {
     ck_assert_uint_eq(bufpool_alloc_size(0), 0);
     ck_assert_uint_eq(bufpool_alloc_size(1), 256);
@@ -90,7 +90,7 @@ START_TEST(test_bufpool_alloc_size_is_the_class)
 }
 END_TEST
 
-START_TEST(test_bufpool_trim_frees_idle_large_buffers)
+UNIT_TEST("pool", test_bufpool_trim_frees_idle_large_buffers)
 {
     /* Large buffers are never kept per thread: once put back they wait
      * in the global list, where a trim finds them. */
@@ -113,7 +113,7 @@ START_TEST(test_bufpool_trim_frees_idle_large_buffers)
 }
 END_TEST
 
-START_TEST(test_bufpool_global_list_is_bounded)
+UNIT_TEST("pool", test_bufpool_global_list_is_bounded)
 {
     /* 64 buffers of 16 MiB put back at once: the pool keeps two. */
     enum { N = 64 };
@@ -131,17 +131,5 @@ START_TEST(test_bufpool_global_list_is_bounded)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("bufpool");
-    TCase *tc = tcase_create("pool");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_bufpool_sizes_and_alignment);
-    tcase_add_test(tc, test_bufpool_reuses_freed_buffer);
-    tcase_add_test(tc, test_bufpool_buffers_move_between_threads);
-    tcase_add_test(tc, test_bufpool_alloc_size_is_the_class);
-    tcase_add_test(tc, test_bufpool_trim_frees_idle_large_buffers);
-    tcase_add_test(tc, test_bufpool_global_list_is_bounded);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("bufpool");
+UNIT_TCASE("pool", 30, NULL, NULL);

@@ -214,7 +214,41 @@ static void job_init(struct job *j, struct chan *ch, size_t len, unsigned seed,
     atomic_init(&j->done, 0);
 }
 
-START_TEST(test_chan_tls_handshake_on_two_loops)
+/* Two loops and a PSK pair with the right key, handshaken on both
+ * sides. */
+static void psk_pair_ready(struct tls_pair *p)
+{
+    fixture_loops_start(2, 0);
+    tls_pair_open(p, psk_path);
+    struct job s, c;
+    handshake_both(p, &s, &c);
+    ck_assert(s.result == 0 && c.result == 0);
+}
+
+static void psk_pair_done(struct tls_pair *p)
+{
+    tls_pair_close(p);
+    fixture_loops_stop();
+}
+
+/* writer (an entry that takes a struct job) on loop 1 writes len pattern
+ * bytes of seed in pieces of wpiece to the client's channel; then a
+ * reader on loop 0 reads them from the server's in pieces of rpiece and
+ * checks them. */
+static void client_to_server(struct tls_pair *p, coro_entry_fn *writer,
+                             size_t len, unsigned seed, size_t wpiece,
+                             size_t rpiece)
+{
+    struct job w, r;
+    job_init(&w, p->cli, len, seed, wpiece);
+    fixture_run_on(1, writer, &w);
+    ck_assert_int_eq(w.result, 0);
+    job_init(&r, p->srv, len, seed, rpiece);
+    fixture_run_on(0, reader_entry, &r);
+    ck_assert_int_eq(r.result, 0);
+}
+
+UNIT_TEST("tls", test_chan_tls_handshake_on_two_loops)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -238,7 +272,7 @@ END_TEST
  * and writes on loop 1, the client the other way round.  8 MiB each way
  * is far more than the socket buffers hold, so every side waits.
  */
-START_TEST(test_chan_tls_reader_and_writer_on_different_loops)
+UNIT_TEST("tls", test_chan_tls_reader_and_writer_on_different_loops)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -305,22 +339,11 @@ static void eof_entry(void *arg)
  * One 16 KiB record, then nothing: 100-byte reads must all come from
  * the record GnuTLS decrypted first.  Then close_notify is end of file.
  */
-START_TEST(test_chan_tls_small_reads_drain_decrypted_record)
+UNIT_TEST("tls", test_chan_tls_small_reads_drain_decrypted_record)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
-
-    struct job w, r;
-    job_init(&w, p.cli, 16384, 9, 16384);
-    fixture_run_on(1, writer_entry, &w);
-    ck_assert_int_eq(w.result, 0);
-    job_init(&r, p.srv, 16384, 9, 100);
-    fixture_run_on(0, reader_entry, &r);
-    ck_assert_int_eq(r.result, 0);
+    psk_pair_ready(&p);
+    client_to_server(&p, writer_entry, 16384, 9, 16384, 100);
 
     struct bye_job b = {.ch = p.cli};
     atomic_init(&b.done, 0);
@@ -331,8 +354,7 @@ START_TEST(test_chan_tls_small_reads_drain_decrypted_record)
     job_init(&e, p.srv, 1, 0, 1);
     fixture_run_on(0, eof_entry, &e);
     ck_assert_int_eq(e.result, 0);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_done(&p);
 }
 END_TEST
 
@@ -359,34 +381,19 @@ static void empty_iov_writer_entry(void *arg)
  * An empty iovec with a NULL base is skipped when small pieces are
  * gathered into one record (UBSan flags memcpy from NULL, even of 0).
  */
-START_TEST(test_chan_tls_writev_skips_empty_iovecs)
+UNIT_TEST("tls", test_chan_tls_writev_skips_empty_iovecs)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
-    struct job w, r;
-    job_init(&w, p.cli, 100, 5, 100);
-    fixture_run_on(1, empty_iov_writer_entry, &w);
-    ck_assert_int_eq(w.result, 0);
-    job_init(&r, p.srv, 100, 5, 100);
-    fixture_run_on(0, reader_entry, &r);
-    ck_assert_int_eq(r.result, 0);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_ready(&p);
+    client_to_server(&p, empty_iov_writer_entry, 100, 5, 100, 100);
+    psk_pair_done(&p);
 }
 END_TEST
 
-START_TEST(test_chan_tls_wake_cancels_parked_reader)
+UNIT_TEST("tls", test_chan_tls_wake_cancels_parked_reader)
 {
-    fixture_loops_start(2, 0);
     struct tls_pair p;
-    tls_pair_open(&p, psk_path);
-    struct job s, c;
-    handshake_both(&p, &s, &c);
-    ck_assert(s.result == 0 && c.result == 0);
+    psk_pair_ready(&p);
     struct job r;
     job_init(&r, p.srv, 10, 1, 10);
     fixture_spawn_on(1, reader_entry, &r);
@@ -394,12 +401,11 @@ START_TEST(test_chan_tls_wake_cancels_parked_reader)
     chan_wake(p.srv, CHAN_IN);
     wait_job(&r);
     ck_assert_int_eq(r.result, -ECANCELED);
-    tls_pair_close(&p);
-    fixture_loops_stop();
+    psk_pair_done(&p);
 }
 END_TEST
 
-START_TEST(test_chan_tls_wrong_key_fails_both_sides)
+UNIT_TEST("tls", test_chan_tls_wrong_key_fails_both_sides)
 {
     fixture_loops_start(2, 0);
     struct tls_pair p;
@@ -464,7 +470,7 @@ static void x509_pair_open(struct tls_pair *p, const char *client_dir,
     tls_pair_open_creds(p, sc, cc);
 }
 
-START_TEST(test_chan_tls_x509_client_verifies_server_name)
+UNIT_TEST("x509", test_chan_tls_x509_client_verifies_server_name)
 {
     make_x509();
     fixture_loops_start(2, 0);
@@ -500,7 +506,7 @@ START_TEST(test_chan_tls_x509_client_verifies_server_name)
 }
 END_TEST
 
-START_TEST(test_chan_tls_x509_server_requires_client_certificate)
+UNIT_TEST("x509", test_chan_tls_x509_server_requires_client_certificate)
 {
     make_x509();
     fixture_loops_start(2, 0);
@@ -565,7 +571,7 @@ static const char *negotiated_cipher(const char *sp, const char *cp)
  * NORMAL (which, left to itself, picks ChaCha20 for TLS 1.3 PSK): our
  * server by its own precedence, our client by its order.
  */
-START_TEST(test_chan_tls_default_with_aes_negotiates_aes_gcm)
+UNIT_TEST("priority", test_chan_tls_default_with_aes_negotiates_aes_gcm)
 {
     fixture_loops_start(2, 0);
     const char *srv = tls_priority_default(TLS_SIDE_SERVER, true);
@@ -584,7 +590,7 @@ START_TEST(test_chan_tls_default_with_aes_negotiates_aes_gcm)
 END_TEST
 
 /* Without them: GnuTLS's own choice, ChaCha20 here, on both sides. */
-START_TEST(test_chan_tls_default_without_aes_keeps_gnutls_choice)
+UNIT_TEST("priority", test_chan_tls_default_without_aes_keeps_gnutls_choice)
 {
     fixture_loops_start(2, 0);
     const char *srv = tls_priority_default(TLS_SIDE_SERVER, false);
@@ -601,7 +607,7 @@ END_TEST
  * negotiates ChaCha20 with our default client on any CPU, and a server
  * string without precedence lets the client's order win.
  */
-START_TEST(test_chan_tls_given_priority_is_honoured)
+UNIT_TEST("priority", test_chan_tls_given_priority_is_honoured)
 {
     fixture_loops_start(2, 0);
     const char *cli = tls_priority_choose(TLS_SIDE_CLIENT, NULL);
@@ -615,33 +621,7 @@ START_TEST(test_chan_tls_given_priority_is_honoured)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("chan-tls");
-    TCase *tc = tcase_create("tls");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_handshake_on_two_loops);
-    tcase_add_test(tc, test_chan_tls_reader_and_writer_on_different_loops);
-    tcase_add_test(tc, test_chan_tls_small_reads_drain_decrypted_record);
-    tcase_add_test(tc, test_chan_tls_writev_skips_empty_iovecs);
-    tcase_add_test(tc, test_chan_tls_wake_cancels_parked_reader);
-    tcase_add_test(tc, test_chan_tls_wrong_key_fails_both_sides);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("x509");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_x509_client_verifies_server_name);
-    tcase_add_test(tc, test_chan_tls_x509_server_requires_client_certificate);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("priority");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_chan_tls_default_with_aes_negotiates_aes_gcm);
-    tcase_add_test(tc, test_chan_tls_default_without_aes_keeps_gnutls_choice);
-    tcase_add_test(tc, test_chan_tls_given_priority_is_honoured);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("chan-tls");
+UNIT_TCASE("tls", 120, setup, teardown);
+UNIT_TCASE("x509", 120, setup, teardown);
+UNIT_TCASE("priority", 120, setup, teardown);

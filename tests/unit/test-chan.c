@@ -100,7 +100,7 @@ static void wait_armed(struct chan *ch, enum chan_dir dir, struct loop *loop)
  * The seed's scenario: a reader parked on loop 0 does not stop a writer
  * on loop 1 from using the same channel; then the reader finishes on 0.
  */
-START_TEST(test_chan_reader_and_writer_on_different_loops)
+UNIT_TEST("follow", test_chan_reader_and_writer_on_different_loops)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -147,7 +147,7 @@ static void hopping_reader_entry(void *arg)
     atomic_store(&s->done, 1);
 }
 
-START_TEST(test_chan_wait_follows_coroutine_between_loops)
+UNIT_TEST("follow", test_chan_wait_follows_coroutine_between_loops)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -186,7 +186,7 @@ static void big_writer_entry(void *arg)
     atomic_store(&s->done, 1);
 }
 
-START_TEST(test_chan_peer_close_fails_parked_reader_and_writer)
+UNIT_TEST("errors", test_chan_peer_close_fails_parked_reader_and_writer)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -210,7 +210,7 @@ START_TEST(test_chan_peer_close_fails_parked_reader_and_writer)
 }
 END_TEST
 
-START_TEST(test_chan_wake_cancels_parked_reader)
+UNIT_TEST("errors", test_chan_wake_cancels_parked_reader)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -236,7 +236,7 @@ START_TEST(test_chan_wake_cancels_parked_reader)
 }
 END_TEST
 
-START_TEST(test_chan_wake_before_wait_is_not_lost)
+UNIT_TEST("errors", test_chan_wake_before_wait_is_not_lost)
 {
     fixture_loops_start(1, 0);
     struct pair p;
@@ -250,7 +250,7 @@ START_TEST(test_chan_wake_before_wait_is_not_lost)
 }
 END_TEST
 
-START_TEST(test_chan_pinned_mode_waits_on_main_loop)
+UNIT_TEST("follow", test_chan_pinned_mode_waits_on_main_loop)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -278,7 +278,7 @@ START_TEST(test_chan_pinned_mode_waits_on_main_loop)
 }
 END_TEST
 
-START_TEST(test_chan_read_all_eof_distinguishes_clean_eof)
+UNIT_TEST("errors", test_chan_read_all_eof_distinguishes_clean_eof)
 {
     fixture_loops_start(1, 0);
     struct pair p;
@@ -315,7 +315,7 @@ static void read_some_entry(void *arg)
     p->third = chan_read_some(p->ch, p->buf + 13, sizeof p->buf - 13);
 }
 
-START_TEST(test_chan_read_some_returns_what_is_there)
+UNIT_TEST("errors", test_chan_read_some_returns_what_is_there)
 {
     fixture_loops_start(1, 0);
     struct pair p;
@@ -357,7 +357,7 @@ static void eof_probe_entry(void *arg)
     e->result = chan_read_all_eof(e->ch, buf, sizeof buf);
 }
 
-START_TEST(test_chan_read_all_eof_returns_zero_at_boundary)
+UNIT_TEST("errors", test_chan_read_all_eof_returns_zero_at_boundary)
 {
     fixture_loops_start(1, 0);
     struct pair p;
@@ -374,6 +374,8 @@ START_TEST(test_chan_read_all_eof_returns_zero_at_boundary)
 }
 END_TEST
 
+#ifndef NDEBUG
+/* Only debug builds assert that a direction has one waiter. */
 static void second_reader_entry(void *arg)
 {
     struct side *s = arg;
@@ -382,7 +384,7 @@ static void second_reader_entry(void *arg)
     s->result = chan_read_all(s->p->ch, &c, 1);
 }
 
-START_TEST(test_chan_two_readers_abort_in_debug_builds)
+UNIT_SIGNAL_TEST("errors", test_chan_two_readers_abort_in_debug_builds, SIGABRT)
 {
     fixture_loops_start(2, 0);
     struct pair p;
@@ -394,8 +396,9 @@ START_TEST(test_chan_two_readers_abort_in_debug_builds)
     fixture_run_on(1, second_reader_entry, &second);
 }
 END_TEST
+#endif
 
-START_TEST(test_chan_tcp_connect_and_transfer)
+UNIT_TEST("sock", test_chan_tcp_connect_and_transfer)
 {
     fixture_loops_start(2, 0);
     const char *addrs[] = {"127.0.0.1:0", "[::1]:0", "localhost:0"};
@@ -446,7 +449,7 @@ static void write_more_entry(void *arg)
     m->r3 = chan_push(m->ch);
 }
 
-START_TEST(test_chan_write_more_then_push_delivers)
+UNIT_TEST("sock", test_chan_write_more_then_push_delivers)
 {
     fixture_loops_start(1, 0);
     struct sock_addr addr;
@@ -489,7 +492,7 @@ static void connect_entry(void *arg)
     c->ch = chan_sock_connect(&c->addr, &c->err);
 }
 
-START_TEST(test_chan_sock_connect_refused_names_address)
+UNIT_TEST("sock", test_chan_sock_connect_refused_names_address)
 {
     fixture_loops_start(1, 0);
     struct connect_probe c;
@@ -509,7 +512,7 @@ START_TEST(test_chan_sock_connect_refused_names_address)
 }
 END_TEST
 
-START_TEST(test_chan_listen_replaces_stale_unix_socket)
+UNIT_TEST("sock", test_chan_listen_replaces_stale_unix_socket)
 {
     char dir[] = "/tmp/test-chan-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -549,7 +552,7 @@ START_TEST(test_chan_listen_replaces_stale_unix_socket)
 }
 END_TEST
 
-START_TEST(test_chan_addr_parse_good_and_bad)
+UNIT_TEST("sock", test_chan_addr_parse_good_and_bad)
 {
     struct sock_addr a;
     struct err err;
@@ -597,37 +600,7 @@ START_TEST(test_chan_addr_parse_good_and_bad)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("chan");
-    TCase *tc = tcase_create("follow");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_chan_reader_and_writer_on_different_loops);
-    tcase_add_test(tc, test_chan_wait_follows_coroutine_between_loops);
-    tcase_add_test(tc, test_chan_pinned_mode_waits_on_main_loop);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("errors");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_chan_peer_close_fails_parked_reader_and_writer);
-    tcase_add_test(tc, test_chan_wake_cancels_parked_reader);
-    tcase_add_test(tc, test_chan_wake_before_wait_is_not_lost);
-    tcase_add_test(tc, test_chan_read_all_eof_distinguishes_clean_eof);
-    tcase_add_test(tc, test_chan_read_all_eof_returns_zero_at_boundary);
-    tcase_add_test(tc, test_chan_read_some_returns_what_is_there);
-#ifndef NDEBUG
-    tcase_add_test_raise_signal(tc, test_chan_two_readers_abort_in_debug_builds,
-                                SIGABRT);
-#endif
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("sock");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_chan_tcp_connect_and_transfer);
-    tcase_add_test(tc, test_chan_write_more_then_push_delivers);
-    tcase_add_test(tc, test_chan_sock_connect_refused_names_address);
-    tcase_add_test(tc, test_chan_addr_parse_good_and_bad);
-    tcase_add_test(tc, test_chan_listen_replaces_stale_unix_socket);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("chan");
+UNIT_TCASE("follow", 60, NULL, NULL);
+UNIT_TCASE("errors", 60, NULL, NULL);
+UNIT_TCASE("sock", 60, NULL, NULL);

@@ -42,7 +42,7 @@ static const struct good goods[] = {
      "e", NULL},
 };
 
-START_TEST(test_client_uri_good_uris_parse)
+UNIT_TEST("parse", test_client_uri_good_uris_parse)
 {
     for (size_t i = 0; i < ARRAY_SIZE(goods); i++) {
         const struct good *g = &goods[i];
@@ -74,7 +74,7 @@ START_TEST(test_client_uri_good_uris_parse)
 }
 END_TEST
 
-START_TEST(test_client_uri_tls_parameters)
+UNIT_TEST("parse", test_client_uri_tls_parameters)
 {
     struct client_uri u;
     struct err err = {0};
@@ -96,7 +96,7 @@ START_TEST(test_client_uri_tls_parameters)
 }
 END_TEST
 
-START_TEST(test_client_uri_abstract_socket)
+UNIT_TEST("parse", test_client_uri_abstract_socket)
 {
     struct client_uri u;
     struct err err = {0};
@@ -145,7 +145,7 @@ static const struct bad bads[] = {
     {"nbd://@h/e", "empty user name"},
 };
 
-START_TEST(test_client_uri_bad_uris_name_the_bad_part)
+UNIT_TEST("parse", test_client_uri_bad_uris_name_the_bad_part)
 {
     for (size_t i = 0; i < ARRAY_SIZE(bads); i++) {
         struct client_uri u;
@@ -161,7 +161,7 @@ START_TEST(test_client_uri_bad_uris_name_the_bad_part)
 }
 END_TEST
 
-START_TEST(test_client_uri_is_uri_tells_files_from_uris)
+UNIT_TEST("parse", test_client_uri_is_uri_tells_files_from_uris)
 {
     ck_assert(client_uri_is_uri("nbd://h/e"));
     ck_assert(client_uri_is_uri("nbds+unix:///e?socket=/s"));
@@ -171,7 +171,7 @@ START_TEST(test_client_uri_is_uri_tells_files_from_uris)
 }
 END_TEST
 
-START_TEST(test_client_uri_address_resolves_tcp)
+UNIT_TEST("parse", test_client_uri_address_resolves_tcp)
 {
     struct client_uri u;
     struct err err = {0};
@@ -184,17 +184,5 @@ START_TEST(test_client_uri_address_resolves_tcp)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("client-uri");
-    TCase *tc = tcase_create("parse");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_client_uri_good_uris_parse);
-    tcase_add_test(tc, test_client_uri_tls_parameters);
-    tcase_add_test(tc, test_client_uri_abstract_socket);
-    tcase_add_test(tc, test_client_uri_bad_uris_name_the_bad_part);
-    tcase_add_test(tc, test_client_uri_is_uri_tells_files_from_uris);
-    tcase_add_test(tc, test_client_uri_address_resolves_tcp);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("client-uri");
+UNIT_TCASE("parse", 30, NULL, NULL);

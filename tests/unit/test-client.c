@@ -356,7 +356,7 @@ static void read_one_entry(void *arg)
     }
 }
 
-START_TEST(test_client_negotiates_go_structured_and_meta)
+UNIT_TEST("negotiate", test_client_negotiates_go_structured_and_meta)
 {
     struct tctx t = {0};
     fixture_loops_start(1, 0);
@@ -377,7 +377,7 @@ START_TEST(test_client_negotiates_go_structured_and_meta)
 }
 END_TEST
 
-START_TEST(test_client_falls_back_to_export_name)
+UNIT_TEST("negotiate", test_client_falls_back_to_export_name)
 {
     struct tctx t = {0};
     t.fake.go_unsup = true;
@@ -394,7 +394,7 @@ START_TEST(test_client_falls_back_to_export_name)
 }
 END_TEST
 
-START_TEST(test_client_simple_replies_without_structured)
+UNIT_TEST("negotiate", test_client_simple_replies_without_structured)
 {
     struct tctx t = {0};
     t.opts.no_structured = true;
@@ -438,7 +438,7 @@ static void write_read_entry(void *arg)
     }
 }
 
-START_TEST(test_client_extended_headers_carry_every_command)
+UNIT_TEST("requests", test_client_extended_headers_carry_every_command)
 {
     struct tctx t = {0};
     t.fake.extended_ok = true;
@@ -452,7 +452,7 @@ START_TEST(test_client_extended_headers_carry_every_command)
 }
 END_TEST
 
-START_TEST(test_client_compact_headers_carry_every_command)
+UNIT_TEST("requests", test_client_compact_headers_carry_every_command)
 {
     struct tctx t = {0};
     fixture_loops_start(1, 0);
@@ -490,7 +490,7 @@ static bool all_done_16(void *arg)
     return atomic_load(&((struct tctx *)arg)->done) == 16;
 }
 
-START_TEST(test_client_out_of_order_replies_reach_their_requests)
+UNIT_TEST("requests", test_client_out_of_order_replies_reach_their_requests)
 {
     struct tctx t = {0};
     struct reader rd[16];
@@ -510,7 +510,7 @@ START_TEST(test_client_out_of_order_replies_reach_their_requests)
 }
 END_TEST
 
-START_TEST(test_client_one_connection_from_two_loops)
+UNIT_TEST("requests", test_client_one_connection_from_two_loops)
 {
     struct tctx t = {0};
     struct reader rd[16];
@@ -544,7 +544,7 @@ static void error_entry(void *arg)
     }
 }
 
-START_TEST(test_client_server_error_fails_only_that_request)
+UNIT_TEST("requests", test_client_server_error_fails_only_that_request)
 {
     struct tctx t = {0};
     fixture_loops_start(1, 0);
@@ -585,7 +585,7 @@ static void after_break_entry(void *arg)
     }
 }
 
-START_TEST(test_client_broken_connection_fails_every_waiter)
+UNIT_TEST("requests", test_client_broken_connection_fails_every_waiter)
 {
     struct tctx t = {0};
     struct reader rd[16];
@@ -608,7 +608,7 @@ START_TEST(test_client_broken_connection_fails_every_waiter)
 }
 END_TEST
 
-START_TEST(test_client_broken_connection_fails_slot_waiters)
+UNIT_TEST("requests", test_client_broken_connection_fails_slot_waiters)
 {
     struct tctx t = {0};
     struct reader rd[16];
@@ -641,7 +641,7 @@ static void write_psk(char *path, size_t size)
     close(fd);
 }
 
-START_TEST(test_client_handshake_timeout_ends_a_silent_server)
+UNIT_TEST("requests", test_client_handshake_timeout_ends_a_silent_server)
 {
     struct tctx t = {
         .fake = {.silent = true},
@@ -657,7 +657,7 @@ START_TEST(test_client_handshake_timeout_ends_a_silent_server)
 }
 END_TEST
 
-START_TEST(test_client_handshake_timeout_spares_a_prompt_server)
+UNIT_TEST("requests", test_client_handshake_timeout_spares_a_prompt_server)
 {
     struct tctx t = {.opts = {.handshake_timeout_ns = 5ull * 1000000000}};
     fixture_loops_start(1, 0);
@@ -682,7 +682,7 @@ static void tls_entry(void *arg)
         client_connect_chan(fake_start(&t->fake), &tt->uri, NULL, &t->err);
 }
 
-START_TEST(test_client_nbds_against_a_server_without_tls)
+UNIT_TEST("negotiate", test_client_nbds_against_a_server_without_tls)
 {
     char psk[64];
     write_psk(psk, sizeof psk);
@@ -706,7 +706,7 @@ START_TEST(test_client_nbds_against_a_server_without_tls)
 }
 END_TEST
 
-START_TEST(test_client_nbds_without_credentials_says_what_to_give)
+UNIT_TEST("negotiate", test_client_nbds_without_credentials_says_what_to_give)
 {
     struct tls_tctx tt = {
         .uri = {.tls = true,
@@ -725,7 +725,7 @@ START_TEST(test_client_nbds_without_credentials_says_what_to_give)
 }
 END_TEST
 
-START_TEST(test_client_tls_creds_from_uri)
+UNIT_TEST("negotiate", test_client_tls_creds_from_uri)
 {
     char psk[64];
     write_psk(psk, sizeof psk);
@@ -751,30 +751,6 @@ START_TEST(test_client_tls_creds_from_uri)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("client");
-    TCase *tc = tcase_create("negotiate");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_client_negotiates_go_structured_and_meta);
-    tcase_add_test(tc, test_client_falls_back_to_export_name);
-    tcase_add_test(tc, test_client_simple_replies_without_structured);
-    tcase_add_test(tc, test_client_nbds_against_a_server_without_tls);
-    tcase_add_test(tc, test_client_nbds_without_credentials_says_what_to_give);
-    tcase_add_test(tc, test_client_tls_creds_from_uri);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("requests");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_client_extended_headers_carry_every_command);
-    tcase_add_test(tc, test_client_compact_headers_carry_every_command);
-    tcase_add_test(tc, test_client_out_of_order_replies_reach_their_requests);
-    tcase_add_test(tc, test_client_one_connection_from_two_loops);
-    tcase_add_test(tc, test_client_server_error_fails_only_that_request);
-    tcase_add_test(tc, test_client_broken_connection_fails_every_waiter);
-    tcase_add_test(tc, test_client_broken_connection_fails_slot_waiters);
-    tcase_add_test(tc, test_client_handshake_timeout_ends_a_silent_server);
-    tcase_add_test(tc, test_client_handshake_timeout_spares_a_prompt_server);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("client");
+UNIT_TCASE("negotiate", 60, NULL, NULL);
+UNIT_TCASE("requests", 60, NULL, NULL);

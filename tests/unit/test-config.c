@@ -227,7 +227,8 @@ static const struct {
     {"[export ro]\npath = ro.img\n", "read-write; or set read-only"},
 };
 
-START_TEST(test_config_file_errors)
+UNIT_LOOP_TEST("file", test_config_file_errors, 0,
+               (int)(sizeof bad_files / sizeof bad_files[0]))
 {
     make_dir();
     const char *text = bad_files[_i].text;
@@ -242,7 +243,7 @@ START_TEST(test_config_file_errors)
 }
 END_TEST
 
-START_TEST(test_config_file_good)
+UNIT_TEST("file", test_config_file_good)
 {
     make_dir();
     const char *path =
@@ -346,7 +347,7 @@ END_TEST
  * that starts with ';'.  --check-config must print it so that it reads
  * back: "key = ;value" would be an empty value.
  */
-START_TEST(test_config_print_keeps_leading_semicolon)
+UNIT_TEST("file", test_config_print_keeps_leading_semicolon)
 {
     struct err err;
     struct config *cfg = config_parse_string("[server]\n"
@@ -379,7 +380,7 @@ START_TEST(test_config_print_keeps_leading_semicolon)
 END_TEST
 
 /* What a configuration that sets nothing gives the server. */
-START_TEST(test_config_defaults)
+UNIT_TEST("file", test_config_defaults)
 {
     struct err err;
     struct config *cfg =
@@ -410,7 +411,7 @@ START_TEST(test_config_defaults)
 END_TEST
 
 /* Each key of config-keys.def, once set, is printed by --check-config. */
-START_TEST(test_config_every_key_printed)
+UNIT_TEST("file", test_config_every_key_printed)
 {
     make_dir();
     char path[PATH_MAX + 32];
@@ -469,7 +470,7 @@ START_TEST(test_config_every_key_printed)
 }
 END_TEST
 
-START_TEST(test_config_cmdline_overrides_file)
+UNIT_TEST("cmdline", test_config_cmdline_overrides_file)
 {
     make_dir();
     const char *path = write_conf("[server]\n"
@@ -566,7 +567,8 @@ static const struct {
     {{"-e", "a=/dev/null", "--tls-psk", "/nonexistent", NULL}, "--tls-psk"},
 };
 
-START_TEST(test_config_cmdline_errors)
+UNIT_LOOP_TEST("cmdline", test_config_cmdline_errors, 0,
+               (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]))
 {
     struct cmdline cl;
     struct err err;
@@ -580,7 +582,7 @@ START_TEST(test_config_cmdline_errors)
 END_TEST
 
 /* Memory exports from the file and the command line, and their print. */
-START_TEST(test_config_memory_exports)
+UNIT_TEST("cmdline", test_config_memory_exports)
 {
     make_dir();
     const char *path = write_conf("[export m]\n"
@@ -630,7 +632,7 @@ END_TEST
  * printed and parsed back; a read-only export's missing overlay, one
  * made over a base of another size, a key without a value.
  */
-START_TEST(test_config_dirty_bitmap)
+UNIT_TEST("cmdline", test_config_dirty_bitmap)
 {
     make_dir();
     const char *path = write_conf("[export f]\n"
@@ -688,7 +690,7 @@ START_TEST(test_config_dirty_bitmap)
 }
 END_TEST
 
-START_TEST(test_config_overlay)
+UNIT_TEST("cmdline", test_config_overlay)
 {
     make_dir();
     char ovl[PATH_MAX + 16], cl_arg[2 * PATH_MAX + 32];
@@ -756,7 +758,7 @@ START_TEST(test_config_overlay)
 }
 END_TEST
 
-START_TEST(test_config_help_and_version)
+UNIT_TEST("cmdline", test_config_help_and_version)
 {
     char *argv[] = {(char *)"nbd-serverd", (char *)"--version", NULL};
     struct cmdline cl;
@@ -812,7 +814,7 @@ static void expect_datagram(int fd, const char *want)
     ck_assert_str_eq(buf, want);
 }
 
-START_TEST(test_daemon_notify)
+UNIT_TEST("daemon", test_daemon_notify)
 {
     make_dir();
     unsetenv("NOTIFY_SOCKET");
@@ -836,7 +838,7 @@ START_TEST(test_daemon_notify)
 }
 END_TEST
 
-START_TEST(test_daemon_pidfile_lock)
+UNIT_TEST("daemon", test_daemon_pidfile_lock)
 {
     make_dir();
     char path[PATH_MAX + 16];
@@ -943,7 +945,7 @@ static int listen_fds_steps(void)
     return 0;
 }
 
-START_TEST(test_daemon_listen_fds)
+UNIT_TEST("daemon", test_daemon_listen_fds)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -989,7 +991,7 @@ static int raise_nofile_steps(void)
     return 0;
 }
 
-START_TEST(test_daemon_raise_nofile)
+UNIT_TEST("daemon", test_daemon_raise_nofile)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -1005,7 +1007,7 @@ START_TEST(test_daemon_raise_nofile)
 END_TEST
 
 /* An export from the control socket: the file's checks and messages. */
-START_TEST(test_config_export_parse)
+UNIT_TEST("file", test_config_export_parse)
 {
     make_dir();
     char img[PATH_MAX + 16];
@@ -1074,7 +1076,7 @@ START_TEST(test_config_export_parse)
 END_TEST
 
 /* control-group names a group that exists, or the line is an error. */
-START_TEST(test_config_control_group)
+UNIT_TEST("file", test_config_control_group)
 {
     make_dir();
     struct err err;
@@ -1094,36 +1096,7 @@ START_TEST(test_config_control_group)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("config");
-    TCase *tc = tcase_create("file");
-    tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_config_file_errors, 0,
-                        (int)(sizeof bad_files / sizeof bad_files[0]));
-    tcase_add_test(tc, test_config_file_good);
-    tcase_add_test(tc, test_config_print_keeps_leading_semicolon);
-    tcase_add_test(tc, test_config_defaults);
-    tcase_add_test(tc, test_config_every_key_printed);
-    tcase_add_test(tc, test_config_export_parse);
-    tcase_add_test(tc, test_config_control_group);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("cmdline");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_config_cmdline_overrides_file);
-    tcase_add_loop_test(tc, test_config_cmdline_errors, 0,
-                        (int)(sizeof bad_cmdlines / sizeof bad_cmdlines[0]));
-    tcase_add_test(tc, test_config_help_and_version);
-    tcase_add_test(tc, test_config_memory_exports);
-    tcase_add_test(tc, test_config_overlay);
-    tcase_add_test(tc, test_config_dirty_bitmap);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("daemon");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_daemon_notify);
-    tcase_add_test(tc, test_daemon_pidfile_lock);
-    tcase_add_test(tc, test_daemon_listen_fds);
-    tcase_add_test(tc, test_daemon_raise_nofile);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("config");
+UNIT_TCASE("file", 30, NULL, NULL);
+UNIT_TCASE("cmdline", 30, NULL, NULL);
+UNIT_TCASE("daemon", 30, NULL, NULL);

@@ -77,7 +77,8 @@ static const struct {
      0, "request: not JSON"},
 };
 
-START_TEST(test_control_parse_table)
+UNIT_LOOP_TEST("parse", test_control_parse_table, 0,
+               (int)(sizeof cases / sizeof cases[0]))
 {
     struct control_request req;
     struct err err;
@@ -112,7 +113,7 @@ START_TEST(test_control_parse_table)
 END_TEST
 
 /* A NUL inside the line, and a line over the limit. */
-START_TEST(test_control_parse_bytes)
+UNIT_TEST("parse", test_control_parse_bytes)
 {
     struct control_request req;
     struct err err;
@@ -127,14 +128,5 @@ START_TEST(test_control_parse_bytes)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("control");
-    TCase *tc = tcase_create("parse");
-    tcase_set_timeout(tc, 10);
-    tcase_add_loop_test(tc, test_control_parse_table, 0,
-                        (int)(sizeof cases / sizeof cases[0]));
-    tcase_add_test(tc, test_control_parse_bytes);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("control");
+UNIT_TCASE("parse", 10, NULL, NULL);

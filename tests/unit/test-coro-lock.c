@@ -57,7 +57,7 @@ static bool workers_finished(void *arg)
     return atomic_load(&((struct counter *)arg)->finished) == LOCK_COROS;
 }
 
-START_TEST(test_coro_lock_mutex_counter_exact_across_loops)
+UNIT_TEST("mutex", test_coro_lock_mutex_counter_exact_across_loops)
 {
     fixture_loops_start(LOCK_LOOPS, 0);
     struct counter c = {.value = 0};
@@ -145,7 +145,7 @@ static bool fifo_done(void *arg)
     return atomic_load(&((struct fifo *)arg)->finished) == 3;
 }
 
-START_TEST(test_coro_lock_mutex_is_fifo)
+UNIT_TEST("mutex", test_coro_lock_mutex_is_fifo)
 {
     fixture_loops_start(2, 0);
     struct fifo f = {.n = 0, .queued = 0, .finished = 0, .held = 0};
@@ -224,7 +224,7 @@ static bool all_passed(void *arg)
     return atomic_load(&((struct gate *)arg)->passed) == 10;
 }
 
-START_TEST(test_coro_lock_queue_next_and_restart_all)
+UNIT_TEST("queue", test_coro_lock_queue_next_and_restart_all)
 {
     fixture_loops_start(3, 0);
     struct gate g = {.tickets = 0, .passed = 0, .waiting = 0};
@@ -247,17 +247,6 @@ START_TEST(test_coro_lock_queue_next_and_restart_all)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("coro-lock");
-    TCase *tc = tcase_create("mutex");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_coro_lock_mutex_counter_exact_across_loops);
-    tcase_add_test(tc, test_coro_lock_mutex_is_fifo);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("queue");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_coro_lock_queue_next_and_restart_all);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("coro-lock");
+UNIT_TCASE("mutex", 120, NULL, NULL);
+UNIT_TCASE("queue", 30, NULL, NULL);

@@ -29,7 +29,7 @@ static void step_entry(void *arg)
     s->count = 3;
 }
 
-START_TEST(test_coro_enter_yield_terminate)
+UNIT_TEST("switch", test_coro_enter_yield_terminate)
 {
     struct steps s = {0};
     ck_assert_ptr_null(coro_self());
@@ -52,7 +52,7 @@ static void noop_entry(void *arg)
     *(void **)arg = coro_stack_base(coro_self());
 }
 
-START_TEST(test_coro_stack_reused_from_pool)
+UNIT_TEST("stack", test_coro_stack_reused_from_pool)
 {
     void *first = NULL;
     void *second = NULL;
@@ -67,7 +67,7 @@ START_TEST(test_coro_stack_reused_from_pool)
 }
 END_TEST
 
-START_TEST(test_coro_never_entered_is_freed)
+UNIT_TEST("stack", test_coro_never_entered_is_freed)
 {
     void *base = NULL;
     struct coro *co = coro_new(noop_entry, &base, NULL);
@@ -91,7 +91,7 @@ static void touch_stack_entry(void *arg)
     *(size_t *)arg = 0;
 }
 
-START_TEST(test_coro_stack_size_configurable)
+UNIT_TEST("stack", test_coro_stack_size_configurable)
 {
     ck_assert_int_eq(coro_set_stack_size(1024), -EINVAL);
     ck_assert_int_eq(coro_set_stack_size(1024 * 1024), 0);
@@ -122,7 +122,7 @@ static void overflow_entry(void *arg)
     recurse(0);
 }
 
-START_TEST(test_coro_guard_page_stops_overflow)
+UNIT_TEST("stack", test_coro_guard_page_stops_overflow)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -159,7 +159,7 @@ static void move_entry(void *arg)
     t->coro_loop_seen[2] = coro_loop(coro_self());
 }
 
-START_TEST(test_coro_move_between_loops)
+UNIT_TEST("switch", test_coro_move_between_loops)
 {
     fixture_loops_start(2, 0);
     struct move_trace t = {{0}, {0}};
@@ -173,21 +173,6 @@ START_TEST(test_coro_move_between_loops)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("coro");
-    TCase *tc = tcase_create("switch");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_coro_enter_yield_terminate);
-    tcase_add_test(tc, test_coro_move_between_loops);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("stack");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_coro_stack_reused_from_pool);
-    tcase_add_test(tc, test_coro_never_entered_is_freed);
-    tcase_add_test(tc, test_coro_stack_size_configurable);
-    tcase_add_test(tc, test_coro_guard_page_stops_overflow);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("coro");
+UNIT_TCASE("switch", 30, NULL, NULL);
+UNIT_TCASE("stack", 30, NULL, NULL);

@@ -124,7 +124,7 @@ static const char *map_text(struct dirty_set *ds, unsigned i, uint64_t offset,
     return text;
 }
 
-START_TEST(test_dirty_names)
+UNIT_TEST("bitmaps", test_dirty_names)
 {
     ck_assert(dirty_name_valid("daily"));
     ck_assert(dirty_name_valid("a.b_c-9"));
@@ -142,7 +142,7 @@ START_TEST(test_dirty_names)
 }
 END_TEST
 
-START_TEST(test_dirty_mark_and_map)
+UNIT_TEST("bitmaps", test_dirty_mark_and_map)
 {
     const char *names[] = {"a", "b"};
     /* 10 blocks and a half: the last block is clipped. */
@@ -172,7 +172,7 @@ START_TEST(test_dirty_mark_and_map)
 END_TEST
 
 /* Runs longer than a 64-bit word, and word boundaries. */
-START_TEST(test_dirty_map_across_words)
+UNIT_TEST("bitmaps", test_dirty_map_across_words)
 {
     const char *names[] = {"a"};
     uint64_t size = 1000 * (uint64_t)G;
@@ -188,7 +188,7 @@ START_TEST(test_dirty_map_across_words)
 }
 END_TEST
 
-START_TEST(test_dirty_open_checks)
+UNIT_TEST("bitmaps", test_dirty_open_checks)
 {
     const char *names[17];
     char buf[17][8];
@@ -209,7 +209,7 @@ START_TEST(test_dirty_open_checks)
 }
 END_TEST
 
-START_TEST(test_dirty_file_round_trip)
+UNIT_TEST("bitmaps", test_dirty_file_round_trip)
 {
     const char *names[] = {"a", "b"};
     struct dirty_set *ds = open_set(file, 8 * G, G, names, 2);
@@ -253,7 +253,7 @@ static void set_in_use(const char *path)
     close(fd);
 }
 
-START_TEST(test_dirty_file_not_closed_cleanly_is_all_dirty)
+UNIT_TEST("bitmaps", test_dirty_file_not_closed_cleanly_is_all_dirty)
 {
     const char *names[] = {"a"};
     struct dirty_set *ds = open_set(file, 4 * G, G, names, 1);
@@ -270,7 +270,7 @@ START_TEST(test_dirty_file_not_closed_cleanly_is_all_dirty)
 }
 END_TEST
 
-START_TEST(test_dirty_file_of_another_shape_is_all_dirty)
+UNIT_TEST("bitmaps", test_dirty_file_of_another_shape_is_all_dirty)
 {
     const char *names[] = {"a"};
     struct dirty_set *ds = open_set(file, 4 * G, G, names, 1);
@@ -287,7 +287,7 @@ START_TEST(test_dirty_file_of_another_shape_is_all_dirty)
 }
 END_TEST
 
-START_TEST(test_dirty_bad_files_are_refused)
+UNIT_TEST("bitmaps", test_dirty_bad_files_are_refused)
 {
     const char *names[] = {"a"};
     fixture_write_text(file, "not a bitmap file at all, but long enough to "
@@ -318,7 +318,7 @@ END_TEST
 
 /* Writes, trims and zeroes mark; reads, flushes and maps do not; a
  * failed write is marked too. */
-START_TEST(test_dirty_filter_marks_changes)
+UNIT_TEST("bitmaps", test_dirty_filter_marks_changes)
 {
     struct err err;
     err_clear(&err);
@@ -370,7 +370,7 @@ static void change_fails(int r, const struct err *err, int want,
                   msg);
 }
 
-START_TEST(test_dirty_changes)
+UNIT_TEST("bitmaps", test_dirty_changes)
 {
     struct err err;
     err_clear(&err);
@@ -457,7 +457,7 @@ END_TEST
 
 /* A change in flight across a checkpoint is marked in the new bitmap
  * when it finishes; one that began after is marked once, in the new. */
-START_TEST(test_dirty_mark_again_after_a_checkpoint)
+UNIT_TEST("bitmaps", test_dirty_mark_again_after_a_checkpoint)
 {
     struct err err;
     err_clear(&err);
@@ -496,26 +496,6 @@ static const struct backend_impl conformance_impls[] = {
     {.name = "dirty over memory", .open = conf_dirty_memory, .holes = true},
 };
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("dirty-bitmap");
-    TCase *tc = tcase_create("bitmaps");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_dirty_names);
-    tcase_add_test(tc, test_dirty_mark_and_map);
-    tcase_add_test(tc, test_dirty_map_across_words);
-    tcase_add_test(tc, test_dirty_open_checks);
-    tcase_add_test(tc, test_dirty_file_round_trip);
-    tcase_add_test(tc, test_dirty_file_not_closed_cleanly_is_all_dirty);
-    tcase_add_test(tc, test_dirty_file_of_another_shape_is_all_dirty);
-    tcase_add_test(tc, test_dirty_bad_files_are_refused);
-    tcase_add_test(tc, test_dirty_filter_marks_changes);
-    tcase_add_test(tc, test_dirty_changes);
-    tcase_add_test(tc, test_dirty_mark_again_after_a_checkpoint);
-    suite_add_tcase(s, tc);
-    fixture_backend_conformance(s, conformance_impls,
-                                sizeof conformance_impls /
-                                    sizeof conformance_impls[0]);
-    return s;
-}
+UNIT_SUITE("dirty-bitmap");
+UNIT_TCASE("bitmaps", 60, setup, teardown);
+FIXTURE_BACKEND_CONFORMANCE(conformance_impls);

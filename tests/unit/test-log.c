@@ -13,7 +13,7 @@
 
 #define SECOND 1000000000ull
 
-START_TEST(test_log_ratelimit_one_line_per_interval)
+UNIT_TEST("ratelimit", test_log_ratelimit_one_line_per_interval)
 {
     struct log_ratelimit rl = {0};
     unsigned held = 99;
@@ -65,7 +65,7 @@ static void *race_thread(void *arg)
     return NULL;
 }
 
-START_TEST(test_log_ratelimit_one_winner_across_threads)
+UNIT_TEST("ratelimit", test_log_ratelimit_one_winner_across_threads)
 {
     struct race r = {.rl = {0}};
     atomic_init(&r.passed, 0);
@@ -83,13 +83,5 @@ START_TEST(test_log_ratelimit_one_winner_across_threads)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("log");
-    TCase *tc = tcase_create("ratelimit");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_log_ratelimit_one_line_per_interval);
-    tcase_add_test(tc, test_log_ratelimit_one_winner_across_threads);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("log");
+UNIT_TCASE("ratelimit", 30, NULL, NULL);

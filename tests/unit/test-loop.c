@@ -31,7 +31,7 @@ static void where_entry(void *arg)
     *(struct loop **)arg = loop_current();
 }
 
-START_TEST(test_loop_runs_coroutine_on_each_loop)
+UNIT_TEST("tasks", test_loop_runs_coroutine_on_each_loop)
 {
     fixture_loops_start(3, 0);
     for (unsigned i = 0; i < 3; i++) {
@@ -89,7 +89,7 @@ static void post_numbered_tasks(struct order *order, struct order_task *tasks,
     }
 }
 
-START_TEST(test_loop_post_from_other_thread_keeps_order)
+UNIT_TEST("tasks", test_loop_post_from_other_thread_keeps_order)
 {
     fixture_loops_start(1, 0);
     struct order order = {.next = 0, .done = 0};
@@ -156,7 +156,7 @@ static bool batch_done(void *arg)
     return atomic_load(&((struct batch *)arg)->done) == 1;
 }
 
-START_TEST(test_loop_defer_runs_after_the_batch)
+UNIT_TEST("tasks", test_loop_defer_runs_after_the_batch)
 {
     fixture_loops_start(1, 0);
     struct batch b = {.n = 0, .done = 0};
@@ -191,7 +191,7 @@ static void pinger_entry(void *arg)
     p->last = loop_current();
 }
 
-START_TEST(test_loop_wakes_blocked_loop_without_polling)
+UNIT_TEST("tasks", test_loop_wakes_blocked_loop_without_polling)
 {
     /* Polling off: every cross-thread post must wake a blocked ring. */
     struct loop_config config = {.poll_ns = LOOP_POLL_NONE};
@@ -286,7 +286,7 @@ static void rearming_entry(void *arg)
     r->failures += r->fires != before;
 }
 
-START_TEST(test_loop_timer_rearms_from_its_callback)
+UNIT_TEST("io", test_loop_timer_rearms_from_its_callback)
 {
     fixture_loops_start(1, 0);
     struct rearming r = {.want = 4};
@@ -298,7 +298,7 @@ START_TEST(test_loop_timer_rearms_from_its_callback)
 }
 END_TEST
 
-START_TEST(test_loop_file_operations)
+UNIT_TEST("io", test_loop_file_operations)
 {
     fixture_loops_start(1, 0);
     struct file_io f = {.failures = 0};
@@ -375,7 +375,7 @@ static void net_roundtrip(const char *listen_text)
     close(n.listen_fd);
 }
 
-START_TEST(test_loop_socket_operations_v4_v6_unix)
+UNIT_TEST("io", test_loop_socket_operations_v4_v6_unix)
 {
     fixture_loops_start(2, 0);
     net_roundtrip("127.0.0.1:0");
@@ -421,7 +421,7 @@ static bool flood_done(void *arg)
     return atomic_load(&((struct flood *)arg)->done) == FLOOD_OPS;
 }
 
-START_TEST(test_loop_full_submission_queue_completes_everything)
+UNIT_TEST("io", test_loop_full_submission_queue_completes_everything)
 {
     /* An 8-entry ring has to be flushed hundreds of times. */
     fixture_loops_start(1, 8);
@@ -489,14 +489,14 @@ static void check_setup_failure(int errnum, const char *expect)
     ck_assert_msg(strchr(line, '\n') == NULL, "not one line: '%s'", line);
 }
 
-START_TEST(test_loop_reports_io_uring_unavailable)
+UNIT_TEST("setup", test_loop_reports_io_uring_unavailable)
 {
     check_setup_failure(ENOSYS, "ENOSYS");
     check_setup_failure(EPERM, "EPERM");
 }
 END_TEST
 
-START_TEST(test_loop_describes_disabled_sysctl)
+UNIT_TEST("setup", test_loop_describes_disabled_sysctl)
 {
     char buf[256];
     loop_describe_setup_error(ENOMEM, buf, sizeof buf);
@@ -517,29 +517,7 @@ START_TEST(test_loop_describes_disabled_sysctl)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("loop");
-    TCase *tc = tcase_create("tasks");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_loop_runs_coroutine_on_each_loop);
-    tcase_add_test(tc, test_loop_post_from_other_thread_keeps_order);
-    tcase_add_test(tc, test_loop_wakes_blocked_loop_without_polling);
-    tcase_add_test(tc, test_loop_defer_runs_after_the_batch);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("io");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_loop_file_operations);
-    tcase_add_test(tc, test_loop_timer_rearms_from_its_callback);
-    tcase_add_test(tc, test_loop_socket_operations_v4_v6_unix);
-    tcase_add_test(tc, test_loop_full_submission_queue_completes_everything);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("setup");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_loop_reports_io_uring_unavailable);
-    tcase_add_test(tc, test_loop_describes_disabled_sysctl);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("loop");
+UNIT_TCASE("tasks", 60, NULL, NULL);
+UNIT_TCASE("io", 60, NULL, NULL);
+UNIT_TCASE("setup", 30, NULL, NULL);

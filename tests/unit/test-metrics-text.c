@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_metrics_text_family_and_plain_samples)
+UNIT_TEST("text", test_metrics_text_family_and_plain_samples)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -34,7 +34,7 @@ START_TEST(test_metrics_text_family_and_plain_samples)
 }
 END_TEST
 
-START_TEST(test_metrics_text_help_escapes_backslash_and_newline)
+UNIT_TEST("text", test_metrics_text_help_escapes_backslash_and_newline)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -45,7 +45,7 @@ START_TEST(test_metrics_text_help_escapes_backslash_and_newline)
 }
 END_TEST
 
-START_TEST(test_metrics_text_label_values_escape_quote_backslash_newline)
+UNIT_TEST("text", test_metrics_text_label_values_escape_quote_backslash_newline)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -56,7 +56,7 @@ START_TEST(test_metrics_text_label_values_escape_quote_backslash_newline)
 }
 END_TEST
 
-START_TEST(test_metrics_text_doubles_as_prometheus_reads_them)
+UNIT_TEST("text", test_metrics_text_doubles_as_prometheus_reads_them)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -77,7 +77,7 @@ START_TEST(test_metrics_text_doubles_as_prometheus_reads_them)
 }
 END_TEST
 
-START_TEST(test_metrics_text_histogram_buckets_are_cumulative)
+UNIT_TEST("text", test_metrics_text_histogram_buckets_are_cumulative)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -100,7 +100,7 @@ START_TEST(test_metrics_text_histogram_buckets_are_cumulative)
 }
 END_TEST
 
-START_TEST(test_metrics_text_histogram_without_labels)
+UNIT_TEST("text", test_metrics_text_histogram_without_labels)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -116,7 +116,7 @@ START_TEST(test_metrics_text_histogram_without_labels)
 }
 END_TEST
 
-START_TEST(test_metrics_text_histogram_refuses_too_many_labels)
+UNIT_TEST("text", test_metrics_text_histogram_refuses_too_many_labels)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -145,7 +145,7 @@ START_TEST(test_metrics_text_histogram_refuses_too_many_labels)
 }
 END_TEST
 
-START_TEST(test_metrics_text_grows_past_its_first_buffer)
+UNIT_TEST("text", test_metrics_text_grows_past_its_first_buffer)
 {
     struct metrics_text t;
     metrics_text_init(&t);
@@ -169,19 +169,5 @@ START_TEST(test_metrics_text_grows_past_its_first_buffer)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("metrics-text");
-    TCase *tc = tcase_create("text");
-    tcase_add_test(tc, test_metrics_text_family_and_plain_samples);
-    tcase_add_test(tc, test_metrics_text_help_escapes_backslash_and_newline);
-    tcase_add_test(
-        tc, test_metrics_text_label_values_escape_quote_backslash_newline);
-    tcase_add_test(tc, test_metrics_text_doubles_as_prometheus_reads_them);
-    tcase_add_test(tc, test_metrics_text_histogram_buckets_are_cumulative);
-    tcase_add_test(tc, test_metrics_text_histogram_without_labels);
-    tcase_add_test(tc, test_metrics_text_histogram_refuses_too_many_labels);
-    tcase_add_test(tc, test_metrics_text_grows_past_its_first_buffer);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("metrics-text");
+UNIT_TCASE("text", 0, NULL, NULL);

@@ -68,7 +68,8 @@ static const struct chunk_check_case chunk_check_cases[] = {
 #undef X
 #undef DONE
 
-START_TEST(test_proto_chunk_length_checked)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_length_checked, 0,
+               ARRAY_SIZE(chunk_check_cases))
 {
     const struct chunk_check_case *c = &chunk_check_cases[_i];
     struct proto_reply rep = {
@@ -116,7 +117,8 @@ static const uint8_t *chunk_header(const uint8_t *buf, ssize_t n,
     return buf + hsize;
 }
 
-START_TEST(test_proto_chunk_none_and_data)
+/* Loop index 0: structured header, 1: extended header. */
+UNIT_LOOP_TEST("chunk", test_proto_chunk_none_and_data, 0, 2)
 {
     const struct proto_reply *hdr = _i ? &chunk_hdr_x : &chunk_hdr_s;
     uint8_t buf[64];
@@ -150,7 +152,7 @@ START_TEST(test_proto_chunk_none_and_data)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_offset_data_too_long_for_compact)
+UNIT_TEST("chunk", test_proto_chunk_offset_data_too_long_for_compact)
 {
     uint8_t buf[64];
 
@@ -167,7 +169,7 @@ START_TEST(test_proto_chunk_offset_data_too_long_for_compact)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_offset_hole)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_offset_hole, 0, 2)
 {
     const struct proto_reply *hdr = _i ? &chunk_hdr_x : &chunk_hdr_s;
     uint8_t buf[64];
@@ -192,7 +194,7 @@ START_TEST(test_proto_chunk_offset_hole)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_block_status)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_block_status, 0, 2)
 {
     const struct proto_reply *hdr = _i ? &chunk_hdr_x : &chunk_hdr_s;
     static const struct proto_extent ext[] = {
@@ -228,7 +230,7 @@ START_TEST(test_proto_chunk_block_status)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_block_status_bad_extents)
+UNIT_TEST("chunk", test_proto_chunk_block_status_bad_extents)
 {
     struct proto_extent ext[2] = {{512, 0}, {512, 0}};
     uint8_t buf[128];
@@ -266,7 +268,7 @@ START_TEST(test_proto_chunk_block_status_bad_extents)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_block_status_ext)
+UNIT_TEST("chunk", test_proto_chunk_block_status_ext)
 {
     static const struct proto_extent ext[] = {{8ull << 30, PROTO_STATE_HOLE}};
     uint8_t buf[64];
@@ -349,7 +351,8 @@ static const struct bs_case block_status_cases[] = {
      -EBADMSG},
 };
 
-START_TEST(test_proto_chunk_block_status_malformed)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_block_status_malformed, 0,
+               ARRAY_SIZE(block_status_cases))
 {
     const struct bs_case *c = &block_status_cases[_i];
     decode_fn *fn = c->extended ? w_block_status_ext : w_block_status;
@@ -359,7 +362,7 @@ START_TEST(test_proto_chunk_block_status_malformed)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_offset_hole_malformed)
+UNIT_TEST("chunk", test_proto_chunk_offset_hole_malformed)
 {
     static const uint8_t zero_size[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     uint8_t long_hole[13] = {0};
@@ -373,7 +376,7 @@ START_TEST(test_proto_chunk_offset_hole_malformed)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_error_round_trip)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_error_round_trip, 0, 2)
 {
     const struct proto_reply *hdr = _i ? &chunk_hdr_x : &chunk_hdr_s;
     uint8_t buf[96];
@@ -416,7 +419,7 @@ START_TEST(test_proto_chunk_error_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_error_build_limits)
+UNIT_TEST("chunk", test_proto_chunk_error_build_limits)
 {
     size_t cap = PROTO_CHUNK_ERROR_OFFSET_SIZE(32, PROTO_STRING_MAX + 1);
     uint8_t *buf = malloc(cap);
@@ -443,7 +446,7 @@ START_TEST(test_proto_chunk_error_build_limits)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_builder_needs_chunk_header)
+UNIT_TEST("chunk", test_proto_chunk_builder_needs_chunk_header)
 {
     struct proto_reply simple = {.kind = PROTO_REPLY_SIMPLE};
     uint8_t buf[64];
@@ -525,7 +528,8 @@ static const struct error_case chunk_error_cases[] = {
      -EINVAL},
 };
 
-START_TEST(test_proto_chunk_error_malformed)
+UNIT_LOOP_TEST("chunk", test_proto_chunk_error_malformed, 0,
+               ARRAY_SIZE(chunk_error_cases))
 {
     const struct error_case *c = &chunk_error_cases[_i];
     uint8_t *p = dup_exact(c->bytes, c->len);
@@ -538,7 +542,7 @@ START_TEST(test_proto_chunk_error_malformed)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_error_message_over_limit)
+UNIT_TEST("chunk", test_proto_chunk_error_message_over_limit)
 {
     size_t len = 6 + PROTO_STRING_MAX + 1;
     uint8_t *p = malloc(len);
@@ -558,7 +562,7 @@ START_TEST(test_proto_chunk_error_message_over_limit)
 }
 END_TEST
 
-START_TEST(test_proto_chunk_offset_data_decode)
+UNIT_TEST("chunk", test_proto_chunk_offset_data_decode)
 {
     uint64_t off, n;
 
@@ -572,31 +576,5 @@ START_TEST(test_proto_chunk_offset_data_decode)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "chunk");
-    tcase_add_loop_test(tc, test_proto_chunk_length_checked, 0,
-                        ARRAY_SIZE(chunk_check_cases));
-    /* Loop index 0: structured header, 1: extended header. */
-    tcase_add_loop_test(tc, test_proto_chunk_none_and_data, 0, 2);
-    tcase_add_test(tc, test_proto_chunk_offset_data_too_long_for_compact);
-    tcase_add_test(tc, test_proto_chunk_offset_data_decode);
-    tcase_add_loop_test(tc, test_proto_chunk_offset_hole, 0, 2);
-    tcase_add_test(tc, test_proto_chunk_offset_hole_malformed);
-    tcase_add_loop_test(tc, test_proto_chunk_block_status, 0, 2);
-    tcase_add_test(tc, test_proto_chunk_block_status_bad_extents);
-    tcase_add_test(tc, test_proto_chunk_block_status_ext);
-    tcase_add_loop_test(tc, test_proto_chunk_block_status_malformed, 0,
-                        ARRAY_SIZE(block_status_cases));
-    tcase_add_loop_test(tc, test_proto_chunk_error_round_trip, 0, 2);
-    tcase_add_test(tc, test_proto_chunk_error_build_limits);
-    tcase_add_test(tc, test_proto_chunk_builder_needs_chunk_header);
-    tcase_add_loop_test(tc, test_proto_chunk_error_malformed, 0,
-                        ARRAY_SIZE(chunk_error_cases));
-    tcase_add_test(tc, test_proto_chunk_error_message_over_limit);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("chunk", 30, NULL, NULL);

@@ -50,7 +50,8 @@ static const struct errno_case errno_cases[] = {
     {-2147483647 - 1, PROTO_EINVAL}, /* INT_MIN cannot be negated */
 };
 
-START_TEST(test_proto_errno_to_nbd_mapping)
+UNIT_LOOP_TEST("errors-and-names", test_proto_errno_to_nbd_mapping, 0,
+               ARRAY_SIZE(errno_cases))
 {
     const struct errno_case *c = &errno_cases[_i];
 
@@ -59,7 +60,7 @@ START_TEST(test_proto_errno_to_nbd_mapping)
 }
 END_TEST
 
-START_TEST(test_proto_nbd_to_errno_mapping)
+UNIT_TEST("errors-and-names", test_proto_nbd_to_errno_mapping)
 {
     static const struct errno_case back[] = {
         {0, 0},
@@ -116,7 +117,7 @@ static const struct name_case name_cases[] = {
     {proto_err_name, 2, "unknown"},
 };
 
-START_TEST(test_proto_names)
+UNIT_LOOP_TEST("errors-and-names", test_proto_names, 0, ARRAY_SIZE(name_cases))
 {
     const struct name_case *c = &name_cases[_i];
 
@@ -124,7 +125,7 @@ START_TEST(test_proto_names)
 }
 END_TEST
 
-START_TEST(test_proto_format_flags)
+UNIT_TEST("errors-and-names", test_proto_format_flags)
 {
     char buf[64];
 
@@ -149,7 +150,7 @@ START_TEST(test_proto_format_flags)
 }
 END_TEST
 
-START_TEST(test_proto_table_masks)
+UNIT_TEST("errors-and-names", test_proto_table_masks)
 {
     ck_assert_uint_eq(PROTO_CMD_FLAGS_ALL, 0x3f);
     ck_assert_uint_eq(PROTO_CMD_FLAGS_COMPACT, 0x1f);
@@ -162,18 +163,5 @@ START_TEST(test_proto_table_masks)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "errors-and-names");
-    tcase_add_loop_test(tc, test_proto_errno_to_nbd_mapping, 0,
-                        ARRAY_SIZE(errno_cases));
-    tcase_add_test(tc, test_proto_nbd_to_errno_mapping);
-    tcase_add_loop_test(tc, test_proto_names, 0, ARRAY_SIZE(name_cases));
-    tcase_add_test(tc, test_proto_format_flags);
-    tcase_add_test(tc, test_proto_table_masks);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("errors-and-names", 30, NULL, NULL);

@@ -21,7 +21,7 @@
 /* Handshake                                                           */
 /* ------------------------------------------------------------------ */
 
-START_TEST(test_proto_greeting_round_trip)
+UNIT_TEST("handshake", test_proto_greeting_round_trip)
 {
     uint8_t buf[PROTO_GREETING_SIZE];
     uint16_t flags = 0;
@@ -37,7 +37,7 @@ START_TEST(test_proto_greeting_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_greeting_bad_magic)
+UNIT_TEST("handshake", test_proto_greeting_bad_magic)
 {
     uint8_t buf[PROTO_GREETING_SIZE];
     uint16_t flags;
@@ -51,7 +51,7 @@ START_TEST(test_proto_greeting_bad_magic)
 }
 END_TEST
 
-START_TEST(test_proto_greeting_oldstyle_refused)
+UNIT_TEST("handshake", test_proto_greeting_oldstyle_refused)
 {
     static const uint8_t old[] = {
         'N',  'B',  'D',  'M',  'A',  'G',  'I',  'C',
@@ -84,7 +84,8 @@ static const struct client_flags_case client_flags_cases[] = {
     {0xffff, 0xffffffff, -EINVAL},
 };
 
-START_TEST(test_proto_client_flags_unknown_rejected)
+UNIT_LOOP_TEST("handshake", test_proto_client_flags_unknown_rejected, 0,
+               ARRAY_SIZE(client_flags_cases))
 {
     const struct client_flags_case *c = &client_flags_cases[_i];
     uint8_t buf[4];
@@ -99,7 +100,7 @@ START_TEST(test_proto_client_flags_unknown_rejected)
 }
 END_TEST
 
-START_TEST(test_proto_export_name_reply)
+UNIT_TEST("handshake", test_proto_export_name_reply)
 {
     uint8_t buf[PROTO_EXPORT_NAME_REPLY_SIZE + 1];
     uint64_t size;
@@ -132,18 +133,5 @@ START_TEST(test_proto_export_name_reply)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "handshake");
-    tcase_add_test(tc, test_proto_greeting_round_trip);
-    tcase_add_test(tc, test_proto_greeting_bad_magic);
-    tcase_add_test(tc, test_proto_greeting_oldstyle_refused);
-    tcase_add_loop_test(tc, test_proto_client_flags_unknown_rejected, 0,
-                        ARRAY_SIZE(client_flags_cases));
-    tcase_add_test(tc, test_proto_export_name_reply);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("handshake", 30, NULL, NULL);

@@ -21,7 +21,7 @@
 /* Option replies                                                      */
 /* ------------------------------------------------------------------ */
 
-START_TEST(test_proto_rep_ack_bytes)
+UNIT_TEST("option-reply", test_proto_rep_ack_bytes)
 {
     uint8_t buf[PROTO_OPTION_REPLY_SIZE];
     struct proto_option_reply rep;
@@ -38,7 +38,7 @@ START_TEST(test_proto_rep_ack_bytes)
 }
 END_TEST
 
-START_TEST(test_proto_option_reply_malformed)
+UNIT_TEST("option-reply", test_proto_option_reply_malformed)
 {
     uint8_t buf[PROTO_OPTION_REPLY_SIZE];
     struct proto_option_reply rep;
@@ -248,7 +248,8 @@ static const struct rep_case rep_cases[] = {
 };
 
 /* Exact bytes, and -ENOBUFS for every buffer one byte short or smaller. */
-START_TEST(test_proto_rep_builders_bytes)
+UNIT_LOOP_TEST("option-reply", test_proto_rep_builders_bytes, 0,
+               ARRAY_SIZE(rep_cases))
 {
     const struct rep_case *c = &rep_cases[_i];
     uint8_t buf[64];
@@ -269,7 +270,7 @@ START_TEST(test_proto_rep_builders_bytes)
 }
 END_TEST
 
-START_TEST(test_proto_rep_builders_bad_args)
+UNIT_TEST("option-reply", test_proto_rep_builders_bad_args)
 {
     uint8_t buf[PROTO_OPTION_REPLY_SIZE + PROTO_STRING_MAX + 16];
     char *big = filled(PROTO_STRING_MAX + 1, 'z');
@@ -298,7 +299,7 @@ START_TEST(test_proto_rep_builders_bad_args)
 }
 END_TEST
 
-START_TEST(test_proto_rep_server_parse)
+UNIT_TEST("option-reply", test_proto_rep_server_parse)
 {
     static const uint8_t ok[] = {0, 0, 0, 1, 'a', 'x', 'y'};
     static const uint8_t name_only[] = {0, 0, 0, 2, 'a', 'b'};
@@ -342,7 +343,8 @@ static const struct payload_case rep_info_cases[] = {
     {"unknown type is ignored", {0x12, 0x34, 1, 2, 3}, 5, 0},
 };
 
-START_TEST(test_proto_rep_info_parse)
+UNIT_LOOP_TEST("option-reply", test_proto_rep_info_parse, 0,
+               ARRAY_SIZE(rep_info_cases))
 {
     const struct payload_case *c = &rep_info_cases[_i];
 
@@ -351,7 +353,7 @@ START_TEST(test_proto_rep_info_parse)
 }
 END_TEST
 
-START_TEST(test_proto_rep_info_round_trip)
+UNIT_TEST("option-reply", test_proto_rep_info_round_trip)
 {
     uint8_t buf[64];
     struct proto_info_reply info;
@@ -387,7 +389,7 @@ START_TEST(test_proto_rep_info_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_rep_meta_context_and_error_parse)
+UNIT_TEST("option-reply", test_proto_rep_meta_context_and_error_parse)
 {
     static const uint8_t ok[] = {0, 0, 0, 9, 'b', 'a', 's', 'e', ':', 'a'};
     static const uint8_t nul[] = {0, 0, 0, 9, 'b', 0};
@@ -414,22 +416,5 @@ START_TEST(test_proto_rep_meta_context_and_error_parse)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "option-reply");
-    tcase_add_test(tc, test_proto_rep_ack_bytes);
-    tcase_add_test(tc, test_proto_option_reply_malformed);
-    tcase_add_loop_test(tc, test_proto_rep_builders_bytes, 0,
-                        ARRAY_SIZE(rep_cases));
-    tcase_add_test(tc, test_proto_rep_builders_bad_args);
-    tcase_add_test(tc, test_proto_rep_server_parse);
-    tcase_add_loop_test(tc, test_proto_rep_info_parse, 0,
-                        ARRAY_SIZE(rep_info_cases));
-    tcase_add_test(tc, test_proto_rep_info_round_trip);
-    tcase_add_test(tc, test_proto_rep_meta_context_and_error_parse);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("option-reply", 30, NULL, NULL);

@@ -21,7 +21,7 @@
 /* Option requests                                                     */
 /* ------------------------------------------------------------------ */
 
-START_TEST(test_proto_option_header_round_trip)
+UNIT_TEST("option", test_proto_option_header_round_trip)
 {
     uint8_t buf[PROTO_OPTION_HEADER_SIZE];
     struct proto_option_header h;
@@ -37,7 +37,7 @@ START_TEST(test_proto_option_header_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_option_header_bad_magic)
+UNIT_TEST("option", test_proto_option_header_bad_magic)
 {
     uint8_t buf[PROTO_OPTION_HEADER_SIZE];
     struct proto_option_header h;
@@ -51,7 +51,7 @@ START_TEST(test_proto_option_header_bad_magic)
 }
 END_TEST
 
-START_TEST(test_proto_option_length_over_limit)
+UNIT_TEST("option", test_proto_option_length_over_limit)
 {
     uint8_t buf[PROTO_OPTION_HEADER_SIZE];
     struct proto_option_header h;
@@ -71,7 +71,7 @@ START_TEST(test_proto_option_length_over_limit)
 }
 END_TEST
 
-START_TEST(test_proto_export_name_limits)
+UNIT_TEST("option", test_proto_export_name_limits)
 {
     struct proto_string name;
     char *big = filled(PROTO_STRING_MAX + 1, 'x');
@@ -93,7 +93,7 @@ START_TEST(test_proto_export_name_limits)
 }
 END_TEST
 
-START_TEST(test_proto_export_name_build)
+UNIT_TEST("option", test_proto_export_name_build)
 {
     uint8_t buf[64];
     struct proto_option_header h;
@@ -117,7 +117,7 @@ START_TEST(test_proto_export_name_build)
 }
 END_TEST
 
-START_TEST(test_proto_opt_info_round_trip)
+UNIT_TEST("option", test_proto_opt_info_round_trip)
 {
     static const uint16_t reqs[] = {PROTO_INFO_BLOCK_SIZE, PROTO_INFO_NAME};
     uint8_t buf[64];
@@ -189,7 +189,8 @@ static const struct payload_case opt_info_cases[] = {
     {"three requests", {0, 0, 0, 1, 'x', 0, 3, 0, 0, 0, 1, 0, 2}, 13, 0},
 };
 
-START_TEST(test_proto_opt_info_malformed)
+UNIT_LOOP_TEST("option", test_proto_opt_info_malformed, 0,
+               ARRAY_SIZE(opt_info_cases))
 {
     const struct payload_case *c = &opt_info_cases[_i];
 
@@ -198,7 +199,7 @@ START_TEST(test_proto_opt_info_malformed)
 }
 END_TEST
 
-START_TEST(test_proto_opt_info_name_over_limit)
+UNIT_TEST("option", test_proto_opt_info_name_over_limit)
 {
     size_t len = 4 + PROTO_STRING_MAX + 1 + 2;
     uint8_t *p = malloc(len);
@@ -223,7 +224,7 @@ START_TEST(test_proto_opt_info_name_over_limit)
 }
 END_TEST
 
-START_TEST(test_proto_opt_meta_round_trip)
+UNIT_TEST("option", test_proto_opt_meta_round_trip)
 {
     static const struct proto_string queries[] = {
         {"base:allocation", 15},
@@ -308,7 +309,8 @@ static const struct payload_case opt_meta_cases[] = {
     {"empty query", {0, 0, 0, 1, 'a', 0, 0, 0, 1, 0, 0, 0, 0}, 13, 0},
 };
 
-START_TEST(test_proto_opt_meta_malformed)
+UNIT_LOOP_TEST("option", test_proto_opt_meta_malformed, 0,
+               ARRAY_SIZE(opt_meta_cases))
 {
     const struct payload_case *c = &opt_meta_cases[_i];
 
@@ -317,7 +319,7 @@ START_TEST(test_proto_opt_meta_malformed)
 }
 END_TEST
 
-START_TEST(test_proto_opt_meta_query_over_limit)
+UNIT_TEST("option", test_proto_opt_meta_query_over_limit)
 {
     size_t qlen = PROTO_STRING_MAX + 1;
     size_t len = 4 + 4 + 4 + qlen;
@@ -336,7 +338,7 @@ START_TEST(test_proto_opt_meta_query_over_limit)
 }
 END_TEST
 
-START_TEST(test_proto_opt_meta_build_limits)
+UNIT_TEST("option", test_proto_opt_meta_build_limits)
 {
     uint8_t *buf = malloc(2 * PROTO_OPTION_MAX_LEN);
     struct proto_string qs[20];
@@ -362,7 +364,7 @@ START_TEST(test_proto_opt_meta_build_limits)
 }
 END_TEST
 
-START_TEST(test_proto_build_option_raw)
+UNIT_TEST("option", test_proto_build_option_raw)
 {
     uint8_t buf[32];
     struct proto_option_header h;
@@ -382,27 +384,5 @@ START_TEST(test_proto_build_option_raw)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "option");
-    tcase_add_test(tc, test_proto_option_header_round_trip);
-    tcase_add_test(tc, test_proto_option_header_bad_magic);
-    tcase_add_test(tc, test_proto_option_length_over_limit);
-    tcase_add_test(tc, test_proto_build_option_raw);
-    tcase_add_test(tc, test_proto_export_name_limits);
-    tcase_add_test(tc, test_proto_export_name_build);
-    tcase_add_test(tc, test_proto_opt_info_round_trip);
-    tcase_add_loop_test(tc, test_proto_opt_info_malformed, 0,
-                        ARRAY_SIZE(opt_info_cases));
-    tcase_add_test(tc, test_proto_opt_info_name_over_limit);
-    tcase_add_test(tc, test_proto_opt_meta_round_trip);
-    tcase_add_loop_test(tc, test_proto_opt_meta_malformed, 0,
-                        ARRAY_SIZE(opt_meta_cases));
-    tcase_add_test(tc, test_proto_opt_meta_query_over_limit);
-    tcase_add_test(tc, test_proto_opt_meta_build_limits);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("option", 30, NULL, NULL);

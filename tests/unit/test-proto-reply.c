@@ -21,7 +21,7 @@
 /* Replies                                                             */
 /* ------------------------------------------------------------------ */
 
-START_TEST(test_proto_reply_decode_known_bytes)
+UNIT_TEST("reply", test_proto_reply_decode_known_bytes)
 {
     struct proto_reply rep;
 
@@ -77,7 +77,7 @@ static const struct proto_reply reply_cases[] = {
      .length = 1ull << 40},
 };
 
-START_TEST(test_proto_reply_round_trip)
+UNIT_LOOP_TEST("reply", test_proto_reply_round_trip, 0, ARRAY_SIZE(reply_cases))
 {
     const struct proto_reply *in = &reply_cases[_i];
     bool extended = in->kind == PROTO_REPLY_EXTENDED;
@@ -107,7 +107,7 @@ START_TEST(test_proto_reply_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_reply_bad_magic)
+UNIT_TEST("reply", test_proto_reply_bad_magic)
 {
     uint8_t buf[PROTO_REPLY_HEADER_MAX];
     struct proto_reply rep;
@@ -125,7 +125,7 @@ START_TEST(test_proto_reply_bad_magic)
 }
 END_TEST
 
-START_TEST(test_proto_reply_encode_limits)
+UNIT_TEST("reply", test_proto_reply_encode_limits)
 {
     struct proto_reply rep = {
         .kind = PROTO_REPLY_STRUCTURED,
@@ -147,17 +147,5 @@ START_TEST(test_proto_reply_encode_limits)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "reply");
-    tcase_add_test(tc, test_proto_reply_decode_known_bytes);
-    tcase_add_loop_test(tc, test_proto_reply_round_trip, 0,
-                        ARRAY_SIZE(reply_cases));
-    tcase_add_test(tc, test_proto_reply_bad_magic);
-    tcase_add_test(tc, test_proto_reply_encode_limits);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("reply", 30, NULL, NULL);

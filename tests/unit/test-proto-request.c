@@ -21,7 +21,7 @@
 /* Requests                                                            */
 /* ------------------------------------------------------------------ */
 
-START_TEST(test_proto_request_decode_known_bytes)
+UNIT_TEST("request", test_proto_request_decode_known_bytes)
 {
     struct proto_request req;
 
@@ -66,7 +66,8 @@ static const struct request_case request_cases[] = {
     {{0, PROTO_CMD_CACHE, ~0ull, ~0ull, ~0ull}, true},
 };
 
-START_TEST(test_proto_request_round_trip)
+UNIT_LOOP_TEST("request", test_proto_request_round_trip, 0,
+               ARRAY_SIZE(request_cases))
 {
     const struct request_case *c = &request_cases[_i];
     size_t size =
@@ -94,7 +95,7 @@ START_TEST(test_proto_request_round_trip)
 }
 END_TEST
 
-START_TEST(test_proto_request_bad_magic)
+UNIT_TEST("request", test_proto_request_bad_magic)
 {
     static const uint32_t magics[] = {
         0,          0xffffffff, 0x12560953, /* historic request magic */
@@ -135,7 +136,8 @@ static const struct flags_case request_flag_cases[] = {
 };
 
 /* Unknown flags are -EINVAL, with the request still decoded. */
-START_TEST(test_proto_request_unknown_flags)
+UNIT_LOOP_TEST("request", test_proto_request_unknown_flags, 0,
+               ARRAY_SIZE(request_flag_cases))
 {
     const struct flags_case *c = &request_flag_cases[_i];
     struct proto_request in = {c->flags, PROTO_CMD_WRITE, COOKIE, 512, 1024};
@@ -155,7 +157,7 @@ START_TEST(test_proto_request_unknown_flags)
 }
 END_TEST
 
-START_TEST(test_proto_request_length_overflow)
+UNIT_TEST("request", test_proto_request_length_overflow)
 {
     struct proto_request req = {0, PROTO_CMD_TRIM, 1, 0, 1ull << 32};
     uint8_t buf[PROTO_EXTENDED_REQUEST_SIZE];
@@ -170,7 +172,7 @@ START_TEST(test_proto_request_length_overflow)
 }
 END_TEST
 
-START_TEST(test_proto_request_payload_len)
+UNIT_TEST("request", test_proto_request_payload_len)
 {
     struct proto_request req = {0, PROTO_CMD_READ, 1, 0, 4096};
 
@@ -191,20 +193,5 @@ START_TEST(test_proto_request_payload_len)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "request");
-    tcase_add_test(tc, test_proto_request_decode_known_bytes);
-    tcase_add_loop_test(tc, test_proto_request_round_trip, 0,
-                        ARRAY_SIZE(request_cases));
-    tcase_add_test(tc, test_proto_request_bad_magic);
-    tcase_add_loop_test(tc, test_proto_request_unknown_flags, 0,
-                        ARRAY_SIZE(request_flag_cases));
-    tcase_add_test(tc, test_proto_request_length_overflow);
-    tcase_add_test(tc, test_proto_request_payload_len);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("request", 30, NULL, NULL);

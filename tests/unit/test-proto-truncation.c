@@ -22,7 +22,8 @@
 /* ------------------------------------------------------------------ */
 
 /* Every known-good frame decodes, and every strict prefix of it fails. */
-START_TEST(test_proto_truncated_frames_fail)
+UNIT_LOOP_TEST("truncation", test_proto_truncated_frames_fail, 0,
+               ARRAY_SIZE(frames))
 {
     const struct frame *f = &frames[_i];
 
@@ -78,7 +79,7 @@ static decode_fn *const all_decoders[] = {
  * flipped so that the decoders get past their first checks.  The only
  * assertion is that nothing crashes or reads out of bounds (ASan).
  */
-START_TEST(test_proto_random_input_never_crashes)
+UNIT_TEST("truncation", test_proto_random_input_never_crashes)
 {
     for (int round = 0; round < 20000; round++) {
         const struct frame *f = &frames[rng() % ARRAY_SIZE(frames)];
@@ -97,15 +98,5 @@ START_TEST(test_proto_random_input_never_crashes)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("proto");
-    TCase *tc;
-
-    tc = tcase(s, "truncation");
-    tcase_add_loop_test(tc, test_proto_truncated_frames_fail, 0,
-                        ARRAY_SIZE(frames));
-    tcase_add_test(tc, test_proto_random_input_never_crashes);
-
-    return s;
-}
+UNIT_SUITE("proto");
+UNIT_TCASE("truncation", 30, NULL, NULL);

@@ -57,7 +57,7 @@ static bool same(const char *a, const char *b)
     return memcmp(&ka, &kb, sizeof ka) == 0;
 }
 
-START_TEST(test_server_admit_keys)
+UNIT_TEST("admit", test_server_admit_keys)
 {
     ck_assert(same("192.0.2.1", "::ffff:192.0.2.1"));
     ck_assert(!same("192.0.2.1", "192.0.2.2"));
@@ -70,7 +70,7 @@ START_TEST(test_server_admit_keys)
 }
 END_TEST
 
-START_TEST(test_server_admit_table_grows_and_empties)
+UNIT_TEST("admit", test_server_admit_table_grows_and_empties)
 {
     struct client_table t;
     client_table_init(&t);
@@ -121,7 +121,7 @@ static void release(struct server *srv, const char *who)
     server_admit_release(srv, &ss);
 }
 
-START_TEST(test_server_admit_limits)
+UNIT_TEST("admit", test_server_admit_limits)
 {
     struct server_limits l = {
         .max_connections = 4,
@@ -209,7 +209,7 @@ static unsigned count_lines(const char *text, const char *needle)
     return n;
 }
 
-START_TEST(test_server_admit_refusals_logged_once_per_reason)
+UNIT_TEST("admit", test_server_admit_refusals_logged_once_per_reason)
 {
     struct server_limits l = {0};
     struct server *srv = server_new(&l);
@@ -228,15 +228,5 @@ START_TEST(test_server_admit_refusals_logged_once_per_reason)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("server-admit");
-    TCase *tc = tcase_create("admit");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_server_admit_keys);
-    tcase_add_test(tc, test_server_admit_table_grows_and_empties);
-    tcase_add_test(tc, test_server_admit_limits);
-    tcase_add_test(tc, test_server_admit_refusals_logged_once_per_reason);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("server-admit");
+UNIT_TCASE("admit", 30, NULL, NULL);

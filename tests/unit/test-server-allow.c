@@ -57,7 +57,7 @@ static bool allows(struct server_allow *list, unsigned n, const char *who)
     return export_allows(&exp, &ss);
 }
 
-START_TEST(test_server_allow_lists)
+UNIT_TEST("allow", test_server_allow_lists)
 {
     struct server_allow list[] = {
         net("10.0.0.0", 8),
@@ -94,12 +94,5 @@ START_TEST(test_server_allow_lists)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("server-allow");
-    TCase *tc = tcase_create("allow");
-    tcase_set_timeout(tc, 10);
-    tcase_add_test(tc, test_server_allow_lists);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("server-allow");
+UNIT_TCASE("allow", 10, NULL, NULL);

@@ -58,7 +58,7 @@ static struct proto_request request(uint16_t type, uint64_t length)
     return r;
 }
 
-START_TEST(test_dispatch_costs)
+UNIT_TEST("dispatch", test_dispatch_costs)
 {
     struct proto_request r = request(PROTO_CMD_READ, 4096);
     ck_assert_uint_eq(request_cost(&r), 1);
@@ -72,7 +72,7 @@ START_TEST(test_dispatch_costs)
 }
 END_TEST
 
-START_TEST(test_dispatch_burst_stays_home)
+UNIT_TEST("dispatch", test_dispatch_burst_stays_home)
 {
     /* One recvmsg brought 128 small requests (the per-connection cap):
      * the first SERVER_HOME_SLACK + 1 stay home, the rest go elsewhere. */
@@ -99,7 +99,7 @@ START_TEST(test_dispatch_burst_stays_home)
 }
 END_TEST
 
-START_TEST(test_dispatch_done_returns_home)
+UNIT_TEST("dispatch", test_dispatch_done_returns_home)
 {
     for (unsigned i = 0; i <= SERVER_HOME_SLACK; i++) {
         ck_assert_uint_eq(server_pick_worker(&srv, &conn, 1), 1);
@@ -113,7 +113,7 @@ START_TEST(test_dispatch_done_returns_home)
 }
 END_TEST
 
-START_TEST(test_dispatch_large_reads_spread)
+UNIT_TEST("dispatch", test_dispatch_large_reads_spread)
 {
     struct proto_request r = request(PROTO_CMD_READ, 1024 * 1024);
     unsigned cost = request_cost(&r);
@@ -130,16 +130,5 @@ START_TEST(test_dispatch_large_reads_spread)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("server-dispatch");
-    TCase *tc = tcase_create("dispatch");
-    tcase_set_timeout(tc, 10);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_dispatch_costs);
-    tcase_add_test(tc, test_dispatch_burst_stays_home);
-    tcase_add_test(tc, test_dispatch_done_returns_home);
-    tcase_add_test(tc, test_dispatch_large_reads_spread);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("server-dispatch");
+UNIT_TCASE("dispatch", 10, setup, teardown);

@@ -86,7 +86,7 @@ static void haggle_abort(int fd)
     ck_assert_int_eq(read(fd, buf, 1), 0);
 }
 
-START_TEST(test_server_serve_fd_serves_a_socketpair)
+UNIT_TEST("serve-fd", test_server_serve_fd_serves_a_socketpair)
 {
     start(0);
     int served;
@@ -98,7 +98,7 @@ START_TEST(test_server_serve_fd_serves_a_socketpair)
 }
 END_TEST
 
-START_TEST(test_server_serve_fd_counts_against_the_limits)
+UNIT_TEST("serve-fd", test_server_serve_fd_counts_against_the_limits)
 {
     start(1);
     int served;
@@ -116,13 +116,5 @@ START_TEST(test_server_serve_fd_counts_against_the_limits)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("server-serve-fd");
-    TCase *tc = tcase_create("serve-fd");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_server_serve_fd_serves_a_socketpair);
-    tcase_add_test(tc, test_server_serve_fd_counts_against_the_limits);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("server-serve-fd");
+UNIT_TCASE("serve-fd", 30, NULL, NULL);

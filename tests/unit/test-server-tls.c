@@ -154,7 +154,7 @@ static void client_run(struct client *c, const char *psk)
     ck_assert_int_eq(coro_run_sync(loops.loops[1], starttls_entry, c), 0);
 }
 
-START_TEST(test_server_tls_reload_keeps_old_sessions)
+UNIT_TEST("reload", test_server_tls_reload_keeps_old_sessions)
 {
     struct client old, stale, fresh, later;
     client_run(&old, key_a);
@@ -206,7 +206,7 @@ static bool client_works(const char *psk)
     return c.abort_rep == PROTO_REP_ACK;
 }
 
-START_TEST(test_server_update_is_all_or_nothing)
+UNIT_TEST("reload", test_server_update_is_all_or_nothing)
 {
     struct err err;
     err_clear(&err);
@@ -239,7 +239,7 @@ START_TEST(test_server_update_is_all_or_nothing)
 }
 END_TEST
 
-START_TEST(test_server_tls_off_answers_starttls_unsup)
+UNIT_TEST("reload", test_server_tls_off_answers_starttls_unsup)
 {
     struct err err;
     struct tls_config off = {.mode = TLS_MODE_OFF};
@@ -251,15 +251,5 @@ START_TEST(test_server_tls_off_answers_starttls_unsup)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("server-tls");
-    TCase *tc = tcase_create("reload");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_server_tls_reload_keeps_old_sessions);
-    tcase_add_test(tc, test_server_tls_off_answers_starttls_unsup);
-    tcase_add_test(tc, test_server_update_is_all_or_nothing);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("server-tls");
+UNIT_TCASE("reload", 60, setup, teardown);

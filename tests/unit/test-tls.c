@@ -47,7 +47,7 @@ static const char *write_file(const char *name, const char *text)
     return path;
 }
 
-START_TEST(test_tls_psk_good_file)
+UNIT_TEST("psk", test_tls_psk_good_file)
 {
     const char *path =
         write_file("keys.psk", "# psktool keys\n"
@@ -97,7 +97,8 @@ static const struct {
     {"alice:00\nb\0b:11\n", "2: NUL byte in the line"},
 };
 
-START_TEST(test_tls_psk_malformed_lines_name_file_and_line)
+UNIT_LOOP_TEST("psk", test_tls_psk_malformed_lines_name_file_and_line, 0,
+               (int)(sizeof bad_psk / sizeof bad_psk[0]))
 {
     char name[32];
     snprintf(name, sizeof name, "bad%d.psk", _i);
@@ -125,7 +126,7 @@ START_TEST(test_tls_psk_malformed_lines_name_file_and_line)
 }
 END_TEST
 
-START_TEST(test_tls_psk_missing_and_empty_files)
+UNIT_TEST("psk", test_tls_psk_missing_and_empty_files)
 {
     struct tls_psk *psk = NULL;
     struct err err;
@@ -145,7 +146,7 @@ START_TEST(test_tls_psk_missing_and_empty_files)
 }
 END_TEST
 
-START_TEST(test_tls_creds_errors_name_the_file)
+UNIT_TEST("creds", test_tls_creds_errors_name_the_file)
 {
     struct err err;
     struct tls_config cfg = {.mode = TLS_MODE_REQUIRE};
@@ -194,7 +195,7 @@ START_TEST(test_tls_creds_errors_name_the_file)
 }
 END_TEST
 
-START_TEST(test_tls_creds_psk_server_and_client)
+UNIT_TEST("creds", test_tls_creds_psk_server_and_client)
 {
     struct err err;
     err_clear(&err);
@@ -233,7 +234,7 @@ START_TEST(test_tls_creds_psk_server_and_client)
 }
 END_TEST
 
-START_TEST(test_tls_mode_names_round_trip)
+UNIT_TEST("creds", test_tls_mode_names_round_trip)
 {
     enum tls_mode m = TLS_MODE_OFF;
     ck_assert_int_eq(tls_mode_parse("require", &m), 0);
@@ -281,7 +282,7 @@ static const enum tls_side sides[] = {TLS_SIDE_SERVER, TLS_SIDE_CLIENT};
  * side also asks for server precedence, the client side does not (it
  * means nothing there).
  */
-START_TEST(test_tls_priority_with_aes_puts_chacha20_last)
+UNIT_LOOP_TEST("priority", test_tls_priority_with_aes_puts_chacha20_last, 0, 2)
 {
     unsigned normal[64], ours[64];
     unsigned nn = cipher_list("NORMAL", normal, 64);
@@ -314,14 +315,15 @@ START_TEST(test_tls_priority_with_aes_puts_chacha20_last)
 END_TEST
 
 /* Without them: GnuTLS's NORMAL, untouched (ChaCha20 is the fast one). */
-START_TEST(test_tls_priority_without_aes_keeps_gnutls_order)
+UNIT_LOOP_TEST("priority", test_tls_priority_without_aes_keeps_gnutls_order, 0,
+               2)
 {
     ck_assert_str_eq(tls_priority_default(sides[_i], false), "NORMAL");
 }
 END_TEST
 
 /* A string the user gives is used as given, whatever the CPU. */
-START_TEST(test_tls_priority_given_is_used_as_given)
+UNIT_LOOP_TEST("priority", test_tls_priority_given_is_used_as_given, 0, 2)
 {
     const char *given = "NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305";
     ck_assert_ptr_eq(tls_priority_choose(sides[_i], given), given);
@@ -360,7 +362,7 @@ static bool cpuinfo_has(const char *flag)
 }
 
 /* The CPU's own answer agrees with what the kernel says it has. */
-START_TEST(test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo)
+UNIT_TEST("priority", test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo)
 {
 #if defined(__x86_64__) || defined(__i386__)
     bool want = cpuinfo_has("aes") && cpuinfo_has("pclmulqdq");
@@ -375,34 +377,7 @@ START_TEST(test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("tls");
-    TCase *tc = tcase_create("psk");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
-    tcase_add_test(tc, test_tls_psk_good_file);
-    tcase_add_loop_test(tc, test_tls_psk_malformed_lines_name_file_and_line, 0,
-                        (int)(sizeof bad_psk / sizeof bad_psk[0]));
-    tcase_add_test(tc, test_tls_psk_missing_and_empty_files);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("creds");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
-    tcase_add_test(tc, test_tls_creds_errors_name_the_file);
-    tcase_add_test(tc, test_tls_creds_psk_server_and_client);
-    tcase_add_test(tc, test_tls_mode_names_round_trip);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("priority");
-    tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_tls_priority_with_aes_puts_chacha20_last, 0,
-                        2);
-    tcase_add_loop_test(tc, test_tls_priority_without_aes_keeps_gnutls_order, 0,
-                        2);
-    tcase_add_loop_test(tc, test_tls_priority_given_is_used_as_given, 0, 2);
-    tcase_add_test(tc, test_tls_cpu_has_aes_gcm_agrees_with_cpuinfo);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("tls");
+UNIT_TCASE("psk", 30, tmp_setup, tmp_teardown);
+UNIT_TCASE("creds", 30, tmp_setup, tmp_teardown);
+UNIT_TCASE("priority", 30, NULL, NULL);
