@@ -12,6 +12,12 @@
  * terms, and a PARALLEL filter over a SERIAL backend serialises only the
  * backend.  On the hot path (a PARALLEL layer) this adds a few compares
  * and one indirect call to each request; nothing is allocated.
+ *
+ * An operation a filter leaves NULL passes to the layer below, after
+ * this layer's checks and under its mutex, as if the filter had called
+ * the public function on be->lower itself; so a filter writes only what
+ * it changes.  A bottom layer (no lower) has no one to pass to: there
+ * NULL keeps the meaning backend.h gives it.
  */
 #include "nbdsrv/backend.h"
 
@@ -147,7 +153,8 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
         return 0;
     }
     enter(be);
-    int r = be->ops->pread(be, buf, len, offset);
+    int r = be->ops->pread != NULL ? be->ops->pread(be, buf, len, offset)
+                                   : backend_pread(be->lower, buf, len, offset);
     leave(be);
     return r;
 }
@@ -164,7 +171,9 @@ int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
         return 0;
     }
     enter(be);
-    int r = be->ops->pwrite(be, buf, len, offset, fua);
+    int r = be->ops->pwrite != NULL
+                ? be->ops->pwrite(be, buf, len, offset, fua)
+                : backend_pwrite(be->lower, buf, len, offset, fua);
     leave(be);
     return r;
 }
@@ -173,7 +182,8 @@ int backend_flush(struct backend *be)
 {
     coro_assert_in_coroutine();
     enter(be);
-    int r = be->ops->flush(be);
+    int r = be->ops->flush != NULL ? be->ops->flush(be)
+                                   : backend_flush(be->lower);
     leave(be);
     return r;
 }
@@ -185,11 +195,13 @@ int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
     if (checked < 0) {
         return checked;
     }
-    if (len == 0 || !(be->caps & BACKEND_CAP_TRIM) || be->ops->trim == NULL) {
+    if (len == 0 || !(be->caps & BACKEND_CAP_TRIM) ||
+        (be->ops->trim == NULL && be->lower == NULL)) {
         return 0;
     }
     enter(be);
-    int r = be->ops->trim(be, offset, len, fua);
+    int r = be->ops->trim != NULL ? be->ops->trim(be, offset, len, fua)
+                                  : backend_trim(be->lower, offset, len, fua);
     leave(be);
     return r;
 }
@@ -209,7 +221,9 @@ int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
         return -ENOTSUP;
     }
     enter(be);
-    int r = be->ops->zero(be, offset, len, flags, fua);
+    int r = be->ops->zero != NULL
+                ? be->ops->zero(be, offset, len, flags, fua)
+                : backend_zero(be->lower, offset, len, flags, fua);
     leave(be);
     return r;
 }
@@ -220,11 +234,12 @@ int backend_cache(struct backend *be, uint64_t offset, uint64_t len)
     if (!in_range(be, offset, len)) {
         return -EINVAL;
     }
-    if (len == 0 || be->ops->cache == NULL) {
+    if (len == 0 || (be->ops->cache == NULL && be->lower == NULL)) {
         return 0;
     }
     enter(be);
-    int r = be->ops->cache(be, offset, len);
+    int r = be->ops->cache != NULL ? be->ops->cache(be, offset, len)
+                                   : backend_cache(be->lower, offset, len);
     leave(be);
     return r;
 }
@@ -245,7 +260,8 @@ int backend_extents_meta(struct backend *be, enum backend_meta meta,
         out[0] = (struct backend_extent){.length = len, .depth = 1};
         return 1;
     }
-    if (!(be->caps & BACKEND_CAP_EXTENTS) || be->ops->extents == NULL) {
+    if (!(be->caps & BACKEND_CAP_EXTENTS) ||
+        (be->ops->extents == NULL && be->lower == NULL)) {
         if (meta != BACKEND_META_ALLOCATION) {
             return -ENOTSUP;
         }
@@ -253,7 +269,9 @@ int backend_extents_meta(struct backend *be, enum backend_meta meta,
         return 1;
     }
     enter(be);
-    int r = be->ops->extents(be, meta, offset, len, out, max);
+    int r = be->ops->extents != NULL
+                ? be->ops->extents(be, meta, offset, len, out, max)
+                : backend_extents_meta(be->lower, meta, offset, len, out, max);
     leave(be);
     return r;
 }
@@ -284,6 +302,8 @@ int backend_range_is_hole(struct backend *be, uint64_t offset, uint64_t len)
         if (r > 0) {
             r = ext.hole && ext.length >= len;
         }
+    } else if (be->lower != NULL) {
+        r = backend_range_is_hole(be->lower, offset, len);
     } else {
         r = 0;
     }
