@@ -118,14 +118,18 @@ static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
     return offset <= be->size && len <= be->size - offset;
 }
 
-/* Whether a request that changes [offset, offset+len) may go down:
- * 0, or -EPERM on a read-only layer, -EINVAL past the end. */
+/* Whether a request that changes [offset, offset+len) goes down: 1, or
+ * 0 when it is empty (it succeeds there), -EPERM on a read-only layer,
+ * -EINVAL past the end. */
 static int check_change(const struct backend *be, uint64_t offset, uint64_t len)
 {
     if (be->caps & BACKEND_CAP_READ_ONLY) {
         return -EPERM;
     }
-    return in_range(be, offset, len) ? 0 : -EINVAL;
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    return len > 0;
 }
 
 /* Takes the layer's mutex unless it may be entered in parallel. */
@@ -163,12 +167,9 @@ int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
                    uint64_t offset, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
-    }
-    if (len == 0) {
-        return 0;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
     enter(be);
     int r = be->ops->pwrite != NULL
@@ -191,11 +192,11 @@ int backend_flush(struct backend *be)
 int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
-    if (len == 0 || !(be->caps & BACKEND_CAP_TRIM) ||
+    if (!(be->caps & BACKEND_CAP_TRIM) ||
         (be->ops->trim == NULL && be->lower == NULL)) {
         return 0;
     }
@@ -210,12 +211,9 @@ int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
                  unsigned flags, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
-    }
-    if (len == 0) {
-        return 0;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
     if (!(be->caps & BACKEND_CAP_ZERO)) {
         return -ENOTSUP;
