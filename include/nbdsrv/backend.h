@@ -130,8 +130,18 @@ struct backend_extent {
  * A layer's operations.  The common code calls them only as the contract
  * above says (ranges checked, non-empty, capabilities honoured, under the
  * layer's mutex unless it is BACKEND_PARALLEL).  Every data operation is
- * CORO_FN; close is ANY_THREAD.  Optional operations may be NULL, as
- * noted.  Each implementation is a const object named <impl>_ops.
+ * CORO_FN; close is ANY_THREAD.  Each implementation is a const object
+ * named <impl>_ops.
+ *
+ * NULL, in a filter (a layer with a layer below): the operation passes
+ * to the layer below unchanged, as if the filter called the public
+ * backend_* function on be->lower itself (after this layer's checks and
+ * under its mutex).  So a filter fills in only what it changes, as
+ * nbdkit's filters do; close is never NULL.  NULL, in a bottom layer (a
+ * backend): only the optional operations may be NULL, with the meaning
+ * noted at each (pread, pwrite, flush and zero are required; pwrite and
+ * zero may be NULL in a layer that can never be asked for them, one
+ * read-only or without BACKEND_CAP_ZERO).
  */
 struct backend_ops {
     const char *name; /* "file", "memory", ...: for messages */
@@ -150,30 +160,32 @@ struct backend_ops {
                   uint64_t offset, bool fua);
     /* Makes every completed write durable. */
     int (*flush)(struct backend *be);
-    /* Frees space; the range then reads as zeroes or as before.  NULL:
-     * trims succeed doing nothing. */
+    /* Frees space; the range then reads as zeroes or as before.  NULL in
+     * a backend: trims succeed doing nothing. */
     int (*trim)(struct backend *be, uint64_t offset, uint64_t len, bool fua);
     /* Makes the range read as zeroes (BACKEND_ZERO_* flags). */
     int (*zero)(struct backend *be, uint64_t offset, uint64_t len,
                 unsigned flags, bool fua);
-    /* Prefetches the range.  NULL: succeeds doing nothing. */
+    /* Prefetches the range.  NULL in a backend: succeeds doing nothing. */
     int (*cache)(struct backend *be, uint64_t offset, uint64_t len);
     /*
      * Describes `meta` from offset onwards: fills 1..max extents covering
      * at least the first byte and at most len bytes (len is already
-     * clipped to the export's end).  Returns the count or -errno.  NULL:
-     * the common code reports one data extent.
+     * clipped to the export's end).  Returns the count or -errno.  NULL
+     * in a backend: the common code reports one data extent.
      */
     int (*extents)(struct backend *be, enum backend_meta meta, uint64_t offset,
                    uint64_t len, struct backend_extent *out, unsigned max);
     /*
      * Whether [offset, offset+len) is all hole: 1, 0 (or cannot tell),
-     * or -errno.  NULL: the common code asks extents for one extent.
+     * or -errno.  NULL: the common code asks this layer's own extents
+     * for one extent; when that is NULL too, a filter passes the
+     * question down and a backend answers 0.
      */
     int (*range_is_hole)(struct backend *be, uint64_t offset, uint64_t len);
     /*
      * Whether this layer has `path` open now (same device and inode).
-     * NULL: it has no file.  ANY_THREAD.
+     * Asked of the bottom layer only; NULL: it has no file.  ANY_THREAD.
      */
     bool (*same_file)(const struct backend *be, const char *path);
 };

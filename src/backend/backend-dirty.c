@@ -7,7 +7,8 @@
  * half-way (a block marked dirty that did not change costs a backup
  * only a few bytes more).  When the bitmaps changed while the call was
  * down (a checkpoint), it marks again in the new ones once the call is
- * back.  Reads, flushes and maps pass through.
+ * back.  Reads, flushes, caches and maps it leaves NULL, so they pass
+ * through (backend.c).
  *
  * BACKEND_PARALLEL: marking is lock-free.  The filter owns one
  * reference to its set; the export serving the set takes its own
@@ -65,73 +66,51 @@ static void dirty_close(struct backend *b)
     free(d);
 }
 
-static int dirty_pread(struct backend *b, void *buf, uint32_t len,
-                       uint64_t offset)
+/*
+ * A change goes down between two marks: marked() takes the generation
+ * the first mark returned and marks again where the bitmaps changed
+ * while the call was down, then passes the call's result on.
+ */
+static uint64_t mark(struct backend *b, uint64_t offset, uint64_t len)
 {
-    return backend_pread(b->lower, buf, len, offset);
+    return dirty_set_mark(to_dirty(b)->set, offset, len);
+}
+
+static int marked(struct backend *b, uint64_t gen, uint64_t offset,
+                  uint64_t len, int r)
+{
+    dirty_set_mark_again(to_dirty(b)->set, gen, offset, len);
+    return r;
 }
 
 static int dirty_pwrite(struct backend *b, const void *buf, uint32_t len,
                         uint64_t offset, bool fua)
 {
-    struct dirty_set *set = to_dirty(b)->set;
-    uint64_t gen = dirty_set_mark(set, offset, len);
-    int r = backend_pwrite(b->lower, buf, len, offset, fua);
-    dirty_set_mark_again(set, gen, offset, len);
-    return r;
-}
-
-static int dirty_flush(struct backend *b)
-{
-    return backend_flush(b->lower);
+    uint64_t gen = mark(b, offset, len);
+    return marked(b, gen, offset, len,
+                  backend_pwrite(b->lower, buf, len, offset, fua));
 }
 
 static int dirty_trim(struct backend *b, uint64_t offset, uint64_t len,
                       bool fua)
 {
-    struct dirty_set *set = to_dirty(b)->set;
-    uint64_t gen = dirty_set_mark(set, offset, len);
-    int r = backend_trim(b->lower, offset, len, fua);
-    dirty_set_mark_again(set, gen, offset, len);
-    return r;
+    uint64_t gen = mark(b, offset, len);
+    return marked(b, gen, offset, len,
+                  backend_trim(b->lower, offset, len, fua));
 }
 
 static int dirty_zero(struct backend *b, uint64_t offset, uint64_t len,
                       unsigned flags, bool fua)
 {
-    struct dirty_set *set = to_dirty(b)->set;
-    uint64_t gen = dirty_set_mark(set, offset, len);
-    int r = backend_zero(b->lower, offset, len, flags, fua);
-    dirty_set_mark_again(set, gen, offset, len);
-    return r;
-}
-
-static int dirty_cache(struct backend *b, uint64_t offset, uint64_t len)
-{
-    return backend_cache(b->lower, offset, len);
-}
-
-static int dirty_extents(struct backend *b, enum backend_meta meta,
-                         uint64_t offset, uint64_t len,
-                         struct backend_extent *out, unsigned max)
-{
-    return backend_extents_meta(b->lower, meta, offset, len, out, max);
-}
-
-static int dirty_range_is_hole(struct backend *b, uint64_t offset, uint64_t len)
-{
-    return backend_range_is_hole(b->lower, offset, len);
+    uint64_t gen = mark(b, offset, len);
+    return marked(b, gen, offset, len,
+                  backend_zero(b->lower, offset, len, flags, fua));
 }
 
 static const struct backend_ops dirty_ops = {
     .name = "dirty",
     .close = dirty_close,
-    .pread = dirty_pread,
     .pwrite = dirty_pwrite,
-    .flush = dirty_flush,
     .trim = dirty_trim,
     .zero = dirty_zero,
-    .cache = dirty_cache,
-    .extents = dirty_extents,
-    .range_is_hole = dirty_range_is_hole,
 };

@@ -357,6 +357,19 @@ static int io_fd(const struct file_backend *be, const void *p, uint32_t len,
     return be->fd;
 }
 
+/*
+ * The bytes one read or write of a loop that moves them all got done:
+ * r, or 0 after -EINTR (try again), -EIO after 0 (the file shrank under
+ * us: the export's size is a promise), -errno after an error.
+ */
+static ssize_t progress(ssize_t r)
+{
+    if (r == -EINTR) {
+        return 0;
+    }
+    return r == 0 ? -EIO : r;
+}
+
 static int file_pread(struct backend *b, void *buf, uint32_t len,
                       uint64_t offset)
 {
@@ -372,15 +385,9 @@ static int file_pread(struct backend *b, void *buf, uint32_t len,
             int fd = io_fd(be, p + done, len - done, offset + done);
             r = coro_read(fd, p + done, len - done, offset + done);
         }
-        if (r == -EINTR) {
-            continue;
-        }
+        r = progress(r);
         if (r < 0) {
             return (int)r;
-        }
-        if (r == 0) {
-            /* The file shrank under us: the export's size is a promise. */
-            return -EIO;
         }
         done += (uint32_t)r;
     }
@@ -431,14 +438,9 @@ static int file_pwrite(struct backend *b, const void *buf, uint32_t len,
         bool synced;
         ssize_t r =
             write_some(be, p + done, len - done, offset + done, fua, &synced);
-        if (r == -EINTR) {
-            continue;
-        }
+        r = progress(r);
         if (r < 0) {
             return (int)r;
-        }
-        if (r == 0) {
-            return -EIO;
         }
         need_sync |= fua && !synced;
         done += (uint32_t)r;
@@ -467,15 +469,9 @@ static int write_zeroes(struct file_backend *be, uint64_t offset, uint64_t len)
             batch += chunk;
             n++;
         }
-        ssize_t r = coro_writev(be->fd, iov, n, offset);
-        if (r == -EINTR) {
-            continue;
-        }
+        ssize_t r = progress(coro_writev(be->fd, iov, n, offset));
         if (r < 0) {
             return (int)r;
-        }
-        if (r == 0) {
-            return -EIO;
         }
         offset += (uint64_t)r;
         len -= (uint64_t)r;

@@ -72,6 +72,7 @@
 #include "nbdsrv/backends.h"
 #include "nbdsrv/compiler.h"
 #include "nbdsrv/coro-lock.h"
+#include "nbdsrv/fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -308,34 +309,12 @@ static int header_read(int fd, struct ovl_header *h, struct err *err)
     return header_decode(buf, (uint64_t)st.st_size, h, err);
 }
 
-/* pread or pwrite of all len bytes (start-up and map commits only). */
-static int rw_all(int fd, void *buf, size_t len, off_t offset, bool write)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n =
-            write ? pwrite(fd, p, len, offset) : pread(fd, p, len, offset);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? -errno : -EIO;
-        }
-        p += n;
-        len -= (size_t)n;
-        offset += n;
-    }
-    return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t len, off_t offset)
-{
-    return rw_all(fd, (void *)buf, len, offset, true);
-}
-
+/* pread of all len bytes (start-up only): 0, or -errno (-EIO when the
+ * file ends first). */
 static int read_all(int fd, void *buf, size_t len, off_t offset)
 {
-    return rw_all(fd, buf, len, offset, false);
+    ssize_t n = fd_read_full(fd, buf, len, offset);
+    return n < 0 ? (int)n : (size_t)n < len ? -EIO : 0;
 }
 
 /*
@@ -366,7 +345,7 @@ static int overlay_create(const char *path, uint64_t size, struct err *err)
     }
     unsigned char buf[OVL_HEADER_SIZE];
     header_encode(&h, buf);
-    if ((r = write_all(fd, buf, sizeof buf, 0)) < 0 ||
+    if ((r = fd_write_all(fd, buf, sizeof buf, 0)) < 0 ||
         ftruncate(fd, (off_t)(h.data_offset + size)) != 0 || fsync(fd) != 0) {
         r = err_set_errno(err, r < 0 ? -r : errno, "writing a new overlay");
         goto out_unlink;
@@ -738,7 +717,7 @@ static void ovl_close(struct backend *b)
             bool ok = true;
             for (uint64_t k = 0; ok && k < n; k++) {
                 uint64_t off = o->staged[k] * OVL_MAP_PAGE;
-                ok = write_all(o->fd, o->staging + off, OVL_MAP_PAGE,
+                ok = fd_write_all(o->fd, o->staging + off, OVL_MAP_PAGE,
                                (off_t)(o->map_offset + off)) == 0;
             }
             if (ok) {

@@ -12,6 +12,12 @@
  * terms, and a PARALLEL filter over a SERIAL backend serialises only the
  * backend.  On the hot path (a PARALLEL layer) this adds a few compares
  * and one indirect call to each request; nothing is allocated.
+ *
+ * An operation a filter leaves NULL passes to the layer below, after
+ * this layer's checks and under its mutex, as if the filter had called
+ * the public function on be->lower itself; so a filter writes only what
+ * it changes.  A bottom layer (no lower) has no one to pass to: there
+ * NULL keeps the meaning backend.h gives it.
  */
 #include "nbdsrv/backend.h"
 
@@ -112,14 +118,18 @@ static bool in_range(const struct backend *be, uint64_t offset, uint64_t len)
     return offset <= be->size && len <= be->size - offset;
 }
 
-/* Whether a request that changes [offset, offset+len) may go down:
- * 0, or -EPERM on a read-only layer, -EINVAL past the end. */
+/* Whether a request that changes [offset, offset+len) goes down: 1, or
+ * 0 when it is empty (it succeeds there), -EPERM on a read-only layer,
+ * -EINVAL past the end. */
 static int check_change(const struct backend *be, uint64_t offset, uint64_t len)
 {
     if (be->caps & BACKEND_CAP_READ_ONLY) {
         return -EPERM;
     }
-    return in_range(be, offset, len) ? 0 : -EINVAL;
+    if (!in_range(be, offset, len)) {
+        return -EINVAL;
+    }
+    return len > 0;
 }
 
 /* Takes the layer's mutex unless it may be entered in parallel. */
@@ -147,7 +157,8 @@ int backend_pread(struct backend *be, void *buf, uint32_t len, uint64_t offset)
         return 0;
     }
     enter(be);
-    int r = be->ops->pread(be, buf, len, offset);
+    int r = be->ops->pread != NULL ? be->ops->pread(be, buf, len, offset)
+                                   : backend_pread(be->lower, buf, len, offset);
     leave(be);
     return r;
 }
@@ -156,15 +167,14 @@ int backend_pwrite(struct backend *be, const void *buf, uint32_t len,
                    uint64_t offset, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
-    }
-    if (len == 0) {
-        return 0;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
     enter(be);
-    int r = be->ops->pwrite(be, buf, len, offset, fua);
+    int r = be->ops->pwrite != NULL
+                ? be->ops->pwrite(be, buf, len, offset, fua)
+                : backend_pwrite(be->lower, buf, len, offset, fua);
     leave(be);
     return r;
 }
@@ -173,7 +183,8 @@ int backend_flush(struct backend *be)
 {
     coro_assert_in_coroutine();
     enter(be);
-    int r = be->ops->flush(be);
+    int r = be->ops->flush != NULL ? be->ops->flush(be)
+                                   : backend_flush(be->lower);
     leave(be);
     return r;
 }
@@ -181,15 +192,17 @@ int backend_flush(struct backend *be)
 int backend_trim(struct backend *be, uint64_t offset, uint64_t len, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
-    if (len == 0 || !(be->caps & BACKEND_CAP_TRIM) || be->ops->trim == NULL) {
+    if (!(be->caps & BACKEND_CAP_TRIM) ||
+        (be->ops->trim == NULL && be->lower == NULL)) {
         return 0;
     }
     enter(be);
-    int r = be->ops->trim(be, offset, len, fua);
+    int r = be->ops->trim != NULL ? be->ops->trim(be, offset, len, fua)
+                                  : backend_trim(be->lower, offset, len, fua);
     leave(be);
     return r;
 }
@@ -198,18 +211,17 @@ int backend_zero(struct backend *be, uint64_t offset, uint64_t len,
                  unsigned flags, bool fua)
 {
     coro_assert_in_coroutine();
-    int checked = check_change(be, offset, len);
-    if (checked < 0) {
-        return checked;
-    }
-    if (len == 0) {
-        return 0;
+    int go = check_change(be, offset, len);
+    if (go <= 0) {
+        return go;
     }
     if (!(be->caps & BACKEND_CAP_ZERO)) {
         return -ENOTSUP;
     }
     enter(be);
-    int r = be->ops->zero(be, offset, len, flags, fua);
+    int r = be->ops->zero != NULL
+                ? be->ops->zero(be, offset, len, flags, fua)
+                : backend_zero(be->lower, offset, len, flags, fua);
     leave(be);
     return r;
 }
@@ -220,11 +232,12 @@ int backend_cache(struct backend *be, uint64_t offset, uint64_t len)
     if (!in_range(be, offset, len)) {
         return -EINVAL;
     }
-    if (len == 0 || be->ops->cache == NULL) {
+    if (len == 0 || (be->ops->cache == NULL && be->lower == NULL)) {
         return 0;
     }
     enter(be);
-    int r = be->ops->cache(be, offset, len);
+    int r = be->ops->cache != NULL ? be->ops->cache(be, offset, len)
+                                   : backend_cache(be->lower, offset, len);
     leave(be);
     return r;
 }
@@ -245,7 +258,8 @@ int backend_extents_meta(struct backend *be, enum backend_meta meta,
         out[0] = (struct backend_extent){.length = len, .depth = 1};
         return 1;
     }
-    if (!(be->caps & BACKEND_CAP_EXTENTS) || be->ops->extents == NULL) {
+    if (!(be->caps & BACKEND_CAP_EXTENTS) ||
+        (be->ops->extents == NULL && be->lower == NULL)) {
         if (meta != BACKEND_META_ALLOCATION) {
             return -ENOTSUP;
         }
@@ -253,7 +267,9 @@ int backend_extents_meta(struct backend *be, enum backend_meta meta,
         return 1;
     }
     enter(be);
-    int r = be->ops->extents(be, meta, offset, len, out, max);
+    int r = be->ops->extents != NULL
+                ? be->ops->extents(be, meta, offset, len, out, max)
+                : backend_extents_meta(be->lower, meta, offset, len, out, max);
     leave(be);
     return r;
 }
@@ -284,6 +300,8 @@ int backend_range_is_hole(struct backend *be, uint64_t offset, uint64_t len)
         if (r > 0) {
             r = ext.hole && ext.length >= len;
         }
+    } else if (be->lower != NULL) {
+        r = backend_range_is_hole(be->lower, offset, len);
     } else {
         r = 0;
     }

@@ -25,6 +25,7 @@
  * The flag lies outside the hash for that reason.
  */
 #include "dirty-int.h"
+#include "nbdsrv/fdio.h"
 #include "nbdsrv/log.h"
 
 #include <endian.h>
@@ -119,23 +120,6 @@ static uint8_t *build(const struct dirty_set *ds, const struct dirty_list *l,
     return buf;
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len, off_t at)
-{
-    while (len > 0) {
-        ssize_t n = pwrite(fd, buf, len, at);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-        at += n;
-    }
-    return 0;
-}
-
 /* Reads the whole file into a new buffer; -errno, or -EFBIG when it
  * cannot be a sidecar of a set with `max` bytes at most. */
 static int read_file(int fd, size_t max, uint8_t **out, size_t *len)
@@ -151,21 +135,13 @@ static int read_file(int fd, size_t max, uint8_t **out, size_t *len)
     if (buf == NULL) {
         return -ENOMEM;
     }
-    size_t done = 0;
-    while (done < (size_t)st.st_size) {
-        ssize_t n =
-            pread(fd, buf + done, (size_t)st.st_size - done, (off_t)done);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            free(buf);
-            return n < 0 ? -errno : -EIO;
-        }
-        done += (size_t)n;
+    ssize_t n = fd_read_full(fd, buf, (size_t)st.st_size, 0);
+    if (n < (ssize_t)st.st_size) {
+        free(buf);
+        return n < 0 ? (int)n : -EIO;
     }
     *out = buf;
-    *len = done;
+    *len = (size_t)n;
     return 0;
 }
 
@@ -277,7 +253,7 @@ int dirty_sidecar_load(struct dirty_set *ds, struct dirty_list *l,
         if (buf == NULL) {
             return err_set(err, ENOMEM, "out of memory");
         }
-        r = write_all(ds->fd, buf, len, 0);
+        r = fd_write_all(ds->fd, buf, len, 0);
     } else {
         const char *why = NULL;
         r = parse(ds, l, buf, len, &why, err);
@@ -293,7 +269,7 @@ int dirty_sidecar_load(struct dirty_set *ds, struct dirty_list *l,
         }
         uint8_t flag[4];
         put32(flag, get32(buf + FLAGS_OFFSET) | SIDECAR_IN_USE);
-        r = write_all(ds->fd, flag, 4, FLAGS_OFFSET);
+        r = fd_write_all(ds->fd, flag, 4, FLAGS_OFFSET);
     }
     free(buf);
     if (r == 0 && fdatasync(ds->fd) < 0) {
@@ -339,7 +315,7 @@ int dirty_sidecar_save(const struct dirty_set *ds, const struct dirty_list *l,
     if (fd < 0) {
         r = -errno;
     } else {
-        r = write_all(fd, buf, len, 0);
+        r = fd_write_all(fd, buf, len, 0);
         if (r == 0 && fsync(fd) < 0) {
             r = -errno;
         }

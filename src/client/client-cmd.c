@@ -131,6 +131,32 @@ static int check_flags(const struct client_conn *c, uint16_t flags)
     return 0;
 }
 
+/* The checks of a command that changes the export (or caches it): a
+ * read-only export refuses all but CACHE. */
+static int check_cmd(const struct client_conn *c, uint16_t type, uint64_t len,
+                     uint64_t offset, uint16_t flags, uint16_t needed)
+{
+    if (type != PROTO_CMD_CACHE && (c->info.tx_flags & PROTO_FLAG_READ_ONLY)) {
+        return -EPERM;
+    }
+    int r = check_range(c, len, offset, needed);
+    return r < 0 ? r : check_flags(c, flags);
+}
+
+/* Sends a READ or WRITE that passed its checks: at most block_max bytes,
+ * and nothing to send when there are none. */
+static int data_cmd(struct client_conn *c, struct client_req *req,
+                    uint16_t flags, const void *payload, size_t payload_len)
+{
+    if (req->length > c->info.block_max) {
+        return -EINVAL;
+    }
+    if (req->length == 0) {
+        return 0;
+    }
+    return issue(c, req, flags, payload, payload_len);
+}
+
 int client_pread(struct client_conn *c, void *buf, size_t len, uint64_t offset,
                  uint16_t flags)
 {
@@ -138,39 +164,21 @@ int client_pread(struct client_conn *c, void *buf, size_t len, uint64_t offset,
     if (r < 0) {
         return r;
     }
-    if (len > c->info.block_max) {
-        return -EINVAL;
-    }
-    if (len == 0) {
-        return 0;
-    }
     struct client_req req = {
         .type = PROTO_CMD_READ, .offset = offset, .length = len, .buf = buf};
-    return issue(c, &req, flags, NULL, 0);
+    return data_cmd(c, &req, flags, NULL, 0);
 }
 
 int client_pwrite(struct client_conn *c, const void *buf, size_t len,
                   uint64_t offset, uint16_t flags)
 {
-    if (c->info.tx_flags & PROTO_FLAG_READ_ONLY) {
-        return -EPERM;
-    }
-    int r = check_range(c, len, offset, 0);
-    if (r == 0) {
-        r = check_flags(c, flags);
-    }
+    int r = check_cmd(c, PROTO_CMD_WRITE, len, offset, flags, 0);
     if (r < 0) {
         return r;
     }
-    if (len > c->info.block_max) {
-        return -EINVAL;
-    }
-    if (len == 0) {
-        return 0;
-    }
     struct client_req req = {
         .type = PROTO_CMD_WRITE, .offset = offset, .length = len};
-    return issue(c, &req, flags, buf, len);
+    return data_cmd(c, &req, flags, buf, len);
 }
 
 int client_flush(struct client_conn *c, uint16_t flags)
@@ -185,18 +193,9 @@ int client_flush(struct client_conn *c, uint16_t flags)
 static int simple_cmd(struct client_conn *c, uint16_t type, uint64_t len,
                       uint64_t offset, uint16_t flags, uint16_t needed)
 {
-    if (type != PROTO_CMD_CACHE && (c->info.tx_flags & PROTO_FLAG_READ_ONLY)) {
-        return -EPERM;
-    }
-    int r = check_range(c, len, offset, needed);
-    if (r == 0) {
-        r = check_flags(c, flags);
-    }
-    if (r < 0) {
+    int r = check_cmd(c, type, len, offset, flags, needed);
+    if (r < 0 || len == 0) {
         return r;
-    }
-    if (len == 0) {
-        return 0;
     }
     struct client_req req = {.type = type, .offset = offset, .length = len};
     return issue(c, &req, flags, NULL, 0);

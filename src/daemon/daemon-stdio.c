@@ -23,6 +23,7 @@
  * syslog.
  */
 #include "nbdsrv/daemon.h"
+#include "nbdsrv/fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,23 +49,6 @@ static bool same_file(int a, int b)
            sa.st_ino == sb.st_ino;
 }
 
-/* Writes all of buf to fd (blocking); false on error. */
-static bool write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* Copies `from` to `to` until end of file or an error. */
 static void copy(int from, int to)
 {
@@ -77,7 +61,7 @@ static void copy(int from, int to)
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n <= 0 || !write_all(to, buf, (size_t)n)) {
+        if (n <= 0 || fd_write_all(to, buf, (size_t)n, FDIO_POS) < 0) {
             break;
         }
     }

@@ -16,6 +16,7 @@
  */
 #include "nbdc-int.h"
 #include "nbdsrv/coro.h"
+#include "nbdsrv/fdio.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -108,42 +109,6 @@ static void progress(bool show, uint64_t done, uint64_t total, bool last,
     }
 }
 
-/* Reads up to `len` bytes from fd 0, less only at end of file. */
-static ssize_t read_full(uint8_t *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(STDIN_FILENO, buf + got, len - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return -errno;
-        }
-        if (n == 0) {
-            break;
-        }
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
-}
-
-static int write_full(const uint8_t *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(STDOUT_FILENO, buf, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* An I/O error on `end` as a message, then the failure status. */
 static int io_error(struct nbdc_end *end, const char *what, uint64_t off, int r)
 {
@@ -160,7 +125,7 @@ static int stream_in(struct loop_group *loops, struct nbdc_end *end,
 {
     uint64_t off = 0, next_ns = 0;
     for (;;) {
-        ssize_t n = read_full(buf, chunk);
+        ssize_t n = fd_read_full(STDIN_FILENO, buf, chunk, FDIO_POS);
         if (n < 0) {
             nbdc_error("copy failed: reading standard input: %s",
                        strerror((int)-n));
@@ -229,7 +194,7 @@ static int stream_out(struct loop_group *loops, struct nbdc_end *end,
                         return io_error(end, "reading", off, r);
                     }
                 }
-                int r = write_full(buf, len);
+                int r = fd_write_all(STDOUT_FILENO, buf, len, FDIO_POS);
                 if (r < 0) {
                     nbdc_error("copy failed: writing standard output: %s",
                                strerror(-r));

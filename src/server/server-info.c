@@ -180,12 +180,7 @@ int server_edit_export(struct server *srv, enum server_edit how,
     if (how == SERVER_EDIT_ADD) {
         all[nr++] = *config;
     }
-    struct server_update up = {0};
-    r = server_update_exports(srv, &up, all, nr, err);
-    if (r == 0) {
-        server_update_commit(srv, &up);
-    }
-    server_update_fini(&up);
+    r = server_set_exports(srv, all, nr, err);
 out:
     free(all);
     export_table_unref(old);

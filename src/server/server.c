@@ -360,22 +360,7 @@ int server_set_exports(struct server *srv, const struct export_config *configs,
 int server_add_export(struct server *srv, const struct export_config *config,
                       struct err *err)
 {
-    struct export_table *old = server_get_table(srv);
-    struct export_config *all = calloc(old->nr + 1, sizeof *all);
-    int r;
-    if (all == NULL) {
-        r = err_set(err, ENOMEM, "out of memory");
-        goto out;
-    }
-    for (unsigned i = 0; i < old->nr; i++) {
-        all[i] = export_config_of(old->exps[i]);
-    }
-    all[old->nr] = *config;
-    r = server_set_exports(srv, all, old->nr + 1, err);
-out:
-    free(all);
-    export_table_unref(old);
-    return r;
+    return server_edit_export(srv, SERVER_EDIT_ADD, config->name, config, err);
 }
 
 struct conn_start {

@@ -24,6 +24,7 @@
 #include "nbdsrv/version.h"
 #include "server-int.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +293,21 @@ static struct export_stats **list_exports(struct server *srv, unsigned *nr)
     return v;
 }
 
+/* A counter family with one value an export: the uint64_t at `field` of
+ * each export's sum. */
+static void render_bytes(struct metrics_text *t, const char *name,
+                         const char *help, struct export_stats *const *v,
+                         const struct stats_sum *sums, unsigned nr,
+                         size_t field)
+{
+    metrics_text_family(t, name, "counter", help);
+    for (unsigned i = 0; i < nr; i++) {
+        struct metrics_label l[] = {{"export", v[i]->name}};
+        metrics_text_uint(t, name, l, 1,
+                          *(const uint64_t *)((const char *)&sums[i] + field));
+    }
+}
+
 static void render_exports(struct metrics_text *t,
                            struct export_stats *const *v, unsigned nr)
 {
@@ -333,21 +349,12 @@ static void render_exports(struct metrics_text *t,
             }
         }
     }
-    metrics_text_family(t, "nbd_serverd_read_bytes_total", "counter",
-                        "Bytes read by successful READ requests, by export.");
-    for (unsigned i = 0; i < nr; i++) {
-        struct metrics_label l[] = {{"export", v[i]->name}};
-        metrics_text_uint(t, "nbd_serverd_read_bytes_total", l, 1,
-                          sums[i].bytes_read);
-    }
-    metrics_text_family(t, "nbd_serverd_written_bytes_total", "counter",
-                        "Bytes written by successful WRITE requests, by "
-                        "export.");
-    for (unsigned i = 0; i < nr; i++) {
-        struct metrics_label l[] = {{"export", v[i]->name}};
-        metrics_text_uint(t, "nbd_serverd_written_bytes_total", l, 1,
-                          sums[i].bytes_written);
-    }
+    render_bytes(t, "nbd_serverd_read_bytes_total",
+                 "Bytes read by successful READ requests, by export.", v, sums,
+                 nr, offsetof(struct stats_sum, bytes_read));
+    render_bytes(t, "nbd_serverd_written_bytes_total",
+                 "Bytes written by successful WRITE requests, by export.", v,
+                 sums, nr, offsetof(struct stats_sum, bytes_written));
     metrics_text_family(t, "nbd_serverd_request_duration_seconds", "histogram",
                         "Time from a request's header being read to its "
                         "reply being written, by export and command.");

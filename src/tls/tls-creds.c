@@ -12,6 +12,7 @@
  */
 #include "nbdsrv/tls-creds.h"
 
+#include "nbdsrv/fdio.h"
 #include "nbdsrv/refcount.h"
 #include "nbdsrv/tls-priority.h"
 
@@ -88,21 +89,11 @@ static int read_file(const char *path, gnutls_datum_t *out, struct err *err)
         r = err_set(err, ENOMEM, "%s: out of memory", path);
         goto out_close;
     }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t n = read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            r = err_set_errno(err, errno, "%s", path);
-            free(buf);
-            goto out_close;
-        }
-        if (n == 0) {
-            break;
-        }
-        got += (size_t)n;
+    ssize_t got = fd_read_full(fd, buf, size, FDIO_POS);
+    if (got < 0) {
+        r = err_set_errno(err, (int)-got, "%s", path);
+        free(buf);
+        goto out_close;
     }
     buf[got] = '\0';
     out->data = buf;
