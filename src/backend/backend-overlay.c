@@ -718,7 +718,7 @@ static void ovl_close(struct backend *b)
             for (uint64_t k = 0; ok && k < n; k++) {
                 uint64_t off = o->staged[k] * OVL_MAP_PAGE;
                 ok = fd_write_all(o->fd, o->staging + off, OVL_MAP_PAGE,
-                               (off_t)(o->map_offset + off)) == 0;
+                                  (off_t)(o->map_offset + off)) == 0;
             }
             if (ok) {
                 fdatasync(o->fd);

@@ -183,8 +183,8 @@ int backend_flush(struct backend *be)
 {
     coro_assert_in_coroutine();
     enter(be);
-    int r = be->ops->flush != NULL ? be->ops->flush(be)
-                                   : backend_flush(be->lower);
+    int r =
+        be->ops->flush != NULL ? be->ops->flush(be) : backend_flush(be->lower);
     leave(be);
     return r;
 }

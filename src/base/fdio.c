@@ -28,9 +28,9 @@ ssize_t fd_read_full(int fd, void *buf, size_t len, off_t at)
     char *p = buf;
     size_t got = 0;
     while (got < len) {
-        ssize_t n = at == FDIO_POS ? read(fd, p + got, len - got)
-                                   : pread(fd, p + got, len - got,
-                                           at + (off_t)got);
+        ssize_t n = at == FDIO_POS
+                        ? read(fd, p + got, len - got)
+                        : pread(fd, p + got, len - got, at + (off_t)got);
         if (n < 0 && errno == EINTR) {
             continue;
         }

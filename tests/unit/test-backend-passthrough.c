@@ -100,8 +100,7 @@ static int probe_extents(struct backend *b, enum backend_meta meta,
     return 1;
 }
 
-static int probe_range_is_hole(struct backend *b, uint64_t offset,
-                               uint64_t len)
+static int probe_range_is_hole(struct backend *b, uint64_t offset, uint64_t len)
 {
     (void)offset, (void)len;
     to_probe(b)->calls[P_HOLE]++;
@@ -185,7 +184,7 @@ static void depth_entry(void *arg)
                                 &c->ext, 1);
 }
 
-START_TEST(test_backend_filter_null_ops_pass_down)
+UNIT_TEST("passthrough", test_backend_filter_null_ops_pass_down)
 {
     struct probe p;
     memset(&p, 0, sizeof p);
@@ -208,8 +207,9 @@ START_TEST(test_backend_filter_null_ops_pass_down)
     ck_assert(ext.hole);
     ck_assert_int_eq(t_is_hole(&f, 0, 4096), 1);
     for (unsigned op = 0; op < P_NR; op++) {
-        ck_assert_msg(p.calls[op] == 1, "op %u reached the layer below %u times",
-                      op, p.calls[op]);
+        ck_assert_msg(p.calls[op] == 1,
+                      "op %u reached the layer below %u times", op,
+                      p.calls[op]);
     }
     /* The depth map passes down too: the bottom layer holds it all. */
     struct depth_call d = {.be = &f};
@@ -226,7 +226,7 @@ START_TEST(test_backend_filter_null_ops_pass_down)
 }
 END_TEST
 
-START_TEST(test_backend_filter_own_op_does_not_pass_down)
+UNIT_TEST("passthrough", test_backend_filter_own_op_does_not_pass_down)
 {
     struct probe p;
     memset(&p, 0, sizeof p);
@@ -244,7 +244,7 @@ START_TEST(test_backend_filter_own_op_does_not_pass_down)
 }
 END_TEST
 
-START_TEST(test_backend_bottom_null_ops_keep_their_meaning)
+UNIT_TEST("passthrough", test_backend_bottom_null_ops_keep_their_meaning)
 {
     struct probe p;
     memset(&p, 0, sizeof p);
@@ -276,15 +276,5 @@ START_TEST(test_backend_bottom_null_ops_keep_their_meaning)
 }
 END_TEST
 
-Suite *unit_suite(void)
-{
-    Suite *s = suite_create("backend-passthrough");
-    TCase *tc = tcase_create("passthrough");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_backend_filter_null_ops_pass_down);
-    tcase_add_test(tc, test_backend_filter_own_op_does_not_pass_down);
-    tcase_add_test(tc, test_backend_bottom_null_ops_keep_their_meaning);
-    suite_add_tcase(s, tc);
-    return s;
-}
+UNIT_SUITE("backend-passthrough");
+UNIT_TCASE("passthrough", 30, setup, teardown);
