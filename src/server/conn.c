@@ -47,7 +47,7 @@ static void conn_free(struct conn *conn)
     server_admit_release(srv, &conn->peer_addr);
 
     for (unsigned i = 0; i < srv->loops->count; i++) {
-        bufpool_put(conn->push[i].obuf, CONN_OBUF_SIZE);
+        bufpool_put(conn->push[i].batch, sizeof(struct reply_batch));
     }
     free(conn->push);
     flow_fini(conn);

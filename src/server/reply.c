@@ -1,39 +1,56 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Sending replies: one connection's replies leave under its send_lock,
- * from whichever loop the request coroutine runs on.  A burst of small
- * replies on one loop is copied into that loop's buffer for the
- * connection (struct conn_push) and written in one send when the loop's
- * batch of tasks ends, so that it leaves in a few segments and wakes the
- * client once.
+ * from whichever loop the request coroutine runs on.  The replies of one
+ * loop's batch of tasks (a burst of requests read from one receive) are
+ * gathered in that loop's reply_batch for the connection and leave in one
+ * send when the batch ends: one system call, one pass through the
+ * socket's lock and one wake-up of the client for the burst, instead of
+ * one each per reply.
  */
 #include "nbdsrv/bufpool.h"
 #include "nbdsrv/coro.h"
 #include "nbdsrv/log.h"
 #include "server-int.h"
+#include "stats-int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
-/* Sends one loop's queued small replies under the send lock. */
+/* Writes iov under the send lock, counting the write. */
+static int send_locked(struct conn *conn, const struct iovec *iov, int n,
+                       int flags)
+{
+    co_mutex_lock(&conn->send_lock);
+    int r = chan_writev_all_flags(conn->ch, iov, n, flags);
+    co_mutex_unlock(&conn->send_lock);
+    if (conn->srv->stats_on) {
+        stats_reply_write(conn->srv);
+    }
+    return r;
+}
+
+/* Sends one loop's gathered replies under the send lock and wakes the
+ * coroutines whose payloads they referenced. */
 static void flush_entry(void *opaque)
 {
     struct conn_push *p = opaque;
     struct conn *conn = p->conn;
-    /* Detach before the first yield: new replies start a new buffer. */
-    uint8_t *buf = p->obuf;
-    size_t len = p->olen;
-    p->obuf = NULL;
-    p->olen = 0;
-    co_mutex_lock(&conn->send_lock);
-    int r = chan_write_all(conn->ch, buf, len);
-    co_mutex_unlock(&conn->send_lock);
+    /* Detach before the first yield: new replies start a new batch. */
+    struct reply_batch *b = p->batch;
+    p->batch = NULL;
+    int r = send_locked(conn, b->iov, b->niov, 0);
     if (r < 0) {
+        log_debug("%s: sending replies: %s", conn->peer, strerror(-r));
         chan_shutdown(conn->ch, SHUT_RDWR);
     }
-    bufpool_put(buf, CONN_OBUF_SIZE);
+    for (int i = 0; i < b->nwait; i++) {
+        b->wait[i]->result = r;
+        coro_wake(b->wait[i]->co);
+    }
+    bufpool_put(b, sizeof *b);
     flow_batch_sent(conn);
     conn_unref(conn);
 }
@@ -43,7 +60,7 @@ static void push_task_run(struct loop_task *task)
     struct conn_push *p = container_of(task, struct conn_push, task);
     struct conn *conn = p->conn;
     p->queued = false;
-    if (p->olen == 0) {
+    if (p->batch == NULL || p->batch->niov == 0) {
         chan_push(conn->ch);
         conn_unref(conn);
         return;
@@ -56,34 +73,6 @@ static void push_task_run(struct loop_task *task)
         return;
     }
     coro_enter(co); /* the conn reference passes to flush_entry */
-}
-
-static void push_later(struct conn *conn, struct loop *loop);
-
-/* Queues a small reply to go out with this loop's push; false when it
- * does not fit (send it directly then). */
-static bool queue_small_reply(struct conn *conn, struct loop *loop,
-                              const struct iovec *iov, int n, size_t total)
-{
-    struct conn_push *p = &conn->push[loop_index(loop)];
-    if (p->obuf == NULL) {
-        p->obuf = bufpool_get(CONN_OBUF_SIZE);
-        if (p->obuf == NULL) {
-            return false;
-        }
-    }
-    if (p->olen + total > CONN_OBUF_SIZE) {
-        return false;
-    }
-    if (p->olen == 0 && total > 0) {
-        flow_batch_queued(conn);
-    }
-    for (int i = 0; i < n; i++) {
-        memcpy(p->obuf + p->olen, iov[i].iov_base, iov[i].iov_len);
-        p->olen += iov[i].iov_len;
-    }
-    push_later(conn, loop);
-    return true;
 }
 
 /* Pushes this loop's held-back replies once its batch is done. */
@@ -99,33 +88,106 @@ static void push_later(struct conn *conn, struct loop *loop)
     }
 }
 
+/* Appends len bytes to the batch's header area, growing the last piece
+ * when it ends there. */
+static void batch_copy(struct reply_batch *b, const void *data, size_t len)
+{
+    uint8_t *dst = b->hdr + b->hlen;
+    memcpy(dst, data, len);
+    b->hlen += len;
+    struct iovec *last = b->niov > 0 ? &b->iov[b->niov - 1] : NULL;
+    if (last != NULL && (uint8_t *)last->iov_base + last->iov_len == dst) {
+        last->iov_len += len;
+    } else {
+        b->iov[b->niov++] = (struct iovec){dst, len};
+    }
+}
+
+/*
+ * Adds a reply to this loop's batch for conn: pieces up to
+ * CONN_SMALL_REPLY_MAX are copied, larger ones referenced (the caller
+ * then waits in w until the batch is sent; w is NULL when nothing is
+ * referenced).  False when the batch has no room: send it directly then.
+ */
+static bool batch_add(struct conn *conn, struct loop *loop,
+                      const struct iovec *iov, int n, size_t total,
+                      struct reply_waiter *w)
+{
+    struct conn_push *p = &conn->push[loop_index(loop)];
+    struct reply_batch *b = p->batch;
+    if (b == NULL) {
+        b = bufpool_get(sizeof *b);
+        if (b == NULL) {
+            return false;
+        }
+        b->niov = b->nwait = 0;
+        b->hlen = b->bytes = 0;
+        p->batch = b;
+    }
+    size_t copied = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len <= CONN_SMALL_REPLY_MAX) {
+            copied += iov[i].iov_len;
+        }
+    }
+    if (b->niov + n > REPLY_BATCH_IOV || b->hlen + copied > REPLY_BATCH_HDR ||
+        b->bytes + total > REPLY_BATCH_BYTES ||
+        (w != NULL && b->nwait == REPLY_BATCH_IOV)) {
+        return false;
+    }
+    if (b->niov == 0) {
+        flow_batch_queued(conn);
+    }
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len <= CONN_SMALL_REPLY_MAX) {
+            batch_copy(b, iov[i].iov_base, iov[i].iov_len);
+        } else if (iov[i].iov_len > 0) {
+            b->iov[b->niov++] = iov[i];
+        }
+    }
+    b->bytes += total;
+    if (w != NULL) {
+        b->wait[b->nwait++] = w;
+    }
+    push_later(conn, loop);
+    return true;
+}
+
 /*
  * Sends iov under the send lock; a failure shuts the socket down so the
- * receive side stops too.  When more tasks are queued on this loop (other
- * replies are likely to follow at once), the reply is sent with
- * CHAN_WRITE_MORE and pushed when the loop's batch ends, and a small one
- * (no data) is copied into the loop's buffer for the connection and sent
- * with the others of the batch in one write: a burst of replies leaves in
- * a few segments and wakes the client once.
+ * receive side stops too.  While more tasks are queued on this loop
+ * (other replies are likely to follow at once), or replies of this batch
+ * are already waiting, a reply up to CONN_BATCH_REPLY_MAX joins the
+ * loop's batch: a data-less one is copied and returns at once, one with
+ * a payload parks until the batch is sent (its buffer must stay until
+ * then).  A larger reply is sent at once, with CHAN_WRITE_MORE while more
+ * tasks are queued, and pushed when the loop's batch ends.
  */
 int reply_send(struct conn *conn, const struct iovec *iov, int n)
 {
     struct loop *here = coro_loop(coro_self());
     bool more = loop_has_ready(here);
-    if (more) {
-        size_t total = 0;
-        for (int i = 0; i < n; i++) {
-            total += iov[i].iov_len;
-        }
-        /* Small replies of one batch leave together in one send. */
-        if (total <= CONN_SMALL_REPLY_MAX &&
-            queue_small_reply(conn, here, iov, n, total)) {
-            return 0;
+    const struct reply_batch *b = conn->push[loop_index(here)].batch;
+    size_t total = 0;
+    bool referenced = false;
+    for (int i = 0; i < n; i++) {
+        total += iov[i].iov_len;
+        referenced |= iov[i].iov_len > CONN_SMALL_REPLY_MAX;
+    }
+    if ((more || (b != NULL && b->niov > 0)) && total <= CONN_BATCH_REPLY_MAX) {
+        if (!referenced) {
+            if (batch_add(conn, here, iov, n, total, NULL)) {
+                return 0;
+            }
+        } else {
+            struct reply_waiter w = {.co = coro_self(), .result = 0};
+            if (batch_add(conn, here, iov, n, total, &w)) {
+                coro_yield(); /* until flush_entry wakes us */
+                return w.result;
+            }
         }
     }
-    co_mutex_lock(&conn->send_lock);
-    int r = chan_writev_all_flags(conn->ch, iov, n, more ? CHAN_WRITE_MORE : 0);
-    co_mutex_unlock(&conn->send_lock);
+    int r = send_locked(conn, iov, n, more ? CHAN_WRITE_MORE : 0);
     if (r == 0 && more) {
         /* Re-read: co_mutex_lock may have yielded (docs/design.md, "Threads
          * and affinity"). */

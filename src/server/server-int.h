@@ -393,20 +393,52 @@ static inline struct conn_links *conn_links(struct server *srv,
 }
 
 /*
- * A deferred push of replies held back with CHAN_WRITE_MORE on one loop.
- * One per loop per connection; loop-local to that loop.
+ * A parked request coroutine whose reply is in a reply_batch: the flush
+ * stores the send's result and wakes it.  On that coroutine's stack.
+ */
+struct reply_waiter {
+    struct coro *co;
+    int result;
+};
+
+/* Bounds of one reply_batch (one writev: at most CHAN_IOV_MAX pieces). */
+#define REPLY_BATCH_IOV 64
+#define REPLY_BATCH_HDR 2048u
+#define REPLY_BATCH_BYTES (256u * 1024)
+
+/*
+ * Replies of one loop's batch of tasks waiting to leave in one send.
+ * Headers and data-less replies are copied into hdr; payloads are
+ * referenced, their coroutines parked in wait[] until the send is done.
+ * From the buffer pool; owned by its conn_push until a flush takes it.
+ */
+struct reply_batch {
+    int niov;
+    int nwait;
+    size_t hlen;  /* bytes of hdr in use */
+    size_t bytes; /* bytes the iovecs hold */
+    struct iovec iov[REPLY_BATCH_IOV];
+    struct reply_waiter *wait[REPLY_BATCH_IOV];
+    uint8_t hdr[REPLY_BATCH_HDR];
+};
+
+/*
+ * A deferred push of the replies one loop held back (a reply_batch, or
+ * data sent with CHAN_WRITE_MORE).  One per loop per connection;
+ * loop-local to that loop.
  */
 struct conn_push {
     struct loop_task task;
-    struct conn *conn; /* set with task by reply.c when it queues it */
-    bool queued;       /* the task is in the loop's deferred list */
-    uint8_t *obuf;     /* small replies waiting for the push, or NULL */
-    size_t olen;
+    struct conn *conn;         /* set with task by reply.c when it queues it */
+    bool queued;               /* the task is in the loop's deferred list */
+    struct reply_batch *batch; /* replies waiting for the push, or NULL */
 };
 
-/* Replies up to this size may wait in a conn_push buffer. */
+/* Replies up to this size are copied into a batch and do not wait. */
 #define CONN_SMALL_REPLY_MAX 64u
-#define CONN_OBUF_SIZE 4096u
+/* Replies up to this size may wait in a batch; larger ones (where the
+ * send's fixed cost is small next to the copy) go out directly. */
+#define CONN_BATCH_REPLY_MAX (64u * 1024)
 
 /* One request in flight.  Owned by its request coroutine; from a pool. */
 struct request {

@@ -74,6 +74,7 @@ struct export_stats {
 struct stats_loop {
     atomic_uint_least64_t received; /* requests read by home receive sides */
     atomic_uint_least64_t served;   /* requests finished on this loop */
+    atomic_uint_least64_t reply_writes; /* socket writes of replies */
 } __attribute__((aligned(64)));
 
 /* Why a handshake ended without reaching the transmission phase. */
@@ -110,6 +111,9 @@ ANY_THREAD void server_stats_fini(struct server *srv);
 ANY_THREAD uint64_t stats_clock_ns(void);
 /* The receive side has read a request and dispatches it (home loop). */
 CORO_FN void stats_request_received(struct server *srv);
+/* One write of replies to a client's socket, by the calling coroutine's
+ * loop. */
+CORO_FN void stats_reply_write(struct server *srv);
 /* Request `req` of `conn`, whose header was read at arrival_ns, has
  * finished with `err` (0 or the errno replied with); counted on the loop
  * the calling coroutine is on. */

@@ -172,6 +172,12 @@ void stats_request_received(struct server *srv)
     add(&srv->stats_loops[i].received, 1);
 }
 
+void stats_reply_write(struct server *srv)
+{
+    unsigned i = loop_index(coro_loop(coro_self()));
+    add(&srv->stats_loops[i].reply_writes, 1);
+}
+
 /* This loop's block of `st`, made on first use; NULL if it cannot be. */
 static struct stats_export_loop *loop_block(struct export_stats *st, unsigned i)
 {
@@ -406,15 +412,21 @@ static void render_connections(struct server *srv, struct metrics_text *t)
 static void render_loops(struct server *srv, struct metrics_text *t)
 {
     unsigned n = srv->loops->count;
-    uint64_t received = 0, served = 0;
+    uint64_t received = 0, served = 0, reply_writes = 0;
     for (unsigned i = 0; i < n; i++) {
         received += get(&srv->stats_loops[i].received);
         served += get(&srv->stats_loops[i].served);
+        reply_writes += get(&srv->stats_loops[i].reply_writes);
     }
     metrics_text_family(t, "nbd_serverd_requests_in_flight", "gauge",
                         "Requests read and not finished yet.");
     metrics_text_uint(t, "nbd_serverd_requests_in_flight", NULL, 0,
                       received > served ? received - served : 0);
+    metrics_text_family(t, "nbd_serverd_reply_writes_total", "counter",
+                        "Writes to clients' sockets that carried replies "
+                        "(replies of one burst share a write).");
+    metrics_text_uint(t, "nbd_serverd_reply_writes_total", NULL, 0,
+                      reply_writes);
     metrics_text_family(t, "nbd_serverd_buffer_bytes", "gauge",
                         "Buffer memory held by requests in flight "
                         "(max-buffer-memory counts it).");
