@@ -36,7 +36,8 @@
  * already here.
  *
  * chan_shutdown and chan_push act on the socket underneath (no alert is
- * sent); chan_wake interrupts waits on the TLS channel.
+ * sent); chan_wake interrupts waits on the TLS channel.  CHAN_WRITE_MORE
+ * is accepted and ignored: every record is sent as it is made.
  */
 #ifndef NBDSRV_CHAN_TLS_H
 #define NBDSRV_CHAN_TLS_H
