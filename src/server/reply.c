@@ -103,37 +103,46 @@ static void batch_copy(struct reply_batch *b, const void *data, size_t len)
     }
 }
 
+enum batch_added {
+    BATCH_NO_ROOM, /* send it directly */
+    BATCH_COPIED,  /* every piece was copied: done */
+    BATCH_WAITS,   /* a piece is referenced: park in w until the send */
+};
+
 /*
  * Adds a reply to this loop's batch for conn: pieces up to
- * CONN_SMALL_REPLY_MAX are copied, larger ones referenced (the caller
- * then waits in w until the batch is sent; w is NULL when nothing is
- * referenced).  False when the batch has no room: send it directly then.
+ * CONN_SMALL_REPLY_MAX are copied, larger ones referenced, and then w
+ * joins the batch's waiters.
  */
-static bool batch_add(struct conn *conn, struct loop *loop,
-                      const struct iovec *iov, int n, size_t total,
-                      struct reply_waiter *w)
+static enum batch_added batch_add(struct conn *conn, struct loop *loop,
+                                  const struct iovec *iov, int n, size_t total,
+                                  struct reply_waiter *w)
 {
     struct conn_push *p = &conn->push[loop_index(loop)];
     struct reply_batch *b = p->batch;
     if (b == NULL) {
         b = bufpool_get(sizeof *b);
         if (b == NULL) {
-            return false;
+            return BATCH_NO_ROOM;
         }
         b->niov = b->nwait = 0;
         b->hlen = b->bytes = 0;
         p->batch = b;
     }
     size_t copied = 0;
+    bool referenced = false;
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len <= CONN_SMALL_REPLY_MAX) {
             copied += iov[i].iov_len;
+        } else {
+            referenced = true;
         }
     }
+    /* A waiter brings a referenced piece, so nwait <= niov: iov[]'s bound
+     * is wait[]'s too. */
     if (b->niov + n > REPLY_BATCH_IOV || b->hlen + copied > REPLY_BATCH_HDR ||
-        b->bytes + total > REPLY_BATCH_BYTES ||
-        (w != NULL && b->nwait == REPLY_BATCH_IOV)) {
-        return false;
+        b->bytes + total > REPLY_BATCH_BYTES) {
+        return BATCH_NO_ROOM;
     }
     if (b->niov == 0) {
         flow_batch_queued(conn);
@@ -141,16 +150,17 @@ static bool batch_add(struct conn *conn, struct loop *loop,
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len <= CONN_SMALL_REPLY_MAX) {
             batch_copy(b, iov[i].iov_base, iov[i].iov_len);
-        } else if (iov[i].iov_len > 0) {
+        } else {
             b->iov[b->niov++] = iov[i];
         }
     }
     b->bytes += total;
-    if (w != NULL) {
-        b->wait[b->nwait++] = w;
-    }
     push_later(conn, loop);
-    return true;
+    if (!referenced) {
+        return BATCH_COPIED;
+    }
+    b->wait[b->nwait++] = w;
+    return BATCH_WAITS;
 }
 
 /*
@@ -169,22 +179,19 @@ int reply_send(struct conn *conn, const struct iovec *iov, int n)
     bool more = loop_has_ready(here);
     const struct reply_batch *b = conn->push[loop_index(here)].batch;
     size_t total = 0;
-    bool referenced = false;
     for (int i = 0; i < n; i++) {
         total += iov[i].iov_len;
-        referenced |= iov[i].iov_len > CONN_SMALL_REPLY_MAX;
     }
     if ((more || (b != NULL && b->niov > 0)) && total <= CONN_BATCH_REPLY_MAX) {
-        if (!referenced) {
-            if (batch_add(conn, here, iov, n, total, NULL)) {
-                return 0;
-            }
-        } else {
-            struct reply_waiter w = {.co = coro_self(), .result = 0};
-            if (batch_add(conn, here, iov, n, total, &w)) {
-                coro_yield(); /* until flush_entry wakes us */
-                return w.result;
-            }
+        struct reply_waiter w = {.co = coro_self(), .result = 0};
+        switch (batch_add(conn, here, iov, n, total, &w)) {
+        case BATCH_COPIED:
+            return 0;
+        case BATCH_WAITS:
+            coro_yield(); /* until flush_entry wakes us */
+            return w.result;
+        case BATCH_NO_ROOM:
+            break;
         }
     }
     int r = send_locked(conn, iov, n, more ? CHAN_WRITE_MORE : 0);
